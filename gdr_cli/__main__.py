@@ -1,0 +1,3 @@
+from gdr_cli.app import run
+
+run()

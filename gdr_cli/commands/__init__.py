@@ -1,0 +1,14 @@
+"""One module per stage command. `register` adds the commands that are real, in pipeline order."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    from gdr_cli.commands import evaluate, preprocess, sample, train_rec
+
+    app.command("preprocess", help="Raw dumps or your own logs -> clean interactions, item text, social graph, leave-one-out splits.")(preprocess.preprocess)
+    app.command("train-rec", help="Train a recommender (popularity baseline, autoregressive T5 'tiger') on the training split.")(train_rec.train_rec)
+    app.command("sample", help="Top-K recommendations for the validation or test users from a trained run.")(sample.sample)
+    app.command("evaluate", help="Recall/NDCG/MRR@K of sampled recommendations; compares runs in one table.")(evaluate.evaluate)
