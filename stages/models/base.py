@@ -23,6 +23,10 @@ class Recommender(nn.Module, abc.ABC):
         super().__init__()
         self.init_kwargs = init_kwargs
 
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        """`model(batch)` is the training loss, so DistributedDataParallel wraps `loss`."""
+        return self.loss(batch)
+
     def loss(self, batch: dict[str, Tensor]) -> Tensor:
         """Scalar training loss of a batch: `history` [B, L] int64 item ids (-1 = padding, left-padded),
         `target` [B] int64 item ids."""

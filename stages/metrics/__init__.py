@@ -1,0 +1,1 @@
+"""Ranking metrics (PROTOCOL.md §1) and comparison reports."""

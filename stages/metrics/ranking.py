@@ -1,0 +1,46 @@
+"""Ranking metrics for one held-out item per user (PROTOCOL.md §1).
+
+With r the 1-based rank of the target in the user's deduplicated list of valid items:
+Recall@K = HR@K = 1[r <= K], NDCG@K = 1/log2(r+1) if r <= K, MRR@K = 1/r if r <= K; users whose
+list misses the target (or is empty) score 0. The same function serves validation during
+training (torch) and `gdr evaluate`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+DEFAULT_KS = (1, 5, 10, 20)
+
+
+def target_rank(items: Tensor, target: Tensor) -> Tensor:
+    """1-based rank of `target` in each row of `items`; 0 where absent.
+
+    items: [B, K] int64 (-1 = empty slot; rows already free of duplicates), target: [B] int64.
+    Returns [B] int64.
+    """
+    hit = items == target[:, None]  # [B, K]
+    first = hit.float().argmax(dim=1) + 1
+    return torch.where(hit.any(dim=1), first, torch.zeros_like(first))
+
+
+def metrics_from_ranks(ranks: Tensor, ks: tuple[int, ...] = DEFAULT_KS) -> dict[str, float]:
+    """Mean Recall/NDCG/MRR@K over users from their target ranks ([U] int64, 0 = miss)."""
+    r = ranks.double()
+    found = ranks > 0
+    out: dict[str, float] = {}
+    for k in ks:
+        hit = found & (ranks <= k)
+        n = max(len(ranks), 1)
+        out[f"recall@{k}"] = hit.double().sum().item() / n
+        out[f"ndcg@{k}"] = torch.where(hit, 1.0 / torch.log2(r + 1.0), torch.zeros_like(r)).sum().item() / n
+        out[f"mrr@{k}"] = torch.where(hit, 1.0 / r.clamp(min=1.0), torch.zeros_like(r)).sum().item() / n
+    return out
+
+
+def ndcg_sum(items: Tensor, target: Tensor, k: int = 10) -> float:
+    """Sum over the batch of NDCG@k (for sharded validation: sum over ranks, divide by users)."""
+    ranks = target_rank(items[:, :k], target).double()
+    hit = ranks > 0
+    return torch.where(hit, 1.0 / torch.log2(ranks + 1.0), torch.zeros_like(ranks)).sum().item()
