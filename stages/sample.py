@@ -1,0 +1,115 @@
+"""`gdr sample`: top-K recommendations for the validation or test users of a trained run.
+
+Reads `runs/<run>/` (the checkpoint carries its config) and the processed splits, feeds
+each user's history (PROTOCOL.md §1: training items for 'valid', plus the validation item for
+'test') to `model.recommend` in batches, and writes `recs/<name>/<split>/recs.parquet`
+(user, rank, item, score). The test target is never read here.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+from gdr_cli.console import console, progress
+from gdr_cli.io import staged_dir, write_parquet
+from gdr_cli.manifest import Manifest, Stopwatch, check_fresh, command_line, dump_config, write_manifest
+from gdr_cli.paths import DataPaths
+from stages.config.sample import SampleConfig
+from stages.data.sequences import eval_histories
+from stages.inputs import open_processed, open_run
+from stages.models.registry import load_model
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def recs_frame(users: np.ndarray, items: np.ndarray, scores: np.ndarray) -> pl.DataFrame:
+    """Long table from per-user lists; slots with no item (-1) are dropped.
+
+    users: [U] int, items: [U, K] int64 (-1 = none), scores: [U, K] float32.
+    """
+    u, k = items.shape
+    frame = pl.DataFrame(
+        {
+            "user": np.repeat(users.astype(np.int32), k),
+            "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), u),
+            "item": items.reshape(-1).astype(np.int32),
+            "score": scores.reshape(-1).astype(np.float32),
+        }
+    )
+    return frame.filter(pl.col("item") >= 0)
+
+
+def run(
+    *, dataset: str, data_dir: Path, run_name: str, config: SampleConfig, out_name: str | None = None
+) -> Manifest:
+    """Sample top-`config.k` lists for every user of `config.split`; returns the recs manifest."""
+    clock = Stopwatch()
+    paths = DataPaths(data_dir, dataset)
+    trained = open_run(paths, run_name)
+    processed = open_processed(paths)
+    check_fresh(processed.manifest, paths.root, what="processed data")
+    device = resolve_device(config.device)
+    model, meta = load_model(trained.folder, device=str(device))
+    sampler = model.check_sampler(config.sampler)
+    name = out_name or (run_name if sampler == model.samplers[0] else f"{run_name}-{sampler}")
+    max_len = config.max_len or int(meta.get("max_len", 20))
+
+    data = eval_histories(processed.table("splits"), config.split, max_len, with_target=False)
+    users, history = data["user"], data["history"]
+    n = len(users)
+    items_out = np.full((n, config.k), -1, dtype=np.int64)
+    scores_out = np.full((n, config.k), -np.inf, dtype=np.float32)
+    nfe_total = 0.0
+    start = time.perf_counter()
+    with progress("users") as bar:
+        task = bar.add_task(f"sample {name}", total=n)
+        for lo in range(0, n, config.batch_size):
+            hi = min(lo + config.batch_size, n)
+            items, scores = model.recommend(history[lo:hi].to(device), k=config.k, sampler=sampler, options=config)
+            items_out[lo:hi] = items.cpu().numpy()
+            scores_out[lo:hi] = scores.float().cpu().numpy()
+            nfe_total += float(getattr(model, "sample_stats", {}).get("nfe", 0.0)) * (hi - lo)
+            bar.update(task, advance=hi - lo)
+    seconds = time.perf_counter() - start
+    frame = recs_frame(users.numpy(), items_out, scores_out)
+    stats = {
+        "users": n,
+        "rows": frame.height,
+        "users_per_s": round(n / max(seconds, 1e-9), 2),
+        "decode_s": round(seconds, 3),
+        "sampler": sampler,
+        "exclude_history": config.exclude_history,
+    }
+    if nfe_total:
+        stats["nfe_per_user"] = round(nfe_total / n, 3)
+    out = paths.recs(name, config.split)
+    with staged_dir(out) as tmp:
+        write_parquet(tmp / "recs.parquet", frame)
+        write_manifest(
+            tmp,
+            Manifest(
+                stage="sample",
+                dataset=dataset,
+                name=name,
+                command=command_line(),
+                config={**dump_config(config), "sampler": sampler, "max_len": max_len, "run": run_name},
+                seed=config.seed,
+                inputs={"run": trained.ref, "processed": processed.ref},
+                stats=stats,
+                wall_time_s=clock.seconds(),
+            ),
+        )
+    extra = f", {stats['nfe_per_user']} model calls/user" if "nfe_per_user" in stats else ""
+    console.print(
+        f"sample: {name} ({sampler}) top-{config.k} for {n:,} {config.split} users at {stats['users_per_s']:,} users/s{extra} -> {out}"
+    )
+    return Manifest.model_validate_json((out / "manifest.json").read_text())
