@@ -58,7 +58,7 @@ def save_model(folder: Path, model: Recommender, meta: dict[str, Any] | None = N
 
 def load_model(folder: Path, device: str = "cpu") -> tuple[Recommender, dict[str, Any]]:
     """Rebuild a model from a run folder; a corrupted or mismatched checkpoint is a one-line error."""
-    from safetensors import SafetensorsError
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     try:
@@ -68,7 +68,7 @@ def load_model(folder: Path, device: str = "cpu") -> tuple[Recommender, dict[str
         raise GdrError(f"unreadable model spec: {exc}", where=str(folder / SPEC), fix="retrain the run") from None
     try:
         state = load_file(str(folder / WEIGHTS), device=device)
-    except (OSError, SafetensorsError, ValueError) as exc:
+    except (OSError, SafetensorError, ValueError) as exc:
         raise GdrError(f"corrupted checkpoint: {exc}", where=str(folder / WEIGHTS), fix="retrain the run") from None
     try:
         model.load_state_dict(state, strict=True)
