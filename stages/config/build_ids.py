@@ -1,0 +1,81 @@
+"""Config of `gdr build-ids` (section `build_ids`): which codes, how long, from which embeddings."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from gdr_cli.config import StageConfig
+
+
+class EmbedConfig(StageConfig):
+    """Where the vectors that semantic IDs quantise come from."""
+
+    source: Literal["text", "collab"] = Field(
+        "text",
+        description="Embedding source for rqkmeans/rqvae: 'text' embeds item text (items without text fall back "
+        "to collaborative vectors); 'collab' uses training-split co-occurrence only. Default text.",
+    )
+    embedder: str | None = Field(
+        None,
+        description="Local sentence-transformers model (path or cached name) for --source text; unset uses the "
+        "built-in TF-IDF -> truncated SVD embedding, which needs no download.",
+    )
+    dim: int = Field(64, ge=2, description="Embedding size of TF-IDF/SVD, co-occurrence/SVD and spectral vectors (capped by the data); 64 keeps k-means fast.")
+    window: int = Field(
+        5,
+        ge=1,
+        description="Co-occurrence window: items at most this many positions apart in a user's training sequence "
+        "count as co-occurring. 5 favours local, sequential similarity.",
+    )
+
+
+class KMeansConfig(StageConfig):
+    """Residual k-means (rqkmeans, collaborative, and the RQ-VAE codebook initialisation)."""
+
+    iters: int = Field(30, ge=1, description="Lloyd iterations per level; 30 is enough for catalogues of ~1e5 items.")
+    balanced: bool = Field(
+        True,
+        description="Sinkhorn-balanced assignment: clusters get roughly equal sizes so codes don't collapse "
+        "onto a few popular centroids. On by default.",
+    )
+    sinkhorn_iters: int = Field(30, ge=1, description="Sinkhorn iterations per balanced assignment; 30 balances well.")
+    sinkhorn_eps: float = Field(
+        0.05,
+        gt=0,
+        description="Sinkhorn temperature relative to the mean distance: smaller = stricter balance and more "
+        "iterations needed; 0.05 keeps assignments mostly nearest-centroid.",
+    )
+
+
+class RQVAEConfig(StageConfig):
+    """The residual-quantised VAE (method rqvae); tiny by default so it trains in seconds on CPU."""
+
+    hidden: list[int] = Field(default_factory=lambda: [128, 64], description="Encoder hidden sizes (decoder mirrors them); [128, 64] is tiny.")
+    latent_dim: int = Field(32, ge=1, description="Size of the quantised latent vector; 32 as in TIGER.")
+    epochs: int = Field(40, ge=1, description="Training epochs over the catalogue; 40 converges on small catalogues.")
+    batch_size: int = Field(256, ge=1, description="Items per batch; 256 keeps several updates per epoch on small catalogues.")
+    lr: float = Field(1e-3, gt=0, description="Adam learning rate; 1e-3 is the usual RQ-VAE setting.")
+    beta: float = Field(0.25, ge=0, description="Commitment loss weight (encoder pulled toward its codes); 0.25 as in VQ-VAE.")
+
+
+class BuildIdsConfig(StageConfig):
+    """`gdr build-ids`: one unique code of `levels + 1` digits per item (or per user with view social)."""
+
+    method: str = Field(
+        "rqkmeans",
+        description="How codes are made: rqkmeans (residual k-means), rqvae (trained RQ-VAE), random, sequential "
+        "(item index in base --codebook), collaborative (residual k-means of training co-occurrence). Default rqkmeans.",
+    )
+    view: Literal["item", "social"] = Field(
+        "item",
+        description="'item' codes items; 'social' codes users from the friend graph plus their training items "
+        "(for friend recommendation). Default item.",
+    )
+    levels: int = Field(3, ge=1, le=8, description="Semantic digits per code (a final digit that separates collisions is added); 3 as in TIGER.")
+    codebook: int = Field(256, ge=2, description="Codes per level, capped at the number of items; 256 as in TIGER.")
+    seed: int = Field(0, description="Seed of every random choice (k-means init, SVD, RQ-VAE, random codes).")
+    embed: EmbedConfig = Field(default_factory=EmbedConfig, description="Embedding source settings.")
+    kmeans: KMeansConfig = Field(default_factory=KMeansConfig, description="Residual k-means settings.")
+    rqvae: RQVAEConfig = Field(default_factory=RQVAEConfig, description="RQ-VAE settings.")

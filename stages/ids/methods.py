@@ -1,0 +1,141 @@
+"""ID methods: each turns N entities (and, if it wants them, their embeddings) into L code digits.
+
+`make_method(name, cfg)` is the one factory; `METHODS` the one list of names. A method says which
+embeddings it needs (`source`) and maps them to semantic codes [N, L] (`assign`); the stage adds
+the final digit that separates collisions.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from gdr_cli.errors import GdrError
+from stages.config.build_ids import BuildIdsConfig
+from stages.ids.kmeans import KMeansOptions, residual_kmeans
+from stages.ids.rqvae import RQVAEOptions, train_rqvae
+
+
+class IdMethod(abc.ABC):
+    name: ClassVar[str] = ""
+
+    def __init__(self, cfg: BuildIdsConfig):
+        self.cfg = cfg
+        self.stats: dict[str, Any] = {}
+        """Method-specific numbers for the manifest (e.g. RQ-VAE losses)."""
+
+    @abc.abstractmethod
+    def source(self) -> str | None:
+        """Embeddings this method quantises: 'text', 'collab', 'social', or None (needs none)."""
+
+    @abc.abstractmethod
+    def assign(self, n: int, emb: np.ndarray | None) -> tuple[np.ndarray, list[int]]:
+        """Codes for n entities from emb [n, d] (None when `source()` is None).
+
+        Returns (codes [n, L] int64, vocab size of each of the L digits).
+        """
+
+    def _generator(self, salt: int = 0) -> torch.Generator:
+        return torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + salt)
+
+    def _k(self, n: int) -> int:
+        """Codebook size per level, capped at the number of entities."""
+        return max(1, min(self.cfg.codebook, n))
+
+    def _kmeans_options(self) -> KMeansOptions:
+        k = self.cfg.kmeans
+        return KMeansOptions(iters=k.iters, balanced=k.balanced, sinkhorn_iters=k.sinkhorn_iters, sinkhorn_eps=k.sinkhorn_eps)
+
+
+class RQKMeans(IdMethod):
+    """Residual k-means over the chosen embeddings (text by default)."""
+
+    name = "rqkmeans"
+
+    def source(self) -> str | None:
+        return "social" if self.cfg.view == "social" else self.cfg.embed.source
+
+    def assign(self, n: int, emb: np.ndarray | None) -> tuple[np.ndarray, list[int]]:
+        assert emb is not None
+        k = self._k(n)
+        codes, _ = residual_kmeans(torch.from_numpy(emb), self.cfg.levels, k, self._kmeans_options(), self._generator())
+        return codes.numpy(), [k] * self.cfg.levels
+
+
+class Collaborative(RQKMeans):
+    """Residual k-means over training-split co-occurrence embeddings (never text)."""
+
+    name = "collaborative"
+
+    def source(self) -> str | None:
+        return "social" if self.cfg.view == "social" else "collab"
+
+
+class RQVAEMethod(IdMethod):
+    """A trained RQ-VAE over the chosen embeddings."""
+
+    name = "rqvae"
+
+    def source(self) -> str | None:
+        return "social" if self.cfg.view == "social" else self.cfg.embed.source
+
+    def assign(self, n: int, emb: np.ndarray | None) -> tuple[np.ndarray, list[int]]:
+        assert emb is not None
+        k = self._k(n)
+        r = self.cfg.rqvae
+        opts = RQVAEOptions(hidden=list(r.hidden), latent_dim=r.latent_dim, epochs=r.epochs, batch_size=r.batch_size, lr=r.lr, beta=r.beta)
+        res = train_rqvae(torch.from_numpy(emb), levels=self.cfg.levels, codebook=k, opts=opts, kmeans=self._kmeans_options(), generator=self._generator())
+        self.stats = {
+            "rqvae_first_epoch_loss": round(res.epoch_loss[0], 6),
+            "rqvae_last_epoch_loss": round(res.epoch_loss[-1], 6),
+            "rqvae_recon_mse": round(res.recon, 6),
+            "rqvae_dead_code_restarts": res.restarts,
+        }
+        return res.codes.numpy(), [k] * self.cfg.levels
+
+
+class RandomCodes(IdMethod):
+    """Uniform random digits (seeded): a no-semantics baseline."""
+
+    name = "random"
+
+    def source(self) -> str | None:
+        return None
+
+    def assign(self, n: int, emb: np.ndarray | None) -> tuple[np.ndarray, list[int]]:
+        k = self._k(n)
+        codes = torch.randint(k, (n, self.cfg.levels), generator=self._generator())
+        return codes.numpy(), [k] * self.cfg.levels
+
+
+class Sequential(IdMethod):
+    """The entity index written in base `codebook`, most significant digit first."""
+
+    name = "sequential"
+
+    def source(self) -> str | None:
+        return None
+
+    def assign(self, n: int, emb: np.ndarray | None) -> tuple[np.ndarray, list[int]]:
+        base, levels = self.cfg.codebook, self.cfg.levels
+        if n > base**levels:
+            raise GdrError(
+                f"{n} entities do not fit in {levels} digits of base {base}",
+                fix="raise --levels or --codebook",
+            )
+        powers = base ** np.arange(levels - 1, -1, -1, dtype=np.int64)  # [L] most significant first
+        codes = (np.arange(n, dtype=np.int64)[:, None] // powers) % base
+        return codes, [self._k(n)] * levels  # digit d < min(base, n), so the capped size holds
+
+
+METHODS: dict[str, type[IdMethod]] = {m.name: m for m in (RQKMeans, RQVAEMethod, RandomCodes, Sequential, Collaborative)}
+
+
+def make_method(name: str, cfg: BuildIdsConfig) -> IdMethod:
+    """The ID method called `name`; an unknown name is a GdrError listing the known ones."""
+    if name not in METHODS:
+        raise GdrError(f"unknown ID method {name!r}", fix=f"choose one of: {', '.join(METHODS)}")
+    return METHODS[name](cfg)
