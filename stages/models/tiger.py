@@ -1,0 +1,270 @@
+"""TIGER: an encoder-decoder Transformer (T5) that reads the codes of a user's recent items and
+writes the code of the next one, digit by digit.
+
+Token layout (one flat vocabulary): 0 = pad (also the decoder's start token, as in T5),
+1 = eos (kept for T5's conventions; codes have a fixed length D so it is never produced),
+then one block per digit position d of vocab_sizes[d] tokens: token = 2 + offset[d] + digit.
+
+    history [B, L] item ids -> codes [B, L, D] -> encoder tokens [B, L*D] (pad where no item)
+    target  [B]    item id  -> labels [B, D];  decoder input = [pad, labels[:, :-1]]
+    loss = cross-entropy of the D next-token predictions (full-vocabulary softmax)
+
+Recommendation is trie-constrained beam search (`stages/samplers/beam.py`): only prefixes of
+real codes survive, and each finished beam is a distinct item.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from gdr_cli.errors import GdrError
+from stages.models.base import Recommender
+
+PAD, EOS, FIRST_CODE_TOKEN = 0, 1, 2
+TIED = ("t5.encoder.embed_tokens.weight", "t5.decoder.embed_tokens.weight", "t5.lm_head.weight")
+"""Aliases of `t5.shared.weight` (T5 ties them): left out of the state dict, restored on load."""
+
+
+def t5_config(vocab_size: int, **sizes: Any):
+    """A from-scratch `T5Config` over the code vocabulary (sizes: d_model, d_kv, d_ff, n_heads, ...)."""
+    from transformers import T5Config
+
+    return T5Config(
+        vocab_size=vocab_size,
+        d_model=sizes["d_model"],
+        d_kv=sizes["d_kv"],
+        d_ff=sizes["d_ff"],
+        num_layers=sizes["n_layers"],
+        num_decoder_layers=sizes["n_decoder_layers"],
+        num_heads=sizes["n_heads"],
+        dropout_rate=sizes["dropout"],
+        feed_forward_proj=sizes["feed_forward"],
+        relative_attention_num_buckets=32,
+        relative_attention_max_distance=128,
+        pad_token_id=PAD,
+        eos_token_id=EOS,
+        decoder_start_token_id=PAD,
+        tie_word_embeddings=sizes["scale_outputs"],  # in transformers 5 this only switches output scaling
+    )
+
+
+class Tiger(Recommender):
+    kind: ClassVar[str] = "tiger"
+    samplers: ClassVar[tuple[str, ...]] = ("beam",)
+
+    def __init__(
+        self,
+        *,
+        n_items: int,
+        vocab_sizes: list[int],
+        d_model: int = 128,
+        d_kv: int = 64,
+        d_ff: int = 1024,
+        n_heads: int = 6,
+        n_layers: int = 4,
+        n_decoder_layers: int = 4,
+        dropout: float = 0.1,
+        feed_forward: str = "relu",
+        scale_outputs: bool = True,
+        seed: int = 0,
+    ):
+        sizes = dict(d_model=d_model, d_kv=d_kv, d_ff=d_ff, n_heads=n_heads, n_layers=n_layers,
+                     n_decoder_layers=n_decoder_layers, dropout=dropout, feed_forward=feed_forward,
+                     scale_outputs=scale_outputs)  # fmt: skip
+        super().__init__(n_items=n_items, vocab_sizes=[int(v) for v in vocab_sizes], seed=seed, **sizes)
+        from transformers import T5ForConditionalGeneration
+
+        self.n_digits = len(vocab_sizes)
+        self.vocab_size = FIRST_CODE_TOKEN + sum(vocab_sizes)
+        with torch.random.fork_rng(devices=[]):  # T5's own init draws from the global RNG; keep it untouched
+            self.t5 = T5ForConditionalGeneration(t5_config(self.vocab_size, **sizes))
+        self.init_weights(torch.Generator().manual_seed(seed))
+        offsets = torch.tensor([0, *vocab_sizes[:-1]], dtype=torch.int64).cumsum(0) + FIRST_CODE_TOKEN
+        self.register_buffer("codes", torch.zeros(n_items, self.n_digits, dtype=torch.int64))  # [N, D] item -> code
+        self.register_buffer("offsets", offsets, persistent=False)  # [D] first token of each digit block
+        self._trie: Any = None
+        self.register_state_dict_post_hook(_drop_tied)
+        self.register_load_state_dict_pre_hook(_restore_tied)
+        self.register_load_state_dict_post_hook(lambda module, keys: setattr(module, "_trie", None))
+
+    # ----- construction -----------------------------------------------------------------------
+    @classmethod
+    def from_codes(cls, codes: Tensor, vocab_sizes: list[int], *, init: str | Path | None = None, **sizes: Any) -> Tiger:
+        """A model for items coded `codes` [N, D]; `init` = a local T5 checkpoint folder to start from."""
+        if init is not None:
+            sizes = {**sizes, **pretrained_sizes(Path(init))}
+        model = cls(n_items=int(codes.shape[0]), vocab_sizes=vocab_sizes, **sizes)
+        model.set_codes(codes)
+        if init is not None:
+            model.load_pretrained(Path(init))
+        return model
+
+    def set_codes(self, codes: Tensor) -> None:
+        """Install the item -> code table (checked against this model's shape)."""
+        codes = torch.as_tensor(codes, dtype=torch.int64)
+        self.check_codes(codes)
+        self.codes.copy_(codes)
+        self._trie = None
+
+    def check_codes(self, codes: Tensor) -> None:
+        """Raise a `GdrError` when `codes` [N, D] cannot be the code table of this model."""
+        vocab = self.init_kwargs["vocab_sizes"]
+        if tuple(codes.shape) != tuple(self.codes.shape):
+            raise GdrError(
+                f"code table of shape {tuple(codes.shape)} does not match the model's {tuple(self.codes.shape)}",
+                fix="use the ID set the run was trained with, or retrain the run with this ID set",
+            )
+        if codes.numel() and ((codes < 0).any() or (codes >= torch.tensor(vocab)).any()):
+            raise GdrError(f"code digits fall outside the model's vocabulary sizes {vocab}", fix="retrain the run with this ID set")
+
+    @torch.no_grad()
+    def init_weights(self, gen: torch.Generator) -> None:
+        """T5's initialisation (Mesh TensorFlow scales), drawn from `gen` for reproducibility."""
+        d, kv, h, ff = (self.init_kwargs[k] for k in ("d_model", "d_kv", "n_heads", "d_ff"))
+        for name, p in self.t5.named_parameters():
+            leaf = name.rsplit(".", 2)[-2]
+            std = {
+                "shared": 1.0, "q": (d * kv) ** -0.5, "k": d**-0.5, "v": d**-0.5, "o": (h * kv) ** -0.5,
+                "wi": d**-0.5, "wi_0": d**-0.5, "wi_1": d**-0.5, "wo": ff**-0.5,
+                "relative_attention_bias": d**-0.5, "lm_head": d**-0.5,
+            }.get(leaf)  # fmt: skip
+            if std is None:  # layer norms
+                p.fill_(1.0)
+            else:
+                p.copy_(torch.randn(p.shape, generator=gen) * std)
+
+    def load_pretrained(self, folder: Path) -> None:
+        """Start from a local T5 checkpoint: its weights, with the embeddings resized to the code vocabulary."""
+        from transformers import T5ForConditionalGeneration
+
+        try:
+            hf = T5ForConditionalGeneration.from_pretrained(str(folder), local_files_only=True)
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise GdrError(f"cannot load a T5 checkpoint: {first}", where=str(folder),
+                           fix="give a folder with config.json and model weights of a T5 model (no download is made)") from None  # fmt: skip
+        hf.resize_token_embeddings(self.vocab_size)
+        missing, unexpected = self.t5.load_state_dict(hf.state_dict(), strict=False)
+        if unexpected or any(not k.endswith("lm_head.weight") for k in missing):
+            raise GdrError(f"T5 checkpoint does not fit: missing {missing[:3]}, unexpected {unexpected[:3]}", where=str(folder))
+
+    # ----- tokens ------------------------------------------------------------------------------
+    def item_tokens(self, items: Tensor) -> Tensor:
+        """Code tokens of items. items: [...] int64 (-1 = none) -> [..., D] int64 (PAD where none)."""
+        tokens = self.codes[items.clamp(min=0)] + self.offsets  # [..., D]
+        return torch.where((items >= 0)[..., None], tokens, PAD)
+
+    def encoder_inputs(self, history: Tensor) -> tuple[Tensor, Tensor]:
+        """history [B, L] -> (tokens [B, L*D] int64, attention mask [B, L*D] int64).
+
+        A user with no history attends to one pad token, so attention is always defined.
+        """
+        tokens = self.item_tokens(history).flatten(1)  # [B, L*D]
+        mask = tokens != PAD
+        mask[:, -1] |= ~mask.any(dim=1)
+        return tokens, mask.long()
+
+    # ----- training ----------------------------------------------------------------------------
+    def loss(self, batch: dict[str, Tensor]) -> Tensor:
+        src, src_mask = self.encoder_inputs(batch["history"])  # [B, S]
+        labels = self.item_tokens(batch["target"])  # [B, D]
+        dec_in = F.pad(labels[:, :-1], (1, 0), value=PAD)  # [B, D], starts with the pad token
+        logits = self.t5(input_ids=src, attention_mask=src_mask, decoder_input_ids=dec_in).logits  # [B, D, V]
+        return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten())
+
+    def token_logprobs(self, history: Tensor, items: Tensor) -> Tensor:
+        """Teacher-forced log p(code of item | history), summed over digits: the exact score that beam
+        search maximises. history [B, L], items [B, M] -> [B, M] float32 (brute force; for checks)."""
+        b, m = items.shape
+        hidden, mask = self.encode(history)
+        labels = self.item_tokens(items).flatten(0, 1)  # [B*M, D]
+        dec_in = F.pad(labels[:, :-1], (1, 0), value=PAD)
+        out = self.t5.decoder(input_ids=dec_in, encoder_hidden_states=hidden.repeat_interleave(m, 0),
+                              encoder_attention_mask=mask.repeat_interleave(m, 0))  # fmt: skip
+        logp = self.logits(out.last_hidden_state).float().log_softmax(-1)  # [B*M, D, V]
+        return logp.gather(-1, labels[..., None]).squeeze(-1).sum(-1).view(b, m)
+
+    # ----- decoding (used by the beam search) ---------------------------------------------------
+    def encode(self, history: Tensor) -> tuple[Tensor, Tensor]:
+        """history [B, L] -> (encoder states [B, S, d_model], mask [B, S])."""
+        src, src_mask = self.encoder_inputs(history)
+        return self.t5.encoder(input_ids=src, attention_mask=src_mask).last_hidden_state, src_mask
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        """Decoder states [..., d_model] -> vocabulary logits [..., V] (T5 scales tied outputs)."""
+        if self.t5.config.scale_decoder_outputs:
+            hidden = hidden * self.t5.config.d_model**-0.5
+        return self.t5.lm_head(hidden)
+
+    def new_cache(self):
+        """An empty key/value cache for incremental decoding (self- and cross-attention)."""
+        from transformers import DynamicCache, EncoderDecoderCache
+
+        return EncoderDecoderCache(DynamicCache(), DynamicCache())
+
+    def decode_step(self, tokens: Tensor, hidden: Tensor, mask: Tensor, cache: Any = None) -> Tensor:
+        """Log-probs of the next token after decoder inputs `tokens` [M, t] -> [M, V] float32.
+
+        With a `cache`, `tokens` holds only the newest token per row and the cache is extended in place.
+        """
+        out = self.t5.decoder(input_ids=tokens, encoder_hidden_states=hidden, encoder_attention_mask=mask,
+                              past_key_values=cache, use_cache=cache is not None)  # fmt: skip
+        return self.logits(out.last_hidden_state[:, -1]).float().log_softmax(-1)
+
+    def trie(self):
+        """The trie of this model's item codes (built once per device and code table)."""
+        from stages.ids.trie import Trie
+
+        if self._trie is None or self._trie.leaf_item.device != self.codes.device:
+            self._trie = Trie(self.codes, self.init_kwargs["vocab_sizes"])
+        return self._trie
+
+    @torch.no_grad()
+    def recommend(self, history: Tensor, *, k: int, sampler: str | None = None, options: Any = None) -> tuple[Tensor, Tensor]:
+        """Top-k items by trie-constrained beam search (width `options.beam`, default 20 or k if larger);
+        `options.exclude_history` drops the user's history items. Scores are total code log-probs."""
+        from stages.samplers.beam import beam_search
+
+        self.check_sampler(sampler)
+        beam = int(getattr(options, "beam", None) or max(20, k))
+        exclude = history if getattr(options, "exclude_history", False) else None
+        return beam_search(self, history, k=k, beam=beam, trie=self.trie(), exclude=exclude)
+
+
+def _drop_tied(module: Tiger, state: dict[str, Tensor], prefix: str, local_metadata: Any) -> None:
+    for key in TIED:
+        state.pop(prefix + key, None)
+
+
+def _restore_tied(module: Tiger, state: dict[str, Tensor], prefix: str, *args: Any) -> None:
+    shared = state.get(prefix + "t5.shared.weight")
+    if shared is not None:
+        for key in TIED:
+            state.setdefault(prefix + key, shared)
+
+
+def pretrained_sizes(folder: Path) -> dict[str, Any]:
+    """The architecture of a local T5 checkpoint, as `Tiger` sizes (so the run rebuilds without it)."""
+    from transformers import T5Config
+
+    try:
+        cfg = T5Config.from_pretrained(str(folder), local_files_only=True)
+    except (OSError, ValueError, TypeError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise GdrError(f"not a T5 checkpoint: {first}", where=str(folder),
+                       fix="give a local folder with a T5 config.json and weights (no download is made)") from None  # fmt: skip
+    if cfg.model_type != "t5":
+        raise GdrError(f"checkpoint is a {cfg.model_type!r} model, not T5", where=str(folder), fix="use a T5 checkpoint")
+    return dict(d_model=cfg.d_model, d_kv=cfg.d_kv, d_ff=cfg.d_ff, n_heads=cfg.num_heads, n_layers=cfg.num_layers,
+                n_decoder_layers=cfg.num_decoder_layers, feed_forward=cfg.feed_forward_proj,
+                scale_outputs=bool(cfg.scale_decoder_outputs))  # fmt: skip
+
+
+def n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+

@@ -1,0 +1,96 @@
+"""Trie-constrained beam search over item codes, batched over users, with key/value caching.
+
+For a code of D digits the search takes D steps; every step is tensor code over all users and
+beams at once:
+
+    encoder: run once per user                                  -> states [B, S, d]
+    step d:  decoder on the newest token of each beam (cached)  -> log-probs [B*W', V]
+             keep digit d's token block, -inf where the trie has no edge (or the subtree is excluded)
+             candidates = beam score + token log-prob           -> [B, W' * V_d]
+             top-W candidates become the new beams; the self-attention cache is reordered by parent
+    end:     leaves -> items; the beams are distinct codes, hence distinct items
+
+Scores are total log-probabilities of the code (no length normalisation: every code has length D).
+All beams start from the same start token, so step 0 runs one row per user and the caches are
+widened afterwards. Cross-attention keys/values depend only on the user, so after they are widened
+they are reordered only when the number of beams per user changes.
+
+Why exactly k distinct items come out whenever the catalogue allows it (beam >= k): every kept
+prefix has at least one live child, so the number of live beams never drops; it is min(W, live
+prefixes at that depth) at every step, and min(W, live items) at the end.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from gdr_cli.errors import GdrError
+from stages.ids.trie import Trie
+from stages.models.tiger import PAD
+
+NEG_INF = float("-inf")
+
+
+@torch.no_grad()
+def beam_search(
+    model: Any,
+    history: Tensor,
+    *,
+    k: int,
+    beam: int,
+    trie: Trie,
+    exclude: Tensor | None = None,
+    use_cache: bool = True,
+) -> tuple[Tensor, Tensor]:
+    """Top-k items per user by constrained beam search of width `beam`.
+
+    model: a code decoder with `encode`, `decode_step`, `new_cache` and `offsets` (see `Tiger`).
+    history: [B, L] int64 item ids (-1 = padding). exclude: [B, L'] item ids never to return
+    (e.g. the history), -1 = padding. use_cache=False recomputes the decoder on the whole prefix
+    each step (same result, slower; kept to check the cache).
+    Returns (items [B, k] int64, -1 where the catalogue has fewer items; scores [B, k] float32).
+    """
+    if beam < k:
+        raise GdrError(f"beam width {beam} is smaller than k={k}", fix=f"use a beam of at least {k} (e.g. --beam {max(20, k)})")
+    b, dev = history.shape[0], history.device
+    offsets = model.offsets.tolist()
+    blocked = trie.blocked(exclude) if exclude is not None else None
+    hidden, mask = model.encode(history)  # [B, S, d], [B, S]
+    cache = model.new_cache() if use_cache else None
+    user = torch.arange(b, device=dev)
+    width = 1  # beams per user so far
+    scores = torch.zeros(b, 1, device=dev)  # [B, W'] total log-prob of each beam
+    nodes = torch.zeros(b, 1, dtype=torch.int64, device=dev)  # [B, W'] trie node of each beam
+    tokens = torch.full((b, 1, 1), PAD, dtype=torch.int64, device=dev)  # [B, W', t] decoder inputs
+    rows_hidden, rows_mask = hidden, mask  # encoder states per decoder row [B*W', S, d]
+    for d, v in enumerate(trie.vocab_sizes):
+        inp = tokens.flatten(0, 1)  # [B*W', t]
+        logp = model.decode_step(inp[:, -1:] if use_cache else inp, rows_hidden, rows_mask, cache)  # [B*W', V]
+        child = trie.children(d, nodes.flatten())  # [B*W', V_d], -1 = no such code
+        live = child >= 0
+        if blocked is not None:
+            live &= ~trie.is_blocked(blocked[d + 1], d + 1, user.repeat_interleave(width)[:, None], child)
+        step = logp[:, offsets[d] : offsets[d] + v]  # [B*W', V_d]
+        cand = torch.where(live, scores.flatten()[:, None] + step, NEG_INF).view(b, width * v)
+        new_width = min(beam, width * v)
+        scores, idx = cand.topk(new_width, dim=1)  # [B, W]
+        parent = idx // v  # [B, W] beam each candidate extends
+        nodes = child.view(b, width * v).gather(1, idx)  # [B, W], -1 for dead (-inf) beams
+        rows = (user[:, None] * width + parent).flatten()  # [B*W] decoder row each new beam continues
+        tokens = torch.cat([tokens.flatten(0, 1)[rows], (idx % v + offsets[d]).flatten()[:, None]], 1).view(b, new_width, -1)
+        if new_width != width:
+            rows_hidden, rows_mask = hidden.repeat_interleave(new_width, 0), mask.repeat_interleave(new_width, 0)
+            if cache is not None:
+                cache.cross_attention_cache.reorder_cache(rows)
+        if cache is not None:
+            cache.self_attention_cache.reorder_cache(rows)
+        nodes = nodes.clamp(min=0)
+        width = new_width
+    items = torch.where(torch.isfinite(scores), trie.items(nodes), -1)  # [B, W] sorted by score
+    if width < k:
+        items = torch.cat([items, items.new_full((b, k - width), -1)], 1)
+        scores = torch.cat([scores, scores.new_full((b, k - width), NEG_INF)], 1)
+    return items[:, :k], scores[:, :k].float()
