@@ -1,0 +1,35 @@
+"""Config of the shared training loop: the `train:` section inside `train_rec` and `diffuse`."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from gdr_cli.config import StageConfig
+
+
+class TrainLoopConfig(StageConfig):
+    lr: float = Field(1e-3, gt=0, description="Peak AdamW learning rate, reached after warm-up (1e-3 suits small transformers).")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay on weight matrices; biases, norms and embeddings get none.")
+    batch_size: int = Field(256, ge=1, description="Examples per optimiser step, summed over all processes under torchrun.")
+    max_epochs: int = Field(200, ge=1, description="Most passes over the training examples; early stopping usually ends sooner.")
+    max_steps: int | None = Field(None, ge=1, description="Most optimiser steps; unset = no limit beyond max_epochs.")
+    warmup_steps: int = Field(100, ge=0, description="Steps of linear learning-rate warm-up from ~0 to lr before the cosine decay.")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Cosine decay ends at lr * this ratio at the last planned step.")
+    clip_norm: float = Field(1.0, ge=0, description="Clip the global gradient norm to this value; 0 = no clipping.")
+    eval_every: int = Field(0, ge=0, description="Optimiser steps between validations; 0 = validate once per epoch.")
+    patience: int = Field(5, ge=0, description="Stop after this many validations without a better NDCG@10; 0 = never stop early.")
+    max_minutes: float | None = Field(None, gt=0, description="Wall-clock budget of training in minutes (resumed runs count earlier time); unset = none.")
+    amp: Literal["auto", "off", "bf16", "fp16"] = Field(
+        "auto",
+        description="Mixed precision: auto = bf16 on CUDA with bf16 support, fp16 with loss scaling on other CUDA, off on CPU.",
+    )
+    device: str = Field(
+        "auto",
+        pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+        description="Training device: auto = cuda if available else cpu; or cpu, cuda, cuda:N.",
+    )
+    checkpoint_every: int = Field(200, ge=1, description="Optimiser steps between resume checkpoints (also written at every validation).")
+    log_every: int = Field(50, ge=1, description="Optimiser steps between log rows (loss, lr, examples/s) in train.log and the progress bar.")
+    eval_batch_size: int = Field(512, ge=1, description="Users per recommend() call during validation.")

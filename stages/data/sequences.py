@@ -1,0 +1,95 @@
+"""Training examples and evaluation histories from the leave-one-out splits (PROTOCOL.md §1).
+
+Input is the `splits.parquet` table (user:int32, train:list[int32], valid:int32, test:int32).
+Histories are the last `max_len` items before a position, left-padded with -1, most recent
+item last. Everything is vectorised over one flat array of all sequences (no loop over users).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import torch
+
+from gdr_cli.errors import GdrError
+
+PAD = -1
+SPLITS = ("valid", "test")
+
+
+def _check(splits: pl.DataFrame, max_len: int, columns: tuple[str, ...]) -> None:
+    missing = [c for c in columns if c not in splits.columns]
+    if missing:
+        raise GdrError(
+            f"splits table lacks column(s) {', '.join(missing)}",
+            fix="rebuild it with `gdr preprocess` (schema: user, train, valid, test)",
+        )
+    if max_len < 1:
+        raise GdrError(f"max_len must be at least 1, got {max_len}", fix="set max_len to a positive number of items")
+
+
+def _flatten(seqs: pl.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One flat array of every sequence: (items [M] int64, starts [U] int64, lengths [U] int64)."""
+    lengths = seqs.list.len().fill_null(0).to_numpy().astype(np.int64)
+    items = seqs.explode().drop_nulls().to_numpy().astype(np.int64)
+    if items.size != lengths.sum():
+        raise GdrError("splits table has null items inside sequences", fix="rebuild it with `gdr preprocess`")
+    starts = np.cumsum(lengths) - lengths
+    return items, starts, lengths
+
+
+def _windows(items: np.ndarray, starts: np.ndarray, ends: np.ndarray, max_len: int) -> np.ndarray:
+    """Rows of `items[max(start, end - max_len):end]`, left-padded with -1 to `max_len`.
+
+    items: [M] int64; starts, ends: [R] int64 (end exclusive). Returns [R, max_len] int64.
+    """
+    padded = np.concatenate([np.array([PAD], dtype=np.int64), items])  # index 0 is the pad
+    idx = ends[:, None] - max_len + np.arange(max_len, dtype=np.int64)[None, :]  # [R, L]
+    keep = idx >= starts[:, None]
+    return padded[np.where(keep, idx + 1, 0)]
+
+
+def training_examples(splits: pl.DataFrame, max_len: int) -> dict[str, torch.Tensor]:
+    """Every prefix of each user's training sequence: for position i >= 1 the history is the last
+    `max_len` items before i and the target is item i.
+
+    Returns {"history": [N, max_len] int64, "target": [N] int64, "user": [N] int64}, ordered by
+    user (table order) then position.
+    """
+    _check(splits, max_len, ("user", "train"))
+    items, starts, lengths = _flatten(splits["train"])
+    per_user = np.maximum(lengths - 1, 0)  # [U] examples per user
+    n = int(per_user.sum())
+    row = np.repeat(np.arange(len(lengths), dtype=np.int64), per_user)  # [N] user row of each example
+    first = np.cumsum(per_user) - per_user  # [U] index of each user's first example
+    pos = np.arange(n, dtype=np.int64) - first[row] + 1  # [N] position i >= 1 in the sequence
+    ends = starts[row] + pos  # [N] flat index of the target
+    users = splits["user"].to_numpy().astype(np.int64)
+    return {
+        "history": torch.from_numpy(_windows(items, starts[row], ends, max_len)),
+        "target": torch.from_numpy(items[ends]),
+        "user": torch.from_numpy(users[row]),
+    }
+
+
+def eval_histories(splits: pl.DataFrame, split: str, max_len: int, *, with_target: bool) -> dict[str, torch.Tensor]:
+    """Histories of every user for ranking on `split`.
+
+    "valid": the training sequence; "test": training sequence + validation item. Returns
+    {"user": [U] int64, "history": [U, max_len] int64} and, if `with_target`, "target": [U] int64
+    (the item of `split`; the test target is only for `gdr evaluate`).
+    """
+    if split not in SPLITS:
+        raise GdrError(f"unknown split {split!r}", fix=f"use one of: {', '.join(SPLITS)}")
+    _check(splits, max_len, ("user", "train", "valid", "test"))
+    seqs = splits["train"]
+    if split == "test":
+        seqs = splits.select(pl.concat_list([pl.col("train"), pl.col("valid").cast(seqs.dtype.inner)])).to_series()
+    items, starts, lengths = _flatten(seqs)
+    out = {
+        "user": torch.from_numpy(splits["user"].to_numpy().astype(np.int64)),
+        "history": torch.from_numpy(_windows(items, starts, starts + lengths, max_len)),
+    }
+    if with_target:
+        out["target"] = torch.from_numpy(splits[split].to_numpy().astype(np.int64))
+    return out

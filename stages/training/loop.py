@@ -1,0 +1,393 @@
+"""`fit`: the one training loop every gradient-trained recommender uses.
+
+AdamW (no decay on biases/norms/embeddings), linear warm-up then cosine decay per step, gradient
+clipping, mixed precision, validation NDCG@10 every `eval_every` steps (or per epoch) with the best
+state kept, early stopping, a wall-clock budget, exact resume from `workdir/checkpoint.pt`, and
+data parallelism under `torchrun`.
+
+Determinism: dropout draws from the torch RNG seeded with `seed` (+ rank), and the order of epoch e
+is `randperm` from a generator seeded by (seed, e); the RNG state is saved in checkpoints and put
+aside during validation, so an interrupted and resumed run ends with the same weights as an
+uninterrupted one. The loss stays on the device between log points (no host sync per step).
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from gdr_cli.console import console, progress
+from gdr_cli.errors import GdrError
+from stages.config.training import TrainLoopConfig
+from stages.training import distributed as D
+from stages.training.checkpoint import fingerprint_json, load_checkpoint, save_checkpoint
+from stages.training.device import resolve_amp, resolve_device
+from stages.training.optim import lr_factor, make_optimizer
+
+Validator = Callable[[nn.Module, int, int], tuple[float, int]]
+"""validate(model, rank, world_size) -> (sum of NDCG@10 over this rank's shard of validation users, users in it)."""
+
+LOG_FILE = "train.log"
+DEVICE_DATA_BYTES = 2 << 30
+"""Training tensors up to this size live on the GPU (batches are slices, no host transfer)."""
+
+
+@dataclass
+class FitResult:
+    best_state: dict[str, Tensor]  # state_dict (CPU) of the best validation checkpoint
+    best_metric: float  # best validation NDCG@10
+    best_step: int
+    steps: int
+    stop_reason: str  # "early-stopping" | "max-steps" | "max-epochs" | "budget"
+    log: list[dict] = field(default_factory=list)  # step, epoch, loss, lr, examples_per_s, val_ndcg@10, wall_s
+    workdir: Path | None = None  # where train.log and the resume checkpoint are
+
+
+def epoch_order(seed: int, epoch: int, n: int) -> Tensor:
+    """Permutation [n] int64 of epoch `epoch`, a function of (seed, epoch) only."""
+    state = np.random.SeedSequence([seed & 0xFFFFFFFF, seed >> 32 & 0xFFFFFFFF, epoch]).generate_state(2, np.uint32)
+    gen = torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+    return torch.randperm(n, generator=gen)
+
+
+class _Interrupts:
+    """Ctrl-C during training is deferred to the end of the current step (so a checkpoint is
+    consistent); a second Ctrl-C interrupts at once. Only in the main thread."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: Any = None
+
+    def __enter__(self) -> _Interrupts:
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+class _Trainer:
+    def __init__(self, *, model: nn.Module, train: dict[str, Tensor], validate: Validator, cfg: TrainLoopConfig,
+                 seed: int, workdir: Path, fingerprint: dict | None, desc: str):
+        self.cfg, self.seed, self.workdir, self.desc, self.validate = cfg, seed, Path(workdir), desc, validate
+        self.fingerprint_dict, self.fingerprint = fingerprint, fingerprint_json(fingerprint)
+        self.device = resolve_device(cfg.device, D.dist_info().local_rank)
+        self.info = D.init_distributed(self.device)
+        self.rank, self.world = self.info.rank, self.info.world_size
+        self.primary = self.rank == 0
+        self.amp_dtype = resolve_amp(cfg.amp, self.device)
+
+        sizes = {int(v.shape[0]) for v in train.values()}
+        if not train or len(sizes) != 1:
+            raise GdrError("training tensors must share their first dimension", fix="build them with stages.data.sequences")
+        n = sizes.pop()
+        if n < self.world:
+            raise GdrError(f"only {n} training examples for {self.world} processes", fix="use more data or fewer processes")
+        self.per_rank = n // self.world  # equal shards so every rank takes the same number of steps
+        self.batch = max(1, cfg.batch_size // self.world)
+        self.steps_per_epoch = math.ceil(self.per_rank / self.batch)
+        planned = cfg.max_epochs * self.steps_per_epoch
+        self.total_steps = min(planned, cfg.max_steps) if cfg.max_steps else planned
+        self.n = n
+        on_device = self.device.type == "cpu" or sum(v.numel() * v.element_size() for v in train.values()) <= DEVICE_DATA_BYTES
+        self.data_device = self.device if on_device else torch.device("cpu")
+        self.data = {k: v.to(self.data_device) for k, v in train.items()}
+
+        torch.manual_seed(seed + self.rank)  # dropout and any other draw inside the model
+        self.model = model.to(self.device).train()
+        self.net: nn.Module = self.model
+        if self.info.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.opt = make_optimizer(self.model, lr=cfg.lr, weight_decay=cfg.weight_decay, device=self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+
+        # progress of training (all saved in checkpoints)
+        self.step = self.epoch = self.pos = 0
+        self.best_metric, self.best_step, self.bad_evals = float("-inf"), 0, 0
+        self.best_state: dict[str, Tensor] = {}
+        self.log: list[dict] = []
+        self.wall_before = 0.0
+        self.last_val_step = -1
+        self.stop_reason = ""
+        # the current log window
+        self.loss_sum, self.loss_n, self.window_examples = 0.0, 0, 0
+        self.loss_buf = torch.zeros(cfg.log_every, dtype=torch.float32, device=self.device)
+        self.buf_n = 0
+        self.t_start = self.t_row = time.perf_counter()
+        self.order: Tensor | None = None
+        self.logfile: Any = None
+
+    # ---- state -------------------------------------------------------------------------------
+    def wall(self) -> float:
+        return self.wall_before + time.perf_counter() - self.t_start
+
+    def _rng_states(self) -> dict[str, Tensor]:
+        cpu = torch.stack(D.all_gather_bytes(torch.get_rng_state()))
+        out = {"cpu": cpu}
+        if self.device.type == "cuda":
+            out["cuda"] = torch.stack(D.all_gather_bytes(torch.cuda.get_rng_state(self.device)))
+        return out
+
+    def save(self) -> None:
+        """Checkpoint everything a resume needs (collective: every rank calls it; rank 0 writes)."""
+        self.flush()
+        rng = self._rng_states()
+        if not self.primary:
+            return
+        save_checkpoint(self.workdir, {
+            "fingerprint": self.fingerprint,
+            "world_size": self.world,
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rng,
+            "best_state": self.best_state,
+            "best_metric": self.best_metric,
+            "best_step": self.best_step,
+            "bad_evals": self.bad_evals,
+            "step": self.step,
+            "epoch": self.epoch,
+            "pos": self.pos,
+            "log": self.log,
+            "wall_s": self.wall(),
+            "last_val_step": self.last_val_step,
+            "loss_sum": self.loss_sum,
+            "loss_n": self.loss_n,
+            "window_examples": self.window_examples,
+            "stop_reason": self.stop_reason,
+        })
+
+    def restore(self) -> None:
+        state = load_checkpoint(self.workdir, self.fingerprint_dict)
+        if state["world_size"] != self.world:
+            raise GdrError(
+                f"checkpoint was written by {state['world_size']} process(es), this run has {self.world}",
+                where=str(self.workdir),
+                fix=f"resume with --nproc-per-node {state['world_size']}, or start again without --resume",
+            )
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        if state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"]["cpu"][self.rank])
+        if self.device.type == "cuda" and "cuda" in state["rng"]:
+            torch.cuda.set_rng_state(state["rng"]["cuda"][self.rank], self.device)
+        for key in ("best_state", "best_metric", "best_step", "bad_evals", "step", "epoch", "pos", "log",
+                    "last_val_step", "loss_sum", "loss_n", "window_examples", "stop_reason"):
+            setattr(self, key, state[key])
+        self.wall_before = state["wall_s"]
+        self.t_start = self.t_row = time.perf_counter()
+        self.write(f"resumed at step {self.step} (epoch {self.epoch}, {self.pos} examples into it)")
+
+    # ---- one step ----------------------------------------------------------------------------
+    def train_step(self, idx: Tensor) -> None:
+        for group in self.opt.param_groups:
+            group["lr"] = self.cfg.lr * lr_factor(self.step, warmup=self.cfg.warmup_steps, total=self.total_steps,
+                                                   min_ratio=self.cfg.min_lr_ratio)
+        batch = {k: v.index_select(0, idx).to(self.device, non_blocking=True) for k, v in self.data.items()}
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+            loss = self.net(batch)
+        self.scaler.scale(loss).backward()
+        if self.cfg.clip_norm > 0:
+            self.scaler.unscale_(self.opt)
+            nn.utils.clip_grad_norm_(self.params, self.cfg.clip_norm, foreach=self.device.type == "cuda" or None)
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.opt.zero_grad(set_to_none=True)
+        self.loss_buf[self.buf_n] = loss.detach()
+        self.buf_n += 1
+        if self.buf_n == len(self.loss_buf):
+            self.flush()
+
+    def flush(self) -> None:
+        """Move buffered losses to the host; stop on the first non-finite one (on every rank)."""
+        n, self.buf_n = self.buf_n, 0
+        losses = self.loss_buf[:n].double().cpu()
+        first_step = self.step - n + 1
+        bad = (~torch.isfinite(losses)).nonzero().flatten()
+        at = float(first_step + int(bad[0])) if len(bad) else math.inf
+        at = D.all_reduce_min([at])[0] if self.info.enabled else at
+        if at < math.inf:
+            value = "NaN" if len(bad) and torch.isnan(losses[bad[0]]) else "inf" if len(bad) else "NaN/inf"
+            self.write(f"loss became {value} at step {int(at)}; last good checkpoint kept")
+            raise GdrError(
+                f"loss became {value} at step {int(at)} (the last good checkpoint is kept)",
+                where=str(self.workdir),
+                fix="lower train.lr (or raise train.warmup_steps / lower train.clip_norm) and start again",
+            )
+        self.loss_sum += float(losses.sum())
+        self.loss_n += n
+
+    # ---- validation and logging ----------------------------------------------------------------
+    def run_validation(self) -> float:
+        self.flush()
+        rng = torch.get_rng_state()
+        cuda_rng = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        self.model.eval()
+        with torch.no_grad():
+            total, count = self.validate(self.model, self.rank, self.world)
+        self.model.train()
+        torch.set_rng_state(rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state(cuda_rng, self.device)
+        total, count = D.all_reduce_sum([float(total), float(count)])
+        if count <= 0:
+            raise GdrError("validation has no users", fix="check the splits table: every user needs a validation item")
+        ndcg = total / count
+        self.last_val_step = self.step
+        if ndcg > self.best_metric:
+            self.best_metric, self.best_step, self.bad_evals = ndcg, self.step, 0
+            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+        else:
+            self.bad_evals += 1
+            if self.cfg.patience and self.bad_evals >= self.cfg.patience and not self.stop_reason:
+                self.stop_reason = "early-stopping"
+        return ndcg
+
+    def add_row(self, val: float | None) -> dict:
+        self.flush()
+        loss_sum, loss_n, examples = self.loss_sum, self.loss_n, self.window_examples
+        if self.info.enabled:
+            loss_sum, loss_n, examples = D.all_reduce_sum([loss_sum, loss_n, examples])
+        now = time.perf_counter()
+        row = {
+            "step": self.step,
+            "epoch": round(self.step / self.steps_per_epoch, 4),
+            "loss": loss_sum / loss_n if loss_n else None,
+            "lr": self.opt.param_groups[0]["lr"],
+            "examples_per_s": examples / max(now - self.t_row, 1e-9),
+            "val_ndcg@10": val,
+            "wall_s": round(self.wall(), 3),
+        }
+        self.log.append(row)
+        self.loss_sum, self.loss_n, self.window_examples, self.t_row = 0.0, 0, 0, now
+        loss = "-" if row["loss"] is None else f"{row['loss']:.4f}"
+        val_text = "" if val is None else f" val_ndcg@10 {val:.4f} (best {self.best_metric:.4f} @ {self.best_step})"
+        self.write(f"step {self.step} epoch {row['epoch']:.2f} loss {loss} lr {row['lr']:.3g} "
+                   f"ex/s {row['examples_per_s']:,.0f}{val_text}")
+        return row
+
+    def write(self, line: str) -> None:
+        if self.primary and self.logfile is not None:
+            self.logfile.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+            self.logfile.flush()
+
+    def over_budget(self, sync_point: bool) -> bool:
+        """Wall-clock budget spent (checked every step alone, at log points under torchrun)."""
+        if not self.cfg.max_minutes or (self.info.enabled and not sync_point):
+            return False
+        return self.any_rank(self.wall() >= self.cfg.max_minutes * 60)
+
+    def any_rank(self, flag: bool) -> bool:
+        return D.all_reduce_sum([float(flag)])[0] > 0 if self.info.enabled else flag
+
+    # ---- the loop ------------------------------------------------------------------------------
+    def run(self, resume: bool) -> FitResult:
+        cfg = self.cfg
+        if self.primary:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            self.logfile = open(self.workdir / LOG_FILE, "a")  # noqa: SIM115 (closed in finally)
+        try:
+            if resume:
+                self.restore()
+            else:
+                self.write(f"{self.desc}: {self.n:,} examples, batch {cfg.batch_size}, {self.steps_per_epoch} steps/epoch, "
+                           f"device {self.device}, amp {self.amp_dtype}, {self.world} process(es), seed {self.seed}")
+            if not self.stop_reason:
+                self.loop()
+        finally:
+            if self.logfile is not None:
+                self.logfile.close()
+        if self.primary:
+            console.print(
+                f"{self.desc}: best val NDCG@10 {self.best_metric:.4f} at step {self.best_step}; "
+                f"stopped by {self.stop_reason} after {self.step} steps in {self.wall():.1f}s"
+            )
+        return FitResult(self.best_state, self.best_metric, self.best_step, self.step, self.stop_reason,
+                         list(self.log), self.workdir)
+
+    def loop(self) -> None:
+        cfg = self.cfg
+        busy = False
+        with _Interrupts() as interrupts, progress("ex", "loss", "val") as bar:
+            task = bar.add_task(self.desc, total=self.total_steps * self.batch * self.world,
+                                completed=self.step * self.batch * self.world, loss="-", val="-")
+            try:
+                while True:
+                    busy = True
+                    if self.order is None or self.pos == 0:
+                        perm = epoch_order(self.seed, self.epoch, self.n)
+                        self.order = perm[self.rank * self.per_rank:(self.rank + 1) * self.per_rank].to(self.data_device)
+                    idx = self.order[self.pos:self.pos + self.batch]
+                    self.train_step(idx)
+                    self.step += 1
+                    self.pos += len(idx)
+                    self.window_examples += len(idx)
+                    epoch_end = self.pos >= self.per_rank
+                    if epoch_end:
+                        self.epoch, self.pos = self.epoch + 1, 0
+                    bar.update(task, advance=len(idx) * self.world)
+
+                    sync_point = self.step % cfg.log_every == 0
+                    val_due = self.step % cfg.eval_every == 0 if cfg.eval_every else epoch_end
+                    val = self.run_validation() if val_due else None
+                    if sync_point or val_due:
+                        row = self.add_row(val)
+                        bar.update(task, loss="-" if row["loss"] is None else f"{row['loss']:.4f}",
+                                   val=f"{self.best_metric:.4f}" if self.best_step else "-")
+                    if not self.stop_reason:
+                        if cfg.max_steps and self.step >= cfg.max_steps:
+                            self.stop_reason = "max-steps"
+                        elif self.epoch >= cfg.max_epochs:
+                            self.stop_reason = "max-epochs"
+                        elif self.over_budget(sync_point):
+                            self.stop_reason = "budget"
+                    if self.stop_reason:
+                        if self.last_val_step != self.step:
+                            self.add_row(self.run_validation())
+                        self.write(f"stopped: {self.stop_reason} at step {self.step}")
+                        self.save()
+                        return
+                    if val_due or self.step % cfg.checkpoint_every == 0:
+                        self.save()
+                    if (sync_point or not self.info.enabled) and self.any_rank(interrupts.requested):
+                        self.save()
+                        self.write(f"interrupted at step {self.step}; checkpoint saved (resume with --resume)")
+                        raise KeyboardInterrupt
+                    busy = False
+            except KeyboardInterrupt:
+                if not busy and self.primary and not interrupts.requested and not self.info.enabled:
+                    self.save()  # between two steps: the state is consistent
+                raise
+
+
+def fit(*, model: nn.Module, train: dict[str, Tensor], validate: Validator, cfg: TrainLoopConfig, seed: int,
+        workdir: Path, resume: bool = False, fingerprint: dict | None = None, desc: str = "train") -> FitResult:
+    """Train `model` (whose `model(batch)` is the scalar loss) on the `train` tensors; select on `validate`.
+
+    train: dict of tensors sharing dim 0 (e.g. history [N, L] int64, target [N] int64); a batch is
+    the same dict sliced on the batch's indices and moved to the device. The model is left on the
+    device with the weights of the last step; `FitResult.best_state` has the best validation ones.
+    """
+    trainer = _Trainer(model=model, train=train, validate=validate, cfg=cfg, seed=seed, workdir=workdir,
+                       fingerprint=fingerprint, desc=desc)
+    return trainer.run(resume)

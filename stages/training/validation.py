@@ -1,0 +1,40 @@
+"""Validation during training: NDCG@10 of `model.recommend` on this rank's shard of users."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from stages.metrics.ranking import ndcg_sum
+from stages.training.loop import Validator
+
+
+def _device(model: nn.Module) -> torch.device:
+    for t in (*model.parameters(), *model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def make_validator(histories: Tensor, targets: Tensor, *, k: int = 10, batch_size: int, options: Any = None,
+                   sampler: str | None = None) -> Validator:
+    """A `Validator` over users `rank::world` of (histories [U, L] int64, targets [U] int64).
+
+    Calls `model.recommend(history_batch, k=k, sampler=sampler, options=options)` in batches of
+    `batch_size` users and returns (sum of NDCG@k over the shard, users in the shard).
+    """
+    if histories.shape[0] != targets.shape[0]:
+        raise ValueError(f"histories {tuple(histories.shape)} and targets {tuple(targets.shape)} disagree on users")
+
+    def validate(model: nn.Module, rank: int, world: int) -> tuple[float, int]:
+        device = _device(model)
+        hist = histories[rank::world].to(device)  # [U_r, L]
+        tgt = targets[rank::world].to(device)  # [U_r]
+        total = 0.0
+        for lo in range(0, len(hist), batch_size):
+            items, _ = model.recommend(hist[lo:lo + batch_size], k=k, sampler=sampler, options=options)
+            total += ndcg_sum(items, tgt[lo:lo + batch_size], k=k)
+        return total, len(hist)
+
+    return validate
