@@ -1,0 +1,78 @@
+"""Confidence-guided parallel beam search (DIFF_GRM).
+
+One model pass on the all-masked code, then at every step each beam is extended by the joint
+best (beam × set of masked positions × digits) in log space, filling `digits_per_step` digits at
+once: with 2 per step a candidate is a pair of positions and the pair of digits some real item
+has there, scored log p(v1 at j1) + log p(v2 at j2) from the same pass. Candidates are
+enumerated per item, one per distinct partial code (`CodeTable.representatives`), so every
+beam stays a prefix of a real item; partial codes reached by different fill orders are merged
+(keeping the max). The history encoding is computed once per user and shared by all beams.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from gdr_cli.errors import GdrError
+from stages.diffusion.schedules import Schedule
+from stages.samplers.base import DiffusionSampler, SamplerOptions, State
+from stages.samplers.validity import CodeTable, bits, subsets
+
+NEG = -1e9
+
+
+def beam_extend(table: CodeTable, state: State, lp: Tensor, sets: Tensor, width: int) -> State:
+    """Extend every beam by one set of positions from `sets`, keep the best `width` distinct beams.
+
+    lp: [B, S, n, V] log-probs restricted to valid digits; sets: [P, n] bool candidate position
+    sets (only those inside a beam's masked positions are used). Returns the new state.
+    """
+    b, s, n = state.tokens.shape
+    r, n_items, p = b * s, table.n_items, sets.shape[0]
+    tok = state.tokens.reshape(r, n)
+    masked = tok < 0  # [R, n]
+    index = table.codes.T[None].expand(r, n, n_items)  # [R, n, N]
+    g = lp.reshape(r, n, -1).gather(2, index).clamp(min=NEG)  # [R, n, N] log p of each item's digit
+    cand = torch.einsum("rjc,pj->rcp", g, sets.float())  # [R, N, P]
+    inside = ~(sets[None] & ~masked[:, None]).any(dim=-1)  # [R, P]
+    full = bits(~masked)[:, None] | bits(sets)[None]  # [R, P] position set after the extension
+    rep = table.representatives()[full].transpose(1, 2)  # [R, N, P]
+    valid = table.match(tok)[:, :, None] & rep & inside[:, None, :]
+    total = (state.score.reshape(r, 1, 1) + cand).masked_fill(~valid, float("-inf")).view(b, s * n_items * p)
+
+    filled = int((tok[0] >= 0).sum()) + int(sets[0].sum())
+    c = min(width * math.comb(filled, int(sets[0].sum())), total.shape[1])  # enough for `width` distinct
+    top, idx = total.topk(c, dim=1)  # [B, C]
+    parent, item, which = idx // (n_items * p), (idx // p) % n_items, idx % p
+    new = state.tokens.gather(1, parent[..., None].expand(b, c, n))
+    new = torch.where(sets[which], table.codes[item], new)  # [B, C, n]
+    same = (new[:, :, None, :] == new[:, None, :, :]).all(dim=-1)  # [B, C, C]
+    earlier = torch.ones(c, c, dtype=torch.bool, device=new.device).tril(-1)
+    top = top.masked_fill((same & earlier).any(dim=2), float("-inf"))
+    score, keep = top.topk(min(width, c), dim=1)
+    tokens = new.gather(1, keep[..., None].expand(-1, -1, n))
+    return State(tokens=tokens, score=score, step=state.step + 1, extra=state.extra)
+
+
+class CPDSampler(DiffusionSampler):
+    name = "cpd"
+
+    def __init__(self, table: CodeTable, schedule: Schedule, options: SamplerOptions, k: int):
+        super().__init__(table, schedule, options)
+        n, d = table.n_digits, options.digits_per_step
+        if not 1 <= d <= n:
+            raise GdrError(f"digits per step {d} is outside 1..{n} (the code length)", fix=f"use --digits-per-step 1..{n}")
+        self.d, self.width = d, max(options.beam, k)
+        self.total = math.ceil(int((self.prefix < 0).sum()) / d)
+
+    def done(self, state: State) -> bool:
+        return state.step >= self.total
+
+    def step(self, state: State, logp: Tensor) -> State:
+        b, s, n = state.tokens.shape
+        lp = self.table.restrict(logp.reshape(b * s, n, -1), state.tokens.reshape(b * s, n)).view(b, s, n, -1)
+        size = min(self.d, int((state.tokens[0, 0] < 0).sum()))
+        return beam_extend(self.table, state, lp, subsets(n, size, lp.device), self.width)

@@ -1,0 +1,133 @@
+"""Which digits are still possible: the item-code table as a constraint on decoding.
+
+A token v is allowed at position j of a partial code iff some real item has v at j together
+with every digit already filled. Vectorised as an item-match mask [R, N] (items consistent with
+the filled digits) scattered onto each position's codebook; rows are chunked so that R·N·n
+stays bounded (fine for catalogues up to ~1e5 items).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+from torch import Tensor
+
+from gdr_cli.errors import GdrError
+
+CHUNK = 1 << 24
+"""Upper bound on rows · items · digits handled at once."""
+
+
+class CodeTable:
+    """codes: [N, n] int64 item codes (row = item id); vocab_sizes: codebook size per position."""
+
+    def __init__(self, codes: Tensor, vocab_sizes: list[int]):
+        self.codes = codes.long()
+        self.n_items, self.n_digits = codes.shape
+        self.vocab_sizes = list(vocab_sizes)
+        self.vmax = max(vocab_sizes)
+        self._reps: Tensor | None = None
+
+    def _row_chunk(self) -> int:
+        return max(1, CHUNK // max(1, self.n_items * self.n_digits))
+
+    def match(self, tokens: Tensor) -> Tensor:
+        """Items consistent with the filled digits. tokens: [R, n] (-1 = free) -> [R, N] bool."""
+        out = []
+        for part in tokens.split(self._row_chunk()):
+            eq = (part[:, None, :] == self.codes[None]) | (part[:, None, :] < 0)  # [r, N, n]
+            out.append(eq.all(dim=-1))
+        return torch.cat(out) if out else torch.zeros(0, self.n_items, dtype=torch.bool, device=tokens.device)
+
+    def allowed(self, tokens: Tensor) -> Tensor:
+        """Allowed token per position. tokens: [R, n] -> [R, n, V] bool (V = largest codebook)."""
+        r, n, v = tokens.shape[0], self.n_digits, self.vmax
+        match = self.match(tokens).float()  # [R, N]
+        index = (torch.arange(n, device=tokens.device) * v + self.codes).reshape(1, -1)  # [1, N*n]
+        counts = torch.zeros(r, n * v, device=tokens.device)
+        src = match[:, :, None].expand(r, self.n_items, n).reshape(r, -1)  # [R, N*n]
+        counts.scatter_add_(1, index.expand(r, -1), src)
+        return (counts > 0).view(r, n, v)
+
+    def allowed_at(self, match: Tensor, j: int) -> Tensor:
+        """Allowed tokens at position j given an item-match mask [R, N] -> [R, V] bool."""
+        counts = torch.zeros(match.shape[0], self.vmax, device=match.device)
+        counts.scatter_add_(1, self.codes[:, j].expand(match.shape[0], -1), match.float())
+        return counts > 0
+
+    def restrict(self, logp: Tensor, tokens: Tensor) -> Tensor:
+        """Renormalise log-probs over the allowed tokens. logp: [R, n, V], tokens: [R, n] -> [R, n, V]."""
+        ok = self.allowed(tokens)
+        out = torch.log_softmax(logp.masked_fill(~ok, float("-inf")), dim=-1)
+        return torch.where(ok, out, torch.full_like(out, float("-inf")))
+
+    def item_of(self, tokens: Tensor) -> Tensor:
+        """Item id of each complete code, -1 where no item has it. tokens: [R, n] -> [R] int64."""
+        out = []
+        for part in tokens.split(self._row_chunk()):
+            eq = (part[:, None, :] == self.codes[None]).all(dim=-1)  # [r, N]
+            out.append(torch.where(eq.any(dim=1), eq.float().argmax(dim=1), torch.full_like(eq[:, 0], -1, dtype=torch.long)))
+        return torch.cat(out) if out else torch.zeros(0, dtype=torch.long, device=tokens.device)
+
+    def representatives(self) -> Tensor:
+        """[2^n, N] bool: item c is the first item with its digits on position set T (bit mask T).
+
+        Lets a beam enumerate one candidate per distinct partial code instead of one per item.
+        """
+        if self._reps is None:
+            n, ids = self.n_digits, torch.arange(self.n_items, device=self.codes.device)
+            reps = torch.zeros(2**n, self.n_items, dtype=torch.bool, device=self.codes.device)
+            for t in range(2**n):  # once per table, 2^n ≤ 256 position sets
+                keep = torch.tensor([(t >> j) & 1 for j in range(n)], dtype=torch.bool, device=self.codes.device)
+                _, inverse = torch.unique(self.codes * keep, dim=0, return_inverse=True)
+                first = torch.full((int(inverse.max()) + 1,), self.n_items, device=ids.device).scatter_reduce(
+                    0, inverse, ids, reduce="amin"
+                )
+                reps[t, first] = True
+            self._reps = reps
+        return self._reps
+
+    def parse_prefix(self, prefix: object) -> Tensor:
+        """Digits fixed in advance: a dict {position: digit} or a list with -1 for free -> [n] int64.
+
+        An out-of-range digit, or a prefix no item has, is a GdrError.
+        """
+        n = self.n_digits
+        fixed = torch.full((n,), -1, dtype=torch.long)
+        if prefix is None:
+            return fixed.to(self.codes.device)
+        if isinstance(prefix, dict):
+            items = list(prefix.items())
+        elif isinstance(prefix, list | tuple):
+            if len(prefix) != n:
+                raise GdrError(f"prefix has {len(prefix)} digits but codes have {n}", fix="give one value per digit, -1 for free")
+            items = list(enumerate(prefix))
+        else:
+            raise GdrError(f"bad prefix {prefix!r}", fix='give {"0": 17} or a list like [17, -1, -1, -1]')
+        for key, value in items:
+            try:
+                j, v = int(key), int(value)
+            except (TypeError, ValueError):
+                raise GdrError(f"bad prefix entry {key!r}: {value!r}", fix="positions and digits are integers") from None
+            if not 0 <= j < n:
+                raise GdrError(f"prefix position {j} out of range", fix=f"positions are 0..{n - 1}")
+            if v != -1 and not 0 <= v < self.vocab_sizes[j]:
+                raise GdrError(f"prefix digit {v} at position {j} out of range", fix=f"digits there are 0..{self.vocab_sizes[j] - 1}")
+            fixed[j] = v
+        fixed = fixed.to(self.codes.device)
+        if not self.match(fixed[None]).any():
+            shown = {j: int(v) for j, v in enumerate(fixed.tolist()) if v >= 0}
+            raise GdrError(f"no item has the prefix {shown}", fix="fix digits that some item's code has (see the ID set's codes.parquet)")
+        return fixed
+
+
+def subsets(n: int, size: int, device: torch.device | None = None) -> Tensor:
+    """All position sets of `size` among n positions -> [P, n] bool (P = C(n, size))."""
+    rows = [[j in s for j in range(n)] for s in itertools.combinations(range(n), size)]
+    return torch.tensor(rows, dtype=torch.bool, device=device).view(-1, n)
+
+
+def bits(mask: Tensor) -> Tensor:
+    """Bool position sets [..., n] -> int64 bit masks [...]."""
+    return (mask.long() << torch.arange(mask.shape[-1], device=mask.device)).sum(dim=-1)
