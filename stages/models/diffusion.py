@@ -10,6 +10,7 @@ are carried over (their prediction is their own digit) and the mask is never pre
 
 from __future__ import annotations
 
+import os
 from typing import Any, ClassVar
 
 import torch
@@ -51,27 +52,30 @@ class DiffusionRecommender(Recommender):
         n, v, d = len(vocab_sizes), max(vocab_sizes), d_model
         self.n_digits, self.max_len, self.schedule_name = n, max_len, schedule
         self.objective = make_loss(loss, schedule=schedule, lambda_floor=lambda_floor, augment_factor=augment_factor, mask_prob=mask_prob)
-        self.noise = torch.Generator().manual_seed(seed)  # masks drawn during training
 
+        self.seed = seed
+        self.register_buffer("noise_step", torch.zeros((), dtype=torch.long))  # training masks drawn so far
         self.register_buffer("codes", torch.zeros(n_items, n, dtype=torch.long))  # [N, n] item -> code
         offsets = torch.tensor([0, *vocab_sizes[:-1]]).cumsum(0)
         self.register_buffer("offsets", offsets, persistent=False)  # [n] start of each level's rows
         vocab_ok = torch.arange(v)[None] < torch.tensor(vocab_sizes)[:, None]
         self.register_buffer("vocab_ok", vocab_ok, persistent=False)  # [n, V] real digits per level
 
-        self.tok_emb = nn.Embedding(sum(vocab_sizes), d)  # one row per (level, digit), shared
-        self.hist_pos = nn.Embedding(max_len + 1, d)  # history slots + the start token
-        self.start = nn.Parameter(torch.randn(d) * 0.02)
-        self.digit_pos = nn.Embedding(n, d)
-        self.mask_emb = nn.Parameter(torch.randn(d) * 0.02)
-        enc = nn.TransformerEncoderLayer(d, n_heads, d_ff, dropout, activation="gelu", batch_first=True, norm_first=True)
-        self.encoder = nn.TransformerEncoder(enc, enc_layers, norm=nn.LayerNorm(d), enable_nested_tensor=False)
-        dec = nn.TransformerDecoderLayer(d, n_heads, d_ff, dropout, activation="gelu", batch_first=True, norm_first=True)
-        self.decoder = nn.TransformerDecoder(dec, dec_layers, norm=nn.LayerNorm(d))
-        self.head_w = nn.Parameter(torch.randn(n, v, d) * 0.02)  # one head per digit position
-        self.head_b = nn.Parameter(torch.zeros(n, v))
+        with torch.random.fork_rng(devices=[]):  # initialise from `seed`, leave the global RNG alone
+            torch.manual_seed(seed)
+            self.tok_emb = nn.Embedding(sum(vocab_sizes), d)  # one row per (level, digit), shared
+            self.hist_pos = nn.Embedding(max_len + 1, d)  # history slots + the start token
+            self.start = nn.Parameter(torch.randn(d) * 0.02)
+            self.digit_pos = nn.Embedding(n, d)
+            self.mask_emb = nn.Parameter(torch.randn(d) * 0.02)
+            enc = nn.TransformerEncoderLayer(d, n_heads, d_ff, dropout, activation="gelu", batch_first=True, norm_first=True)
+            self.encoder = nn.TransformerEncoder(enc, enc_layers, norm=nn.LayerNorm(d), enable_nested_tensor=False)
+            dec = nn.TransformerDecoderLayer(d, n_heads, d_ff, dropout, activation="gelu", batch_first=True, norm_first=True)
+            self.decoder = nn.TransformerDecoder(dec, dec_layers, norm=nn.LayerNorm(d))
+            self.head_w = nn.Parameter(torch.randn(n, v, d) * 0.02)  # one head per digit position
+            self.head_b = nn.Parameter(torch.zeros(n, v))
         self._table: CodeTable | None = None
-        self.sample_stats: dict[str, float] = {"users": 0, "function_evals": 0}
+        self.sample_stats: dict[str, float] = {}  # last recommend(): nfe (function evaluations per user)
 
     @classmethod
     def from_codes(cls, codes: Tensor, vocab_sizes: list[int], **kwargs: Any) -> DiffusionRecommender:
@@ -117,7 +121,15 @@ class DiffusionRecommender(Recommender):
     def loss(self, batch: dict[str, Tensor]) -> Tensor:
         memory, pad = self.encode(batch["history"])
         codes = self.codes[batch["target"]]  # [B, n]
-        return self.objective(self._logp_fn(memory, pad), codes, self.noise)
+        return self.objective(self._logp_fn(memory, pad), codes, self.noise_generator())
+
+    def noise_generator(self) -> torch.Generator:
+        """Generator of this training step's masks: a function of (seed, step, rank), so resume replays it."""
+        rank = int(os.environ.get("RANK", "0"))
+        gen = torch.Generator().manual_seed((self.seed * 1_000_003 + int(self.noise_step) * 7919 + rank) % 2**63)
+        if self.training:
+            self.noise_step += 1
+        return gen
 
     def _logp_fn(self, memory: Tensor, pad: Tensor):
         """(rows [R], noisy [R, n]) -> logp [R, n, V], each row reading its example's encoding."""
@@ -144,6 +156,8 @@ class DiffusionRecommender(Recommender):
         smp = make_sampler(name, table=self.table(), schedule=make_schedule(self.schedule_name), options=opts, k=k)
         memory, pad = self.encode(history)
         state = smp.init_state(history.shape[0], history.device)
+        if getattr(options, "exclude_history", False):
+            state.extra["exclude"] = self._history_mask(history)
         evals = 0
         while not smp.done(state):
             b, s, n = state.tokens.shape
@@ -157,6 +171,11 @@ class DiffusionRecommender(Recommender):
                 state.logp.view(b * s, n, -1)[rows] = out
                 evals += len(rows)
             state = smp.step(state, state.logp)
-        self.sample_stats["users"] += history.shape[0]
-        self.sample_stats["function_evals"] += evals
+        self.sample_stats = {"nfe": evals / max(history.shape[0], 1), "function_evals": evals}
         return smp.finish(state, k)
+
+    def _history_mask(self, history: Tensor) -> Tensor:
+        """[B, N] bool: items in each user's history (excluded with `exclude_history`)."""
+        out = torch.zeros(history.shape[0], self.codes.shape[0] + 1, dtype=torch.bool, device=history.device)
+        out.scatter_(1, torch.where(history >= 0, history, self.codes.shape[0]), True)
+        return out[:, :-1]

@@ -96,7 +96,10 @@ class DiffusionSampler(abc.ABC):
         """Top-k distinct items per user. Returns (items [B, k] int64, -1 = none; scores [B, k] float32)."""
         b, s, n = state.tokens.shape
         items = self.table.item_of(state.tokens.reshape(-1, n)).view(b, s)
-        score = state.score.float().masked_fill(items < 0, float("-inf"))
+        drop = items < 0
+        if "exclude" in state.extra:  # [B, N] items to leave out (the user's history)
+            drop |= state.extra["exclude"].gather(1, items.clamp(min=0))
+        score = state.score.float().masked_fill(drop, float("-inf"))
         return top_distinct(items, score, k)
 
 

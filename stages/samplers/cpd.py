@@ -41,9 +41,11 @@ def beam_extend(table: CodeTable, state: State, lp: Tensor, sets: Tensor, width:
     full = bits(~masked)[:, None] | bits(sets)[None]  # [R, P] position set after the extension
     rep = table.representatives()[full].transpose(1, 2)  # [R, N, P]
     valid = table.match(tok)[:, :, None] & rep & inside[:, None, :]
+    filled = int((tok[0] >= 0).sum()) + int(sets[0].sum())
+    if filled == n and "exclude" in state.extra:  # completing the code: skip excluded (history) items
+        valid &= ~state.extra["exclude"].repeat_interleave(s, dim=0)[:, :, None]
     total = (state.score.reshape(r, 1, 1) + cand).masked_fill(~valid, float("-inf")).view(b, s * n_items * p)
 
-    filled = int((tok[0] >= 0).sum()) + int(sets[0].sum())
     c = min(width * math.comb(filled, int(sets[0].sum())), total.shape[1])  # enough for `width` distinct
     top, idx = total.topk(c, dim=1)  # [B, C]
     parent, item, which = idx // (n_items * p), (idx // p) % n_items, idx % p

@@ -1,0 +1,40 @@
+"""Config of `gdr diffuse`: the masked discrete-diffusion recommender, its objective and training."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from gdr_cli.config import StageConfig
+from stages.config.training import TrainLoopConfig
+
+
+class DiffuseValidation(StageConfig):
+    beam: int = Field(10, ge=1, description="cpd beam width used for validation NDCG@10 during training (10 = K, cheap and stable).")
+    digits_per_step: int = Field(2, ge=1, description="cpd digits filled per step during validation; 2 halves the decoder passes.")
+
+
+class DiffuseConfig(StageConfig):
+    ids: str = Field("rqkmeans", description="ID set (folder under ids/, from `gdr build-ids`) whose codes the model generates.")
+    max_len: int = Field(20, ge=1, description="History items fed to the encoder (PROTOCOL.md: 20 for ID-generative models).")
+    seed: int = Field(42, description="Seed of initialisation, data order, dropout and training masks; same seed, same run.")
+    loss: Literal["k_dce", "t_dce", "lambda_dce", "diffgrm"] = Field(
+        "k_dce",
+        description="Objective: k_dce (k of n digits masked, weight n/k: the exact any-order bound), t_dce (t ~ U, weight from "
+        "the schedule), lambda_dce (mask rate λ ~ U, weight 1/λ), diffgrm (DIFF_GRM augmented masked prediction).",
+    )
+    schedule: Literal["loglinear", "geometric", "linear_beta"] = Field(
+        "loglinear", description="Noise schedule of t_dce and of the tweedie/euler samplers; log-linear gives weight 1/t."
+    )
+    augment_factor: int = Field(4, ge=1, description="diffgrm: masked views per training example (DIFF_GRM uses several).")
+    mask_prob: float = Field(0.5, gt=0, le=1, description="diffgrm: probability each digit of a view is masked (at least one is).")
+    lambda_floor: float = Field(0.05, gt=0, le=1, description="lambda_dce: the weight 1/λ uses max(λ, floor) so rare tiny λ cannot blow up.")
+    d_model: int = Field(128, ge=8, description="Width of encoder and decoder (128 matches the tiger default).")
+    n_heads: int = Field(4, ge=1, description="Attention heads; must divide d_model.")
+    enc_layers: int = Field(2, ge=1, description="Transformer layers over the history.")
+    dec_layers: int = Field(2, ge=1, description="Transformer layers over the digit slots (no causal mask).")
+    d_ff: int = Field(512, ge=8, description="Hidden size of the feed-forward blocks (4 × d_model).")
+    dropout: float = Field(0.1, ge=0, lt=1, description="Dropout in attention and feed-forward blocks.")
+    train: TrainLoopConfig = Field(default_factory=TrainLoopConfig, description="Training loop: optimiser, batches, early stopping, budget.")
+    validation: DiffuseValidation = Field(default_factory=DiffuseValidation, description="cpd settings of validation during training.")
