@@ -36,6 +36,7 @@ class Views:
     rows: Tensor  # [R] int64: the example each view belongs to
     noisy: Tensor  # [R, n] int64, MASK (-1) at masked digits
     weight: Tensor  # [R, n] float32, zero on unmasked digits
+    level: Tensor | None = None  # [R] the noise level drawn per view: t, λ or k (None for diffgrm)
 
 
 def _stratified(b: int, generator: torch.Generator) -> Tensor:
@@ -69,7 +70,7 @@ class TimeDCE(DiffusionLoss):
         t = (self.eps + (1.0 - self.eps) * _stratified(b, generator)).to(codes.device)  # [B]
         noisy, mask = mask_by_prob(codes, self.schedule.mask_prob(t), generator)
         weight = mask.float() * self.schedule.weight(t).float()[:, None]
-        return Views(torch.arange(b, device=codes.device), noisy, weight)
+        return Views(torch.arange(b, device=codes.device), noisy, weight, t)
 
 
 class LambdaDCE(DiffusionLoss):
@@ -83,7 +84,7 @@ class LambdaDCE(DiffusionLoss):
         lam = _stratified(b, generator).to(codes.device)  # [B]
         noisy, mask = mask_by_prob(codes, lam, generator)
         weight = mask.float() / lam.clamp(min=self.floor)[:, None]
-        return Views(torch.arange(b, device=codes.device), noisy, weight)
+        return Views(torch.arange(b, device=codes.device), noisy, weight, lam)
 
 
 class KDCE(DiffusionLoss):
@@ -95,7 +96,7 @@ class KDCE(DiffusionLoss):
         k = (torch.remainder(offset + torch.arange(b), n) + 1).to(codes.device)  # [B] in 1..n
         noisy, mask = mask_exactly(codes, k, generator)
         weight = mask.float() * (n / k.float())[:, None]
-        return Views(torch.arange(b, device=codes.device), noisy, weight)
+        return Views(torch.arange(b, device=codes.device), noisy, weight, k)
 
 
 class DiffGRMAugment(DiffusionLoss):
