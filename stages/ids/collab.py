@@ -6,22 +6,29 @@ these vectors cannot leak held-out interactions.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import polars as pl
 import scipy.sparse as sp
 
 from stages.ids.vectors import normalize, random_unit, svd_embed
 
 
-def flatten_lists(lists: list[list[int]] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Ragged lists -> (values [T] int64, owner row [T] int64), in list order."""
-    lengths = np.fromiter((len(s) for s in lists), dtype=np.int64, count=len(lists))
-    values = np.concatenate([np.asarray(s, dtype=np.int64) for s in lists]) if lengths.sum() else np.zeros(0, np.int64)
-    return values, np.repeat(np.arange(len(lists)), lengths)
+def ragged(lists: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Ragged lists (a polars list Series or a Python list of lists) -> (values [T] int64, row [T] int64)."""
+    if isinstance(lists, pl.Series):
+        lengths = lists.list.len().fill_null(0).to_numpy().astype(np.int64)
+        values = lists.explode().drop_nulls().to_numpy().astype(np.int64)
+    else:
+        lengths = np.fromiter((len(s) for s in lists), dtype=np.int64, count=len(lists))
+        values = np.concatenate([np.asarray(s, dtype=np.int64) for s in lists]) if lengths.sum() else np.zeros(0, np.int64)
+    return values, np.repeat(np.arange(len(lengths)), lengths)
 
 
-def cooccurrence(train: list[list[int]], n_items: int, window: int) -> sp.csr_matrix:
+def cooccurrence(train: Any, n_items: int, window: int) -> sp.csr_matrix:
     """Symmetric [n_items, n_items] counts of item pairs at most `window` apart in a training sequence."""
-    items, owner = flatten_lists(train)
+    items, owner = ragged(train)
     rows, cols = [], []
     for off in range(1, window + 1):  # loop over offsets only; pairs are vectorised
         same = owner[off:] == owner[:-off]
@@ -46,7 +53,7 @@ def ppmi(counts: sp.csr_matrix) -> sp.csr_matrix:
     return sp.coo_matrix((pmi[keep], (counts.row[keep], counts.col[keep])), shape=counts.shape).tocsr()
 
 
-def collab_embeddings(train: list[list[int]], n_items: int, *, dim: int, window: int, seed: int) -> tuple[np.ndarray, int]:
+def collab_embeddings(train: Any, n_items: int, *, dim: int, window: int, seed: int) -> tuple[np.ndarray, int]:
     """Unit item vectors [n_items, dim] from training co-occurrence, and how many items had none.
 
     Items never co-occurring in training get seeded random unit vectors (they depend on the item

@@ -6,16 +6,18 @@ here never see the held-out friends or items that friend/item recommendation is 
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import scipy.sparse as sp
 
-from stages.ids.collab import flatten_lists
+from stages.ids.collab import ragged
 from stages.ids.vectors import normalize, svd_embed
 
 
-def friend_adjacency(users: np.ndarray, friends: list[list[int]], n_users: int) -> sp.csr_matrix:
+def friend_adjacency(users: np.ndarray, friends: Any, n_users: int) -> sp.csr_matrix:
     """Symmetric 0/1 adjacency [n_users, n_users] of the training friend lists, no self-loops."""
-    vals, owner = flatten_lists(friends)
+    vals, owner = ragged(friends)
     src = np.asarray(users, dtype=np.int64)[owner]
     keep = src != vals
     r = np.concatenate([src[keep], vals[keep]])
@@ -33,9 +35,9 @@ def spectral_embeddings(adj: sp.csr_matrix, *, dim: int, seed: int) -> np.ndarra
     return normalize(svd_embed(norm.tocsr(), dim, seed))
 
 
-def interaction_embeddings(users: np.ndarray, train: list[list[int]], item_emb: np.ndarray, n_users: int) -> np.ndarray:
+def interaction_embeddings(users: np.ndarray, train: Any, item_emb: np.ndarray, n_users: int) -> np.ndarray:
     """Unit rows [n_users, d]: the mean vector of each user's training items (zero for users without any)."""
-    items, owner = flatten_lists(train)
+    items, owner = ragged(train)
     sums = np.zeros((n_users, item_emb.shape[1]), dtype=np.float64)
     np.add.at(sums, np.asarray(users, dtype=np.int64)[owner], item_emb[items])
     return normalize(sums)

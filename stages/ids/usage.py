@@ -29,7 +29,7 @@ def level_usage(codes: np.ndarray, vocab_sizes: list[int]) -> list[dict[str, flo
 
 
 def plot_usage(path: Path, codes: np.ndarray, vocab_sizes: list[int], title: str) -> None:
-    """Bar plot per digit of how many entities use each code (sorted, most used first) -> PNG, atomically."""
+    """Step-bar plot per digit of how many entities use each code (sorted, most used first) -> PNG, atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -40,7 +40,7 @@ def plot_usage(path: Path, codes: np.ndarray, vocab_sizes: list[int], title: str
     fig, axes = plt.subplots(1, d, figsize=(3.2 * d, 2.8), squeeze=False)
     for ax, s, size in zip(axes[0], stats, vocab_sizes, strict=True):
         counts = np.sort(np.bincount(codes[:, s["digit"]], minlength=size))[::-1]
-        ax.bar(np.arange(size), counts, width=1.0, color="tab:blue")
+        ax.stairs(counts, np.arange(size + 1), fill=True, color="tab:blue")  # one artist, fast for 256+ codes
         last = " (collision digit)" if s["digit"] == d - 1 else ""
         ax.set_title(
             f"digit {s['digit']}{last}\nused {s['used']}/{size}, H={s['entropy_bits']:.2f}/{s['max_entropy_bits']:.2f} bits",
@@ -50,7 +50,7 @@ def plot_usage(path: Path, codes: np.ndarray, vocab_sizes: list[int], title: str
         ax.set_ylabel("count", fontsize=8)
         ax.tick_params(labelsize=7)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.3 / d, right=1 - 0.05 / d, bottom=0.18, top=0.72, wspace=0.35)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)

@@ -1,0 +1,90 @@
+"""The vectors a semantic-ID method quantises, by source: 'text', 'collab' (items) or 'social' (users).
+
+Every source reads training data only (`splits.train`, `social_splits.train`); item text is not
+interaction data. Returned rows are unit length; the stats say where they came from.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from gdr_cli.errors import GdrError
+from stages.config.build_ids import EmbedConfig
+from stages.ids.collab import collab_embeddings
+from stages.ids.social import friend_adjacency, interaction_embeddings, spectral_embeddings, user_embeddings
+from stages.ids.text import has_text, model_embeddings, tfidf_embeddings
+from stages.inputs import Processed
+
+
+def embed(source: str, processed: Processed, cfg: EmbedConfig, *, n: int, seed: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """Unit vectors [n, d] for `source` and stats (source, dim, fallbacks)."""
+    if source == "text":
+        return _text(processed, cfg, n, seed)
+    if source == "collab":
+        emb, cold = _collab(processed, cfg, n, cfg.dim, seed)
+        return emb, {"embedding_source": "collab", "embedding_dim": emb.shape[1], "items_without_train_data": cold}
+    if source == "social":
+        return _social(processed, cfg, n, seed)
+    raise GdrError(f"unknown embedding source {source!r}", fix="use --source text or --source collab")
+
+
+def _collab(processed: Processed, cfg: EmbedConfig, n_items: int, dim: int, seed: int) -> tuple[np.ndarray, int]:
+    train = processed.table("splits")["train"]
+    return collab_embeddings(train, n_items, dim=dim, window=cfg.window, seed=seed)
+
+
+def _text(processed: Processed, cfg: EmbedConfig, n: int, seed: int) -> tuple[np.ndarray, dict[str, Any]]:
+    items = processed.table("items").sort("item")
+    texts = items["text"].to_list() if "text" in items.columns else [None] * n
+    ok = has_text(texts)
+    given = [t for t, o in zip(texts, ok, strict=True) if o]
+    if cfg.embedder:
+        vecs = model_embeddings(given, cfg.embedder) if given else np.zeros((0, cfg.dim), np.float32)
+        how = f"text:{cfg.embedder}"
+    else:
+        vecs = tfidf_embeddings(given, dim=cfg.dim, seed=seed) if given else np.zeros((0, cfg.dim), np.float32)
+        how = "text:tfidf-svd"
+    dim = vecs.shape[1]
+    emb = np.zeros((n, dim), dtype=np.float32)
+    emb[ok] = vecs
+    missing = ~ok | (np.linalg.norm(emb, axis=1) == 0)  # no text, or text with no usable words
+    cold = 0
+    if missing.any():
+        collab, cold_all = _collab(processed, cfg, n, dim, seed)
+        emb[missing] = collab[missing]
+        cold = cold_all
+    stats = {
+        "embedding_source": how,
+        "embedding_dim": dim,
+        "items_without_text": int(missing.sum()),
+        "text_fallback": "collab" if missing.any() else None,
+        "items_without_train_data": cold,
+    }
+    return emb, stats
+
+
+def _social(processed: Processed, cfg: EmbedConfig, n_users: int, seed: int) -> tuple[np.ndarray, dict[str, Any]]:
+    path = processed.folder / "social_splits.parquet"
+    splits = processed.table("social_splits") if path.exists() else None
+    if splits is None or splits.height == 0:
+        raise GdrError(
+            f"dataset {processed.manifest.dataset!r} has no social graph",
+            where=str(path),
+            fix="use --view item, or preprocess a dataset with a friend graph (e.g. hetrec2011-lastfm-2k)",
+        )
+    adj = friend_adjacency(splits["user"].to_numpy(), splits["train"], n_users)
+    spectral = spectral_embeddings(adj, dim=cfg.dim, seed=seed)
+    n_items = int(processed.table("items").height)
+    item_emb, _ = _collab(processed, cfg, n_items, cfg.dim, seed)
+    inter = processed.table("splits")
+    behaviour = interaction_embeddings(inter["user"].to_numpy(), inter["train"], item_emb, n_users)
+    emb = user_embeddings(spectral, behaviour)
+    stats = {
+        "embedding_source": "social:spectral+collab",
+        "embedding_dim": emb.shape[1],
+        "friend_edges_train": int(adj.nnz // 2),
+        "users_without_friends": int((np.asarray(adj.sum(1)).ravel() == 0).sum()),
+    }
+    return emb, stats
