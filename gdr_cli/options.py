@@ -29,5 +29,7 @@ def flag(cls: type[BaseModel], path: str, *names: str) -> Any:
     """A typed option for config field `path` whose help is the field's description and default.
 
     The option's own default is None so that an unset flag never overrides the config file.
+    Use it inside `Annotated[T | None, flag(...)] = None`: there typer reads the first positional
+    argument as a flag name, so the names go first (a `None` default there breaks typer >= 0.12).
     """
-    return typer.Option(None, *names, help=field_help(cls, path), show_default=False)
+    return typer.Option(*names, help=field_help(cls, path), show_default=False)
