@@ -1,0 +1,170 @@
+"""Raw bundle -> clean interactions with compact ids: dedupe, iterative k-core, id compaction, sort.
+
+Choices (also in `gdr preprocess --help`):
+- Exact duplicates, i.e. rows with the same (user, item, timestamp), are dropped keeping the first
+  in input order: they are logging artefacts (e.g. several tags on one artist at once), not repeat
+  consumption. The same item at different times stays (repeat consumption is signal).
+- k-core counts interactions (rows), not distinct items, and repeats until no user or item is
+  below its threshold. Users need at least 3 (leave-one-out needs a train, valid and test item),
+  so a user threshold below 3 acts as 3; 0 or 1 for items turns the item filter off.
+- Compact ids 0..n-1 follow the raw ids' order: numeric order when every raw id is an integer,
+  else string order. They depend only on the kept rows, never on file order.
+- Rows are sorted by user, then timestamp, ties kept in input order.
+
+Speed: strings are hashed once (64-bit) while the file is scanned; everything after works on
+integer codes with numpy (no string hash tables, no Python loops over rows). Each code's strings
+are checked against a second, independent hash; a collision falls back to exact string coding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from gdr_cli.console import console
+from gdr_cli.errors import GdrError
+from stages.data.bundle import RawBundle
+
+SEED_A, SEED_B = 0x5EED, 0xB0B
+
+
+@dataclass
+class Clean:
+    """Cleaned data: interactions user/item/timestamp (int32/int32/int64, sorted), users and items tables."""
+
+    interactions: pl.DataFrame
+    users: pl.DataFrame  # user:int32, raw_id:str
+    items: pl.DataFrame  # item:int32, raw_id:str
+    raw_rows: int
+    duplicates: int
+
+
+def collect(bundle: RawBundle) -> pl.DataFrame:
+    """Materialise the bundle's rows (+ 64-bit hashes of user and item); bad input -> `GdrError`."""
+    lf = bundle.interactions.with_columns(
+        pl.col("user").hash(SEED_A).alias("uh"), pl.col("item").hash(SEED_A).alias("ih")
+    )
+    try:
+        df = lf.collect(engine="streaming")
+    except pl.exceptions.PolarsError as exc:
+        if bundle.diagnose is not None:
+            bundle.diagnose()
+        first = str(exc).strip().splitlines()[0]
+        raise GdrError(f"cannot read interactions: {first}", where=bundle.origin,
+                       fix="check the file format against the source's description in `gdr preprocess --help`") from None
+    bad = df.select(pl.any_horizontal(pl.col("user", "item", "timestamp").is_null()).arg_true().first()).item()
+    if bad is not None:
+        if bundle.diagnose is not None:
+            bundle.diagnose()
+        raise GdrError(f"missing user, item or timestamp in row {bad + 1}", where=bundle.origin,
+                       fix="every row needs a user, an item and an integer timestamp")
+    return df
+
+
+def codes(df: pl.DataFrame, col: str, hashed: str) -> tuple[np.ndarray, np.ndarray]:
+    """Dense codes of `col` by sorting its hash column `hashed` -> (codes [N] int64, a row per code [K])."""
+    h = df[hashed].to_numpy()
+    perm = df[hashed].arg_sort().to_numpy().astype(np.int64)
+    s = h[perm]
+    new = np.empty(s.size, dtype=bool)
+    new[:1] = True
+    np.not_equal(s[1:], s[:-1], out=new[1:])
+    code_sorted = np.cumsum(new) - 1
+    out = np.empty(s.size, dtype=np.int64)
+    out[perm] = code_sorted
+    rep = perm[new]
+    check = df[col].hash(SEED_B).to_numpy()
+    if not np.array_equal(check, check[rep][out]):  # two raw ids share a 64-bit hash: code exactly
+        console.print(f"hash collision among {col} ids; coding them exactly (slower)")
+        exact = df.select(pl.col(col).rank("dense").cast(pl.Int64) - 1).to_series().to_numpy()
+        rep = np.empty(int(exact.max()) + 1 if exact.size else 0, dtype=np.int64)
+        rep[exact] = np.arange(exact.size)
+        return exact, rep
+    return out, rep
+
+
+def first_distinct(u: np.ndarray, i: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """Mask of rows that are the first of their exact (user, item, timestamp) triple.  # [N] bool"""
+    frame = pl.DataFrame({"u": u, "i": i, "t": ts})
+    key = frame.select(pl.struct("u", "i", "t").hash(SEED_A)).to_series()
+    perm = key.arg_sort().to_numpy().astype(np.int64)
+    k = key.to_numpy()[perm]
+    dup = np.zeros(k.size, dtype=bool)
+    np.equal(k[1:], k[:-1], out=dup[1:])
+    keep = np.ones(k.size, dtype=bool)
+    if not dup.any():
+        return keep
+    run = np.cumsum(~dup) - 1
+    first = np.minimum.reduceat(perm, np.flatnonzero(~dup))[run]  # earliest row of each equal-key run
+    later = perm != first
+    a, b = perm[later], first[later]
+    if (u[a] == u[b]).all() and (i[a] == i[b]).all() and (ts[a] == ts[b]).all():
+        keep[a] = False
+        return keep
+    return frame.select(pl.struct("u", "i", "t").is_first_distinct()).to_series().to_numpy()
+
+
+def k_core(u: np.ndarray, i: np.ndarray, min_user: int, min_item: int) -> np.ndarray:
+    """Indices of the rows that survive the iterative k-core (codes u [N], i [N]).  # [M] int64"""
+    rows = np.arange(u.size)
+    nu, ni = (int(u.max()) + 1, int(i.max()) + 1) if u.size else (0, 0)
+    while rows.size:
+        cu, ci = u[rows], i[rows]
+        keep = np.bincount(cu, minlength=nu)[cu] >= min_user
+        if min_item > 1:
+            keep &= np.bincount(ci, minlength=ni)[ci] >= min_item
+        if keep.all():
+            break
+        rows = rows[keep]
+    return rows
+
+
+def _ranks(raw: pl.Series) -> np.ndarray:
+    """Position of each raw id in sorted order (numeric when all are integers).  # [K] int64"""
+    as_int = raw.str.strip_chars().cast(pl.Int64, strict=False)
+    key = as_int if as_int.null_count() == 0 else raw
+    order = key.arg_sort().to_numpy().astype(np.int64)
+    rank = np.empty(order.size, dtype=np.int64)
+    rank[order] = np.arange(order.size)
+    return rank
+
+
+def _compact(code: np.ndarray, rep: np.ndarray, raw: pl.Series, name: str) -> tuple[np.ndarray, pl.DataFrame]:
+    """Kept codes -> ids 0..n-1 in raw-id order -> (new ids per row, table name/raw_id)."""
+    kept = np.unique(code)
+    raw_ids = raw.gather(rep[kept])
+    rank = _ranks(raw_ids)
+    lookup = np.full(rep.size, -1, dtype=np.int64)
+    lookup[kept] = rank
+    table = pl.DataFrame({name: np.arange(kept.size, dtype=np.int32), "raw_id": raw_ids.gather(np.argsort(rank))})
+    return lookup[code].astype(np.int32), table
+
+
+def clean(bundle: RawBundle, *, min_user: int, min_item: int, dedupe: bool = True) -> Clean:
+    """Dedupe, k-core, compact ids and sort the bundle's interactions (see module docstring)."""
+    df = collect(bundle)
+    raw_rows = df.height
+    if raw_rows == 0:
+        raise GdrError("the input has no interactions", where=bundle.origin, fix="check that the file has data rows")
+    u, urep = codes(df, "user", "uh")
+    i, irep = codes(df, "item", "ih")
+    ts = df["timestamp"].to_numpy()
+    rows = np.arange(raw_rows)
+    if dedupe:
+        rows = np.flatnonzero(first_distinct(u, i, ts))
+    duplicates = raw_rows - rows.size
+    kept = rows[k_core(u[rows], i[rows], max(min_user, 3), min_item)]
+    if kept.size == 0:
+        raise GdrError(
+            f"no interactions left after the k-core (users >= {max(min_user, 3)}, items >= {min_item}) "
+            f"of {raw_rows:,} rows",
+            where=bundle.origin,
+            fix="lower the thresholds, e.g. --min-user 3 --min-item 1 (users always need 3 for leave-one-out)",
+        )
+    user, users = _compact(u[kept], urep, df["user"], "user")
+    item, items = _compact(i[kept], irep, df["item"], "item")
+    inter = pl.DataFrame({"user": user, "item": item, "timestamp": ts[kept], "order": df["order"].to_numpy()[kept]})
+    inter = inter.sort(["user", "timestamp", "order"]).drop("order")
+    return Clean(interactions=inter, users=users, items=items, raw_rows=raw_rows, duplicates=duplicates)

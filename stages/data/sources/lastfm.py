@@ -1,0 +1,57 @@
+"""HetRec 2011 Last.fm 2K: tagging events as interactions, `user_friends.dat` as the friend graph.
+
+Interactions are tag assignments (user, artist) in time order: `user_taggedartists-timestamps.dat`
+(userID artistID tagID timestamp in ms, converted to seconds) when present, else
+`user_taggedartists.dat` (day/month/year -> unix seconds at 00:00 UTC; same-day events keep
+file order). Several tags on one artist at one time are one interaction after the exact-duplicate
+drop. `artists.dat` (UTF-8) gives item text (the artist name).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import polars as pl
+
+from stages.config.preprocess import PreprocessConfig
+from stages.data.bundle import INTERACTIONS_SCHEMA, RawBundle
+from stages.data.sources.common import check_fields, diagnose_delimited, find_input, scan_delimited
+
+STAMPED = "user_taggedartists-timestamps.dat"
+DATED = "user_taggedartists.dat"
+
+
+def _dated(path: Path) -> pl.LazyFrame:
+    names = ["user", "item", "tag", "day", "month", "year"]
+    lf = pl.scan_csv(path, separator="\t", has_header=False, skip_rows=1, new_columns=names,
+                     schema=dict.fromkeys(names, pl.String), quote_char=None, truncate_ragged_lines=True)
+    date = pl.date(*(pl.col(c).str.strip_chars().cast(pl.Int32, strict=True) for c in ("year", "month", "day")))
+    ts = date.cast(pl.Datetime("ms")).dt.epoch("s")
+    return lf.with_row_index("order").select(
+        "user", "item", ts.cast(pl.Int64).alias("timestamp"), pl.col("order").cast(pl.Int64)
+    ).select(list(INTERACTIONS_SCHEMA))
+
+
+def read(input: Path | None, *, config: PreprocessConfig, cache: Path) -> RawBundle:
+    folder = find_input(input, cache, [STAMPED, DATED], "Last.fm 2K tagging file")
+    if (folder / STAMPED).is_file():
+        path = folder / STAMPED
+        check_fields(path, "\t", 4, names="userID artistID tagID timestamp")
+        lf = scan_delimited(path, "\t", {0: "user", 1: "item", 3: "timestamp"}, header=True)
+        lf = lf.with_columns(pl.col("timestamp") // 1000)
+        diagnose = partial(diagnose_delimited, path, "\t", 4, {3: "timestamp"}, header=True)
+    else:
+        path = folder / DATED
+        check_fields(path, "\t", 6, names="userID artistID tagID day month year")
+        lf = _dated(path)
+        diagnose = partial(diagnose_delimited, path, "\t", 6, {3: "day", 4: "month", 5: "year"}, header=True)
+    items = social = None
+    if (folder / "artists.dat").is_file():
+        items = pl.read_csv(folder / "artists.dat", separator="\t", quote_char=None, infer_schema=False,
+                            truncate_ragged_lines=True, encoding="utf8-lossy").select(
+            pl.col("id").alias("raw_id"), pl.col("name").alias("text"))
+    if (folder / "user_friends.dat").is_file():
+        social = pl.read_csv(folder / "user_friends.dat", separator="\t", infer_schema=False).select(
+            pl.col("userID").alias("user"), pl.col("friendID").alias("friend"))
+    return RawBundle(interactions=lf, items=items, social=social, origin=str(path), diagnose=diagnose)

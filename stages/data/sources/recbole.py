@@ -1,0 +1,108 @@
+"""RecBole atomic files: `<name>.inter` (+ optional `.item`, `.net`), tab-separated, typed headers.
+
+Headers look like `user_id:token	item_id:token	rating:float	timestamp:float`. The user and item
+columns are the first `token` fields whose names contain "user" / "item"; the time column is
+`timestamp` (float or int; without one, file order is time). Item text joins every other
+`token`/`token_seq` field of the `.item` file ("Toy Story, 1995, Animation Children's Comedy").
+The `.net` file's first two `token` fields are (user, friend).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import polars as pl
+
+from gdr_cli.errors import GdrError
+from stages.config.preprocess import PreprocessConfig
+from stages.data.bundle import RawBundle
+from stages.data.sources.common import diagnose_delimited, find_input, first_line, scan_delimited
+
+
+def atomic_files(input: Path | None, cache: Path) -> Path:
+    """The `.inter` file: `input` itself, or the one in the folder `input` (or `cache`)."""
+    if input is not None and input.is_file():
+        if input.suffix != ".inter":
+            raise GdrError("expected a RecBole .inter file", where=str(input), fix="pass the .inter file or its folder")
+        return input
+    folder = input if input is not None else cache
+    inters = sorted(folder.glob("*.inter")) if folder.is_dir() else []
+    if not inters:
+        find_input(input, cache, ["<name>.inter"], "RecBole .inter file")
+    preferred = [p for p in inters if p.stem == folder.name]
+    return (preferred or inters)[0]
+
+
+def header(path: Path) -> list[tuple[str, str]]:
+    """[(field name, type)] of an atomic file's header line."""
+    fields = []
+    for col, raw in enumerate(first_line(path).split("\t"), start=1):
+        name, sep, kind = raw.strip().partition(":")
+        if not sep or kind not in ("token", "token_seq", "float", "float_seq"):
+            raise GdrError(
+                f"bad RecBole header field {raw.strip()!r}",
+                where=f"{path}:1:{col}",
+                fix="atomic files are tab-separated with headers like user_id:token (is the separator a tab?)",
+            )
+        fields.append((name, kind))
+    return fields
+
+
+def _field(fields: list[tuple[str, str]], word: str, path: Path) -> int:
+    for idx, (name, kind) in enumerate(fields):
+        if word in name and kind == "token":
+            return idx
+    raise GdrError(f"no {word} column (a :token field named like {word}_id)", where=f"{path}:1", fix="check the header line")
+
+
+def read_inter(path: Path) -> tuple[pl.LazyFrame, Callable[[], None]]:
+    fields = header(path)
+    cols = {_field(fields, "user", path): "user", _field(fields, "item", path): "item"}
+    names = [n for n, _ in fields]
+    ints = {}
+    if "timestamp" in names:
+        cols[names.index("timestamp")] = "timestamp"
+        ints = {names.index("timestamp"): "timestamp"}
+    lf = scan_delimited(path, "\t", cols, header=True, ts_float=True)
+    diagnose = partial(diagnose_delimited, path, "\t", len(fields), ints, header=True, allow_float=True)
+    return lf, diagnose
+
+
+def read_item(path: Path) -> pl.DataFrame:
+    fields = header(path)
+    key = _field(fields, "item", path)
+    text_cols = [n for i, (n, k) in enumerate(fields) if i != key and k in ("token", "token_seq")]
+    frame = pl.read_csv(path, separator="\t", has_header=False, skip_rows=1, new_columns=[n for n, _ in fields],
+                        schema=dict.fromkeys([n for n, _ in fields], pl.String), quote_char=None,
+                        truncate_ragged_lines=True, encoding="utf8-lossy")
+    text = pl.concat_str([pl.col(c).str.strip_chars() for c in text_cols], separator=", ", ignore_nulls=True) if text_cols else pl.lit(None, pl.String)
+    return frame.select(pl.col(fields[key][0]).alias("raw_id"), text.alias("text"))
+
+
+def read_net(path: Path) -> pl.DataFrame:
+    fields = header(path)
+    tokens = [n for n, k in fields if k == "token"][:2]
+    if len(tokens) < 2:
+        raise GdrError("a .net file needs two :token fields (user, friend)", where=f"{path}:1", fix="check the header line")
+    frame = pl.read_csv(path, separator="\t", has_header=False, skip_rows=1, new_columns=[n for n, _ in fields],
+                        schema=dict.fromkeys([n for n, _ in fields], pl.String), quote_char=None, truncate_ragged_lines=True)
+    return frame.select(pl.col(tokens[0]).alias("user"), pl.col(tokens[1]).alias("friend")).drop_nulls()
+
+
+def read_atomic(inter: Path) -> RawBundle:
+    """A bundle from `<name>.inter` and its optional `.item` / `.net` siblings."""
+    lf, diagnose = read_inter(inter)
+    item, net = inter.with_suffix(".item"), inter.with_suffix(".net")
+    return RawBundle(
+        interactions=lf,
+        items=read_item(item) if item.is_file() else None,
+        social=read_net(net) if net.is_file() else None,
+        origin=str(inter),
+        diagnose=diagnose,
+    )
+
+
+def read(input: Path | None, *, config: PreprocessConfig, cache: Path) -> RawBundle:
+    return read_atomic(atomic_files(input, cache))

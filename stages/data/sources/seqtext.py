@@ -1,0 +1,61 @@
+"""IDGenRec / SASRec text folders: `user_sequence.txt` (+ `item_plain_text.txt`, `friend_sequence.txt`).
+
+Each `user_sequence.txt` line is `user item item ...` in time order; the timestamp is the
+position in the line. `item_plain_text.txt` lines are `item<whitespace or tab>text`;
+`friend_sequence.txt` lines are `user friend friend ...` (friends in that order).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from gdr_cli.errors import GdrError
+from stages.config.preprocess import PreprocessConfig
+from stages.data.bundle import INTERACTIONS_SCHEMA, RawBundle
+from stages.data.sources.common import find_input
+
+SEQUENCES = "user_sequence.txt"
+
+
+def _lines(path: Path) -> pl.DataFrame:
+    """[line:u32, tokens:list[str]] of the non-empty lines of a whitespace-separated file."""
+    frame = pl.read_csv(path, has_header=False, separator="\x1f", quote_char=None, new_columns=["raw"],
+                        schema={"raw": pl.String}, encoding="utf8-lossy")
+    return frame.with_row_index("line", offset=1).with_columns(
+        pl.col("raw").str.strip_chars().str.replace_all(r"\s+", " ").str.split(" ")
+    ).rename({"raw": "tokens"}).filter(pl.col("tokens").list.first() != "")
+
+
+def _sequences(path: Path) -> pl.DataFrame:
+    lines = _lines(path)
+    short = lines.filter(pl.col("tokens").list.len() < 2)
+    if short.height:
+        raise GdrError("a sequence line needs a user and at least one item", where=f"{path}:{short['line'][0]}",
+                       fix="lines are `user item item ...`, separated by spaces or tabs")
+    return lines.select(
+        pl.col("tokens").list.first().alias("user"), pl.col("tokens").list.slice(1).alias("item")
+    ).explode("item").with_columns(pl.int_range(pl.len()).over("user").cast(pl.Int64).alias("timestamp"))
+
+
+def read(input: Path | None, *, config: PreprocessConfig, cache: Path) -> RawBundle:
+    folder = find_input(input, cache, [SEQUENCES], "user_sequence.txt")
+    path = folder / SEQUENCES
+    inter = _sequences(path).with_row_index("order").with_columns(pl.col("order").cast(pl.Int64))
+    items = social = None
+    text = folder / "item_plain_text.txt"
+    if text.is_file():
+        raw = pl.read_csv(text, has_header=False, separator="\x1f", quote_char=None, new_columns=["raw"],
+                          schema={"raw": pl.String}, encoding="utf8-lossy")
+        parts = pl.col("raw").str.strip_chars().str.extract_groups(r"^(\S+)\s*(.*)$")
+        items = raw.select(parts.struct.field("1").alias("raw_id"), parts.struct.field("2").alias("text")).filter(
+            pl.col("raw_id").is_not_null())
+        items = items.with_columns(pl.when(pl.col("text") == "").then(None).otherwise(pl.col("text")).alias("text"))
+    friends = folder / "friend_sequence.txt"
+    if friends.is_file():
+        social = _lines(friends).select(
+            pl.col("tokens").list.first().alias("user"), pl.col("tokens").list.slice(1).alias("friend")
+        ).explode("friend").drop_nulls()
+    return RawBundle(interactions=inter.lazy().select(list(INTERACTIONS_SCHEMA)), items=items, social=social,
+                     origin=str(path))

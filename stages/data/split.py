@@ -1,0 +1,60 @@
+"""Leave-one-out splits (PROTOCOL.md §1) of interactions and of the friend graph.
+
+Interactions: per user in time order, last item = test, second-to-last = valid, the rest = train.
+Friends: the same over each user's friends in input order (users with < 3 friends are left out).
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+SPLIT_SCHEMA = {"user": pl.Int32, "train": pl.List(pl.Int32), "valid": pl.Int32, "test": pl.Int32}
+
+
+def leave_one_out(seq: pl.DataFrame, value: str) -> pl.DataFrame:
+    """`seq` rows (user, `value`) already in per-user order -> user/train/valid/test; users with < 3 rows dropped."""
+    out = (
+        seq.lazy()
+        .group_by("user", maintain_order=True)
+        .agg(
+            pl.col(value).slice(0, pl.len() - 2).alias("train"),
+            pl.col(value).get(-2, null_on_oob=True).alias("valid"),
+            pl.col(value).last().alias("test"),
+            pl.len().alias("n"),
+        )
+        .filter(pl.col("n") >= 3)
+        .drop("n")
+        .sort("user")
+        .collect()
+    )
+    return out.cast(SPLIT_SCHEMA).select(list(SPLIT_SCHEMA))
+
+
+def social_graph(raw: pl.DataFrame | None, users: pl.DataFrame) -> pl.DataFrame:
+    """Friend edges between kept users: symmetrised, deduplicated, no self-loops -> user/friend int32.
+
+    Rows are sorted by user, then by the input position of the edge's first mention (either direction),
+    which is the friend order the social split uses.
+    """
+    schema = {"user": pl.Int32, "friend": pl.Int32}
+    if raw is None or raw.height == 0:
+        return pl.DataFrame(schema=schema)
+    ids = users.lazy().select(pl.col("raw_id"), pl.col("user").alias("id"))
+    edges = (
+        raw.lazy()
+        .select(pl.col("user").cast(pl.String), pl.col("friend").cast(pl.String))
+        .with_row_index("pos")
+        .join(ids, left_on="user", right_on="raw_id", how="inner")
+        .join(ids, left_on="friend", right_on="raw_id", how="inner", suffix="_f")
+        .select(pl.col("id").alias("user"), pl.col("id_f").alias("friend"), "pos")
+        .filter(pl.col("user") != pl.col("friend"))
+    )
+    both = pl.concat([edges, edges.select(pl.col("friend").alias("user"), pl.col("user").alias("friend"), "pos")])
+    return (
+        both.group_by("user", "friend")
+        .agg(pl.col("pos").min())
+        .sort("user", "pos", "friend")
+        .select("user", "friend")
+        .collect()
+        .cast(schema)
+    )
