@@ -1,0 +1,195 @@
+"""Validity constraint and the cpd / tweedie / euler / ordered samplers of the diffusion model."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from gdr_cli.errors import GdrError
+from stages.diffusion.corruption import MASK
+from stages.models.diffusion import DiffusionRecommender
+from stages.samplers import make_sampler
+from stages.samplers.base import SamplerOptions, top_distinct
+from stages.samplers.validity import CodeTable
+
+VOCAB = [3, 4, 2]
+CODES = torch.tensor(list(itertools.product(range(3), range(4), range(2))))[::2]  # [12, 3], last digit 0
+CODES = torch.cat([CODES, torch.tensor([[1, 3, 1], [2, 0, 1]])])  # [14, 3]
+
+
+@pytest.fixture(scope="module")
+def model() -> DiffusionRecommender:
+    m = DiffusionRecommender.from_codes(CODES, VOCAB, d_model=16, n_heads=2, enc_layers=1, dec_layers=1, d_ff=32, max_len=4, seed=1)
+    return m.eval()
+
+
+HISTORY = torch.tensor([[-1, 1, 2, 3], [4, 5, 6, 7], [-1, -1, -1, 0], [13, 12, 11, 10], [9, 8, 7, 6]])
+
+
+def check_valid(items: torch.Tensor, scores: torch.Tensor, k: int) -> None:
+    assert items.shape == (len(HISTORY), k) and scores.shape == items.shape and scores.dtype == torch.float32
+    for row, sc in zip(items.tolist(), scores.tolist(), strict=True):
+        real = [i for i in row if i >= 0]
+        assert all(0 <= i < len(CODES) for i in real) and len(set(real)) == len(real)
+        finite = [s for s in sc if s != float("-inf")]
+        assert finite == sorted(finite, reverse=True) and len(finite) == len(real)
+
+
+# --- validity ----------------------------------------------------------------------------------
+
+
+def test_allowed_tokens_by_hand() -> None:
+    table = CodeTable(CODES, VOCAB)
+    ok = table.allowed(torch.tensor([[1, MASK, MASK], [MASK, 3, MASK]]))  # [2, 3, 4]
+    assert ok[0, 1, :4].tolist() == [True, True, True, True]
+    assert ok[0, 2, :2].tolist() == [True, True]  # (1, 3, 1) exists
+    assert ok[1, 0, :3].tolist() == [True, True, True] and ok[1, 2, :2].tolist() == [True, True]
+    ok = table.allowed(torch.tensor([[2, 2, MASK]]))
+    assert ok[0, 2, :2].tolist() == [True, False]
+    assert table.item_of(torch.tensor([[1, 3, 1], [1, 3, 0], [0, 0, 1]])).tolist() == [12, 7, -1]
+
+
+def test_prefix_errors() -> None:
+    table = CodeTable(CODES, VOCAB)
+    assert table.parse_prefix({"0": 2}).tolist() == [2, -1, -1]
+    assert table.parse_prefix([-1, 3, -1]).tolist() == [-1, 3, -1]
+    with pytest.raises(GdrError, match="no item has the prefix"):
+        table.parse_prefix({0: 0, 2: 1})
+    with pytest.raises(GdrError, match="out of range"):
+        table.parse_prefix({1: 4})
+    with pytest.raises(GdrError, match="position 5"):
+        table.parse_prefix({5: 0})
+    with pytest.raises(GdrError, match="digits but codes have 3"):
+        table.parse_prefix([0, 1])
+
+
+def test_top_distinct_merges_duplicates_keeping_max() -> None:
+    items = torch.tensor([[3, 5, 3, -1, 7]])
+    score = torch.tensor([[-2.0, -1.0, -0.5, 0.0, -3.0]])
+    out, sc = top_distinct(items, score, 4)
+    assert out.tolist() == [[3, 5, 7, -1]] and sc[0, :3].tolist() == [-0.5, -1.0, -3.0]
+
+
+# --- samplers ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "sampler,opts",
+    [
+        ("cpd", {"digits_per_step": 1}),
+        ("cpd", {"digits_per_step": 2}),
+        ("cpd", {"digits_per_step": 3}),
+        ("tweedie", {"steps": 4}),
+        ("euler", {"steps": 4}),
+        ("ordered", {"strategy": "direct", "order": [2, 0, 1]}),
+        ("ordered", {"strategy": "top_k", "top_k": 2}),
+        ("ordered", {"strategy": "top_p", "top_p": 0.8}),
+    ],
+)
+def test_every_sampler_returns_distinct_real_items(model: DiffusionRecommender, sampler: str, opts: dict) -> None:
+    items, scores = model.recommend(HISTORY, k=5, sampler=sampler, options={"beam": 6, **opts})
+    check_valid(items, scores, 5)
+    if sampler in ("cpd", "ordered") and opts.get("strategy", "direct") == "direct":
+        assert (items >= 0).all()  # beam ≥ k always fills k distinct items
+    again, _ = model.recommend(HISTORY, k=5, sampler=sampler, options={"beam": 6, **opts})
+    assert torch.equal(items, again)  # deterministic under a fixed seed
+
+
+def restricted_logp(model: DiffusionRecommender, history: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    memory, pad = model.encode(history)
+    logp = model.denoise(memory.expand(len(tokens), -1, -1), pad.expand(len(tokens), -1), tokens)
+    return model.table().restrict(logp, tokens)
+
+
+def test_cpd_all_digits_at_once_is_exact(model: DiffusionRecommender) -> None:
+    # one step filling all n digits with a beam ≥ N ranks every item by Σ_j log p(c_j | all masked)
+    items, scores = model.recommend(HISTORY[:1], k=len(CODES), sampler="cpd", options={"beam": 20, "digits_per_step": 3})
+    lp = restricted_logp(model, HISTORY[:1], torch.full((1, 3), MASK))[0]  # [n, V]
+    brute = lp.gather(1, CODES.T).sum(0)  # [N]
+    order = brute.argsort(descending=True)
+    assert items[0].tolist() == order.tolist()
+    assert torch.allclose(scores[0], brute[order], atol=1e-5)
+
+
+def test_ordered_direct_with_wide_beam_is_exact_chain_rule(model: DiffusionRecommender) -> None:
+    order = [2, 0, 1]
+    items, scores = model.recommend(HISTORY[1:2], k=len(CODES), sampler="ordered", options={"beam": 20, "order": order})
+    # every item's chain-rule score in that order: one batched pass over its n partial codes
+    steps = []
+    for i, j in enumerate(order):
+        partial = CODES.clone()
+        partial[:, order[i:]] = MASK
+        steps.append((partial, j))
+    tokens = torch.cat([p for p, _ in steps])  # [n*N, n]
+    lp = restricted_logp(model, HISTORY[1:2], tokens).view(len(order), len(CODES), 3, -1)
+    brute = sum(lp[i, torch.arange(len(CODES)), j, CODES[:, j]] for i, (_, j) in enumerate(steps))  # [N]
+    assert torch.allclose(scores[0], brute[items[0]], atol=1e-5)
+    assert torch.allclose(brute[items[0]], brute.sort(descending=True).values)
+
+
+def test_cpd_throughput_structure_two_digits_per_step(model: DiffusionRecommender) -> None:
+    model.recommend(HISTORY, k=5, sampler="cpd", options={"beam": 5, "digits_per_step": 2})
+    assert model.sample_stats["nfe"] == 1 + 5  # one pass on the all-masked code, then one per beam
+    model.recommend(HISTORY, k=5, sampler="cpd", options={"beam": 5, "digits_per_step": 1})
+    assert model.sample_stats["nfe"] == 1 + 5 + 5
+
+
+@pytest.mark.parametrize("sampler", ["tweedie", "euler"])
+def test_cache_gives_identical_samples_with_fewer_evaluations(model: DiffusionRecommender, sampler: str) -> None:
+    opts = {"beam": 8, "steps": 12, "seed": 3}
+    cached = model.recommend(HISTORY, k=5, sampler=sampler, options={**opts, "use_cache": True})
+    nfe_cached = model.sample_stats["nfe"]
+    plain = model.recommend(HISTORY, k=5, sampler=sampler, options={**opts, "use_cache": False})
+    nfe_plain = model.sample_stats["nfe"]
+    assert torch.equal(cached[0], plain[0]) and torch.allclose(cached[1], plain[1])
+    assert nfe_cached < nfe_plain
+
+
+def test_seed_changes_stochastic_samples(model: DiffusionRecommender) -> None:
+    runs = {tuple(model.recommend(HISTORY, k=5, sampler="tweedie", options={"beam": 4, "steps": 3, "seed": s})[0].flatten().tolist()) for s in range(3)}
+    assert len(runs) > 1
+
+
+@pytest.mark.parametrize("sampler", ["cpd", "tweedie", "euler", "ordered"])
+def test_prefix_is_honoured(model: DiffusionRecommender, sampler: str) -> None:
+    items, scores = model.recommend(HISTORY, k=3, sampler=sampler, options={"beam": 4, "prefix": {"0": 1, "2": 0}})
+    check_valid(items, scores, 3)
+    got = items[items >= 0]
+    assert len(got) > 0 and (CODES[got][:, 0] == 1).all() and (CODES[got][:, 2] == 0).all()
+
+
+def test_exclude_history(model: DiffusionRecommender) -> None:
+    opts = SamplerOptions(beam=len(CODES))
+    items, _ = model.recommend(HISTORY, k=len(CODES), sampler="cpd", options=opts)
+    assert (items >= 0).all()
+
+    class Opts:
+        beam, exclude_history = len(CODES), True
+
+    items, _ = model.recommend(HISTORY, k=len(CODES), sampler="cpd", options=Opts())
+    for row, hist in zip(items.tolist(), HISTORY.tolist(), strict=True):
+        real = {i for i in row if i >= 0}
+        assert not real & set(hist) and len(real) == len(CODES) - len({h for h in hist if h >= 0})
+
+
+def test_bad_sampler_inputs(model: DiffusionRecommender) -> None:
+    with pytest.raises(GdrError, match="digits per step 4"):
+        model.recommend(HISTORY, k=3, sampler="cpd", options={"digits_per_step": 4})
+    with pytest.raises(GdrError, match="cannot use sampler 'beam'"):
+        model.recommend(HISTORY, k=3, sampler="beam")
+    with pytest.raises(GdrError, match="not a permutation"):
+        model.recommend(HISTORY, k=3, sampler="ordered", options={"order": [0, 0, 1]})
+    with pytest.raises(GdrError, match="no item has the prefix"):
+        model.recommend(HISTORY, k=3, sampler="tweedie", options={"prefix": [0, 0, 1]})
+    with pytest.raises(GdrError, match="unknown diffusion sampler"):
+        make_sampler("ddim", table=model.table(), schedule=None, options=None, k=3)
+
+
+def test_popularity_model_rejects_cpd() -> None:
+    from stages.models.popularity import Popularity
+
+    pop = Popularity(n_items=5)
+    with pytest.raises(GdrError, match="cannot use sampler 'cpd'"):
+        pop.recommend(torch.tensor([[0, 1]]), k=2, sampler="cpd")
