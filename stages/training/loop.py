@@ -151,8 +151,11 @@ class _Trainer:
         """Checkpoint everything a resume needs (collective: every rank calls it; rank 0 writes)."""
         self.flush()
         rng = self._rng_states()
-        if not self.primary:
-            return
+        if self.primary:
+            self._write_checkpoint(rng)
+        D.barrier()  # the file is complete before any rank goes on (or reads it)
+
+    def _write_checkpoint(self, rng: dict[str, Tensor]) -> None:
         save_checkpoint(self.workdir, {
             "fingerprint": self.fingerprint,
             "world_size": self.world,
@@ -188,9 +191,9 @@ class _Trainer:
         self.opt.load_state_dict(state["optimizer"])
         if state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng"]["cpu"][self.rank])
+        torch.set_rng_state(state["rng"]["cpu"][self.rank].clone())  # own storage: a row view crashes it
         if self.device.type == "cuda" and "cuda" in state["rng"]:
-            torch.cuda.set_rng_state(state["rng"]["cuda"][self.rank], self.device)
+            torch.cuda.set_rng_state(state["rng"]["cuda"][self.rank].clone(), self.device)
         for key in ("best_state", "best_metric", "best_step", "bad_evals", "step", "epoch", "pos", "log",
                     "last_val_step", "loss_sum", "loss_n", "window_examples", "stop_reason"):
             setattr(self, key, state[key])
