@@ -266,27 +266,28 @@ class _Trainer:
                 self.stop_reason = "early-stopping"
         return ndcg
 
-    def add_row(self, val: float | None) -> dict:
+    def add_row(self, val: float | None, t_end: float) -> dict:
+        """Log row of the window since the last one; examples/s over its training time (until `t_end`)."""
         self.flush()
         loss_sum, loss_n, examples = self.loss_sum, self.loss_n, self.window_examples
         if self.info.enabled:
             loss_sum, loss_n, examples = D.all_reduce_sum([loss_sum, loss_n, examples])
-        now = time.perf_counter()
         row = {
             "step": self.step,
             "epoch": round(self.step / self.steps_per_epoch, 4),
             "loss": loss_sum / loss_n if loss_n else None,
             "lr": self.opt.param_groups[0]["lr"],
-            "examples_per_s": examples / max(now - self.t_row, 1e-9),
+            "examples_per_s": examples / max(t_end - self.t_row, 1e-9),
             "val_ndcg@10": val,
             "wall_s": round(self.wall(), 3),
         }
         self.log.append(row)
-        self.loss_sum, self.loss_n, self.window_examples, self.t_row = 0.0, 0, 0, now
+        self.loss_sum, self.loss_n, self.window_examples = 0.0, 0, 0
         loss = "-" if row["loss"] is None else f"{row['loss']:.4f}"
         val_text = "" if val is None else f" val_ndcg@10 {val:.4f} (best {self.best_metric:.4f} @ {self.best_step})"
         self.write(f"step {self.step} epoch {row['epoch']:.2f} loss {loss} lr {row['lr']:.3g} "
                    f"ex/s {row['examples_per_s']:,.0f}{val_text}")
+        self.t_row = time.perf_counter()  # validation and logging are not training time
         return row
 
     def write(self, line: str) -> None:
@@ -350,23 +351,22 @@ class _Trainer:
                         self.epoch, self.pos = self.epoch + 1, 0
                     bar.update(task, advance=len(idx) * self.world)
 
+                    t_end = time.perf_counter()
                     sync_point = self.step % cfg.log_every == 0
                     val_due = self.step % cfg.eval_every == 0 if cfg.eval_every else epoch_end
-                    val = self.run_validation() if val_due else None
+                    if cfg.max_steps and self.step >= cfg.max_steps:
+                        self.stop_reason = "max-steps"
+                    elif self.epoch >= cfg.max_epochs:
+                        self.stop_reason = "max-epochs"
+                    elif self.over_budget(sync_point):
+                        self.stop_reason = "budget"
+                    val_due = val_due or bool(self.stop_reason)  # the last step is always validated
+                    val = self.run_validation() if val_due else None  # may stop early
                     if sync_point or val_due:
-                        row = self.add_row(val)
+                        row = self.add_row(val, t_end)
                         bar.update(task, loss="-" if row["loss"] is None else f"{row['loss']:.4f}",
                                    val=f"{self.best_metric:.4f}" if self.best_step else "-")
-                    if not self.stop_reason:
-                        if cfg.max_steps and self.step >= cfg.max_steps:
-                            self.stop_reason = "max-steps"
-                        elif self.epoch >= cfg.max_epochs:
-                            self.stop_reason = "max-epochs"
-                        elif self.over_budget(sync_point):
-                            self.stop_reason = "budget"
                     if self.stop_reason:
-                        if self.last_val_step != self.step:
-                            self.add_row(self.run_validation())
                         self.write(f"stopped: {self.stop_reason} at step {self.step}")
                         self.save()
                         return
