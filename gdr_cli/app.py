@@ -42,6 +42,17 @@ def _root(
 
 register(app)
 
+try:  # typer >= 0.2x parses with its own vendored click, whose exceptions are not click's
+    from typer import exceptions as _typer_exc
+    from typer._click import exceptions as _vendored
+except ImportError:  # older typer: plain click
+    _typer_exc = _vendored = click.exceptions
+_NO_ARGS = (click.exceptions.NoArgsIsHelpError, _vendored.NoArgsIsHelpError)
+_USAGE = (click.UsageError, _vendored.UsageError)
+_EXIT = (click.exceptions.Exit, _typer_exc.Exit)
+_ABORT = (click.Abort, _typer_exc.Abort, KeyboardInterrupt)
+_CLICK = (click.ClickException, _vendored.ClickException)
+
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `gdr` console script; turns every user error into one line and an exit code."""
@@ -50,19 +61,19 @@ def main(argv: list[str] | None = None) -> int:
     except GdrError as exc:
         console.print(exc.line(), markup=False, soft_wrap=True)
         return exc.exit_code
-    except click.exceptions.NoArgsIsHelpError as exc:  # `gdr` or `gdr stage` alone: usage, as with --help
+    except _NO_ARGS as exc:  # `gdr` or `gdr stage` alone: usage, as with --help
         console.print(exc.ctx.get_help() if exc.ctx else str(exc), markup=False)
         return 0
-    except click.UsageError as exc:
+    except _USAGE as exc:
         cmd = exc.ctx.command_path if exc.ctx else "gdr"
         console.print(f"error: {exc.format_message()} ({cmd}) — see `{cmd} --help`", markup=False, soft_wrap=True)
         return 2
-    except click.exceptions.Exit as exc:
+    except _EXIT as exc:
         return exc.exit_code
-    except (click.Abort, KeyboardInterrupt):
+    except _ABORT:
         console.print("interrupted: nothing half-written was kept; earlier artifacts are intact", markup=False)
         return 130
-    except click.ClickException as exc:
+    except _CLICK as exc:
         console.print(f"error: {exc.format_message()}", markup=False, soft_wrap=True)
         return exc.exit_code
     return 0
