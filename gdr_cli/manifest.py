@@ -46,7 +46,9 @@ class Manifest(BaseModel):
     config: dict[str, Any] = Field(default_factory=dict, description="Resolved config.")
     seed: int | None = None
     inputs: dict[str, InputRef] = Field(default_factory=dict)
-    outputs: list[str] = Field(default_factory=list, description="Files in the folder.")
+    outputs: dict[str, str] = Field(
+        default_factory=dict, description="Files in the folder -> sha256 of their content (so a rebuilt input always reads as changed)."
+    )
     stats: dict[str, Any] = Field(default_factory=dict)
     wall_time_s: float = 0.0
     created_at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
@@ -104,10 +106,18 @@ def check_fresh(manifest: Manifest, root: Path, *, what: str) -> None:
             )
 
 
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def write_manifest(folder: Path, manifest: Manifest) -> None:
-    """Write the manifest (last, atomically); `outputs` defaults to the files in the folder."""
-    if not manifest.outputs:
-        manifest.outputs = sorted(p.name for p in folder.iterdir() if p.is_file() and p.name != MANIFEST)
+    """Write the manifest (last, atomically), recording a content hash of every other file in `folder`."""
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name != MANIFEST and not p.name.startswith("."))
+    manifest.outputs = {p.name: file_sha256(p) for p in files}
     atomic_write_text(folder / MANIFEST, manifest.model_dump_json(indent=2) + "\n")
 
 
