@@ -64,7 +64,7 @@ def scan_delimited(path: Path, sep: str, columns: dict[int, str], *, header: boo
     Fields are read as text and the timestamp cast strictly, so a bad value fails at collect time
     (the reader's `diagnose` then names the line). `ts_float` accepts "881250949.0".
     """
-    width = max(columns) + 1
+    width = max(max(columns) + 1, len(first_line(path).split(sep)))  # every field of the file gets a name
     names = [columns.get(i, f"_f{i}") for i in range(width)]
     lf = pl.scan_csv(
         path, separator=sep, has_header=False, skip_rows=1 if header else 0, new_columns=names,
