@@ -15,7 +15,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-console = Console(stderr=True, highlight=False)
+console = Console(stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 200)
 """Messages, tables and progress go to stderr; stdout is kept for machine-readable output (`--json`)."""
 
 stdout = Console(highlight=False)

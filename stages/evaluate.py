@@ -39,7 +39,7 @@ def available_recs(paths: DataPaths, split: str) -> list[str]:
     root = paths.home / "recs"
     if not root.exists():
         return []
-    return sorted(p.parent.name for p in root.glob(f"*/{split}/manifest.json") if not p.parent.parent.name.startswith("."))
+    return sorted(p.parent.parent.name for p in root.glob(f"*/{split}/manifest.json") if not p.parent.parent.name.startswith("."))
 
 
 def evaluate_one(paths: DataPaths, name: str, config: EvaluateConfig, targets: pl.DataFrame, processed_ref: Any) -> dict[str, Any]:

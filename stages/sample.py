@@ -63,8 +63,13 @@ def run(
     name = out_name or (run_name if sampler == model.samplers[0] else f"{run_name}-{sampler}")
     max_len = config.max_len or int(meta.get("max_len", 20))
 
-    data = eval_histories(processed.table("splits"), config.split, max_len, with_target=False)
+    splits = processed.table("splits")
+    data = eval_histories(splits, config.split, max_len, with_target=False)
     users, history = data["user"], data["history"]
+    exclude = None
+    if config.exclude_history:  # the whole history, not only the last max_len items the model reads
+        longest = int(splits["train"].list.len().max() or 0) + 1
+        exclude = eval_histories(splits, config.split, max(longest, 1), with_target=False)["history"]
     n = len(users)
     items_out = np.full((n, config.k), -1, dtype=np.int64)
     scores_out = np.full((n, config.k), -np.inf, dtype=np.float32)
@@ -74,7 +79,13 @@ def run(
         task = bar.add_task(f"sample {name}", total=n)
         for lo in range(0, n, config.batch_size):
             hi = min(lo + config.batch_size, n)
-            items, scores = model.recommend(history[lo:hi].to(device), k=config.k, sampler=sampler, options=config)
+            items, scores = model.recommend(
+                history[lo:hi].to(device),
+                k=config.k,
+                sampler=sampler,
+                options=config,
+                exclude=None if exclude is None else exclude[lo:hi].to(device),
+            )
             items_out[lo:hi] = items.cpu().numpy()
             scores_out[lo:hi] = scores.float().cpu().numpy()
             nfe_total += float(getattr(model, "sample_stats", {}).get("nfe", 0.0)) * (hi - lo)

@@ -165,10 +165,7 @@ def test_exclude_history(model: DiffusionRecommender) -> None:
     items, _ = model.recommend(HISTORY, k=len(CODES), sampler="cpd", options=opts)
     assert (items >= 0).all()
 
-    class Opts:
-        beam, exclude_history = len(CODES), True
-
-    items, _ = model.recommend(HISTORY, k=len(CODES), sampler="cpd", options=Opts())
+    items, _ = model.recommend(HISTORY, k=len(CODES), sampler="cpd", options=opts, exclude=HISTORY)
     for row, hist in zip(items.tolist(), HISTORY.tolist(), strict=True):
         real = {i for i in row if i >= 0}
         assert not real & set(hist) and len(real) == len(CODES) - len({h for h in hist if h >= 0})

@@ -33,10 +33,14 @@ class Recommender(nn.Module, abc.ABC):
         raise TypeError(f"model {self.kind!r} is not trained by gradient descent")
 
     @abc.abstractmethod
-    def recommend(self, history: Tensor, *, k: int, sampler: str | None = None, options: Any = None) -> tuple[Tensor, Tensor]:
+    def recommend(
+        self, history: Tensor, *, k: int, sampler: str | None = None, options: Any = None, exclude: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Top-k items per user.
 
-        history: [B, L] int64 item ids, left-padded with -1 (most recent last).
+        history: [B, L] int64 item ids, left-padded with -1 (most recent last): the model's input.
+        exclude: [B, M] int64 item ids (-1 = padding) never to return, e.g. the user's whole history
+                 under `gdr sample --exclude-history`; None = exclude nothing.
         Returns (items [B, k] int64, -1 where fewer than k could be produced;
                  scores [B, k] float32, higher is better, -inf for missing).
         """

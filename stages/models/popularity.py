@@ -40,15 +40,17 @@ class Popularity(Recommender):
         self.counts.index_add_(0, train_items, torch.ones_like(train_items, dtype=torch.float32))
 
     @torch.no_grad()
-    def recommend(self, history: Tensor, *, k: int, sampler: str | None = None, options: Any = None) -> tuple[Tensor, Tensor]:
+    def recommend(
+        self, history: Tensor, *, k: int, sampler: str | None = None, options: Any = None, exclude: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         self.check_sampler(sampler)
         b = history.shape[0]
         n = self.counts.shape[0]
         # Break ties by item id: a tiny decreasing offset keeps the sort stable and deterministic.
         score = self.counts - torch.arange(n, dtype=torch.float32, device=self.counts.device) / (n + 1)
         score = score.expand(b, n)  # [B, N]
-        if options is not None and getattr(options, "exclude_history", False):
-            score = exclude_items(score, history)
+        if exclude is not None:
+            score = exclude_items(score, exclude)
         kk = min(k, n)
         top, items = score.topk(kk, dim=1)  # [B, kk]
         counts = self.counts[items]
