@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
 
 from gdr_cli import __version__
 from gdr_cli.commands import register
 from gdr_cli.console import console
 from gdr_cli.errors import GdrError
+from gdr_cli.manifest import set_command
 
 app = typer.Typer(
     name="gdr",
@@ -42,41 +42,43 @@ def _root(
 
 register(app)
 
-try:  # typer >= 0.2x parses with its own vendored click, whose exceptions are not click's
-    from typer import exceptions as _typer_exc
-    from typer._click import exceptions as _vendored
-except ImportError:  # older typer: plain click
-    _typer_exc = _vendored = click.exceptions
-_NO_ARGS = (click.exceptions.NoArgsIsHelpError, _vendored.NoArgsIsHelpError)
-_USAGE = (click.UsageError, _vendored.UsageError)
-_EXIT = (click.exceptions.Exit, _typer_exc.Exit)
-_ABORT = (click.Abort, _typer_exc.Abort, KeyboardInterrupt)
-_CLICK = (click.ClickException, _vendored.ClickException)
+def _usage_line(exc: Exception) -> str:
+    ctx = getattr(exc, "ctx", None)
+    cmd = ctx.command_path if ctx is not None else "gdr"
+    return f"error: {exc.format_message()} ({cmd}) — see `{cmd} --help`"  # type: ignore[attr-defined]
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `gdr` console script; turns every user error into one line and an exit code."""
+    """Entry point of the `gdr` console script; turns every user error into one line and an exit code.
+
+    Typer ships its own copy of click, so its exceptions are matched by name rather than by class.
+    """
+    set_command(["gdr", *(sys.argv[1:] if argv is None else argv)])
+    interrupted = "interrupted: nothing half-written was kept; earlier artifacts are intact"
     try:
-        app(args=argv, prog_name="gdr", standalone_mode=False)
+        rv = app(args=argv, prog_name="gdr", standalone_mode=False)
     except GdrError as exc:
-        console.print(exc.line(), markup=False, soft_wrap=True)
+        console.print(exc.line(), markup=False)
         return exc.exit_code
-    except _NO_ARGS as exc:  # `gdr` or `gdr stage` alone: usage, as with --help
-        console.print(exc.ctx.get_help() if exc.ctx else str(exc), markup=False)
-        return 0
-    except _USAGE as exc:
-        cmd = exc.ctx.command_path if exc.ctx else "gdr"
-        console.print(f"error: {exc.format_message()} ({cmd}) — see `{cmd} --help`", markup=False, soft_wrap=True)
-        return 2
-    except _EXIT as exc:
-        return exc.exit_code
-    except _ABORT:
-        console.print("interrupted: nothing half-written was kept; earlier artifacts are intact", markup=False)
+    except KeyboardInterrupt:
+        console.print(interrupted, markup=False)
         return 130
-    except _CLICK as exc:
-        console.print(f"error: {exc.format_message()}", markup=False, soft_wrap=True)
-        return exc.exit_code
-    return 0
+    except Exception as exc:
+        kind = type(exc).__name__
+        if kind == "NoArgsIsHelpError":  # `gdr` or `gdr stage` alone: usage, as with --help
+            ctx = getattr(exc, "ctx", None)
+            console.print(ctx.get_help() if ctx is not None else str(exc), markup=False)
+            return 0
+        if kind == "Abort":
+            console.print(interrupted, markup=False)
+            return 130
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # click usage errors
+            console.print(_usage_line(exc) if "Usage" in kind or "Parameter" in kind or "Option" in kind else f"error: {exc.format_message()}", markup=False)
+            return int(exc.exit_code) or 2
+        raise
+    if rv == 130:  # typer turns Ctrl-C inside a command into Exit(130)
+        console.print(interrupted, markup=False)
+    return rv if isinstance(rv, int) else 0
 
 
 def run() -> None:

@@ -54,8 +54,19 @@ class Manifest(BaseModel):
     created_at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
 
+_COMMAND: list[str] | None = None
+
+
+def set_command(argv: list[str]) -> None:
+    """Record the `gdr ...` command being run (the CLI calls this; tests calling stages directly need not)."""
+    global _COMMAND
+    _COMMAND = list(argv)
+
+
 def command_line() -> str:
     """The command that is running now, as a user would retype it."""
+    if _COMMAND is not None:
+        return shlex.join(_COMMAND)
     argv = list(sys.argv)
     if argv and argv[0].endswith(("gdr", "__main__.py")):
         argv[0] = "gdr"
