@@ -237,6 +237,7 @@ def test_resume_without_checkpoint_says_how_to_start(data: dict, tmp_path: Path)
     with pytest.raises(GdrError, match="no checkpoint") as err:
         run_fit(new_model(), data, tmp_path / "none", cfg(), resume=True)
     assert "without --resume" in err.value.fix
+    assert not (tmp_path / "none").exists()  # nothing written
 
 
 def test_corrupted_checkpoint_is_a_user_error(data: dict, tmp_path: Path) -> None:

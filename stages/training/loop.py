@@ -179,8 +179,7 @@ class _Trainer:
             "stop_reason": self.stop_reason,
         })
 
-    def restore(self) -> None:
-        state = load_checkpoint(self.workdir, self.fingerprint_dict)
+    def restore(self, state: dict[str, Any]) -> None:
         if state["world_size"] != self.world:
             raise GdrError(
                 f"checkpoint was written by {state['world_size']} process(es), this run has {self.world}",
@@ -307,12 +306,13 @@ class _Trainer:
     # ---- the loop ------------------------------------------------------------------------------
     def run(self, resume: bool) -> FitResult:
         cfg = self.cfg
+        state = load_checkpoint(self.workdir, self.fingerprint_dict) if resume else None
         if self.primary:
             self.workdir.mkdir(parents=True, exist_ok=True)
-            self.logfile = open(self.workdir / LOG_FILE, "a")  # noqa: SIM115 (closed in finally)
+            self.logfile = open(self.workdir / LOG_FILE, "a" if resume else "w")  # noqa: SIM115 (closed in finally)
         try:
-            if resume:
-                self.restore()
+            if state is not None:
+                self.restore(state)
             else:
                 self.write(f"{self.desc}: {self.n:,} examples, batch {cfg.batch_size}, {self.steps_per_epoch} steps/epoch, "
                            f"device {self.device}, amp {self.amp_dtype}, {self.world} process(es), seed {self.seed}")
