@@ -17,10 +17,31 @@ def train_rec(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     model: Annotated[str | None, flag(C, "model", "--model")] = None,
+    ids: Annotated[str | None, flag(C, "ids", "--ids")] = None,
     run: Annotated[str | None, typer.Option("--run", help="Run name (its folder under runs/); default: the model's name.")] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue an interrupted run from runs/.<run>.work/ (same config and inputs).")
+    ] = False,
+    init: Annotated[str | None, flag(C, "tiger.init", "--init")] = None,
+    max_minutes: Annotated[float | None, flag(C, "train.max_minutes", "--max-minutes")] = None,
+    lr: Annotated[float | None, flag(C, "train.lr", "--lr")] = None,
+    batch_size: Annotated[int | None, flag(C, "train.batch_size", "--batch-size")] = None,
+    epochs: Annotated[int | None, flag(C, "train.max_epochs", "--epochs")] = None,
     seed: Annotated[int | None, flag(C, "seed", "--seed")] = None,
+    device: Annotated[str | None, flag(C, "train.device", "--device")] = None,
 ) -> None:
     from stages import train_rec as stage
 
-    cfg = resolve(C, section="train_rec", config_file=config, sets=set_, flags={"model": model, "seed": seed})
-    stage.run(dataset=dataset, data_dir=data_dir, config=cfg, run_name=run)
+    flags = {
+        "model": model,
+        "ids": ids,
+        "tiger.init": init,
+        "train.max_minutes": max_minutes,
+        "train.lr": lr,
+        "train.batch_size": batch_size,
+        "train.max_epochs": epochs,
+        "seed": seed,
+        "train.device": device,
+    }
+    cfg = resolve(C, section="train_rec", config_file=config, sets=set_, flags=flags)
+    stage.run(dataset=dataset, data_dir=data_dir, config=cfg, run_name=run, resume=resume)

@@ -7,9 +7,39 @@ from typing import Literal
 from pydantic import Field
 
 from gdr_cli.config import StageConfig
+from stages.config.training import TrainLoopConfig
+
+
+class TigerConfig(StageConfig):
+    """Sizes of the T5 encoder-decoder over item codes (defaults sized for a 2-core CPU in ~5 minutes)."""
+
+    d_model: int = Field(128, ge=8, description="Width of the token embeddings and hidden states (128 as in TIGER).")
+    d_kv: int = Field(32, ge=4, description="Width of each attention head (TIGER uses 64; 32 halves attention cost on a CPU).")
+    d_ff: int = Field(512, ge=8, description="Hidden width of the feed-forward blocks (TIGER: 1024; 512 trains twice as fast on a CPU).")
+    n_heads: int = Field(4, ge=1, description="Attention heads per layer (TIGER: 6).")
+    n_layers: int = Field(2, ge=1, description="Encoder layers (TIGER: 4; 2 fits the default 5-minute CPU budget).")
+    n_decoder_layers: int = Field(2, ge=1, description="Decoder layers (TIGER: 4; 2 fits the default 5-minute CPU budget).")
+    dropout: float = Field(0.1, ge=0, lt=1, description="Dropout in attention, feed-forward and embeddings (0.1 as in TIGER).")
+    feed_forward: Literal["relu", "gelu", "gated-gelu", "gated-silu"] = Field(
+        "relu", description="Feed-forward activation: relu (original T5) or a gated variant (T5 v1.1)."
+    )
+    encoder_input: Literal["tokens", "items"] = Field(
+        "items",
+        description="'tokens' feeds every code token of the history (L*D positions, as in TIGER); 'items' one position per "
+        "item with the sum of its token embeddings (4x shorter: the default, for speed on a CPU).",
+    )
+    init: str | None = Field(
+        None, description="Local T5 checkpoint folder to start from (its architecture replaces the sizes above); None = from scratch."
+    )
+    beam: int = Field(20, ge=10, description="Beam width of the constrained beam search used for validation NDCG@10 (at least 10).")
 
 
 class TrainRecConfig(StageConfig):
     model: Literal["pop", "tiger"] = Field("pop", description="Recommender: 'pop' (most popular, the floor) or 'tiger' (autoregressive T5 over item codes).")
+    ids: str | None = Field(None, description="ID set (folder under ids/, from `gdr build-ids`) whose codes tiger generates; required for tiger.")
     max_len: int = Field(20, ge=1, description="History items fed to the model (PROTOCOL.md: 20 for ID-generative models).")
     seed: int = Field(42, description="Seed of initialisation, data order and dropout; same seed, same run.")
+    train: TrainLoopConfig = Field(
+        default_factory=TrainLoopConfig, description="Training loop: optimiser, schedule, budget, early stopping, device."
+    )
+    tiger: TigerConfig = Field(default_factory=TigerConfig, description="tiger: model sizes, pretrained init and validation beam.")

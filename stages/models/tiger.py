@@ -70,13 +70,17 @@ class Tiger(Recommender):
         n_decoder_layers: int = 4,
         dropout: float = 0.1,
         feed_forward: str = "relu",
+        encoder_input: str = "tokens",
         scale_outputs: bool = True,
         seed: int = 0,
     ):
         sizes = dict(d_model=d_model, d_kv=d_kv, d_ff=d_ff, n_heads=n_heads, n_layers=n_layers,
                      n_decoder_layers=n_decoder_layers, dropout=dropout, feed_forward=feed_forward,
                      scale_outputs=scale_outputs)  # fmt: skip
-        super().__init__(n_items=n_items, vocab_sizes=[int(v) for v in vocab_sizes], seed=seed, **sizes)
+        if encoder_input not in ("tokens", "items"):
+            raise GdrError(f"unknown encoder_input {encoder_input!r}", fix="use 'tokens' or 'items'")
+        super().__init__(n_items=n_items, vocab_sizes=[int(v) for v in vocab_sizes], encoder_input=encoder_input,
+                         seed=seed, **sizes)
         from transformers import T5ForConditionalGeneration
 
         self.n_digits = len(vocab_sizes)
@@ -160,21 +164,28 @@ class Tiger(Recommender):
         return torch.where((items >= 0)[..., None], tokens, PAD)
 
     def encoder_inputs(self, history: Tensor) -> tuple[Tensor, Tensor]:
-        """history [B, L] -> (tokens [B, L*D] int64, attention mask [B, L*D] int64).
+        """history [B, L] -> (input embeddings [B, S, d_model], attention mask [B, S] int64).
 
-        A user with no history attends to one pad token, so attention is always defined.
+        'tokens': S = L*D, one position per code token (as in TIGER). 'items': S = L, one position
+        per item holding the sum of its D token embeddings / sqrt(D) (4x shorter, much cheaper).
+        A user with no history attends to one pad position, so attention is always defined.
         """
-        tokens = self.item_tokens(history).flatten(1)  # [B, L*D]
-        mask = tokens != PAD
+        tokens = self.item_tokens(history)  # [B, L, D]
+        embed = self.t5.shared(tokens)  # [B, L, D, d]
+        if self.init_kwargs["encoder_input"] == "items":
+            embed, mask = embed.sum(2) * self.n_digits**-0.5, history >= 0  # [B, L, d], [B, L]
+        else:
+            embed, mask = embed.flatten(1, 2), tokens.flatten(1) != PAD  # [B, L*D, d], [B, L*D]
         mask[:, -1] |= ~mask.any(dim=1)
-        return tokens, mask.long()
+        return embed, mask.long()
 
     # ----- training ----------------------------------------------------------------------------
     def loss(self, batch: dict[str, Tensor]) -> Tensor:
-        src, src_mask = self.encoder_inputs(batch["history"])  # [B, S]
+        hidden, mask = self.encode(batch["history"])  # [B, S, d], [B, S]
         labels = self.item_tokens(batch["target"])  # [B, D]
         dec_in = F.pad(labels[:, :-1], (1, 0), value=PAD)  # [B, D], starts with the pad token
-        logits = self.t5(input_ids=src, attention_mask=src_mask, decoder_input_ids=dec_in).logits  # [B, D, V]
+        out = self.t5.decoder(input_ids=dec_in, encoder_hidden_states=hidden, encoder_attention_mask=mask)
+        logits = self.logits(out.last_hidden_state)  # [B, D, V]
         return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten())
 
     def token_logprobs(self, history: Tensor, items: Tensor) -> Tensor:
@@ -192,8 +203,8 @@ class Tiger(Recommender):
     # ----- decoding (used by the beam search) ---------------------------------------------------
     def encode(self, history: Tensor) -> tuple[Tensor, Tensor]:
         """history [B, L] -> (encoder states [B, S, d_model], mask [B, S])."""
-        src, src_mask = self.encoder_inputs(history)
-        return self.t5.encoder(input_ids=src, attention_mask=src_mask).last_hidden_state, src_mask
+        embed, mask = self.encoder_inputs(history)
+        return self.t5.encoder(inputs_embeds=embed, attention_mask=mask).last_hidden_state, mask
 
     def logits(self, hidden: Tensor) -> Tensor:
         """Decoder states [..., d_model] -> vocabulary logits [..., V] (T5 scales tied outputs)."""
@@ -225,14 +236,15 @@ class Tiger(Recommender):
         return self._trie
 
     @torch.no_grad()
-    def recommend(self, history: Tensor, *, k: int, sampler: str | None = None, options: Any = None) -> tuple[Tensor, Tensor]:
-        """Top-k items by trie-constrained beam search (width `options.beam`, default 20 or k if larger);
-        `options.exclude_history` drops the user's history items. Scores are total code log-probs."""
+    def recommend(
+        self, history: Tensor, *, k: int, sampler: str | None = None, options: Any = None, exclude: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Top-k items by trie-constrained beam search of width `options.beam` (default max(20, k));
+        `exclude` [B, M] item ids are never returned. Scores are total code log-probs."""
         from stages.samplers.beam import beam_search
 
         self.check_sampler(sampler)
         beam = int(getattr(options, "beam", None) or max(20, k))
-        exclude = history if getattr(options, "exclude_history", False) else None
         return beam_search(self, history, k=k, beam=beam, trie=self.trie(), exclude=exclude)
 
 
