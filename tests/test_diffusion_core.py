@@ -160,7 +160,7 @@ def test_bound_equals_brute_force_k_dce_expectation() -> None:
     history = torch.tensor([[-1, 1, 2, 3], [4, 5, 6, 7], [-1, -1, -1, 0]])
     target = torch.tensor([3, 8, 11])
     bound = model.likelihood_bound(history, target)
-    memory, pad = model.encode(history)
+    ctx = model.encode(history)
     n = 3
     for u in range(3):
         x = model.codes[target[u]]
@@ -170,7 +170,7 @@ def test_bound_equals_brute_force_k_dce_expectation() -> None:
             for masked in combos:
                 noisy = x.clone()
                 noisy[list(masked)] = MASK
-                logp = model.denoise(memory[u : u + 1], pad[u : u + 1], noisy[None])[0]
+                logp = model.denoise(ctx, torch.tensor([u]), noisy[None])[0]
                 nll = -sum(logp[j, x[j]].item() for j in masked)
                 expect += (1 / n) * (n / k) * nll / len(combos)
         assert bound[u].item() == pytest.approx(expect, rel=1e-5)
@@ -184,9 +184,9 @@ def test_bound_of_uniform_predictor_is_n_log_v() -> None:
 
 def test_model_carries_unmasked_digits_and_never_predicts_mask() -> None:
     model = tiny_model()
-    memory, pad = model.encode(torch.tensor([[0, 1, 2, 3]]))
+    ctx = model.encode(torch.tensor([[0, 1, 2, 3]]))
     noisy = torch.tensor([[2, MASK, MASK]])
-    logp = model.denoise(memory, pad, noisy)  # [1, 3, V=4]
+    logp = model.denoise(ctx, torch.tensor([0]), noisy)  # [1, 3, V=4]
     assert logp[0, 0, 2] == 0 and torch.isinf(logp[0, 0, [0, 1, 3]]).all()
     assert torch.isinf(logp[0, 2, 2:]).all()  # level 2 has 2 digits: the rest is never predicted
     assert torch.allclose(logp[0, 1].exp().sum(), torch.tensor(1.0))

@@ -98,8 +98,7 @@ def test_every_sampler_returns_distinct_real_items(model: DiffusionRecommender, 
 
 
 def restricted_logp(model: DiffusionRecommender, history: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    memory, pad = model.encode(history)
-    logp = model.denoise(memory.expand(len(tokens), -1, -1), pad.expand(len(tokens), -1), tokens)
+    logp = model.denoise(model.encode(history), torch.zeros(len(tokens), dtype=torch.long), tokens)
     return model.table().restrict(logp, tokens)
 
 
@@ -161,14 +160,14 @@ def test_prefix_is_honoured(model: DiffusionRecommender, sampler: str) -> None:
 
 
 def test_exclude_history(model: DiffusionRecommender) -> None:
-    opts = SamplerOptions(beam=len(CODES))
-    items, _ = model.recommend(HISTORY, k=len(CODES), sampler="cpd", options=opts)
+    items, _ = model.recommend(HISTORY, k=len(CODES), sampler="cpd", options=SamplerOptions(beam=len(CODES)))
     assert (items >= 0).all()
-
-    items, _ = model.recommend(HISTORY, k=len(CODES), sampler="cpd", options=opts, exclude=HISTORY)
+    items, _ = model.recommend(HISTORY[:, 2:], k=len(CODES), sampler="cpd", options=SamplerOptions(beam=len(CODES)), exclude=HISTORY)
     for row, hist in zip(items.tolist(), HISTORY.tolist(), strict=True):
         real = {i for i in row if i >= 0}
         assert not real & set(hist) and len(real) == len(CODES) - len({h for h in hist if h >= 0})
+    items, _ = model.recommend(HISTORY, k=4, sampler="tweedie", options={"beam": 8}, exclude=HISTORY)
+    assert not any(set(row) & set(hist) for row, hist in zip(items.tolist(), HISTORY.tolist(), strict=True))
 
 
 def test_bad_sampler_inputs(model: DiffusionRecommender) -> None:

@@ -11,9 +11,10 @@ are carried over (their prediction is their own digit) and the mask is never pre
 from __future__ import annotations
 
 import os
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stages.diffusion.corruption import MASK
@@ -22,6 +23,44 @@ from stages.diffusion.losses import make_loss
 from stages.diffusion.schedules import make_schedule
 from stages.models.base import Recommender
 from stages.samplers.validity import CodeTable
+
+
+class Context(NamedTuple):
+    """The history encoding of U users, projected once for every decoder layer's cross-attention."""
+
+    kv: list[Tensor]  # per layer [2, U, heads, L+1, d_head]: cross-attention keys and values
+    keep: Tensor  # [U, 1, 1, L+1] bool: history slots that are real (not padding)
+
+
+class DigitBlock(nn.Module):
+    """Pre-norm decoder block: self-attention over the digit slots (no causal mask), cross-attention
+    to the history (keys/values projected once per user, shared by all of its rows), MLP."""
+
+    def __init__(self, d: int, heads: int, d_ff: int, dropout: float):
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.ln1, self.qkv, self.out1 = nn.LayerNorm(d), nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.ln2, self.q, self.kv, self.out2 = nn.LayerNorm(d), nn.Linear(d, d), nn.Linear(d, 2 * d), nn.Linear(d, d)
+        self.ln3 = nn.LayerNorm(d)
+        self.mlp = nn.Sequential(nn.Linear(d, d_ff), nn.GELU(), nn.Linear(d_ff, d))
+        self.drop = nn.Dropout(dropout)
+
+    def memory_kv(self, memory: Tensor) -> Tensor:
+        """memory [U, L, d] -> keys and values [2, U, heads, L, d_head]."""
+        u, length, d = memory.shape
+        return self.kv(memory).view(u, length, 2, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+
+    def forward(self, x: Tensor, kv: Tensor, keep: Tensor, rows: Tensor) -> Tensor:
+        """x [R, n, d] digit slots; kv/keep per user; rows [R] the user of each row -> [R, n, d]."""
+        r, n, d = x.shape
+        p = self.dropout if self.training else 0.0
+        q, k, v = self.qkv(self.ln1(x)).view(r, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # [R, h, n, dh], every slot sees every slot
+        x = x + self.drop(self.out1(a.transpose(1, 2).reshape(r, n, d)))
+        q = self.q(self.ln2(x)).view(r, n, self.heads, d // self.heads).transpose(1, 2)
+        a = F.scaled_dot_product_attention(q, kv[0, rows], kv[1, rows], attn_mask=keep[rows], dropout_p=p)
+        x = x + self.drop(self.out2(a.transpose(1, 2).reshape(r, n, d)))
+        return x + self.drop(self.mlp(self.ln3(x)))
 
 
 class DiffusionRecommender(Recommender):
@@ -70,8 +109,8 @@ class DiffusionRecommender(Recommender):
             self.mask_emb = nn.Parameter(torch.randn(d) * 0.02)
             enc = nn.TransformerEncoderLayer(d, n_heads, d_ff, dropout, activation="gelu", batch_first=True, norm_first=True)
             self.encoder = nn.TransformerEncoder(enc, enc_layers, norm=nn.LayerNorm(d), enable_nested_tensor=False)
-            dec = nn.TransformerDecoderLayer(d, n_heads, d_ff, dropout, activation="gelu", batch_first=True, norm_first=True)
-            self.decoder = nn.TransformerDecoder(dec, dec_layers, norm=nn.LayerNorm(d))
+            self.decoder = nn.ModuleList(DigitBlock(d, n_heads, d_ff, dropout) for _ in range(dec_layers))
+            self.ln_f = nn.LayerNorm(d)
             self.head_w = nn.Parameter(torch.randn(n, v, d) * 0.02)  # one head per digit position
             self.head_b = nn.Parameter(torch.zeros(n, v))
         self._table: CodeTable | None = None
@@ -92,8 +131,8 @@ class DiffusionRecommender(Recommender):
 
     # --- network ---------------------------------------------------------------------------
 
-    def encode(self, history: Tensor) -> tuple[Tensor, Tensor]:
-        """history [B, L] item ids (-1 = pad, left-padded) -> memory [B, L'+1, d], pad [B, L'+1] bool."""
+    def encode(self, history: Tensor) -> Context:
+        """history [B, L] item ids (-1 = pad, left-padded) -> the users' Context (encoder run once)."""
         history = history[:, -self.max_len :]
         b, length = history.shape
         valid = history >= 0
@@ -102,16 +141,18 @@ class DiffusionRecommender(Recommender):
         x = x + self.hist_pos(torch.arange(self.max_len - length, self.max_len, device=x.device))
         start = (self.start + self.hist_pos.weight[self.max_len]).expand(b, 1, -1)
         x = torch.cat([x, start], dim=1)  # [B, L+1, d]
-        pad = torch.cat([~valid, valid.new_zeros(b, 1)], dim=1)  # [B, L+1]
-        return self.encoder(x, src_key_padding_mask=pad), pad
+        keep = torch.cat([valid, valid.new_ones(b, 1)], dim=1)  # [B, L+1]
+        memory = self.encoder(x, src_key_padding_mask=~keep)
+        return Context([block.memory_kv(memory) for block in self.decoder], keep[:, None, None, :])
 
-    def denoise(self, memory: Tensor, pad: Tensor, noisy: Tensor) -> Tensor:
-        """Predict clean digits. noisy: [R, n] (-1 = masked), memory/pad rows aligned -> logp [R, n, V] float32."""
+    def denoise(self, ctx: Context, rows: Tensor, noisy: Tensor) -> Tensor:
+        """Predict clean digits. noisy: [R, n] (-1 = masked), rows [R] user of each row -> logp [R, n, V] float32."""
         known = noisy != MASK
         x = torch.where(known[..., None], self.tok_emb(noisy.clamp(min=0) + self.offsets), self.mask_emb)
         x = x + self.digit_pos.weight  # [R, n, d]
-        h = self.decoder(x, memory, memory_key_padding_mask=pad)  # no causal mask
-        logits = torch.einsum("rnd,nvd->rnv", h, self.head_w) + self.head_b
+        for block, kv in zip(self.decoder, ctx.kv, strict=True):
+            x = block(x, kv, ctx.keep, rows)
+        logits = torch.einsum("rnd,nvd->rnv", self.ln_f(x), self.head_w) + self.head_b
         logp = torch.log_softmax(logits.float().masked_fill(~self.vocab_ok, float("-inf")), dim=-1)
         carried = torch.full_like(logp, float("-inf")).scatter_(2, noisy.clamp(min=0)[..., None], 0.0)
         return torch.where(known[..., None], carried, logp)  # unmasked digits are carried over
@@ -119,9 +160,9 @@ class DiffusionRecommender(Recommender):
     # --- training --------------------------------------------------------------------------
 
     def loss(self, batch: dict[str, Tensor]) -> Tensor:
-        memory, pad = self.encode(batch["history"])
+        ctx = self.encode(batch["history"])
         codes = self.codes[batch["target"]]  # [B, n]
-        return self.objective(self._logp_fn(memory, pad), codes, self.noise_generator())
+        return self.objective(self._logp_fn(ctx), codes, self.noise_generator())
 
     def noise_generator(self) -> torch.Generator:
         """Generator of this training step's masks: a function of (seed, step, rank), so resume replays it."""
@@ -131,43 +172,43 @@ class DiffusionRecommender(Recommender):
             self.noise_step += 1
         return gen
 
-    def _logp_fn(self, memory: Tensor, pad: Tensor):
+    def _logp_fn(self, ctx: Context):
         """(rows [R], noisy [R, n]) -> logp [R, n, V], each row reading its example's encoding."""
-        return lambda rows, noisy: self.denoise(memory[rows], pad[rows], noisy)
+        return lambda rows, noisy: self.denoise(ctx, rows, noisy)
 
     @torch.no_grad()
     def likelihood_bound(self, history: Tensor, target: Tensor, batch_size: int = 128) -> Tensor:
         """Exact any-order bound on -log p(target | history) in nats per user ([U] float64)."""
         out = []
         for h, t in zip(history.split(batch_size), target.split(batch_size), strict=True):
-            memory, pad = self.encode(h)
-            out.append(any_order_bound(self._logp_fn(memory, pad), self.codes[t]))
+            out.append(any_order_bound(self._logp_fn(self.encode(h)), self.codes[t]))
         return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
 
     # --- sampling --------------------------------------------------------------------------
 
     @torch.no_grad()
-    def recommend(self, history: Tensor, *, k: int, sampler: str | None = None, options: Any = None) -> tuple[Tensor, Tensor]:
+    def recommend(
+        self, history: Tensor, *, k: int, sampler: str | None = None, options: Any = None, exclude: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         from stages.samplers import make_sampler
         from stages.samplers.base import SamplerOptions
 
         name = self.check_sampler(sampler)
         opts = SamplerOptions.of(options)
         smp = make_sampler(name, table=self.table(), schedule=make_schedule(self.schedule_name), options=opts, k=k)
-        memory, pad = self.encode(history)
+        ctx = self.encode(history)
         state = smp.init_state(history.shape[0], history.device)
-        if getattr(options, "exclude_history", False):
-            state.extra["exclude"] = self._history_mask(history)
+        if exclude is not None:
+            state.extra["exclude"] = self._history_mask(exclude)
         evals = 0
         while not smp.done(state):
             b, s, n = state.tokens.shape
             if state.logp is None or state.fresh is None or not opts.use_cache:
-                state.logp = state.logp if state.logp is not None else memory.new_empty(b, s, n, self.vocab_ok.shape[1])
-                state.fresh = torch.zeros(b, s, dtype=torch.bool, device=memory.device)
+                state.logp = state.logp if state.logp is not None else self.head_b.new_empty(b, s, n, self.vocab_ok.shape[1])
+                state.fresh = torch.zeros(b, s, dtype=torch.bool, device=history.device)
             rows = (~state.fresh).flatten().nonzero().squeeze(1)  # rows needing a function evaluation
             if len(rows):
-                users = rows // s
-                out = self.denoise(memory[users], pad[users], state.tokens.reshape(b * s, n)[rows])
+                out = self.denoise(ctx, rows // s, state.tokens.reshape(b * s, n)[rows])
                 state.logp.view(b * s, n, -1)[rows] = out
                 evals += len(rows)
             state = smp.step(state, state.logp)
@@ -175,7 +216,7 @@ class DiffusionRecommender(Recommender):
         return smp.finish(state, k)
 
     def _history_mask(self, history: Tensor) -> Tensor:
-        """[B, N] bool: items in each user's history (excluded with `exclude_history`)."""
+        """[B, N] bool: the items of `history` ([B, M] item ids, -1 = padding) per row."""
         out = torch.zeros(history.shape[0], self.codes.shape[0] + 1, dtype=torch.bool, device=history.device)
         out.scatter_(1, torch.where(history >= 0, history, self.codes.shape[0]), True)
         return out[:, :-1]
