@@ -84,8 +84,8 @@ def test_id_set_of_another_dataset_is_refused(tmp_path: Path, capsys: pytest.Cap
 
 def test_bad_config_value(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_processed(tmp_path)
-    code, err = gdr(capsys, "toy", "--data-dir", str(tmp_path), "--set", "kmeans.sinkhorn_eps=0")
-    assert code == 2 and "kmeans.sinkhorn_eps" in error_line(err)
+    code, err = gdr(capsys, "toy", "--data-dir", str(tmp_path), "--set", "kmeans.slack=-1")
+    assert code == 2 and "kmeans.slack" in error_line(err)
 
 
 def test_ml100k_rqkmeans(tmp_path: Path, ml100k_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,7 +8,7 @@ import torch
 from test_ids_helpers import one_thread  # noqa: F401  (fixture)
 
 from stages.ids.collisions import disambiguate
-from stages.ids.kmeans import KMeansOptions, kmeans, residual_kmeans
+from stages.ids.kmeans import KMeansOptions, capacity_assign, kmeans, residual_kmeans
 from stages.ids.rqvae import RQVAEOptions, train_rqvae
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -74,3 +74,12 @@ def test_disambiguate_numbers_collision_groups_in_index_order() -> None:
     assert codes[:, -1].tolist() == [0, 0, 1, 2, 0]
     assert stats["max_collisions"] == 3 and stats["collision_rate_before"] == 0.4 and stats["collision_rate_after"] == 0.0
     assert len(np.unique(codes, axis=0)) == 5
+
+
+def test_capacity_assign_respects_capacity_and_prefers_near_clusters() -> None:
+    d2 = torch.tensor([[0.0, 5.0], [0.1, 5.0], [0.2, 0.3], [9.0, 0.0]])
+    assert capacity_assign(d2, 2).tolist() == [0, 0, 1, 1]  # point 2 is the farthest proposer to cluster 0
+    assert capacity_assign(d2, 4).tolist() == [0, 0, 0, 1]  # with room, everyone gets its nearest
+    x = skewed()
+    labels = capacity_assign(torch.rand(x.shape[0], 7, generator=torch.Generator().manual_seed(0)), 46)
+    assert (labels >= 0).all() and torch.bincount(labels).max() <= 46

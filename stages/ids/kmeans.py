@@ -1,5 +1,5 @@
-"""K-means in torch (k-means++ init, Lloyd iterations, optional Sinkhorn-balanced assignment)
-and residual k-means: level l clusters what levels < l left unexplained.
+"""K-means in torch (k-means++ init, Lloyd iterations, optional capacity-constrained balanced
+assignment) and residual k-means: level l clusters what levels < l left unexplained.
 
 Everything is vectorised over points and clusters; randomness comes only from the given
 `torch.Generator`, so results are a function of the seed.
@@ -7,6 +7,7 @@ Everything is vectorised over points and clusters; randomness comes only from th
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -17,8 +18,8 @@ from torch import Tensor
 class KMeansOptions:
     iters: int = 30
     balanced: bool = True
-    sinkhorn_iters: int = 30
-    sinkhorn_eps: float = 0.05
+    slack: float = 0.25
+    """Balanced: a cluster holds at most ceil((1 + slack) · N / K) points."""
 
 
 def sq_dists(x: Tensor, c: Tensor) -> Tensor:
@@ -32,7 +33,7 @@ def kmeans_pp_init(x: Tensor, k: int, generator: torch.Generator) -> Tensor:
     first = torch.randint(n, (1,), generator=generator)
     centroids = [x[first]]
     d2 = sq_dists(x, centroids[0]).squeeze(1)  # [N] distance to the nearest chosen centroid
-    for _ in range(1, k):
+    for _ in range(1, k):  # loop over centroids; each step is vectorised over points
         total = d2.sum()
         weights = d2 if total > 0 else torch.ones_like(d2)
         pick = torch.multinomial(weights, 1, generator=generator)
@@ -41,29 +42,43 @@ def kmeans_pp_init(x: Tensor, k: int, generator: torch.Generator) -> Tensor:
     return torch.cat(centroids)
 
 
-def sinkhorn_assign(d2: Tensor, iters: int, eps: float) -> Tensor:
-    """Balanced assignment [N] int64 from distances d2 [N, K].
+def capacity_assign(d2: Tensor, cap: int) -> Tensor:
+    """Assignment [N] int64 from distances d2 [N, K] where no cluster takes more than `cap` points.
 
-    Entropic optimal transport with uniform marginals (each cluster should receive N/K points),
-    solved in log space; each point then goes to the cluster where its transport plan is largest.
-    `eps` is the temperature relative to the mean distance.
+    Rounds of proposals: every unassigned point proposes to its nearest cluster that still has
+    room; each cluster accepts its closest proposers up to its remaining room and is closed when
+    full. Every round closes a cluster or assigns everyone, so there are at most K + 1 rounds.
+    Needs cap · K >= N.
     """
     n, k = d2.shape
-    scale = d2.mean().clamp_min(1e-12)
-    logits = -d2 / (eps * scale)  # [N, K]
-    log_v = torch.zeros(k, dtype=d2.dtype)
-    log_a, log_b = -torch.log(torch.tensor(float(n))), -torch.log(torch.tensor(float(k)))
-    for _ in range(iters):
-        log_u = log_a - torch.logsumexp(logits + log_v, dim=1)  # [N]
-        log_v = log_b - torch.logsumexp(logits + log_u[:, None], dim=0)  # [K]
-    return (logits + log_v).argmax(1)
+    assert cap * k >= n, "capacity too small for the points"
+    d = d2.clone()
+    labels = torch.full((n,), -1, dtype=torch.int64)
+    room = torch.full((k,), cap, dtype=torch.int64)
+    while True:
+        idx = (labels < 0).nonzero().squeeze(1)  # [M] unassigned points
+        if idx.numel() == 0:
+            return labels
+        choice = d[idx].argmin(1)  # [M] nearest open cluster
+        dist = d[idx, choice]
+        order = torch.sort(dist, stable=True).indices  # closest first ...
+        order = order[torch.sort(choice[order], stable=True).indices]  # ... within each cluster
+        sorted_choice = choice[order]
+        counts = torch.bincount(sorted_choice, minlength=k)
+        starts = torch.cumsum(counts, 0) - counts
+        rank = torch.arange(idx.numel()) - starts[sorted_choice]  # 0 = closest proposer of its cluster
+        ok = rank < room[sorted_choice]
+        labels[idx[order[ok]]] = sorted_choice[ok]
+        room -= torch.bincount(sorted_choice[ok], minlength=k)
+        d[:, room == 0] = float("inf")
 
 
 def assign(x: Tensor, c: Tensor, opts: KMeansOptions) -> Tensor:
     """Cluster of each row of x [N, D] given centroids c [K, D]: [N] int64."""
     d2 = sq_dists(x, c)
-    if opts.balanced and c.shape[0] > 1:
-        return sinkhorn_assign(d2, opts.sinkhorn_iters, opts.sinkhorn_eps)
+    n, k = d2.shape
+    if opts.balanced and k > 1:
+        return capacity_assign(d2, math.ceil((1 + opts.slack) * n / k))
     return d2.argmin(1)
 
 

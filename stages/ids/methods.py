@@ -47,7 +47,7 @@ class IdMethod(abc.ABC):
 
     def _kmeans_options(self) -> KMeansOptions:
         k = self.cfg.kmeans
-        return KMeansOptions(iters=k.iters, balanced=k.balanced, sinkhorn_iters=k.sinkhorn_iters, sinkhorn_eps=k.sinkhorn_eps)
+        return KMeansOptions(iters=k.iters, balanced=k.balanced, slack=k.slack)
 
 
 class RQKMeans(IdMethod):
