@@ -248,3 +248,27 @@ def test_lastfm_real(tmp_path, lastfm_dir):
     assert 1_104_537_600 < ts.median() < 1_304_208_000  # day/month/year -> unix seconds (2005..2011)
     assert (ts % 86_400 == 0).all()  # midnight UTC (a few real rows carry odd years; they are kept as given)
     assert tables["items"]["text"].null_count() < 0.01 * m.stats["items"]  # a few tagged artists lack a name row
+
+
+def test_hash_collision_falls_back_to_exact_codes(monkeypatch):
+    from stages.data import clean as cleaning
+
+    frame = pl.DataFrame({"user": ["a", "b", "a", "b", "a", "b"], "item": ["x", "y", "y", "x", "z", "z"],
+                          "timestamp": [1, 2, 3, 4, 5, 6]})
+    bundle = frame_bundle(frame, items=None, social=None, origin="t")
+    good = clean(bundle, min_user=0, min_item=0)
+    real = cleaning.codes
+    monkeypatch.setattr(cleaning, "codes", lambda hashes: real(hashes * 0))  # every id collides
+    merged = real(pl.Series([7, 7, 9], dtype=pl.UInt64))
+    assert cleaning.collides(pl.Series(["a", "b", "c"]), *merged, np.arange(3))
+    assert not cleaning.collides(pl.Series(["a", "a", "c"]), *merged, np.arange(3))
+    again = clean(bundle, min_user=0, min_item=0)
+    assert again.interactions.equals(good.interactions) and again.users.equals(good.users)
+    assert again.items.equals(good.items)
+
+
+def test_csv_without_time_column_uses_file_order(tmp_path):
+    cfg = LOOSE.model_copy(update={"user_col": "uid", "item_col": "iid", "time_col": None})
+    run(source="interactions", data_dir=tmp_path, config=cfg, input=FIX / "interactions.csv", name="c")
+    inter = load(tmp_path, "c")["interactions"]
+    assert inter.filter(pl.col("user") == 0)["timestamp"].to_list() == [0, 1, 2, 3]

@@ -3,7 +3,8 @@
 Choices (also in `gdr preprocess --help`):
 - Exact duplicates, i.e. rows with the same (user, item, timestamp), are dropped keeping the first
   in input order: they are logging artefacts (e.g. several tags on one artist at once), not repeat
-  consumption. The same item at different times stays (repeat consumption is signal).
+  consumption. The same item at different times stays (repeat consumption is signal). Counts
+  (for the k-core) are taken after this drop.
 - k-core counts interactions (rows), not distinct items, and repeats until no user or item is
   below its threshold. Users need at least 3 (leave-one-out needs a train, valid and test item),
   so a user threshold below 3 acts as 3; 0 or 1 for items turns the item filter off.
@@ -12,8 +13,9 @@ Choices (also in `gdr preprocess --help`):
 - Rows are sorted by user, then timestamp, ties kept in input order.
 
 Speed: strings are hashed once (64-bit) while the file is scanned; everything after works on
-integer codes with numpy (no string hash tables, no Python loops over rows). Each code's strings
-are checked against a second, independent hash; a collision falls back to exact string coding.
+integer codes with numpy (no string hash tables, no Python loops over rows). The k-core of the
+raw rows is taken first, so the duplicate check and the collision check (a second, independent
+hash of each surviving id) only see the survivors; a collision falls back to exact string codes.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ class Clean:
     users: pl.DataFrame  # user:int32, raw_id:str
     items: pl.DataFrame  # item:int32, raw_id:str
     raw_rows: int
-    duplicates: int
+    duplicates: int  # exact duplicates dropped among the rows that pass the k-core of the raw rows
 
 
 def collect(bundle: RawBundle) -> pl.DataFrame:
@@ -63,26 +65,34 @@ def collect(bundle: RawBundle) -> pl.DataFrame:
     return df
 
 
-def codes(df: pl.DataFrame, col: str, hashed: str) -> tuple[np.ndarray, np.ndarray]:
-    """Dense codes of `col` by sorting its hash column `hashed` -> (codes [N] int64, a row per code [K])."""
-    h = df[hashed].to_numpy()
-    perm = df[hashed].arg_sort().to_numpy().astype(np.int64)
-    s = h[perm]
+def codes(hashes: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Dense codes of 64-bit hashes by one sort -> (codes [N] int64, one row holding each code [K] uint32)."""
+    perm = hashes.arg_sort().to_numpy()  # [N] uint32
+    s = hashes.to_numpy()[perm]
     new = np.empty(s.size, dtype=bool)
     new[:1] = True
     np.not_equal(s[1:], s[:-1], out=new[1:])
-    code_sorted = np.cumsum(new) - 1
     out = np.empty(s.size, dtype=np.int64)
-    out[perm] = code_sorted
-    rep = perm[new]
-    check = df[col].hash(SEED_B).to_numpy()
-    if not np.array_equal(check, check[rep][out]):  # two raw ids share a 64-bit hash: code exactly
-        console.print(f"hash collision among {col} ids; coding them exactly (slower)")
-        exact = df.select(pl.col(col).rank("dense").cast(pl.Int64) - 1).to_series().to_numpy()
-        rep = np.empty(int(exact.max()) + 1 if exact.size else 0, dtype=np.int64)
-        rep[exact] = np.arange(exact.size)
-        return exact, rep
-    return out, rep
+    out[perm] = np.cumsum(new) - 1
+    return out, perm[new]
+
+
+def exact_codes(raw: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Dense codes of strings without hashing (slow path after a hash collision)."""
+    code = raw.rank("dense").cast(pl.Int64).to_numpy() - 1
+    rep = np.empty(int(code.max()) + 1 if code.size else 0, dtype=np.int64)
+    rep[code] = np.arange(code.size)
+    return code, rep
+
+
+def collides(raw: pl.Series, code: np.ndarray, rep: np.ndarray, rows: np.ndarray) -> bool:
+    """True when two different raw ids among `rows` share a code (checked with an independent hash).
+
+    Checking the rows that pass the k-core of the hashed codes is enough: a merged pair either
+    is not there (then neither id alone would pass) or shows up in these rows.
+    """
+    check = raw.gather(rows).hash(SEED_B).to_numpy()
+    return not np.array_equal(check, raw.gather(rep[code[rows]]).hash(SEED_B).to_numpy())
 
 
 def first_distinct(u: np.ndarray, i: np.ndarray, ts: np.ndarray) -> np.ndarray:
@@ -148,17 +158,29 @@ def clean(bundle: RawBundle, *, min_user: int, min_item: int, dedupe: bool = Tru
     raw_rows = df.height
     if raw_rows == 0:
         raise GdrError("the input has no interactions", where=bundle.origin, fix="check that the file has data rows")
-    u, urep = codes(df, "user", "uh")
-    i, irep = codes(df, "item", "ih")
+    u, urep = codes(df["uh"])
+    i, irep = codes(df["ih"])
     ts = df["timestamp"].to_numpy()
-    rows = np.arange(raw_rows)
-    if dedupe:
-        rows = np.flatnonzero(first_distinct(u, i, ts))
-    duplicates = raw_rows - rows.size
-    kept = rows[k_core(u[rows], i[rows], max(min_user, 3), min_item)]
+    k_user = max(min_user, 3)
+    # The k-core of the raw rows contains the k-core of the deduplicated rows (duplicates only add
+    # counts, and copies of one row share user and item), so dedupe only the survivors, then re-core.
+    kept = k_core(u, i, k_user, min_item)
+    if collides(df["user"], u, urep, kept):
+        console.print("hash collision among user ids; coding them exactly (slower)")
+        u, urep = exact_codes(df["user"])
+        kept = k_core(u, i, k_user, min_item)
+    if collides(df["item"], i, irep, kept):
+        console.print("hash collision among item ids; coding them exactly (slower)")
+        i, irep = exact_codes(df["item"])
+        kept = k_core(u, i, k_user, min_item)
+    duplicates = 0
+    if dedupe and kept.size:
+        distinct = kept[first_distinct(u[kept], i[kept], ts[kept])]
+        duplicates = kept.size - distinct.size
+        kept = distinct[k_core(u[distinct], i[distinct], k_user, min_item)] if duplicates else distinct
     if kept.size == 0:
         raise GdrError(
-            f"no interactions left after the k-core (users >= {max(min_user, 3)}, items >= {min_item}) "
+            f"no interactions left after the k-core (users >= {k_user}, items >= {min_item}) "
             f"of {raw_rows:,} rows",
             where=bundle.origin,
             fix="lower the thresholds, e.g. --min-user 3 --min-item 1 (users always need 3 for leave-one-out)",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,8 @@ import polars as pl
 
 from gdr_cli.errors import GdrError
 from stages.data.bundle import INTERACTIONS_SCHEMA
+
+_INT = re.compile(r"[+-]?\d+\r?")
 
 
 def require_file(path: Path, what: str, fix: str) -> Path:
@@ -61,24 +64,24 @@ def scan_delimited(path: Path, sep: str, columns: dict[int, str], *, header: boo
                    encoding: str = "utf8") -> pl.LazyFrame:
     """Lazy user/item/timestamp/order rows from a delimited file; `columns` maps field index -> role.
 
-    Fields are read as text and the timestamp cast strictly, so a bad value fails at collect time
-    (the reader's `diagnose` then names the line). `ts_float` accepts "881250949.0".
+    A bad timestamp fails at collect time (the reader's `diagnose` then names the line); without a
+    timestamp column, file order is time. `ts_float` accepts "881250949.0" (RecBole writes floats).
     """
     width = max(max(columns) + 1, len(first_line(path).split(sep)))  # every field of the file gets a name
     names = [columns.get(i, f"_f{i}") for i in range(width)]
+    has_ts = "timestamp" in columns.values()
+    schema = dict.fromkeys(names, pl.String)
+    if has_ts and not ts_float:
+        schema["timestamp"] = pl.Int64  # parsed by the CSV reader: the fastest path for big files
     lf = pl.scan_csv(
         path, separator=sep, has_header=False, skip_rows=1 if header else 0, new_columns=names,
-        schema=dict.fromkeys(names, pl.String), quote_char=None, encoding=encoding, truncate_ragged_lines=True,
+        schema=schema, quote_char=None, encoding=encoding, truncate_ragged_lines=True,
     )
-    ts = pl.col("timestamp").str.strip_chars()
-    ts = ts.cast(pl.Float64, strict=True).cast(pl.Int64, strict=True) if ts_float else ts.cast(pl.Int64, strict=True)
-    if "timestamp" not in columns.values():
-        ts = pl.lit(None, pl.Int64)
-    lf = lf.with_row_index("order").select(
-        pl.col("user"), pl.col("item"), ts.alias("timestamp"), pl.col("order").cast(pl.Int64)
-    )
-    if "timestamp" not in columns.values():
-        lf = lf.with_columns(pl.col("order").alias("timestamp"))
+    order = pl.col("order").cast(pl.Int64)
+    ts = pl.col("timestamp") if has_ts else order.alias("timestamp")
+    if has_ts and ts_float:
+        ts = ts.str.strip_chars().cast(pl.Float64, strict=True).cast(pl.Int64, strict=True)
+    lf = lf.with_row_index("order").select(pl.col("user"), pl.col("item"), ts, order)
     return lf.select(list(INTERACTIONS_SCHEMA))
 
 
@@ -97,7 +100,7 @@ def diagnose_delimited(path: Path, sep: str, n_fields: int, int_fields: dict[int
                     fix="fix or remove that line (a truncated file or the wrong separator?)",
                 )
             for idx, name in int_fields.items():
-                if not _is_number(fields[idx].strip(), allow_float):
+                if not _is_number(fields[idx] if not allow_float else fields[idx].strip(), allow_float):
                     raise GdrError(
                         f"non-numeric {name} {fields[idx].strip()[:30]!r}",
                         where=f"{path}:{lineno}:{idx + 1}",
@@ -106,8 +109,11 @@ def diagnose_delimited(path: Path, sep: str, n_fields: int, int_fields: dict[int
 
 
 def _is_number(text: str, allow_float: bool) -> bool:
+    """As strict as the CSV reader: integers are bare digits (no spaces), floats anything float() takes."""
+    if not allow_float:
+        return _INT.fullmatch(text) is not None
     try:
-        float(text) if allow_float else int(text)
+        float(text)
     except ValueError:
         return False
     return True
