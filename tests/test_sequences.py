@@ -103,3 +103,24 @@ def test_bad_max_len_is_a_user_error(small: pl.DataFrame) -> None:
 def test_missing_column_is_a_user_error(small: pl.DataFrame) -> None:
     with pytest.raises(GdrError, match="lacks column"):
         eval_histories(small.drop("valid"), "valid", 3, with_target=False)
+
+
+def test_on_movielens_100k_every_training_position_once(ml100k_dir) -> None:
+    from stages.data.split import leave_one_out
+
+    inter = pl.read_csv(ml100k_dir / "ml-100k.inter", separator="\t")
+    inter = inter.rename({c: c.split(":")[0] for c in inter.columns}).rename({"user_id": "user", "item_id": "item"})
+    seq = inter.with_row_index("row").sort(["user", "timestamp", "row"]).select("user", "item")
+    s = leave_one_out(seq, "item")
+    ex = training_examples(s, 20)
+    # every training item but each user's first is a target exactly once, in order; no held-out item is
+    assert ex["target"].tolist() == s["train"].list.slice(1).explode().drop_nulls().to_list()
+    assert len(ex["target"]) == int((s["train"].list.len() - 1).clip(0).sum())
+    last = ex["history"][:, -1]
+    assert (last >= 0).all()  # the item right before the target is always there
+    valid = eval_histories(s, "valid", 20, with_target=True)
+    test = eval_histories(s, "test", 20, with_target=True)
+    assert valid["history"][:, -1].tolist() == s["train"].list.last().to_list()
+    assert test["history"][:, -1].tolist() == s["valid"].to_list()
+    assert torch.equal(test["history"][:, :-1], valid["history"][:, 1:])
+    assert test["target"].tolist() == s["test"].to_list()

@@ -76,15 +76,6 @@ def all_reduce_min(values: list[float]) -> list[float]:
     return t.cpu().tolist()
 
 
-def broadcast_flag(flag: bool) -> bool:
-    """Rank 0's decision, on every rank (so all ranks stop at the same step)."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return flag
-    t = torch.tensor([1 if flag else 0], dtype=torch.int64, device=_comm_device())
-    dist.broadcast(t, src=0)
-    return bool(t.item())
-
-
 def all_gather_bytes(data: torch.Tensor) -> list[torch.Tensor]:
     """Every rank's uint8 tensor of the same size (e.g. RNG states), in rank order, on the CPU."""
     if not (dist.is_available() and dist.is_initialized()):
