@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -248,13 +249,23 @@ def test_corrupted_checkpoint_is_a_user_error(data: dict, tmp_path: Path) -> Non
 
 
 def test_nan_loss_stops_with_the_step_and_keeps_last_good_checkpoint(data: dict, tmp_path: Path) -> None:
-    c = cfg(lr=1e30, warmup_steps=1000, clip_norm=0, checkpoint_every=1, max_steps=200, log_every=50, eval_every=0)
-    with pytest.raises(GdrError, match=r"loss became (NaN|inf) at step \d+") as err:
+    c = cfg(lr=1e6, warmup_steps=1000, clip_norm=0, checkpoint_every=1, max_steps=200, log_every=50, eval_every=0)
+    pattern = r"(loss|weights) became (NaN|inf|NaN/inf) at step (\d+)"
+    with pytest.raises(GdrError, match=pattern) as err:
         run_fit(new_model(), data, tmp_path, c)
     assert "train.lr" in err.value.fix
-    bad_step = int(err.value.what.split("at step ")[1].split()[0])
+    bad_step = int(re.search(pattern, err.value.what).group(3))
+    assert bad_step > 10  # the weights blow up over several steps
     saved = torch.load(tmp_path / CHECKPOINT, weights_only=True)
     assert saved["step"] == bad_step - 1  # the checkpoint of the last finite step
+    assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
+    # losses are read back only every few steps: still stopped, and only a finite checkpoint kept
+    sparse = c.model_copy(update={"checkpoint_every": 5, "log_every": 3})
+    with pytest.raises(GdrError, match=pattern) as err:
+        run_fit(new_model(), data, tmp_path / "sparse", sparse)
+    assert bad_step <= int(re.search(pattern, err.value.what).group(3)) <= bad_step + 3
+    saved = torch.load(tmp_path / "sparse" / CHECKPOINT, weights_only=True)
+    assert saved["step"] == (bad_step - 1) // 5 * 5
     assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
 
 

@@ -149,7 +149,7 @@ class _Trainer:
 
     def save(self) -> None:
         """Checkpoint everything a resume needs (collective: every rank calls it; rank 0 writes)."""
-        self.flush()
+        self.check_finite()
         rng = self._rng_states()
         if self.primary:
             self._write_checkpoint(rng)
@@ -201,7 +201,8 @@ class _Trainer:
         self.write(f"resumed at step {self.step} (epoch {self.epoch}, {self.pos} examples into it)")
 
     # ---- one step ----------------------------------------------------------------------------
-    def train_step(self, idx: Tensor) -> None:
+    def train_step(self, idx: Tensor) -> Tensor:
+        """One optimiser step on the examples `idx` [B]; returns the loss (on the device, unsynced)."""
         for group in self.opt.param_groups:
             group["lr"] = self.cfg.lr * lr_factor(self.step, warmup=self.cfg.warmup_steps, total=self.total_steps,
                                                    min_ratio=self.cfg.min_lr_ratio)
@@ -215,10 +216,7 @@ class _Trainer:
         self.scaler.step(self.opt)
         self.scaler.update()
         self.opt.zero_grad(set_to_none=True)
-        self.loss_buf[self.buf_n] = loss.detach()
-        self.buf_n += 1
-        if self.buf_n == len(self.loss_buf):
-            self.flush()
+        return loss.detach()
 
     def flush(self) -> None:
         """Move buffered losses to the host; stop on the first non-finite one (on every rank)."""
@@ -239,9 +237,21 @@ class _Trainer:
         self.loss_sum += float(losses.sum())
         self.loss_n += n
 
+    def check_finite(self) -> None:
+        """Losses so far and the current weights are finite, or training stops (nothing is saved)."""
+        self.flush()
+        finite = torch.stack([torch.isfinite(p).all() for p in self.params]).all()
+        if self.any_rank(not bool(finite)):
+            self.write(f"weights became NaN/inf at step {self.step}; last good checkpoint kept")
+            raise GdrError(
+                f"weights became NaN/inf at step {self.step} (the loss diverged; the last good checkpoint is kept)",
+                where=str(self.workdir),
+                fix="lower train.lr (or raise train.warmup_steps / lower train.clip_norm) and start again",
+            )
+
     # ---- validation and logging ----------------------------------------------------------------
     def run_validation(self) -> float:
-        self.flush()
+        self.check_finite()
         rng = torch.get_rng_state()
         cuda_rng = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
         self.model.eval()
@@ -342,7 +352,11 @@ class _Trainer:
                         perm = epoch_order(self.seed, self.epoch, self.n)
                         self.order = perm[self.rank * self.per_rank:(self.rank + 1) * self.per_rank].to(self.data_device)
                     idx = self.order[self.pos:self.pos + self.batch]
-                    self.train_step(idx)
+                    loss = self.train_step(idx)
+                    if self.buf_n == len(self.loss_buf):
+                        self.flush()  # holds steps up to self.step
+                    self.loss_buf[self.buf_n] = loss  # no host sync: read back at the next flush
+                    self.buf_n += 1
                     self.step += 1
                     self.pos += len(idx)
                     self.window_examples += len(idx)
