@@ -100,7 +100,7 @@ def run(
                 write_parquet(tmp / f"{file}.parquet", frame)
             manifest = Manifest(
                 stage="preprocess", dataset=paths.dataset, name=paths.dataset, command=command_line(),
-                config=dump_config(config), seed=config.seed, stats={"source": source, **stats},
+                config=dump_config(config), seed=config.seed, stats={"source": source, "input": bundle.origin, **stats},
                 wall_time_s=watch.seconds(),
             )
             write_manifest(tmp, manifest)

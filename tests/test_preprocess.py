@@ -272,3 +272,12 @@ def test_csv_without_time_column_uses_file_order(tmp_path):
     run(source="interactions", data_dir=tmp_path, config=cfg, input=FIX / "interactions.csv", name="c")
     inter = load(tmp_path, "c")["interactions"]
     assert inter.filter(pl.col("user") == 0)["timestamp"].to_list() == [0, 1, 2, 3]
+
+
+def test_quoted_csv_with_extra_columns(tmp_path):
+    rows = "".join(f'"u{u}","i{i}","{10 * u + i}","a, b"\n' for u in range(3) for i in range(4))
+    (tmp_path / "log.csv").write_text('"user_id","item_id","timestamp","note"\n' + rows)
+    m = run(source="interactions", data_dir=tmp_path, config=LOOSE, input=tmp_path / "log.csv", name="q")
+    tables = load(tmp_path, "q")
+    assert m.stats["users"] == 3 and tables["users"]["raw_id"].to_list() == ["u0", "u1", "u2"]
+    assert tables["splits"].row(0) == (0, [0, 1], 2, 3)

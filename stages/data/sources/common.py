@@ -61,11 +61,12 @@ def check_fields(path: Path, sep: str, n: int, *, names: str, encoding: str = "u
 
 
 def scan_delimited(path: Path, sep: str, columns: dict[int, str], *, header: bool, ts_float: bool = False,
-                   encoding: str = "utf8") -> pl.LazyFrame:
+                   encoding: str = "utf8", quote: str | None = None) -> pl.LazyFrame:
     """Lazy user/item/timestamp/order rows from a delimited file; `columns` maps field index -> role.
 
     A bad timestamp fails at collect time (the reader's `diagnose` then names the line); without a
     timestamp column, file order is time. `ts_float` accepts "881250949.0" (RecBole writes floats).
+    Raw dumps are read without quoting (titles hold stray quotes); `quote='"'` is for user CSVs.
     """
     width = max(max(columns) + 1, len(first_line(path).split(sep)))  # every field of the file gets a name
     names = [columns.get(i, f"_f{i}") for i in range(width)]
@@ -75,7 +76,7 @@ def scan_delimited(path: Path, sep: str, columns: dict[int, str], *, header: boo
         schema["timestamp"] = pl.Int64  # parsed by the CSV reader: the fastest path for big files
     lf = pl.scan_csv(
         path, separator=sep, has_header=False, skip_rows=1 if header else 0, new_columns=names,
-        schema=schema, quote_char=None, encoding=encoding, truncate_ragged_lines=True,
+        schema=schema, quote_char=quote, encoding=encoding, truncate_ragged_lines=True,
     )
     order = pl.col("order").cast(pl.Int64)
     ts = pl.col("timestamp") if has_ts else order.alias("timestamp")

@@ -46,13 +46,13 @@ def read(input: Path | None, *, config: PreprocessConfig, cache: Path) -> RawBun
             ts.alias("timestamp"), pl.col("order").cast(pl.Int64))
         return RawBundle(interactions=lf.select(list(INTERACTIONS_SCHEMA)), items=None, social=None, origin=str(path))
     sep = config.sep or ("\t" if path.suffix in (".tsv", ".txt", ".inter") else ",")
-    have = [c.strip() for c in first_line(path).split(sep)]
+    have = [c.strip().strip('"') for c in first_line(path).split(sep)]
     cols = {}
     for role, col in wanted.items():
         if col not in have:
             raise _missing(col, have, path, flags[role])
         cols[have.index(col)] = role
-    lf = scan_delimited(path, sep, cols, header=True, ts_float=False)
+    lf = scan_delimited(path, sep, cols, header=True, quote='"')
     ints = {have.index(config.time_col): config.time_col} if config.time_col else {}
     diagnose = partial(diagnose_delimited, path, sep, max(cols) + 1, ints, header=True)
     return RawBundle(interactions=lf, items=None, social=None, origin=str(path), diagnose=diagnose)
