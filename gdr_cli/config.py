@@ -160,4 +160,4 @@ def field_help(cls: type[BaseModel], path: str) -> str:
     info = model.model_fields[parts[-1]]
     default = info.get_default(call_default_factory=True)
     text = info.description or ""
-    return f"{text} [config: {path}; default: {default}]"
+    return f"{text} (config: {path}; default: {default})"  # not [..]: typer renders help as rich markup
