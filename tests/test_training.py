@@ -174,6 +174,15 @@ def test_budget_stops_and_still_selects(data: dict, tmp_path: Path) -> None:
     assert res.best_state and res.best_step == 1
 
 
+def test_budget_stopped_run_resumes_when_the_budget_is_raised(data: dict, tmp_path: Path) -> None:
+    first = run_fit(new_model(), data, tmp_path, cfg(max_minutes=1e-6, max_steps=12))
+    assert (first.stop_reason, first.steps) == ("budget", 1)
+    again = run_fit(new_model(), data, tmp_path, cfg(max_minutes=1e-6, max_steps=12), resume=True)
+    assert (again.stop_reason, again.steps) == ("budget", 1)  # same budget: nothing more to do
+    more = run_fit(new_model(), data, tmp_path, cfg(max_steps=12), resume=True)
+    assert (more.stop_reason, more.steps) == ("max-steps", 12)
+
+
 def test_same_seed_same_weights_other_seed_differs(data: dict, tmp_path: Path) -> None:
     c = cfg(max_steps=25)
     a, b, other = new_model(), new_model(), new_model()

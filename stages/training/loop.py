@@ -188,7 +188,7 @@ class _Trainer:
             )
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
-        if state["scaler"]:
+        if state["scaler"] and self.scaler.is_enabled():
             self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"]["cpu"][self.rank].clone())  # own storage: a row view crashes it
         if self.device.type == "cuda" and "cuda" in state["rng"]:
@@ -199,6 +199,9 @@ class _Trainer:
         self.wall_before = state["wall_s"]
         self.t_start = self.t_row = time.perf_counter()
         self.write(f"resumed at step {self.step} (epoch {self.epoch}, {self.pos} examples into it)")
+        if self.stop_reason == "budget" and not (self.cfg.max_minutes and self.wall_before >= self.cfg.max_minutes * 60):
+            self.stop_reason = ""  # stopped by a budget that has since been raised: train on
+            self.write("the wall-clock budget was raised: training goes on")
 
     # ---- one step ----------------------------------------------------------------------------
     def train_step(self, idx: Tensor) -> Tensor:
