@@ -2,7 +2,10 @@
 
 The file holds only tensors, numbers, strings, lists and dicts, so it loads with
 `torch.load(..., weights_only=True)`; the caller's fingerprint (resolved config + data hashes)
-is kept as JSON and must match on resume.
+is kept as JSON and must match on resume. Contents (see `loop._Trainer.save`): model, AdamW and
+GradScaler state, every rank's RNG state, best state and metric, early-stopping counter, step,
+epoch, position in the epoch, log rows. The learning-rate schedule is a pure function of the step
+(`optim.lr_factor`), so the step is all of its state.
 """
 
 from __future__ import annotations
