@@ -183,3 +183,14 @@ def test_no_network_at_all_is_a_clear_error(tmp_path, monkeypatch, capsys):
     line = cli_error(capsys, ["movielens-100k", "--data-dir", str(tmp_path)])
     assert "could not fetch MovieLens 100K" in line and "--input" in line and movielens.ML100K_URL in line
     assert not (tmp_path / "movielens-100k").exists()
+
+
+def test_blank_lines_crlf_and_bom_are_tolerated(tmp_path):
+    path = books(tmp_path, "")
+    path.write_bytes(b"\xef\xbb\xbfA,1,5.0,100\r\nA,2,4.0,200\r\n\r\nA,3,4.0,300\r\n\r\n")
+    m = run(source="amazon-books", data_dir=tmp_path, config=LOOSE, input=path)
+    assert m.stats["interactions"] == 3
+    (tmp_path / "one.csv").write_text("A,1,5.0,100\nA,2,4.0,200\n")
+    with pytest.raises(GdrError, match="no interactions left") as err:
+        run(source="amazon-books", data_dir=tmp_path, config=LOOSE, input=tmp_path / "one.csv")
+    assert "no user has 3 interactions" in err.value.line()

@@ -183,7 +183,8 @@ def clean(bundle: RawBundle, *, min_user: int, min_item: int, dedupe: bool = Tru
             f"no interactions left after the k-core (users >= {k_user}, items >= {min_item}) "
             f"of {raw_rows:,} rows",
             where=bundle.origin,
-            fix="lower the thresholds, e.g. --min-user 3 --min-item 1 (users always need 3 for leave-one-out)",
+            fix="lower the thresholds, e.g. --min-user 3 --min-item 1" if k_user > 3 or min_item > 1
+            else "no user has 3 interactions, which leave-one-out needs; use a larger dataset",
         )
     user, users = _compact(u[kept], urep, df["user"], "user")
     item, items = _compact(i[kept], irep, df["item"], "item")

@@ -44,7 +44,7 @@ def first_line(path: Path, encoding: str = "utf-8") -> str:
     with open(path, encoding=encoding, errors="replace") as fh:
         for line in fh:
             if line.strip():
-                return line.rstrip("\r\n")
+                return line.rstrip("\r\n").removeprefix("\ufeff")
     raise GdrError("file is empty", where=str(path), fix="give a file with at least one row")
 
 
@@ -82,7 +82,8 @@ def scan_delimited(path: Path, sep: str, columns: dict[int, str], *, header: boo
     ts = pl.col("timestamp") if has_ts else order.alias("timestamp")
     if has_ts and ts_float:
         ts = ts.str.strip_chars().cast(pl.Float64, strict=True).cast(pl.Int64, strict=True)
-    lf = lf.with_row_index("order").select(pl.col("user"), pl.col("item"), ts, order)
+    blank = pl.all_horizontal(pl.col(names).is_null())  # empty lines read as all-null rows
+    lf = lf.with_row_index("order").filter(~blank).select(pl.col("user"), pl.col("item"), ts, order)
     return lf.select(list(INTERACTIONS_SCHEMA))
 
 
@@ -91,7 +92,7 @@ def diagnose_delimited(path: Path, sep: str, n_fields: int, int_fields: dict[int
     """Scan `path` line by line and raise at the first line with too few fields or a non-numeric field."""
     with open(path, encoding=encoding, errors="replace") as fh:
         for lineno, line in enumerate(fh, start=1):
-            if header and lineno == 1:
+            if (header and lineno == 1) or not line.strip():
                 continue
             fields = line.rstrip("\r\n").split(sep)
             if len(fields) < n_fields:
