@@ -4,7 +4,7 @@ An encoder reads the user's history (item embedding = sum of its code digits' em
 position embedding and one always-present start token); a decoder reads the n digit slots of the
 target code with NO causal mask (self-attention over the slots, cross-attention to the history),
 where a masked slot holds one learned mask embedding. One output head per digit position (over
-that level's codebook) predicts the clean digits. Time-free (RADD): no time input; unmasked slots
+that level's codebook, weights tied to that level's digit embeddings) predicts the clean digits. Time-free (RADD): no time input; unmasked slots
 are carried over (their prediction is their own digit) and the mask is never predicted.
 """
 
@@ -99,6 +99,8 @@ class DiffusionRecommender(Recommender):
         self.register_buffer("offsets", offsets, persistent=False)  # [n] start of each level's rows
         vocab_ok = torch.arange(v)[None] < torch.tensor(vocab_sizes)[:, None]
         self.register_buffer("vocab_ok", vocab_ok, persistent=False)  # [n, V] real digits per level
+        head_rows = torch.where(vocab_ok, offsets[:, None] + torch.arange(v)[None], 0)
+        self.register_buffer("head_rows", head_rows, persistent=False)  # [n, V] embedding row of each output
 
         with torch.random.fork_rng(devices=[]):  # initialise from `seed`, leave the global RNG alone
             torch.manual_seed(seed)
@@ -111,8 +113,7 @@ class DiffusionRecommender(Recommender):
             self.encoder = nn.TransformerEncoder(enc, enc_layers, norm=nn.LayerNorm(d), enable_nested_tensor=False)
             self.decoder = nn.ModuleList(DigitBlock(d, n_heads, d_ff, dropout) for _ in range(dec_layers))
             self.ln_f = nn.LayerNorm(d)
-            self.head_w = nn.Parameter(torch.randn(n, v, d) * 0.02)  # one head per digit position
-            self.head_b = nn.Parameter(torch.zeros(n, v))
+            self.head_b = nn.Parameter(torch.zeros(n, v))  # one head per digit position, tied to tok_emb
         self._table: CodeTable | None = None
         self.sample_stats: dict[str, float] = {}  # last recommend(): nfe (function evaluations per user)
 
@@ -152,7 +153,7 @@ class DiffusionRecommender(Recommender):
         x = x + self.digit_pos.weight  # [R, n, d]
         for block, kv in zip(self.decoder, ctx.kv, strict=True):
             x = block(x, kv, ctx.keep, rows)
-        logits = torch.einsum("rnd,nvd->rnv", self.ln_f(x), self.head_w) + self.head_b
+        logits = torch.einsum("rnd,nvd->rnv", self.ln_f(x), self.tok_emb.weight[self.head_rows]) + self.head_b
         logp = torch.log_softmax(logits.float().masked_fill(~self.vocab_ok, float("-inf")), dim=-1)
         carried = torch.full_like(logp, float("-inf")).scatter_(2, noisy.clamp(min=0)[..., None], 0.0)
         return torch.where(known[..., None], carried, logp)  # unmasked digits are carried over
