@@ -65,6 +65,20 @@ def collect(bundle: RawBundle) -> pl.DataFrame:
     return df
 
 
+def frequent(hashes: pl.Series, k: int) -> pl.Series:
+    """Mask of rows whose hash occurs at least `k` times: one k-core round before any coding.  # [N] bool
+
+    A hash collision only adds counts, so the rows kept are a superset of the exact round's.
+    """
+    s = np.sort(hashes.to_numpy())
+    new = np.empty(s.size, dtype=bool)
+    new[:1] = True
+    np.not_equal(s[1:], s[:-1], out=new[1:])
+    starts = np.flatnonzero(new)
+    counts = np.diff(starts, append=s.size)
+    return hashes.is_in(pl.Series(s[starts[counts >= k]]).implode())
+
+
 def codes(hashes: pl.Series) -> tuple[np.ndarray, np.ndarray]:
     """Dense codes of 64-bit hashes by one sort -> (codes [N] int64, one row holding each code [K] uint32)."""
     perm = hashes.arg_sort().to_numpy()  # [N] uint32
@@ -152,16 +166,31 @@ def _compact(code: np.ndarray, rep: np.ndarray, raw: pl.Series, name: str) -> tu
     return lookup[code].astype(np.int32), table
 
 
+def _empty_core(bundle: RawBundle, k_user: int, min_item: int, raw_rows: int) -> None:
+    raise GdrError(
+        f"no interactions left after the k-core (users >= {k_user}, items >= {min_item}) of {raw_rows:,} rows",
+        where=bundle.origin,
+        fix="lower the thresholds, e.g. --min-user 3 --min-item 1" if k_user > 3 or min_item > 1
+        else "no user has 3 interactions, which leave-one-out needs; use a larger dataset",
+    )
+
+
 def clean(bundle: RawBundle, *, min_user: int, min_item: int, dedupe: bool = True) -> Clean:
     """Dedupe, k-core, compact ids and sort the bundle's interactions (see module docstring)."""
     df = collect(bundle)
     raw_rows = df.height
     if raw_rows == 0:
         raise GdrError("the input has no interactions", where=bundle.origin, fix="check that the file has data rows")
+    k_user = max(min_user, 3)
+    mask = frequent(df["uh"], k_user)
+    if min_item > 1:
+        mask &= frequent(df["ih"], min_item)
+    df = df.filter(mask)  # rows that cannot be in any core go before the (sort-based) coding
+    if df.height == 0:
+        _empty_core(bundle, k_user, min_item, raw_rows)
     u, urep = codes(df["uh"])
     i, irep = codes(df["ih"])
     ts = df["timestamp"].to_numpy()
-    k_user = max(min_user, 3)
     # The k-core of the raw rows contains the k-core of the deduplicated rows (duplicates only add
     # counts, and copies of one row share user and item), so dedupe only the survivors, then re-core.
     kept = k_core(u, i, k_user, min_item)
@@ -179,13 +208,7 @@ def clean(bundle: RawBundle, *, min_user: int, min_item: int, dedupe: bool = Tru
         duplicates = kept.size - distinct.size
         kept = distinct[k_core(u[distinct], i[distinct], k_user, min_item)] if duplicates else distinct
     if kept.size == 0:
-        raise GdrError(
-            f"no interactions left after the k-core (users >= {k_user}, items >= {min_item}) "
-            f"of {raw_rows:,} rows",
-            where=bundle.origin,
-            fix="lower the thresholds, e.g. --min-user 3 --min-item 1" if k_user > 3 or min_item > 1
-            else "no user has 3 interactions, which leave-one-out needs; use a larger dataset",
-        )
+        _empty_core(bundle, k_user, min_item, raw_rows)
     user, users = _compact(u[kept], urep, df["user"], "user")
     item, items = _compact(i[kept], irep, df["item"], "item")
     inter = pl.DataFrame({"user": user, "item": item, "timestamp": ts[kept], "order": df["order"].to_numpy()[kept]})
