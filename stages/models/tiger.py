@@ -142,20 +142,28 @@ class Tiger(Recommender):
             else:
                 p.copy_(torch.randn(p.shape, generator=gen) * std)
 
+    @torch.no_grad()
     def load_pretrained(self, folder: Path) -> None:
-        """Start from a local T5 checkpoint: its weights, with the embeddings resized to the code vocabulary."""
+        """Start from a local T5 checkpoint: all its weights, except that the token embeddings are cut or
+        extended to the code vocabulary (rows it lacks keep this model's seeded initialisation)."""
         from transformers import T5ForConditionalGeneration
 
         try:
-            hf = T5ForConditionalGeneration.from_pretrained(str(folder), local_files_only=True)
-        except (OSError, ValueError, TypeError, KeyError) as exc:
+            with torch.random.fork_rng(devices=[]):
+                hf = T5ForConditionalGeneration.from_pretrained(str(folder), local_files_only=True)
+        except (OSError, ValueError, TypeError, KeyError, RuntimeError) as exc:
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise GdrError(f"cannot load a T5 checkpoint: {first}", where=str(folder),
                            fix="give a folder with config.json and model weights of a T5 model (no download is made)") from None  # fmt: skip
-        hf.resize_token_embeddings(self.vocab_size)
-        missing, unexpected = self.t5.load_state_dict(hf.state_dict(), strict=False)
-        if unexpected or any(not k.endswith("lm_head.weight") for k in missing):
-            raise GdrError(f"T5 checkpoint does not fit: missing {missing[:3]}, unexpected {unexpected[:3]}", where=str(folder))
+        state = {k: v for k, v in hf.state_dict().items() if f"t5.{k}" not in TIED}
+        shared = state.pop("shared.weight")
+        rows = min(shared.shape[0], self.vocab_size)
+        self.t5.shared.weight[:rows] = shared[:rows]
+        missing, unexpected = self.t5.load_state_dict(state, strict=False)
+        missing = [k for k in missing if k != "shared.weight" and f"t5.{k}" not in TIED]
+        if missing or unexpected:
+            raise GdrError(f"T5 checkpoint does not fit: missing {missing[:2]}, unexpected {unexpected[:2]}", where=str(folder),
+                           fix="use a T5ForConditionalGeneration checkpoint")  # fmt: skip
 
     # ----- tokens ------------------------------------------------------------------------------
     def item_tokens(self, items: Tensor) -> Tensor:

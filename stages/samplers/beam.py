@@ -12,8 +12,9 @@ beams at once:
 
 Scores are total log-probabilities of the code (no length normalisation: every code has length D).
 All beams start from the same start token, so step 0 runs one row per user and the caches are
-widened afterwards. Cross-attention keys/values depend only on the user, so after they are widened
-they are reordered only when the number of beams per user changes.
+widened afterwards. Cross-attention keys/values depend only on the user: they are computed once at
+step 0 (on B rows, not B*W) and afterwards reordered only when the number of beams per user changes;
+the encoder states themselves are never copied per beam.
 
 Why exactly k distinct items come out whenever the catalogue allows it (beam >= k): every kept
 prefix has at least one live child, so the number of live beams never drops; it is min(W, live
@@ -82,8 +83,11 @@ def beam_search(
         rows = (user[:, None] * width + parent).flatten()  # [B*W] decoder row each new beam continues
         tokens = torch.cat([tokens.flatten(0, 1)[rows], (idx % v + offsets[d]).flatten()[:, None]], 1).view(b, new_width, -1)
         if new_width != width:
-            rows_hidden, rows_mask = hidden.repeat_interleave(new_width, 0), mask.repeat_interleave(new_width, 0)
-            if cache is not None:
+            rows_mask = mask.repeat_interleave(new_width, 0)  # [B*W, S]
+            if cache is None:
+                rows_hidden = hidden.repeat_interleave(new_width, 0)  # [B*W, S, d]
+            else:  # cross keys/values are cached from here on: the states only lend their shape (no copy)
+                rows_hidden = hidden[:1].expand(b * new_width, -1, -1)
                 cache.cross_attention_cache.reorder_cache(rows)
         if cache is not None:
             cache.self_attention_cache.reorder_cache(rows)

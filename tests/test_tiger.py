@@ -1,0 +1,120 @@
+"""The TIGER model: token layout, loss, seeded init, checkpoints and pretrained init."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from gdr_cli.errors import GdrError
+from stages.models.registry import SPEC, WEIGHTS, load_model, save_model
+from stages.models.tiger import PAD, TIED, Tiger
+
+TINY = dict(d_model=16, d_kv=8, d_ff=32, n_heads=2, n_layers=1, n_decoder_layers=1, dropout=0.0)
+VOCAB = [3, 4]
+CODES = torch.tensor([[i // 4, i % 4] for i in range(12)])  # 12 items, every code distinct
+
+
+def tiny(**kw: object) -> Tiger:
+    return Tiger.from_codes(CODES, VOCAB, **{**TINY, **kw})
+
+
+def test_token_layout_and_encoder_inputs() -> None:
+    model = tiny()
+    assert model.vocab_size == 2 + 3 + 4
+    tokens = model.item_tokens(torch.tensor([[5, -1]]))  # item 5 = code (1, 1)
+    assert tokens.tolist() == [[[2 + 1, 2 + 3 + 1], [PAD, PAD]]]
+    embed, mask = model.encoder_inputs(torch.tensor([[-1, -1, 5], [-1, -1, -1]]))
+    assert embed.shape == (2, 6, 16)
+    assert mask.tolist() == [[0, 0, 0, 0, 1, 1], [0, 0, 0, 0, 0, 1]]  # an empty history attends to one pad
+    embed, mask = tiny(encoder_input="items").encoder_inputs(torch.tensor([[-1, 5]]))
+    assert embed.shape == (1, 2, 16) and mask.tolist() == [[0, 1]]
+
+
+@pytest.mark.parametrize("encoder_input", ["tokens", "items"])
+def test_loss_decreases(encoder_input: str) -> None:
+    model = tiny(encoder_input=encoder_input, seed=3).train()
+    gen = torch.Generator().manual_seed(0)
+    history = torch.randint(-1, 12, (32, 5), generator=gen)
+    batch = {"history": history, "target": (history[:, -1].clamp(min=0) + 1) % 12}  # next = last + 1
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(40):
+        loss = model.loss(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_seeded_init_is_deterministic_and_leaves_global_rng_alone() -> None:
+    state = torch.get_rng_state()
+    a, b, c = tiny(seed=7), tiny(seed=7), tiny(seed=8)
+    assert torch.equal(torch.get_rng_state(), state)
+    for (name, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
+        assert torch.equal(p, q), name
+    assert not torch.equal(a.t5.shared.weight, c.t5.shared.weight)
+
+
+def test_checkpoint_round_trip_rebuilds_codes_and_scores(tmp_path: Path) -> None:
+    model = tiny(seed=5).eval()
+    save_model(tmp_path, model, meta={"max_len": 5})
+    from safetensors.torch import load_file
+
+    keys = set(load_file(str(tmp_path / WEIGHTS)))
+    assert "codes" in keys and not keys & set(TIED)  # code table persisted, tied copies not duplicated
+    loaded, meta = load_model(tmp_path)
+    assert meta == {"max_len": 5} and torch.equal(loaded.codes, CODES)
+    history = torch.tensor([[0, 1, 2], [-1, -1, 7]])
+    assert torch.equal(loaded.recommend(history, k=5)[0], model.recommend(history, k=5)[0])
+
+
+def test_checkpoint_with_other_code_shape_is_an_error(tmp_path: Path) -> None:
+    save_model(tmp_path, tiny())
+    spec = json.loads((tmp_path / SPEC).read_text())
+    spec["init_kwargs"]["n_items"] = 20  # the ID set now has 20 items: the stored code table no longer fits
+    (tmp_path / SPEC).write_text(json.dumps(spec))
+    with pytest.raises(GdrError, match="does not fit its model"):
+        load_model(tmp_path)
+    with pytest.raises(GdrError, match="does not match the model"):
+        tiny().check_codes(torch.zeros(12, 3, dtype=torch.int64))
+    with pytest.raises(GdrError, match="outside the model's vocabulary"):
+        tiny().check_codes(CODES + 3)
+
+
+def test_corrupted_checkpoint_is_an_error(tmp_path: Path) -> None:
+    save_model(tmp_path, tiny())
+    data = (tmp_path / WEIGHTS).read_bytes()
+    (tmp_path / WEIGHTS).write_bytes(data[: len(data) // 2])
+    with pytest.raises(GdrError, match="corrupted checkpoint"):
+        load_model(tmp_path)
+
+
+def test_init_from_a_local_t5_checkpoint(tmp_path: Path) -> None:
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    cfg = T5Config(vocab_size=6, d_model=24, d_kv=4, d_ff=40, num_layers=1, num_decoder_layers=1, num_heads=3,
+                   feed_forward_proj="gated-gelu", tie_word_embeddings=False)  # fmt: skip
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        T5ForConditionalGeneration(cfg).save_pretrained(tmp_path / "t5")
+        hf = T5ForConditionalGeneration.from_pretrained(tmp_path / "t5")
+    model = Tiger.from_codes(CODES, VOCAB, init=tmp_path / "t5", dropout=0.0)
+    assert model.init_kwargs["d_model"] == 24 and model.init_kwargs["feed_forward"] == "gated-gelu"
+    assert model.init_kwargs["scale_outputs"] is False
+    assert model.t5.shared.weight.shape == (model.vocab_size, 24)  # 6 rows resized to the code vocabulary
+    assert torch.equal(model.t5.shared.weight[:6], hf.shared.weight)
+    wo = "encoder.block.0.layer.1.DenseReluDense.wo.weight"
+    assert torch.equal(model.t5.state_dict()[wo], hf.state_dict()[wo])
+    assert model.loss({"history": torch.tensor([[0, 1]]), "target": torch.tensor([2])}).isfinite()
+
+
+@pytest.mark.parametrize("content", [None, "{}", '{"model_type": "bert"}'])
+def test_unusable_init_folder_is_an_error(tmp_path: Path, content: str | None) -> None:
+    if content is not None:
+        (tmp_path / "config.json").write_text(content)
+    with pytest.raises(GdrError, match="T5"):
+        Tiger.from_codes(CODES, VOCAB, init=tmp_path, **TINY)
