@@ -353,3 +353,16 @@ def test_config_fields_are_documented_and_strict() -> None:
         TrainLoopConfig(learning_rate=1e-3)
     with pytest.raises(ValueError):
         TrainLoopConfig(device="tpu")
+
+
+@pytest.mark.gpu
+def test_cuda_autocast_trains_and_resumes(data: dict, tmp_path: Path) -> None:
+    c = cfg(device="cuda", amp="auto", max_epochs=6, patience=0)
+    res = run_fit(new_model(), data, tmp_path / "full", c)
+    assert res.best_metric > 0.3 and res.stop_reason == "max-epochs"
+    with pytest.raises(KeyboardInterrupt):
+        run_fit(new_model(Interrupting, at=24, how="sigint"), data, tmp_path / "cut", c)
+    saved = torch.load(tmp_path / "cut" / CHECKPOINT, weights_only=True)
+    assert saved["step"] == 24 and "cuda" in saved["rng"]
+    resumed = run_fit(new_model(), data, tmp_path / "cut", c, resume=True)
+    assert (resumed.steps, resumed.stop_reason) == (res.steps, res.stop_reason)
