@@ -131,17 +131,26 @@ def first_distinct(u: np.ndarray, i: np.ndarray, ts: np.ndarray) -> np.ndarray:
 
 
 def k_core(u: np.ndarray, i: np.ndarray, min_user: int, min_item: int) -> np.ndarray:
-    """Indices of the rows that survive the iterative k-core (codes u [N], i [N]).  # [M] int64"""
-    rows = np.arange(u.size)
+    """Indices of the rows that survive the iterative k-core (codes u [N], i [N]).  # [M] int64
+
+    Counts are kept up to date by subtracting the rows each round drops, so later rounds cost
+    a pass over the surviving rows and a small bincount, not a full recount.
+    """
+    rows, cu, ci = np.arange(u.size), u, i
     nu, ni = (int(u.max()) + 1, int(i.max()) + 1) if u.size else (0, 0)
+    count_u = np.bincount(cu, minlength=nu)
+    count_i = np.bincount(ci, minlength=ni) if min_item > 1 else None
     while rows.size:
-        cu, ci = u[rows], i[rows]
-        keep = np.bincount(cu, minlength=nu)[cu] >= min_user
-        if min_item > 1:
-            keep &= np.bincount(ci, minlength=ni)[ci] >= min_item
+        keep = count_u[cu] >= min_user
+        if count_i is not None:
+            keep &= count_i[ci] >= min_item
         if keep.all():
             break
-        rows = rows[keep]
+        drop = ~keep
+        count_u -= np.bincount(cu[drop], minlength=nu)
+        if count_i is not None:
+            count_i -= np.bincount(ci[drop], minlength=ni)
+        rows, cu, ci = rows[keep], cu[keep], ci[keep]
     return rows
 
 
@@ -157,7 +166,7 @@ def _ranks(raw: pl.Series) -> np.ndarray:
 
 def _compact(code: np.ndarray, rep: np.ndarray, raw: pl.Series, name: str) -> tuple[np.ndarray, pl.DataFrame]:
     """Kept codes -> ids 0..n-1 in raw-id order -> (new ids per row, table name/raw_id)."""
-    kept = np.unique(code)
+    kept = np.flatnonzero(np.bincount(code, minlength=rep.size))  # codes in use, ascending
     raw_ids = raw.gather(rep[kept])
     rank = _ranks(raw_ids)
     lookup = np.full(rep.size, -1, dtype=np.int64)
