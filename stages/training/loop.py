@@ -137,6 +137,11 @@ class _Trainer:
         self.logfile: Any = None
 
     # ---- state -------------------------------------------------------------------------------
+    def examples_after(self, steps: int) -> int:
+        """Examples (all ranks) that `steps` optimiser steps go through; the last batch of an epoch is short."""
+        epochs, rest = divmod(steps, self.steps_per_epoch)
+        return (epochs * self.per_rank + min(rest * self.batch, self.per_rank)) * self.world
+
     def wall(self) -> float:
         return self.wall_before + time.perf_counter() - self.t_start
 
@@ -346,8 +351,8 @@ class _Trainer:
         cfg = self.cfg
         busy = False
         with _Interrupts() as interrupts, progress("ex", "loss", "val") as bar:
-            task = bar.add_task(self.desc, total=self.total_steps * self.batch * self.world,
-                                completed=self.step * self.batch * self.world, loss="-", val="-")
+            task = bar.add_task(self.desc, total=self.examples_after(self.total_steps),
+                                completed=self.examples_after(self.step), loss="-", val="-")
             try:
                 while True:
                     busy = True
