@@ -1,6 +1,6 @@
 """Raw bundle -> clean interactions with compact ids: dedupe, iterative k-core, id compaction, sort.
 
-Choices (also in `gdr preprocess --help`):
+Choices (the config field descriptions, i.e. `gdr preprocess --help`, say the same):
 - Exact duplicates, i.e. rows with the same (user, item, timestamp), are dropped keeping the first
   in input order: they are logging artefacts (e.g. several tags on one artist at once), not repeat
   consumption. The same item at different times stays (repeat consumption is signal). Counts
