@@ -75,6 +75,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="1-minute training budget per model")
     parser.add_argument("--minutes", type=float, default=None, help="training budget per model (default 4, --quick 1)")
     parser.add_argument("--data-dir", type=Path, default=None, help="data root holding ml/ (built here if missing)")
+    parser.add_argument("--steps", type=int, default=None, help="train both for this many optimiser steps instead of a budget")
+    parser.add_argument("--small", action="store_true", help="d_model 64 / d_ff 256 for both models (4x cheaper)")
     parser.add_argument("--beam", type=int, default=20, help="beam width of both searches")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
@@ -91,10 +93,13 @@ def main() -> int:
         run("preprocess", "recbole", "-i", str(ML100K), "--name", "ml", "--data-dir", d)
     if not (paths.ids("rqkmeans") / "manifest.json").exists():
         run("build-ids", "ml", "--data-dir", d)
-    budget = ["--max-minutes", str(minutes), "--set", "train.eval_every=150"]
+    budget = ["--set", f"train.max_steps={args.steps}"] if args.steps else ["--max-minutes", str(minutes)]
+    budget += ["--set", "train.eval_every=150"]
+    small = {"tiger": ["--set", "tiger.d_model=64", "--set", "tiger.d_kv=16", "--set", "tiger.d_ff=256"],
+             "diffusion": ["--set", "d_model=64", "--set", "d_ff=256"]} if args.small else {"tiger": [], "diffusion": []}  # fmt: skip
     for name, cmd in (("tiger", ["train-rec", "ml", "--model", "tiger"]), ("diffusion", ["diffuse", "ml"])):
         if not (paths.run(name) / "manifest.json").exists():
-            run(*cmd, "--ids", "rqkmeans", "--run", name, "--data-dir", d, *budget)
+            run(*cmd, "--ids", "rqkmeans", "--run", name, "--data-dir", d, *budget, *small[name])
 
     splits = open_processed(paths).table("splits")
     test = eval_histories(splits, "test", 20, with_target=True)
@@ -120,7 +125,8 @@ def main() -> int:
                      options=SamplerOptions(beam=beam, steps=16, use_cache=False), batch=256, rounds=1)  # fmt: skip
     stats = json.loads((paths.run("diffusion") / "manifest.json").read_text())["stats"]
 
-    print(f"ML-100K test split, {len(history)} users, {minutes:g}-minute budget per model, history items kept")
+    budget_text = f"{args.steps} steps" if args.steps else f"{minutes:g}-minute budget"
+    print(f"ML-100K test split, {len(history)} users, {budget_text} per model, history items kept")
     print(f"params: tiger {params['tiger']:,}, diffusion {params['diffusion']:,}")
     print(f"{'model / sampler':36s} {'NDCG@10':>8s} {'R@10':>7s} {'users/s':>9s} {'NFE/user':>9s}")
     for name, r in rows.items():

@@ -191,3 +191,18 @@ def test_popularity_model_rejects_cpd() -> None:
     pop = Popularity(n_items=5)
     with pytest.raises(GdrError, match="cannot use sampler 'cpd'"):
         pop.recommend(torch.tensor([[0, 1]]), k=2, sampler="cpd")
+
+
+def test_chunked_validity_and_beams_match_unchunked(model: DiffusionRecommender, monkeypatch: pytest.MonkeyPatch) -> None:
+    import stages.samplers.cpd as cpd
+    import stages.samplers.validity as validity
+
+    opts = {"beam": 6, "digits_per_step": 2}
+    whole = model.recommend(HISTORY, k=5, sampler="cpd", options=opts)
+    tokens = torch.tensor([[1, MASK, MASK], [MASK, 3, MASK], [2, 2, MASK]])
+    allowed = CodeTable(CODES, VOCAB).allowed(tokens)
+    monkeypatch.setattr(validity, "CHUNK", 50)
+    monkeypatch.setattr(cpd, "CHUNK", 50)
+    assert torch.equal(CodeTable(CODES, VOCAB).allowed(tokens), allowed)
+    parts = model.recommend(HISTORY, k=5, sampler="cpd", options=opts)
+    assert torch.equal(whole[0], parts[0]) and torch.allclose(whole[1], parts[1])

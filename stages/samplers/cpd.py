@@ -19,7 +19,7 @@ from torch import Tensor
 from gdr_cli.errors import GdrError
 from stages.diffusion.schedules import Schedule
 from stages.samplers.base import DiffusionSampler, SamplerOptions, State
-from stages.samplers.validity import CodeTable, bits, subsets
+from stages.samplers.validity import CHUNK, CodeTable, bits, subsets
 
 NEG = -1e9
 
@@ -28,11 +28,30 @@ def beam_extend(table: CodeTable, state: State, lp: Tensor, sets: Tensor, width:
     """Extend every beam by one set of positions from `sets`, keep the best `width` distinct beams.
 
     lp: [B, S, n, V] log-probs restricted to valid digits; sets: [P, n] bool candidate position
-    sets (only those inside a beam's masked positions are used). Returns the new state.
+    sets (only those inside a beam's masked positions are used). Users are processed in chunks so
+    that rows · items · sets stays bounded. Returns the new state.
     """
     b, s, n = state.tokens.shape
+    size = int(sets[0].sum())
+    filled = int((state.tokens[0, 0] >= 0).sum()) + size
+    c = min(width * math.comb(filled, size), s * table.n_items * sets.shape[0])  # enough for `width` distinct
+    exclude = state.extra.get("exclude") if filled == n else None  # completing the code: skip excluded items
+    step = max(1, CHUNK // (s * table.n_items * sets.shape[0]))
+    parts = []
+    for lo in range(0, b, step):  # chunks of users, each vectorised
+        hi = min(lo + step, b)
+        ex = None if exclude is None else exclude[lo:hi]
+        parts.append(_extend(table, state.tokens[lo:hi], state.score[lo:hi], lp[lo:hi], sets, c, width, ex))
+    tokens, score = (torch.cat(t) for t in zip(*parts, strict=True))
+    return State(tokens=tokens, score=score, step=state.step + 1, extra=state.extra)
+
+
+def _extend(table: CodeTable, tokens: Tensor, score: Tensor, lp: Tensor, sets: Tensor, c: int, width: int,
+            exclude: Tensor | None) -> tuple[Tensor, Tensor]:
+    """beam_extend on a chunk of users: tokens [b, s, n], score [b, s] -> ([b, w, n], [b, w])."""
+    b, s, n = tokens.shape
     r, n_items, p = b * s, table.n_items, sets.shape[0]
-    tok = state.tokens.reshape(r, n)
+    tok = tokens.reshape(r, n)
     masked = tok < 0  # [R, n]
     index = table.codes.T[None].expand(r, n, n_items)  # [R, n, N]
     g = lp.reshape(r, n, -1).gather(2, index).clamp(min=NEG)  # [R, n, N] log p of each item's digit
@@ -41,22 +60,19 @@ def beam_extend(table: CodeTable, state: State, lp: Tensor, sets: Tensor, width:
     full = bits(~masked)[:, None] | bits(sets)[None]  # [R, P] position set after the extension
     rep = table.representatives()[full].transpose(1, 2)  # [R, N, P]
     valid = table.match(tok)[:, :, None] & rep & inside[:, None, :]
-    filled = int((tok[0] >= 0).sum()) + int(sets[0].sum())
-    if filled == n and "exclude" in state.extra:  # completing the code: skip excluded (history) items
-        valid &= ~state.extra["exclude"].repeat_interleave(s, dim=0)[:, :, None]
-    total = (state.score.reshape(r, 1, 1) + cand).masked_fill(~valid, float("-inf")).view(b, s * n_items * p)
+    if exclude is not None:
+        valid &= ~exclude.repeat_interleave(s, dim=0)[:, :, None]
+    total = (score.reshape(r, 1, 1) + cand).masked_fill(~valid, float("-inf")).view(b, s * n_items * p)
 
-    c = min(width * math.comb(filled, int(sets[0].sum())), total.shape[1])  # enough for `width` distinct
-    top, idx = total.topk(c, dim=1)  # [B, C]
+    top, idx = total.topk(c, dim=1)  # [b, C]
     parent, item, which = idx // (n_items * p), (idx // p) % n_items, idx % p
-    new = state.tokens.gather(1, parent[..., None].expand(b, c, n))
-    new = torch.where(sets[which], table.codes[item], new)  # [B, C, n]
-    same = (new[:, :, None, :] == new[:, None, :, :]).all(dim=-1)  # [B, C, C]
+    new = tokens.gather(1, parent[..., None].expand(b, c, n))
+    new = torch.where(sets[which], table.codes[item], new)  # [b, C, n]
+    same = (new[:, :, None, :] == new[:, None, :, :]).all(dim=-1)  # [b, C, C]
     earlier = torch.ones(c, c, dtype=torch.bool, device=new.device).tril(-1)
     top = top.masked_fill((same & earlier).any(dim=2), float("-inf"))
-    score, keep = top.topk(min(width, c), dim=1)
-    tokens = new.gather(1, keep[..., None].expand(-1, -1, n))
-    return State(tokens=tokens, score=score, step=state.step + 1, extra=state.extra)
+    best, keep = top.topk(min(width, c), dim=1)
+    return new.gather(1, keep[..., None].expand(-1, -1, n)), best
 
 
 class CPDSampler(DiffusionSampler):

@@ -42,13 +42,15 @@ class CodeTable:
 
     def allowed(self, tokens: Tensor) -> Tensor:
         """Allowed token per position. tokens: [R, n] -> [R, n, V] bool (V = largest codebook)."""
-        r, n, v = tokens.shape[0], self.n_digits, self.vmax
-        match = self.match(tokens).float()  # [R, N]
+        n, v = self.n_digits, self.vmax
         index = (torch.arange(n, device=tokens.device) * v + self.codes).reshape(1, -1)  # [1, N*n]
-        counts = torch.zeros(r, n * v, device=tokens.device)
-        src = match[:, :, None].expand(r, self.n_items, n).reshape(r, -1)  # [R, N*n]
-        counts.scatter_add_(1, index.expand(r, -1), src)
-        return (counts > 0).view(r, n, v)
+        out = []
+        for part in tokens.split(self._row_chunk()):
+            r = part.shape[0]
+            src = self.match(part).float()[:, :, None].expand(r, self.n_items, n).reshape(r, -1)  # [r, N*n]
+            counts = torch.zeros(r, n * v, device=tokens.device).scatter_add_(1, index.expand(r, -1), src)
+            out.append((counts > 0).view(r, n, v))
+        return torch.cat(out) if out else torch.zeros(0, n, v, dtype=torch.bool, device=tokens.device)
 
     def allowed_at(self, match: Tensor, j: int) -> Tensor:
         """Allowed tokens at position j given an item-match mask [R, N] -> [R, V] bool."""
