@@ -46,9 +46,9 @@ def test_precedence_defaults_file_set_flags(tmp_path: Path) -> None:
 
 
 def test_unknown_keys_are_rejected(tmp_path: Path) -> None:
-    with pytest.raises(GdrError, match="unknown config key 'train.lrr'"):
+    with pytest.raises(GdrError, match=r"unknown config key 'train\.lrr'"):
         resolve(Outer, section="train_rec", sets=["train.lrr=1"])
-    with pytest.raises(GdrError, match="unknown section 'trian_rec'"):
+    with pytest.raises(GdrError, match=r"unknown section 'trian_rec'"):
         resolve(Outer, section="train_rec", config_file=write_yaml(tmp_path, "trian_rec: {}\n"))
     with pytest.raises(GdrError, match="bad value for config key 'seed'"):
         resolve(Outer, section="train_rec", sets=["seed=abc"])
