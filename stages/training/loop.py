@@ -14,8 +14,6 @@ uninterrupted one. The loss stays on the device between log points (no host sync
 from __future__ import annotations
 
 import math
-import signal
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +30,7 @@ from stages.config.training import TrainLoopConfig
 from stages.training import distributed as D
 from stages.training.checkpoint import fingerprint_json, load_checkpoint, save_checkpoint
 from stages.training.device import resolve_amp, resolve_device
+from stages.training.interrupts import DeferredInterrupt
 from stages.training.optim import lr_factor, make_optimizer
 
 Validator = Callable[[nn.Module, int, int], tuple[float, int]]
@@ -58,29 +57,6 @@ def epoch_order(seed: int, epoch: int, n: int) -> Tensor:
     state = np.random.SeedSequence([seed & 0xFFFFFFFF, seed >> 32 & 0xFFFFFFFF, epoch]).generate_state(2, np.uint32)
     gen = torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
     return torch.randperm(n, generator=gen)
-
-
-class _Interrupts:
-    """Ctrl-C during training is deferred to the end of the current step (so a checkpoint is
-    consistent); a second Ctrl-C interrupts at once. Only in the main thread."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._old: Any = None
-
-    def __enter__(self) -> _Interrupts:
-        if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
 
 
 class _Trainer:
@@ -350,7 +326,7 @@ class _Trainer:
     def loop(self) -> None:
         cfg = self.cfg
         busy = False
-        with _Interrupts() as interrupts, progress("ex", "loss", "val") as bar:
+        with DeferredInterrupt() as interrupts, progress("ex", "loss", "val") as bar:
             task = bar.add_task(self.desc, total=self.examples_after(self.total_steps),
                                 completed=self.examples_after(self.step), loss="-", val="-")
             try:
