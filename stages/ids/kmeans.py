@@ -22,24 +22,26 @@ class KMeansOptions:
     """Balanced: a cluster holds at most ceil((1 + slack) · N / K) points."""
 
 
-def sq_dists(x: Tensor, c: Tensor) -> Tensor:
-    """[N, K] squared Euclidean distances between rows of x [N, D] and c [K, D] (clamped at 0)."""
-    return (x.square().sum(1, keepdim=True) - 2 * x @ c.T + c.square().sum(1)).clamp_min_(0)
+def sq_dists(x: Tensor, c: Tensor, x_sq: Tensor | None = None) -> Tensor:
+    """[N, K] squared Euclidean distances between rows of x [N, D] and c [K, D] (clamped at 0).
+
+    `x_sq` [N, 1] = the rows' squared norms, when the caller has them already.
+    """
+    x_sq = x.square().sum(1, keepdim=True) if x_sq is None else x_sq
+    return (x_sq - 2 * x @ c.T + c.square().sum(1)).clamp_min_(0)
 
 
 def kmeans_pp_init(x: Tensor, k: int, generator: torch.Generator) -> Tensor:
     """k-means++ seeding: [k, D] centroids, each next one drawn with probability ∝ D(x)^2."""
     n = x.shape[0]
-    first = torch.randint(n, (1,), generator=generator)
-    centroids = [x[first]]
-    d2 = sq_dists(x, centroids[0]).squeeze(1)  # [N] distance to the nearest chosen centroid
+    x_sq = x.square().sum(1, keepdim=True)  # [N, 1]
+    picks = [torch.randint(n, (1,), generator=generator)]
+    d2 = sq_dists(x, x[picks[0]], x_sq).squeeze(1)  # [N] distance to the nearest chosen centroid
     for _ in range(1, k):  # loop over centroids; each step is vectorised over points
-        total = d2.sum()
-        weights = d2 if total > 0 else torch.ones_like(d2)
-        pick = torch.multinomial(weights, 1, generator=generator)
-        centroids.append(x[pick])
-        d2 = torch.minimum(d2, sq_dists(x, x[pick]).squeeze(1))
-    return torch.cat(centroids)
+        weights = d2 if d2.sum() > 0 else torch.ones_like(d2)
+        picks.append(torch.multinomial(weights, 1, generator=generator))
+        d2 = torch.minimum(d2, sq_dists(x, x[picks[-1]], x_sq).squeeze(1))
+    return x[torch.cat(picks)]
 
 
 def capacity_assign(d2: Tensor, cap: int) -> Tensor:
@@ -52,30 +54,30 @@ def capacity_assign(d2: Tensor, cap: int) -> Tensor:
     """
     n, k = d2.shape
     assert cap * k >= n, "capacity too small for the points"
-    d = d2.clone()
     labels = torch.full((n,), -1, dtype=torch.int64)
     room = torch.full((k,), cap, dtype=torch.int64)
-    while True:
-        idx = (labels < 0).nonzero().squeeze(1)  # [M] unassigned points
-        if idx.numel() == 0:
-            return labels
-        choice = d[idx].argmin(1)  # [M] nearest open cluster
-        dist = d[idx, choice]
+    idx = torch.arange(n)  # [M] still unassigned
+    d = d2  # [M, K] their distances (a shrinking copy after the first round)
+    while idx.numel():
+        choice = d.argmin(1)  # [M] nearest open cluster
+        dist = d.gather(1, choice[:, None]).squeeze(1)
         order = torch.sort(dist, stable=True).indices  # closest first ...
         order = order[torch.sort(choice[order], stable=True).indices]  # ... within each cluster
         sorted_choice = choice[order]
         counts = torch.bincount(sorted_choice, minlength=k)
-        starts = torch.cumsum(counts, 0) - counts
-        rank = torch.arange(idx.numel()) - starts[sorted_choice]  # 0 = closest proposer of its cluster
+        rank = torch.arange(idx.numel()) - (torch.cumsum(counts, 0) - counts)[sorted_choice]
         ok = rank < room[sorted_choice]
         labels[idx[order[ok]]] = sorted_choice[ok]
         room -= torch.bincount(sorted_choice[ok], minlength=k)
+        left = order[~ok]  # rejected proposers: their clusters are now full
+        idx, d = idx[left], d[left]
         d[:, room == 0] = float("inf")
+    return labels
 
 
-def assign(x: Tensor, c: Tensor, opts: KMeansOptions) -> Tensor:
-    """Cluster of each row of x [N, D] given centroids c [K, D]: [N] int64."""
-    d2 = sq_dists(x, c)
+def assign(x: Tensor, c: Tensor, opts: KMeansOptions, x_sq: Tensor | None = None) -> Tensor:
+    """Cluster of each row of x [N, D] given centroids c [K, D] (x_sq: [N, 1] squared norms): [N] int64."""
+    d2 = sq_dists(x, c, x_sq)
     n, k = d2.shape
     if opts.balanced and k > 1:
         return capacity_assign(d2, math.ceil((1 + opts.slack) * n / k))
@@ -85,14 +87,18 @@ def assign(x: Tensor, c: Tensor, opts: KMeansOptions) -> Tensor:
 def kmeans(x: Tensor, k: int, opts: KMeansOptions, generator: torch.Generator, init: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Cluster x [N, D] (float) into k groups: returns (centroids [k, D], assignment [N] int64).
 
-    Empty clusters are re-seeded with the points farthest from their centroid, so all k
-    centroids stay in use whenever there are at least k distinct points.
+    Centroids start from `init` or k-means++ seeding; empty clusters are re-seeded with the points
+    farthest from their centroid, so all k centroids stay in use whenever there are k distinct points.
     """
     x = x.float()
     n = x.shape[0]
     k = min(k, n)
-    c = kmeans_pp_init(x, k, generator) if init is None else init.float().clone()
-    labels = assign(x, c, opts)
+    if init is None:  # seed from a random subset of 32·k points at most: same quality, k× fewer passes over x
+        sub = torch.randperm(n, generator=generator)[: 32 * k] if n > 32 * k else torch.arange(n)
+        init = kmeans_pp_init(x[sub], k, generator)
+    c = init.float().clone()
+    x_sq = x.square().sum(1, keepdim=True)
+    labels = assign(x, c, opts, x_sq)
     for _ in range(opts.iters):
         counts = torch.bincount(labels, minlength=k)  # [k]
         sums = torch.zeros_like(c).index_add_(0, labels, x)
@@ -101,7 +107,7 @@ def kmeans(x: Tensor, k: int, opts: KMeansOptions, generator: torch.Generator, i
         if empty.numel():
             far = (x - c[labels]).square().sum(1).topk(empty.numel()).indices
             c[empty] = x[far]
-        new = assign(x, c, opts)
+        new = assign(x, c, opts, x_sq)
         if torch.equal(new, labels) and not empty.numel():
             break
         labels = new

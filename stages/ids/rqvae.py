@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -103,10 +103,11 @@ def train_rqvae(x: Tensor, *, levels: int, codebook: int, opts: RQVAEOptions, km
         task = bar.add_task("rq-vae", total=opts.epochs, loss="-")
         for epoch in range(opts.epochs):
             perm = torch.randperm(n, generator=generator)
-            if epoch == 0:  # k-means init on the first batch (at least k rows so every code gets a centroid)
+            if epoch == 0:  # k-means init on the first batch (at least k rows so every code gets a centroid);
+                # plain assignment: balance comes from dead-code restarts during training
                 with torch.no_grad():
                     first = model.encoder(x[perm[: max(bs, k)]])
-                    _, books = residual_kmeans(first, levels, k, kmeans, generator)
+                    _, books = residual_kmeans(first, levels, k, replace(kmeans, balanced=False), generator)
                     model.codebooks.copy_(torch.stack(books))
             used = torch.zeros(levels, k, dtype=torch.bool)
             total, batches = 0.0, 0
