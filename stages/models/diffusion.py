@@ -204,6 +204,11 @@ class DiffusionRecommender(Recommender):
         evals = 0
         while not smp.done(state):
             b, s, n = state.tokens.shape
+            if opts.use_cache and state.logp is None and s > 1 and bool((state.tokens == state.tokens[:, :1]).all()):
+                # every row of a user holds the same code (e.g. the all-masked start): one evaluation per user
+                state.logp = self.denoise(ctx, torch.arange(b, device=history.device), state.tokens[:, 0])[:, None].repeat(1, s, 1, 1)
+                state.fresh = torch.ones(b, s, dtype=torch.bool, device=history.device)
+                evals += b
             if state.logp is None or state.fresh is None or not opts.use_cache:
                 state.logp = state.logp if state.logp is not None else self.head_b.new_empty(b, s, n, self.vocab_ok.shape[1])
                 state.fresh = torch.zeros(b, s, dtype=torch.bool, device=history.device)
