@@ -34,7 +34,7 @@ def error_line(err: str) -> str:
 def test_cli_builds_codes_with_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     paths = write_processed(tmp_path, n_items=40)
     code, err = gdr(capsys, "toy", "--data-dir", str(tmp_path), "--method", "rqkmeans", "--codebook", "8", "--levels", "2",
-                    "--no-balanced", "--source", "collab", "--set", "kmeans.iters=5", "--ids", "mine")
+                    "--no-balanced", "--source", "collab", "--set", "kmeans.iters=5", "--set", "embed.dim=16", "--ids", "mine")
     assert code == 0, err
     assert "build-ids: 40 items -> 3-digit codes" in err
     manifest = json.loads((paths.ids("mine") / "manifest.json").read_text())
@@ -93,7 +93,7 @@ def test_ml100k_rqkmeans(tmp_path: Path, ml100k_dir: Path, capsys: pytest.Captur
     from stages.config.preprocess import PreprocessConfig
 
     preprocess.run(source="recbole", input=ml100k_dir, name="ml", data_dir=tmp_path, config=PreprocessConfig())
-    code, err = gdr(capsys, "ml", "--data-dir", str(tmp_path), "--method", "rqkmeans", "--codebook", "32", "--set", "kmeans.iters=10")
+    code, err = gdr(capsys, "ml", "--data-dir", str(tmp_path), "--method", "rqkmeans", "--codebook", "32", "--set", "kmeans.iters=10", "--set", "embed.dim=32")
     assert code == 0, err
     paths = DataPaths(tmp_path, "ml")
     cs, manifest = load_codeset(paths, "rqkmeans")

@@ -18,10 +18,16 @@ from gdr_cli.paths import DataPaths
 
 @pytest.fixture
 def one_thread() -> Iterator[None]:
-    """Tiny tensors run fastest on one thread (2-core CI machines are shared; thread hand-offs dominate)."""
+    """Tiny tensors run fastest on one thread (2-core CI machines are shared; thread hand-offs dominate).
+
+    Limits torch and the BLAS behind scipy/scikit-learn's SVD, and restores both afterwards.
+    """
+    from threadpoolctl import threadpool_limits
+
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
+    with threadpool_limits(1):
+        yield
     torch.set_num_threads(before)
 
 
