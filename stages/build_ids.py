@@ -19,7 +19,7 @@ from stages.config.build_ids import BuildIdsConfig
 from stages.ids.codeset import VIEWS, CodeSet
 from stages.ids.collisions import disambiguate
 from stages.ids.methods import make_method
-from stages.ids.sources import embed
+from stages.ids.sources import embed, social_splits
 from stages.ids.usage import level_usage, plot_usage
 from stages.inputs import open_processed
 
@@ -38,6 +38,8 @@ def run(*, dataset: str, data_dir: Path, config: BuildIdsConfig, ids: str | None
     folder = paths.ids(name)
     processed = open_processed(paths)
     key = VIEWS[config.view]
+    if config.view == "social":
+        social_splits(processed)  # friend recommendation needs a friend graph, whatever the method
     n = processed.table(f"{key}s").height
 
     source = method.source()

@@ -53,9 +53,10 @@ def test_unknown_method_lists_known_ones(tmp_path: Path, capsys: pytest.CaptureF
 
 def test_social_view_without_graph(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_processed(tmp_path, social=False)
-    code, err = gdr(capsys, "toy", "--data-dir", str(tmp_path), "--view", "social", "--codebook", "8")
-    line = error_line(err)
-    assert code == 2 and "has no social graph" in line and "--view item" in line
+    for method in ("rqkmeans", "random"):
+        code, err = gdr(capsys, "toy", "--data-dir", str(tmp_path), "--view", "social", "--codebook", "8", "--method", method)
+        line = error_line(err)
+        assert code == 2 and "has no social graph" in line and "--view item" in line
 
 
 def test_missing_processed_data_names_preprocess(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import polars as pl
 
 from gdr_cli.errors import GdrError
 from stages.config.build_ids import EmbedConfig
@@ -65,7 +66,8 @@ def _text(processed: Processed, cfg: EmbedConfig, n: int, seed: int) -> tuple[np
     return emb, stats
 
 
-def _social(processed: Processed, cfg: EmbedConfig, n_users: int, seed: int) -> tuple[np.ndarray, dict[str, Any]]:
+def social_splits(processed: Processed) -> pl.DataFrame:
+    """The training friend lists; a dataset without a friend graph is a GdrError (the social view needs one)."""
     path = processed.folder / "social_splits.parquet"
     splits = processed.table("social_splits") if path.exists() else None
     if splits is None or splits.height == 0:
@@ -74,6 +76,11 @@ def _social(processed: Processed, cfg: EmbedConfig, n_users: int, seed: int) -> 
             where=str(path),
             fix="use --view item, or preprocess a dataset with a friend graph (e.g. hetrec2011-lastfm-2k)",
         )
+    return splits
+
+
+def _social(processed: Processed, cfg: EmbedConfig, n_users: int, seed: int) -> tuple[np.ndarray, dict[str, Any]]:
+    splits = social_splits(processed)
     adj = friend_adjacency(splits["user"].to_numpy(), splits["train"], n_users)
     spectral = spectral_embeddings(adj, dim=cfg.dim, seed=seed)
     n_items = int(processed.table("items").height)
