@@ -113,6 +113,8 @@ class DiffusionRecommender(Recommender):
             self.encoder = nn.TransformerEncoder(enc, enc_layers, norm=nn.LayerNorm(d), enable_nested_tensor=False)
             self.decoder = nn.ModuleList(DigitBlock(d, n_heads, d_ff, dropout) for _ in range(dec_layers))
             self.ln_f = nn.LayerNorm(d)
+            for emb in (self.tok_emb, self.hist_pos, self.digit_pos):  # small init: the heads are tied to tok_emb
+                nn.init.normal_(emb.weight, std=0.02)
             self.head_b = nn.Parameter(torch.zeros(n, v))  # one head per digit position, tied to tok_emb
         self._table: CodeTable | None = None
         self.sample_stats: dict[str, float] = {}  # last recommend(): nfe (function evaluations per user)
