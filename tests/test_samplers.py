@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -13,6 +14,16 @@ from stages.models.diffusion import DiffusionRecommender
 from stages.samplers import make_sampler
 from stages.samplers.base import SamplerOptions, top_distinct
 from stages.samplers.validity import CodeTable
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny tensors run fastest on one thread (thread hand-offs dominate on a shared 2-core box)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 
 VOCAB = [3, 4, 2]
 CODES = torch.tensor(list(itertools.product(range(3), range(4), range(2))))[::2]  # [12, 3], last digit 0
