@@ -38,15 +38,19 @@ def _flatten(seqs: pl.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return items, starts, lengths
 
 
-def _windows(items: np.ndarray, starts: np.ndarray, ends: np.ndarray, max_len: int) -> np.ndarray:
-    """Rows of `items[max(start, end - max_len):end]`, left-padded with -1 to `max_len`.
+def _windows(items: np.ndarray, lengths: np.ndarray, rows: np.ndarray, ends: np.ndarray, max_len: int) -> torch.Tensor:
+    """For each output row r: the `max_len` items of sequence `rows[r]` before flat index `ends[r]`
+    (exclusive), left-padded with -1.
 
-    items: [M] int64; starts, ends: [R] int64 (end exclusive). Returns [R, max_len] int64.
+    items: [M] int64 (all sequences, flat); lengths: [U] int64; rows, ends: [R] int64.
+    Every sequence is laid out behind `max_len` pads, so each window is one contiguous slice
+    (a row gather from torch's strided `unfold` view: ~3x numpy's sliding_window_view).
+    Returns [R, max_len] int64.
     """
-    padded = np.concatenate([np.array([PAD], dtype=np.int64), items])  # index 0 is the pad
-    idx = ends[:, None] - max_len + np.arange(max_len, dtype=np.int64)[None, :]  # [R, L]
-    keep = idx >= starts[:, None]
-    return padded[np.where(keep, idx + 1, 0)]
+    owner = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)  # [M] sequence of each item
+    padded = np.full(len(items) + len(lengths) * max_len, PAD, dtype=np.int64)
+    padded[np.arange(len(items), dtype=np.int64) + (owner + 1) * max_len] = items
+    return torch.from_numpy(padded).unfold(0, max_len, 1)[torch.from_numpy(ends + rows * max_len)]
 
 
 def training_examples(splits: pl.DataFrame, max_len: int) -> dict[str, torch.Tensor]:
@@ -66,7 +70,7 @@ def training_examples(splits: pl.DataFrame, max_len: int) -> dict[str, torch.Ten
     ends = starts[row] + pos  # [N] flat index of the target
     users = splits["user"].to_numpy().astype(np.int64)
     return {
-        "history": torch.from_numpy(_windows(items, starts[row], ends, max_len)),
+        "history": _windows(items, lengths, row, ends, max_len),
         "target": torch.from_numpy(items[ends]),
         "user": torch.from_numpy(users[row]),
     }
@@ -88,7 +92,7 @@ def eval_histories(splits: pl.DataFrame, split: str, max_len: int, *, with_targe
     items, starts, lengths = _flatten(seqs)
     out = {
         "user": torch.from_numpy(splits["user"].to_numpy().astype(np.int64)),
-        "history": torch.from_numpy(_windows(items, starts, starts + lengths, max_len)),
+        "history": _windows(items, lengths, np.arange(len(lengths), dtype=np.int64), starts + lengths, max_len),
     }
     if with_target:
         out["target"] = torch.from_numpy(splits[split].to_numpy().astype(np.int64))
