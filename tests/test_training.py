@@ -366,3 +366,23 @@ def test_cuda_autocast_trains_and_resumes(data: dict, tmp_path: Path) -> None:
     assert saved["step"] == 24 and "cuda" in saved["rng"]
     resumed = run_fit(new_model(), data, tmp_path / "cut", c, resume=True)
     assert (resumed.steps, resumed.stop_reason) == (res.steps, res.stop_reason)
+
+
+def test_single_process_distributed_helpers_are_identities() -> None:
+    from stages.training import distributed as D
+
+    info = D.dist_info()
+    assert (info.rank, info.world_size, info.enabled) == (0, 1, False) and D.is_primary()
+    assert D.all_reduce_sum([1.5, 2.0]) == [1.5, 2.0] and D.all_reduce_min([3.0]) == [3.0]
+    assert torch.equal(D.all_gather_bytes(torch.arange(3, dtype=torch.uint8))[0], torch.arange(3, dtype=torch.uint8))
+    D.barrier()
+
+
+def test_resume_with_another_process_count_is_a_user_error(data: dict, tmp_path: Path) -> None:
+    run_fit(new_model(), data, tmp_path, cfg(max_steps=7))
+    state = torch.load(tmp_path / CHECKPOINT, weights_only=True)
+    state["world_size"] = 2
+    torch.save(state, tmp_path / CHECKPOINT)
+    with pytest.raises(GdrError, match="2 process") as err:
+        run_fit(new_model(), data, tmp_path, cfg(max_steps=7), resume=True)
+    assert "--nproc-per-node 2" in err.value.fix
