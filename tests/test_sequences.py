@@ -124,3 +124,9 @@ def test_on_movielens_100k_every_training_position_once(ml100k_dir) -> None:
     assert test["history"][:, -1].tolist() == s["valid"].to_list()
     assert torch.equal(test["history"][:, :-1], valid["history"][:, 1:])
     assert test["target"].tolist() == s["test"].to_list()
+
+
+def test_null_item_inside_a_sequence_is_a_user_error() -> None:
+    s = splits([(0, [1, 2], 3, 4)]).with_columns(pl.Series("train", [[1, None]], dtype=pl.List(pl.Int32)))
+    with pytest.raises(GdrError, match="null items"):
+        training_examples(s, 3)

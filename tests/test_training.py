@@ -386,3 +386,21 @@ def test_resume_with_another_process_count_is_a_user_error(data: dict, tmp_path:
     with pytest.raises(GdrError, match="2 process") as err:
         run_fit(new_model(), data, tmp_path, cfg(max_steps=7), resume=True)
     assert "--nproc-per-node 2" in err.value.fix
+
+
+def test_training_tensors_of_different_lengths_are_a_user_error(data: dict, tmp_path: Path) -> None:
+    bad = {"train": {"history": data["train"]["history"], "target": data["train"]["target"][:-1]}, "valid": data["valid"]}
+    with pytest.raises(GdrError, match="share their first dimension"):
+        run_fit(new_model(), bad, tmp_path, cfg())
+
+
+def test_no_training_examples_is_a_user_error(data: dict, tmp_path: Path) -> None:
+    empty = {"train": {k: v[:0] for k, v in data["train"].items()}, "valid": data["valid"]}
+    with pytest.raises(GdrError, match="only 0 training examples"):
+        run_fit(new_model(), empty, tmp_path, cfg())
+
+
+def test_no_validation_users_is_a_user_error(data: dict, tmp_path: Path) -> None:
+    none = {"train": data["train"], "valid": {k: v[:0] for k, v in data["valid"].items()}}
+    with pytest.raises(GdrError, match="validation has no users"):
+        run_fit(new_model(), none, tmp_path, cfg(max_steps=3))
