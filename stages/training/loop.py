@@ -368,10 +368,11 @@ class _Trainer:
                         self.write(f"stopped: {self.stop_reason} at step {self.step}")
                         self.save()
                         return
-                    if val_due or self.step % cfg.checkpoint_every == 0:
+                    # Ctrl-C: every step alone; under torchrun at log points, where all ranks agree
+                    halt = (sync_point or not self.info.enabled) and self.any_rank(interrupts.requested)
+                    if halt or val_due or self.step % cfg.checkpoint_every == 0:
                         self.save()
-                    if (sync_point or not self.info.enabled) and self.any_rank(interrupts.requested):
-                        self.save()
+                    if halt:
                         self.write(f"interrupted at step {self.step}; checkpoint saved (resume with --resume)")
                         raise KeyboardInterrupt
                     busy = False
