@@ -24,12 +24,12 @@ from stages.samplers.validity import CHUNK, CodeTable, bits, subsets
 NEG = -1e9
 
 
-def beam_extend(table: CodeTable, state: State, lp: Tensor, sets: Tensor, width: int) -> State:
+def beam_extend(table: CodeTable, state: State, logp: Tensor, sets: Tensor, width: int) -> State:
     """Extend every beam by one set of positions from `sets`, keep the best `width` distinct beams.
 
-    lp: [B, S, n, V] log-probs restricted to valid digits; sets: [P, n] bool candidate position
-    sets (only those inside a beam's masked positions are used). Users are processed in chunks so
-    that rows · items · sets stays bounded. Returns the new state.
+    logp: [B, S, n, V] model log-probs (renormalised here over the digits each beam can still take);
+    sets: [P, n] bool candidate position sets (only those inside a beam's masked positions are
+    used). Users are processed in chunks so that beams · items · sets stays bounded.
     """
     b, s, n = state.tokens.shape
     size = int(sets[0].sum())
@@ -41,28 +41,37 @@ def beam_extend(table: CodeTable, state: State, lp: Tensor, sets: Tensor, width:
     for lo in range(0, b, step):  # chunks of users, each vectorised
         hi = min(lo + step, b)
         ex = None if exclude is None else exclude[lo:hi]
-        parts.append(_extend(table, state.tokens[lo:hi], state.score[lo:hi], lp[lo:hi], sets, c, width, ex))
+        parts.append(_extend(table, state.tokens[lo:hi], state.score[lo:hi], logp[lo:hi], sets, c, width, ex))
     tokens, score = (torch.cat(t) for t in zip(*parts, strict=True))
     return State(tokens=tokens, score=score, step=state.step + 1, extra=state.extra)
 
 
-def _extend(table: CodeTable, tokens: Tensor, score: Tensor, lp: Tensor, sets: Tensor, c: int, width: int,
+def _extend(table: CodeTable, tokens: Tensor, score: Tensor, logp: Tensor, sets: Tensor, c: int, width: int,
             exclude: Tensor | None) -> tuple[Tensor, Tensor]:
-    """beam_extend on a chunk of users: tokens [b, s, n], score [b, s] -> ([b, w, n], [b, w])."""
+    """beam_extend on a chunk of users: tokens [b, s, n], score [b, s] -> ([b, w, n], [b, w]).
+
+    Candidates are scored only on the (beam, item) pairs still possible: after the first step a
+    beam matches a handful of items, so the work is far below beams × catalogue.
+    """
     b, s, n = tokens.shape
     r, n_items, p = b * s, table.n_items, sets.shape[0]
     tok = tokens.reshape(r, n)
-    masked = tok < 0  # [R, n]
-    index = table.codes.T[None].expand(r, n, n_items)  # [R, n, N]
-    g = lp.reshape(r, n, -1).gather(2, index).clamp(min=NEG)  # [R, n, N] log p of each item's digit
-    cand = torch.einsum("rjc,pj->rcp", g, sets.float())  # [R, N, P]
-    inside = ~(sets[None] & ~masked[:, None]).any(dim=-1)  # [R, P]
-    full = bits(~masked)[:, None] | bits(sets)[None]  # [R, P] position set after the extension
-    rep = table.representatives()[full].transpose(1, 2)  # [R, N, P]
-    valid = table.match(tok)[:, :, None] & rep & inside[:, None, :]
+    match = table.match(tok)  # [R, N]
+    lp = table.restrict(logp.reshape(r, n, -1), tok, match)  # [R, n, V]
+    row, item = match.nonzero(as_tuple=True)  # [M] possible (beam, item) pairs
     if exclude is not None:
-        valid &= ~exclude.repeat_interleave(s, dim=0)[:, :, None]
-    total = (score.reshape(r, 1, 1) + cand).masked_fill(~valid, float("-inf")).view(b, s * n_items * p)
+        keep = ~exclude[row // s, item]
+        row, item = row[keep], item[keep]
+    g = lp[row[:, None], torch.arange(n, device=lp.device), table.codes[item]].clamp(min=NEG)  # [M, n]
+    cand = g @ sets.T.float()  # [M, P] log p of the set's digits
+    masked = tok < 0
+    inside = ~(sets[None] & ~masked[:, None]).any(dim=-1)  # [R, P] set within the masked positions
+    full = bits(~masked)[:, None] | bits(sets)[None]  # [R, P] position set after the extension
+    valid = inside[row] & table.representatives()[full[row], item[:, None]]  # [M, P] one per partial code
+    slot = ((row % s) * n_items + item)[:, None] * p + torch.arange(p, device=lp.device)  # [M, P]
+    user = (row // s)[:, None].expand(-1, p)
+    total = torch.full((b, s * n_items * p), float("-inf"), device=lp.device)
+    total[user[valid], slot[valid]] = (score.reshape(r)[row][:, None] + cand)[valid]
 
     top, idx = total.topk(c, dim=1)  # [b, C]
     parent, item, which = idx // (n_items * p), (idx // p) % n_items, idx % p
@@ -90,7 +99,6 @@ class CPDSampler(DiffusionSampler):
         return state.step >= self.total
 
     def step(self, state: State, logp: Tensor) -> State:
-        b, s, n = state.tokens.shape
-        lp = self.table.restrict(logp.reshape(b * s, n, -1), state.tokens.reshape(b * s, n)).view(b, s, n, -1)
+        n = state.tokens.shape[2]
         size = min(self.d, int((state.tokens[0, 0] < 0).sum()))
-        return beam_extend(self.table, state, lp, subsets(n, size, lp.device), self.width)
+        return beam_extend(self.table, state, logp, subsets(n, size, logp.device), self.width)

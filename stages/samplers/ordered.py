@@ -63,10 +63,9 @@ class OrderedSampler(DiffusionSampler):
         b, s, n = state.tokens.shape
         j = self.positions[state.step]
         if self.opts.strategy == "direct":
-            lp = self.table.restrict(logp.reshape(b * s, n, -1), state.tokens.reshape(b * s, n)).view(b, s, n, -1)
-            sets = torch.zeros(1, n, dtype=torch.bool, device=lp.device)
+            sets = torch.zeros(1, n, dtype=torch.bool, device=logp.device)
             sets[0, j] = True
-            return beam_extend(self.table, state, lp, sets, self.width)
+            return beam_extend(self.table, state, logp, sets, self.width)
         r = b * s
         tok = state.tokens.reshape(r, n).clone()
         ok = self.table.allowed_at(self.table.match(tok), j)  # [R, V]

@@ -40,17 +40,13 @@ class CodeTable:
             out.append(eq.all(dim=-1))
         return torch.cat(out) if out else torch.zeros(0, self.n_items, dtype=torch.bool, device=tokens.device)
 
-    def allowed(self, tokens: Tensor) -> Tensor:
-        """Allowed token per position. tokens: [R, n] -> [R, n, V] bool (V = largest codebook)."""
-        n, v = self.n_digits, self.vmax
-        index = (torch.arange(n, device=tokens.device) * v + self.codes).reshape(1, -1)  # [1, N*n]
-        out = []
-        for part in tokens.split(self._row_chunk()):
-            r = part.shape[0]
-            src = self.match(part).float()[:, :, None].expand(r, self.n_items, n).reshape(r, -1)  # [r, N*n]
-            counts = torch.zeros(r, n * v, device=tokens.device).scatter_add_(1, index.expand(r, -1), src)
-            out.append((counts > 0).view(r, n, v))
-        return torch.cat(out) if out else torch.zeros(0, n, v, dtype=torch.bool, device=tokens.device)
+    def allowed(self, tokens: Tensor, match: Tensor | None = None) -> Tensor:
+        """Allowed token per position. tokens: [R, n] (or their item-match mask [R, N]) -> [R, n, V] bool."""
+        match = self.match(tokens) if match is None else match
+        rows, items = match.nonzero(as_tuple=True)  # the (row, item) pairs still possible
+        ok = torch.zeros(match.shape[0], self.n_digits, self.vmax, dtype=torch.bool, device=match.device)
+        ok[rows[:, None], torch.arange(self.n_digits, device=match.device), self.codes[items]] = True
+        return ok
 
     def allowed_at(self, match: Tensor, j: int) -> Tensor:
         """Allowed tokens at position j given an item-match mask [R, N] -> [R, V] bool."""
@@ -58,9 +54,9 @@ class CodeTable:
         counts.scatter_add_(1, self.codes[:, j].expand(match.shape[0], -1), match.float())
         return counts > 0
 
-    def restrict(self, logp: Tensor, tokens: Tensor) -> Tensor:
+    def restrict(self, logp: Tensor, tokens: Tensor, match: Tensor | None = None) -> Tensor:
         """Renormalise log-probs over the allowed tokens. logp: [R, n, V], tokens: [R, n] -> [R, n, V]."""
-        ok = self.allowed(tokens)
+        ok = self.allowed(tokens, match)
         out = torch.log_softmax(logp.masked_fill(~ok, float("-inf")), dim=-1)
         return torch.where(ok, out, torch.full_like(out, float("-inf")))
 
