@@ -28,6 +28,10 @@ class CodeTable:
         self.vocab_sizes = list(vocab_sizes)
         self.vmax = max(vocab_sizes)
         self._reps: Tensor | None = None
+        radix = torch.tensor([1, *vocab_sizes[:-1]], dtype=torch.float64).cumprod(0)
+        self.radix = radix.long().to(codes.device) if float(radix[-1]) * vocab_sizes[-1] < 2**62 else None
+        if self.radix is not None:  # one int64 key per code: item lookup by binary search
+            self.keys, self.key_items = (self.codes * self.radix).sum(dim=1).sort()
 
     def _row_chunk(self) -> int:
         return max(1, CHUNK // max(1, self.n_items * self.n_digits))
@@ -62,6 +66,11 @@ class CodeTable:
 
     def item_of(self, tokens: Tensor) -> Tensor:
         """Item id of each complete code, -1 where no item has it. tokens: [R, n] -> [R] int64."""
+        if self.radix is not None:
+            key = (tokens.clamp(min=0) * self.radix).sum(dim=1)  # [R]
+            pos = torch.searchsorted(self.keys, key).clamp(max=self.n_items - 1)
+            hit = (self.keys[pos] == key) & (tokens >= 0).all(dim=1)
+            return torch.where(hit, self.key_items[pos], torch.full_like(key, -1))
         out = []
         for part in tokens.split(self._row_chunk()):
             eq = (part[:, None, :] == self.codes[None]).all(dim=-1)  # [r, N]
