@@ -217,3 +217,12 @@ def test_chunked_validity_and_beams_match_unchunked(model: DiffusionRecommender,
     assert torch.equal(CodeTable(CODES, VOCAB).allowed(tokens), allowed)
     parts = model.recommend(HISTORY, k=5, sampler="cpd", options=opts)
     assert torch.equal(whole[0], parts[0]) and torch.allclose(whole[1], parts[1])
+
+
+def test_pairs_by_binary_search_equal_item_match() -> None:
+    table = CodeTable(CODES, VOCAB)
+    tokens = torch.tensor([[MASK, MASK, MASK], [1, MASK, MASK], [MASK, 3, MASK], [2, 2, MASK], [0, 1, 0], [0, 0, 1]])
+    rows, items = table.pairs(tokens)
+    dense = torch.zeros(len(tokens), len(CODES), dtype=torch.bool)
+    dense[rows, items] = True
+    assert torch.equal(dense, table.match(tokens)) and len(rows) == int(table.match(tokens).sum())

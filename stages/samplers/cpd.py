@@ -56,9 +56,8 @@ def _extend(table: CodeTable, tokens: Tensor, score: Tensor, logp: Tensor, sets:
     b, s, n = tokens.shape
     r, n_items, p = b * s, table.n_items, sets.shape[0]
     tok = tokens.reshape(r, n)
-    match = table.match(tok)  # [R, N]
-    lp = table.restrict(logp.reshape(r, n, -1), tok, match)  # [R, n, V]
-    row, item = match.nonzero(as_tuple=True)  # [M] possible (beam, item) pairs
+    row, item = table.pairs(tok)  # [M] possible (beam, item) pairs
+    lp = table.restrict(logp.reshape(r, n, -1), tok, (row, item))  # [R, n, V]
     if exclude is not None:
         keep = ~exclude[row // s, item]
         row, item = row[keep], item[keep]

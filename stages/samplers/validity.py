@@ -32,6 +32,9 @@ class CodeTable:
         self.radix = radix.long().to(codes.device) if float(radix[-1]) * vocab_sizes[-1] < 2**62 else None
         if self.radix is not None:  # one int64 key per code: item lookup by binary search
             self.keys, self.key_items = (self.codes * self.radix).sum(dim=1).sort()
+            sets = (torch.arange(2**self.n_digits, device=codes.device)[:, None] >> torch.arange(self.n_digits, device=codes.device)) & 1
+            partial = (self.codes[None] * self.radix * sets[:, None, :]).sum(dim=-1)  # [2^n, N] key of the digits on set T
+            self.part_keys, self.part_items = partial.sort(dim=1)  # items sorted by their digits on each set T
 
     def _row_chunk(self) -> int:
         return max(1, CHUNK // max(1, self.n_items * self.n_digits))
@@ -44,12 +47,32 @@ class CodeTable:
             out.append(eq.all(dim=-1))
         return torch.cat(out) if out else torch.zeros(0, self.n_items, dtype=torch.bool, device=tokens.device)
 
-    def allowed(self, tokens: Tensor, match: Tensor | None = None) -> Tensor:
-        """Allowed token per position. tokens: [R, n] (or their item-match mask [R, N]) -> [R, n, V] bool."""
-        match = self.match(tokens) if match is None else match
-        rows, items = match.nonzero(as_tuple=True)  # the (row, item) pairs still possible
-        ok = torch.zeros(match.shape[0], self.n_digits, self.vmax, dtype=torch.bool, device=match.device)
-        ok[rows[:, None], torch.arange(self.n_digits, device=match.device), self.codes[items]] = True
+    def pairs(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
+        """The (row, item) pairs where the item has every filled digit of the row -> (rows [M], items [M]).
+
+        With int64 keys, the items matching a row are one contiguous run of the items sorted by
+        their digits on the row's filled set (binary search per distinct set, ≤ 2^n of them), so the
+        cost follows the number of pairs, not rows × catalogue.
+        """
+        if self.radix is None:
+            return self.match(tokens).nonzero(as_tuple=True)
+        sets = bits(tokens >= 0)  # [R]
+        key = (tokens.clamp(min=0) * self.radix).sum(dim=1)  # [R]
+        lo, hi = torch.zeros_like(key), torch.zeros_like(key)
+        for t in sets.unique().tolist():  # distinct filled-position sets, not rows
+            at = sets == t
+            lo[at] = torch.searchsorted(self.part_keys[t], key[at])
+            hi[at] = torch.searchsorted(self.part_keys[t], key[at], right=True)
+        count = hi - lo
+        rows = torch.repeat_interleave(torch.arange(len(key), device=key.device), count)
+        within = torch.arange(len(rows), device=key.device) - torch.repeat_interleave(count.cumsum(0) - count, count)
+        return rows, self.part_items[sets[rows], lo[rows] + within]
+
+    def allowed(self, tokens: Tensor, pairs: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """Allowed token per position. tokens: [R, n] (and optionally their `pairs`) -> [R, n, V] bool."""
+        rows, items = self.pairs(tokens) if pairs is None else pairs
+        ok = torch.zeros(tokens.shape[0], self.n_digits, self.vmax, dtype=torch.bool, device=tokens.device)
+        ok[rows[:, None], torch.arange(self.n_digits, device=tokens.device), self.codes[items]] = True
         return ok
 
     def allowed_at(self, match: Tensor, j: int) -> Tensor:
@@ -58,9 +81,9 @@ class CodeTable:
         counts.scatter_add_(1, self.codes[:, j].expand(match.shape[0], -1), match.float())
         return counts > 0
 
-    def restrict(self, logp: Tensor, tokens: Tensor, match: Tensor | None = None) -> Tensor:
+    def restrict(self, logp: Tensor, tokens: Tensor, pairs: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """Renormalise log-probs over the allowed tokens. logp: [R, n, V], tokens: [R, n] -> [R, n, V]."""
-        ok = self.allowed(tokens, match)
+        ok = self.allowed(tokens, pairs)
         out = torch.log_softmax(logp.masked_fill(~ok, float("-inf")), dim=-1)
         return torch.where(ok, out, torch.full_like(out, float("-inf")))
 
