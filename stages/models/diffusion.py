@@ -50,15 +50,21 @@ class DigitBlock(nn.Module):
         u, length, d = memory.shape
         return self.kv(memory).view(u, length, 2, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
 
-    def forward(self, x: Tensor, kv: Tensor, keep: Tensor, rows: Tensor) -> Tensor:
-        """x [R, n, d] digit slots; kv/keep per user; rows [R] the user of each row -> [R, n, d]."""
+    def forward(self, x: Tensor, kv: Tensor, keep: Tensor, rows: Tensor | int) -> Tensor:
+        """x [R, n, d] digit slots; kv/keep per user; rows [R] the user of each row, or an int s when
+        the rows are every user's s consecutive rows (then no per-row copy of keys/values) -> [R, n, d]."""
         r, n, d = x.shape
         p = self.dropout if self.training else 0.0
         q, k, v = self.qkv(self.ln1(x)).view(r, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         a = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # [R, h, n, dh], every slot sees every slot
         x = x + self.drop(self.out1(a.transpose(1, 2).reshape(r, n, d)))
-        q = self.q(self.ln2(x)).view(r, n, self.heads, d // self.heads).transpose(1, 2)
-        a = F.scaled_dot_product_attention(q, kv[0, rows], kv[1, rows], attn_mask=keep[rows], dropout_p=p)
+        q = self.q(self.ln2(x))
+        if isinstance(rows, int):  # user-major rows: a user's s·n slots attend to its keys/values at once
+            q = q.view(r // rows, rows * n, self.heads, d // self.heads).transpose(1, 2)
+            a = F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=keep, dropout_p=p)
+        else:
+            q = q.view(r, n, self.heads, d // self.heads).transpose(1, 2)
+            a = F.scaled_dot_product_attention(q, kv[0, rows], kv[1, rows], attn_mask=keep[rows], dropout_p=p)
         x = x + self.drop(self.out2(a.transpose(1, 2).reshape(r, n, d)))
         return x + self.drop(self.mlp(self.ln3(x)))
 
@@ -148,8 +154,9 @@ class DiffusionRecommender(Recommender):
         memory = self.encoder(x, src_key_padding_mask=~keep)
         return Context([block.memory_kv(memory) for block in self.decoder], keep[:, None, None, :])
 
-    def denoise(self, ctx: Context, rows: Tensor, noisy: Tensor) -> Tensor:
-        """Predict clean digits. noisy: [R, n] (-1 = masked), rows [R] user of each row -> logp [R, n, V] float32."""
+    def denoise(self, ctx: Context, rows: Tensor | int, noisy: Tensor) -> Tensor:
+        """Predict clean digits. noisy: [R, n] (-1 = masked); rows [R] the user of each row (or int s:
+        s consecutive rows per user) -> logp [R, n, V] float32."""
         known = noisy != MASK
         x = torch.where(known[..., None], self.tok_emb(noisy.clamp(min=0) + self.offsets), self.mask_emb)
         x = x + self.digit_pos.weight  # [R, n, d]
@@ -208,7 +215,7 @@ class DiffusionRecommender(Recommender):
             b, s, n = state.tokens.shape
             if opts.use_cache and state.logp is None and s > 1 and bool((state.tokens == state.tokens[:, :1]).all()):
                 # every row of a user holds the same code (e.g. the all-masked start): one evaluation per user
-                state.logp = self.denoise(ctx, torch.arange(b, device=history.device), state.tokens[:, 0])[:, None].repeat(1, s, 1, 1)
+                state.logp = self.denoise(ctx, 1, state.tokens[:, 0])[:, None].repeat(1, s, 1, 1)
                 state.fresh = torch.ones(b, s, dtype=torch.bool, device=history.device)
                 evals += b
             if state.logp is None or state.fresh is None or not opts.use_cache:
@@ -216,7 +223,8 @@ class DiffusionRecommender(Recommender):
                 state.fresh = torch.zeros(b, s, dtype=torch.bool, device=history.device)
             rows = (~state.fresh).flatten().nonzero().squeeze(1)  # rows needing a function evaluation
             if len(rows):
-                out = self.denoise(ctx, rows // s, state.tokens.reshape(b * s, n)[rows])
+                users = s if len(rows) == b * s else rows // s  # every row: shared keys/values per user
+                out = self.denoise(ctx, users, state.tokens.reshape(b * s, n)[rows])
                 state.logp.view(b * s, n, -1)[rows] = out
                 evals += len(rows)
             state = smp.step(state, state.logp)
