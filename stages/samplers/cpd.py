@@ -69,10 +69,13 @@ def _extend(table: CodeTable, tokens: Tensor, score: Tensor, logp: Tensor, sets:
     valid = inside[row] & table.representatives()[full[row], item[:, None]]  # [M, P] one per partial code
     slot = ((row % s) * n_items + item)[:, None] * p + torch.arange(p, device=lp.device)  # [M, P]
     user = (row // s)[:, None].expand(-1, p)
-    total = torch.full((b, s * n_items * p), float("-inf"), device=lp.device)
-    total[user[valid], slot[valid]] = (score.reshape(r)[row][:, None] + cand)[valid]
-
-    top, idx = total.topk(c, dim=1)  # [b, C]
+    value, user, slot = (score.reshape(r)[row][:, None] + cand)[valid], user[valid], slot[valid]
+    if 8 * len(value) < b * s * n_items * p:  # few candidates (later steps): sort them
+        top, idx = _top_per_user(value, user, slot, b, c)  # [b, C]
+    else:  # dense (first step): one table per user
+        total = torch.full((b, s * n_items * p), float("-inf"), device=lp.device)
+        total[user, slot] = value
+        top, idx = total.topk(c, dim=1)
     parent, item, which = idx // (n_items * p), (idx // p) % n_items, idx % p
     new = tokens.gather(1, parent[..., None].expand(b, c, n))
     new = torch.where(sets[which], table.codes[item], new)  # [b, C, n]
@@ -81,6 +84,22 @@ def _extend(table: CodeTable, tokens: Tensor, score: Tensor, logp: Tensor, sets:
     top = top.masked_fill((same & earlier).any(dim=2), float("-inf"))
     best, keep = top.topk(min(width, c), dim=1)
     return new.gather(1, keep[..., None].expand(-1, -1, n)), best
+
+
+def _top_per_user(value: Tensor, user: Tensor, slot: Tensor, b: int, c: int) -> tuple[Tensor, Tensor]:
+    """The c best (value, slot) of each user from a flat candidate list -> ([b, c] values, -inf if
+    fewer; [b, c] slots). Two stable sorts instead of a dense [b, beams × items × sets] table."""
+    order = value.argsort(descending=True, stable=True)
+    order = order[user[order].argsort(stable=True)]  # grouped by user, best first within a user
+    u = user[order]
+    first = torch.searchsorted(u, torch.arange(b, device=u.device))  # [b] start of each user's run
+    rank = torch.arange(len(u), device=u.device) - first[u]
+    keep = order[rank < c]
+    top = torch.full((b, c), float("-inf"), device=value.device)
+    idx = torch.zeros(b, c, dtype=torch.long, device=value.device)
+    top[user[keep], rank[rank < c]] = value[keep]
+    idx[user[keep], rank[rank < c]] = slot[keep]
+    return top, idx
 
 
 class CPDSampler(DiffusionSampler):
