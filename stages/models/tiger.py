@@ -6,8 +6,12 @@ Token layout (one flat vocabulary): 0 = pad (also the decoder's start token, as 
 then one block per digit position d of vocab_sizes[d] tokens: token = 2 + offset[d] + digit.
 
     history [B, L] item ids -> codes [B, L, D] -> encoder tokens [B, L*D] (pad where no item)
+                               ('items' input: L positions, each the sum of its D token embeddings / sqrt(D))
     target  [B]    item id  -> labels [B, D];  decoder input = [pad, labels[:, :-1]]
     loss = cross-entropy of the D next-token predictions (full-vocabulary softmax)
+
+The model owns its item -> code table (buffer `codes`, saved with the weights), so a run folder
+rebuilds it; the trie of valid codes is derived from that table on first use.
 
 Recommendation is trie-constrained beam search (`stages/samplers/beam.py`): only prefixes of
 real codes survive, and each finished beam is a distinct item.
