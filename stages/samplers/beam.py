@@ -79,7 +79,9 @@ def beam_search(
         new_width = min(beam, width * v)
         scores, idx = cand.topk(new_width, dim=1)  # [B, W]
         parent = idx // v  # [B, W] beam each candidate extends
-        nodes = child.view(b, width * v).gather(1, idx)  # [B, W], -1 for dead (-inf) beams
+        nodes = child.view(b, width * v).gather(1, idx).clamp(min=0)  # [B, W] (dead -inf beams: any node)
+        if d == trie.depth - 1:
+            break  # the leaves are found; nothing more to decode
         rows = (user[:, None] * width + parent).flatten()  # [B*W] decoder row each new beam continues
         tokens = torch.cat([tokens.flatten(0, 1)[rows], (idx % v + offsets[d]).flatten()[:, None]], 1).view(b, new_width, -1)
         if new_width != width:
@@ -91,8 +93,8 @@ def beam_search(
                 cache.cross_attention_cache.reorder_cache(rows)
         if cache is not None:
             cache.self_attention_cache.reorder_cache(rows)
-        nodes = nodes.clamp(min=0)
         width = new_width
+    width = scores.shape[1]
     items = torch.where(torch.isfinite(scores), trie.items(nodes), -1)  # [B, W] sorted by score
     if width < k:
         items = torch.cat([items, items.new_full((b, k - width), -1)], 1)
