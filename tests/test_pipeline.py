@@ -76,3 +76,22 @@ def test_interrupted_sample_keeps_previous_recs(ml_root: Path, monkeypatch: pyte
 def test_unknown_sampler_for_pop(ml_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert gdr("sample", "ml", "--run", "pop", "--sampler", "cpd", "--data-dir", str(ml_root)) == 2
     assert "samplers for this model: topk" in capsys.readouterr().err
+
+
+def test_every_model_on_the_tiny_preset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The `make all` chain on synthetic data with configs/tiny.yaml: every stage, every model, one table."""
+    d = ["--data-dir", str(tmp_path), "--config", "tiny"]
+    assert gdr("preprocess", "synthetic", "--name", "syn", *d) == 0
+    assert gdr("build-ids", "syn", "--method", "rqkmeans", *d) == 0
+    assert gdr("train-rec", "syn", "--model", "pop", *d) == 0
+    assert gdr("train-rec", "syn", "--model", "tiger", "--ids", "rqkmeans", *d) == 0
+    assert gdr("diffuse", "syn", "--ids", "rqkmeans", "--run", "diffusion", *d) == 0
+    for run in ("pop", "tiger", "diffusion"):
+        assert gdr("sample", "syn", "--run", run, *d) == 0
+    capsys.readouterr()
+    assert gdr("evaluate", "syn", "--json", *d) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"pop", "tiger", "diffusion"}
+    for metrics in out.values():
+        assert metrics["invalid_rate"] == 0.0 and metrics["duplicate_rate"] == 0.0
+        assert 0.0 <= metrics["ndcg@10"] <= metrics["recall@10"] <= 1.0
