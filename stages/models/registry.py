@@ -21,21 +21,11 @@ SPEC = "model.json"
 
 def model_classes() -> dict[str, type[Recommender]]:
     """Every registered model kind -> class (imported here so the registry is the one list)."""
+    from stages.models.diffusion import DiffusionRecommender
     from stages.models.popularity import Popularity
+    from stages.models.tiger import Tiger
 
-    classes: list[type[Recommender]] = [Popularity]
-    try:
-        from stages.models.tiger import Tiger
-
-        classes.append(Tiger)
-    except ImportError:
-        pass
-    try:
-        from stages.models.diffusion import DiffusionRecommender
-
-        classes.append(DiffusionRecommender)
-    except ImportError:
-        pass
+    classes: list[type[Recommender]] = [Popularity, Tiger, DiffusionRecommender]
     return {c.kind: c for c in classes}
 
 
