@@ -145,3 +145,26 @@ def test_small_catalogue_pads_and_narrow_beam_is_an_error() -> None:
     assert torch.isinf(scores[:, 3:]).all() and torch.isfinite(scores[:, :3]).all()
     with pytest.raises(GdrError, match="smaller than k"):
         beam_search(model, torch.tensor([[0]]), k=5, beam=4, trie=model.trie())
+
+
+@pytest.mark.parametrize("feed_forward", ["relu", "gated-gelu"])
+def test_cached_decoder_equals_transformers_decoder_per_step(feed_forward: str) -> None:
+    vocab = [3, 4, 5]
+    codes = unique_codes(40, vocab, seed=3)
+    model = Tiger.from_codes(codes, vocab, feed_forward=feed_forward, seed=4, **TINY).eval()
+    history = torch.randint(0, 40, (3, 5), generator=torch.Generator().manual_seed(5))
+    history[0, :3] = -1  # left padding: masked encoder positions
+    hidden, mask = model.encode(history)
+    cache = model.start_decoding(hidden, mask)
+    gen = torch.Generator().manual_seed(6)
+    prefix = torch.zeros(3, 1, 1, dtype=torch.int64)  # [B, W, t] decoder inputs, one beam per user at first
+    for d in range(len(vocab)):
+        w = prefix.shape[1]
+        ours = model.next_logprobs(prefix[:, :, -1], cache)  # [B, W, V]
+        rows = torch.arange(3).repeat_interleave(w)
+        ref = model.decode_step(prefix.flatten(0, 1), hidden[rows], mask[rows]).view(3, w, -1)
+        torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
+        parent = torch.randint(0, w, (3, 4), generator=gen)  # widen to 4 beams, some parents repeated
+        new = torch.randint(0, vocab[d], (3, 4), generator=gen) + model.offsets[d]
+        prefix = torch.cat([prefix[torch.arange(3)[:, None], parent], new[..., None]], 2)
+        cache.reorder(parent)

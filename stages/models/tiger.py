@@ -224,20 +224,58 @@ class Tiger(Recommender):
             hidden = hidden * self.t5.config.d_model**-0.5
         return self.t5.lm_head(hidden)
 
-    def new_cache(self):
-        """An empty key/value cache for incremental decoding (self- and cross-attention)."""
-        from transformers import DynamicCache, EncoderDecoderCache
-
-        return EncoderDecoderCache(DynamicCache(), DynamicCache())
-
-    def decode_step(self, tokens: Tensor, hidden: Tensor, mask: Tensor, cache: Any = None) -> Tensor:
-        """Log-probs of the next token after decoder inputs `tokens` [M, t] -> [M, V] float32.
-
-        With a `cache`, `tokens` holds only the newest token per row and the cache is extended in place.
-        """
-        out = self.t5.decoder(input_ids=tokens, encoder_hidden_states=hidden, encoder_attention_mask=mask,
-                              past_key_values=cache, use_cache=cache is not None)  # fmt: skip
+    def decode_step(self, tokens: Tensor, hidden: Tensor, mask: Tensor) -> Tensor:
+        """Log-probs of the next token after decoder inputs `tokens` [M, t] -> [M, V] float32, through the
+        transformers decoder on the whole prefix (the reference the cached decoder is checked against)."""
+        out = self.t5.decoder(input_ids=tokens, encoder_hidden_states=hidden, encoder_attention_mask=mask)
         return self.logits(out.last_hidden_state[:, -1]).float().log_softmax(-1)
+
+    def start_decoding(self, hidden: Tensor, mask: Tensor) -> DecodeCache:
+        """The cache of incremental decoding for encoder states `hidden` [B, S, d] and `mask` [B, S]:
+        cross-attention keys/values of every decoder layer, once per user (never copied per beam)."""
+        b, s, _ = hidden.shape
+        h, dk = self.t5.config.num_heads, self.t5.config.d_kv
+        cross = []
+        for block in self.t5.decoder.block:
+            att = block.layer[1].EncDecAttention
+            k, v = (proj(hidden).view(b, s, h, dk).transpose(1, 2) for proj in (att.k, att.v))  # [B, H, S, dk]
+            cross.append((k, v))
+        bias = torch.zeros(b, 1, 1, s, dtype=hidden.dtype, device=hidden.device)  # [B, 1, 1, S] additive mask
+        bias.masked_fill_(mask[:, None, None, :] == 0, torch.finfo(hidden.dtype).min)
+        first = self.t5.decoder.block[0].layer[0].SelfAttention
+        position = first.compute_bias(self.n_digits, self.n_digits, device=hidden.device)[0]  # [H, D, D]
+        return DecodeCache(cross, bias, position.transpose(0, 1))  # [D, H, D]: query position first
+
+    def next_logprobs(self, tokens: Tensor, cache: DecodeCache) -> Tensor:
+        """Log-probs of the next token of every beam: tokens [B, W] (each beam's newest decoder input)
+        -> [B, W, V] float32. Extends `cache` by one position.
+
+        The decoder layers of `self.t5` run by hand on the newest position only: the same weights and
+        arithmetic as the transformers decoder, without its per-call machinery. Each user's W beams are
+        W queries against ONE copy of that user's cross-attention keys/values ([B, H, W, S] scores).
+        """
+        cfg = self.t5.config
+        b, w = tokens.shape
+        t = cache.length
+        x = self.t5.decoder.embed_tokens(tokens)  # [B, W, d]
+        bias = cache.position[t, :, : t + 1]  # [H, t+1] relative position bias of query position t
+        for i, block in enumerate(self.t5.decoder.block):
+            self_layer, cross_layer, ff = block.layer
+            att = self_layer.SelfAttention
+            y = self_layer.layer_norm(x)
+            q, k, v = (proj(y).view(b, w, cfg.num_heads, cfg.d_kv) for proj in (att.q, att.k, att.v))  # [B, W, H, dk]
+            keys, values = cache.append(i, k, v)  # [B, W, t+1, H, dk]
+            score = (q[:, :, None] * keys).sum(-1) + bias.T  # [B, W, t+1, H] (T5 does not scale q.k)
+            out = (score.softmax(2)[..., None] * values).sum(2)  # [B, W, H, dk]
+            x = x + att.o(out.flatten(2))
+            att = cross_layer.EncDecAttention
+            q = att.q(cross_layer.layer_norm(x)).view(b, w, cfg.num_heads, cfg.d_kv).transpose(1, 2)  # [B, H, W, dk]
+            ck, cv = cache.cross[i]  # [B, H, S, dk]
+            out = F.scaled_dot_product_attention(q, ck, cv, attn_mask=cache.bias, scale=1.0)  # [B, H, W, dk]
+            x = x + att.o(out.transpose(1, 2).flatten(2))
+            x = x + _feed_forward(ff.DenseReluDense, ff.layer_norm(x))
+        cache.length += 1
+        return self.logits(self.t5.decoder.final_layer_norm(x)).float().log_softmax(-1)
 
     def trie(self):
         """The trie of this model's item codes (built once per device and code table)."""
@@ -258,6 +296,41 @@ class Tiger(Recommender):
         self.check_sampler(sampler)
         beam = int(getattr(options, "beam", None) or max(20, k))
         return beam_search(self, history, k=k, beam=beam, trie=self.trie(), exclude=exclude)
+
+
+class DecodeCache:
+    """Keys/values of incremental decoding (`Tiger.start_decoding`).
+
+    cross[i]: layer i's cross-attention (keys, values) [B, H, S, dk], one copy per user;
+    bias: [B, 1, 1, S] additive encoder mask; position: [D, H, D] relative position bias (query first);
+    selves[i]: layer i's self-attention (keys, values) [B, W, t, H, dk] of the t positions decoded so far.
+    """
+
+    def __init__(self, cross: list[tuple[Tensor, Tensor]], bias: Tensor, position: Tensor):
+        self.cross, self.bias, self.position = cross, bias, position
+        self.selves: list[tuple[Tensor, Tensor] | None] = [None] * len(cross)
+        self.length = 0
+
+    def append(self, i: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Add the newest position's k, v [B, W, H, dk] to layer i -> all keys, values [B, W, t+1, H, dk]."""
+        k, v = k[:, :, None], v[:, :, None]
+        past = self.selves[i]
+        if past is not None:
+            k, v = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2)
+        self.selves[i] = (k, v)
+        return k, v
+
+    def reorder(self, parent: Tensor) -> None:
+        """Keep, for each user, the beams `parent` [B, W'] (indices into the current W beams)."""
+        user = torch.arange(parent.shape[0], device=parent.device)[:, None]
+        self.selves = [None if kv is None else (kv[0][user, parent], kv[1][user, parent]) for kv in self.selves]
+
+
+def _feed_forward(dense: Any, x: Tensor) -> Tensor:
+    """T5's feed-forward block (`T5DenseActDense` or `T5DenseGatedActDense`) without dropout. x: [..., d]."""
+    if hasattr(dense, "wi_0"):
+        return dense.wo(dense.act(dense.wi_0(x)) * dense.wi_1(x))
+    return dense.wo(dense.act(dense.wi(x)))
 
 
 def _drop_tied(module: Tiger, state: dict[str, Tensor], prefix: str, local_metadata: Any) -> None:

@@ -3,18 +3,18 @@
 For a code of D digits the search takes D steps; every step is tensor code over all users and
 beams at once:
 
-    encoder: run once per user                                  -> states [B, S, d]
-    step d:  decoder on the newest token of each beam (cached)  -> log-probs [B*W', V]
+    encoder: run once per user; cross keys/values once per user -> states [B, S, d]
+    step d:  decoder on the newest token of each beam (cached)  -> log-probs [B, W', V]
              keep digit d's token block, -inf where the trie has no edge (or the subtree is excluded)
              candidates = beam score + token log-prob           -> [B, W' * V_d]
              top-W candidates become the new beams; the self-attention cache is reordered by parent
     end:     leaves -> items; the beams are distinct codes, hence distinct items
 
 Scores are total log-probabilities of the code (no length normalisation: every code has length D).
-All beams start from the same start token, so step 0 runs one row per user and the caches are
-widened afterwards. Cross-attention keys/values depend only on the user: they are computed once at
-step 0 (on B rows, not B*W) and afterwards reordered only when the number of beams per user changes;
-the encoder states themselves are never copied per beam.
+All beams start from the same start token, so step 0 runs one row per user and the self-attention
+cache is widened afterwards. Cross-attention keys/values depend only on the user: they are computed
+once (on B rows, not B*W) and each user's W beams attend to that one copy as W queries, so neither
+the encoder states nor their keys/values are ever copied per beam (`Tiger.next_logprobs`).
 
 Why exactly k distinct items come out whenever the catalogue allows it (beam >= k): every kept
 prefix has at least one live child, so the number of live beams never drops; it is min(W, live
@@ -48,10 +48,10 @@ def beam_search(
 ) -> tuple[Tensor, Tensor]:
     """Top-k items per user by constrained beam search of width `beam`.
 
-    model: a code decoder with `encode`, `decode_step`, `new_cache` and `offsets` (see `Tiger`).
-    history: [B, L] int64 item ids (-1 = padding). exclude: [B, L'] item ids never to return
-    (e.g. the history), -1 = padding. use_cache=False recomputes the decoder on the whole prefix
-    each step (same result, slower; kept to check the cache).
+    model: a code decoder with `encode`, `start_decoding`, `next_logprobs`, `decode_step` and `offsets`
+    (see `Tiger`). history: [B, L] int64 item ids (-1 = padding). exclude: [B, L'] item ids never to return
+    (e.g. the history), -1 = padding. use_cache=False runs the transformers decoder on the whole prefix
+    each step (same result, slower; kept to check the cached decoder).
     Returns (items [B, k] int64, -1 where the catalogue has fewer items; scores [B, k] float32).
     """
     if beam < k:
@@ -60,40 +60,33 @@ def beam_search(
     offsets = model.offsets.tolist()
     blocked = trie.blocked(exclude) if exclude is not None else None
     hidden, mask = model.encode(history)  # [B, S, d], [B, S]
-    cache = model.new_cache() if use_cache else None
+    cache = model.start_decoding(hidden, mask) if use_cache else None
     user = torch.arange(b, device=dev)
     width = 1  # beams per user so far
     scores = torch.zeros(b, 1, device=dev)  # [B, W'] total log-prob of each beam
     nodes = torch.zeros(b, 1, dtype=torch.int64, device=dev)  # [B, W'] trie node of each beam
     tokens = torch.full((b, 1, 1), PAD, dtype=torch.int64, device=dev)  # [B, W', t] decoder inputs
-    rows_hidden, rows_mask = hidden, mask  # encoder states per decoder row [B*W', S, d]
     for d, v in enumerate(trie.vocab_sizes):
-        inp = tokens.flatten(0, 1)  # [B*W', t]
-        logp = model.decode_step(inp[:, -1:] if use_cache else inp, rows_hidden, rows_mask, cache)  # [B*W', V]
+        if cache is not None:
+            logp = model.next_logprobs(tokens[:, :, -1], cache).flatten(0, 1)  # [B*W', V]
+        else:
+            rows = user.repeat_interleave(width)  # [B*W'] user of each decoder row
+            logp = model.decode_step(tokens.flatten(0, 1), hidden[rows], mask[rows])  # [B*W', V]
         child = trie.children(d, nodes.flatten())  # [B*W', V_d], -1 = no such code
         live = child >= 0
         if blocked is not None:
             live &= ~trie.is_blocked(blocked[d + 1], d + 1, user.repeat_interleave(width)[:, None], child)
         step = logp[:, offsets[d] : offsets[d] + v]  # [B*W', V_d]
         cand = torch.where(live, scores.flatten()[:, None] + step, NEG_INF).view(b, width * v)
-        new_width = min(beam, width * v)
-        scores, idx = cand.topk(new_width, dim=1)  # [B, W]
+        scores, idx = cand.topk(min(beam, width * v), dim=1)  # [B, W]
         parent = idx // v  # [B, W] beam each candidate extends
         nodes = child.view(b, width * v).gather(1, idx).clamp(min=0)  # [B, W] (dead -inf beams: any node)
         if d == trie.depth - 1:
             break  # the leaves are found; nothing more to decode
-        rows = (user[:, None] * width + parent).flatten()  # [B*W] decoder row each new beam continues
-        tokens = torch.cat([tokens.flatten(0, 1)[rows], (idx % v + offsets[d]).flatten()[:, None]], 1).view(b, new_width, -1)
-        if new_width != width:
-            rows_mask = mask.repeat_interleave(new_width, 0)  # [B*W, S]
-            if cache is None:
-                rows_hidden = hidden.repeat_interleave(new_width, 0)  # [B*W, S, d]
-            else:  # cross keys/values are cached from here on: the states only lend their shape (no copy)
-                rows_hidden = hidden[:1].expand(b * new_width, -1, -1)
-                cache.cross_attention_cache.reorder_cache(rows)
+        tokens = torch.cat([tokens[user[:, None], parent], (idx % v + offsets[d])[..., None]], 2)  # [B, W, t+1]
         if cache is not None:
-            cache.self_attention_cache.reorder_cache(rows)
-        width = new_width
+            cache.reorder(parent)
+        width = scores.shape[1]
     width = scores.shape[1]
     items = torch.where(torch.isfinite(scores), trie.items(nodes), -1)  # [B, W] sorted by score
     if width < k:
