@@ -226,3 +226,45 @@ def test_pairs_by_binary_search_equal_item_match() -> None:
     dense = torch.zeros(len(tokens), len(CODES), dtype=torch.bool)
     dense[rows, items] = True
     assert torch.equal(dense, table.match(tokens)) and len(rows) == int(table.match(tokens).sum())
+
+
+def test_cpd_two_digits_per_step_with_wide_beam_is_exact(model: DiffusionRecommender) -> None:
+    # with a beam wider than every candidate, an item's score is the best over its fill orders
+    # (a pair of positions, then the last one) of the two restricted steps' log-probs
+    items, scores = model.recommend(HISTORY[3:4], k=len(CODES), sampler="cpd", options={"beam": 64, "digits_per_step": 2})
+    first = restricted_logp(model, HISTORY[3:4], torch.full((1, 3), MASK))[0]  # [n, V]
+    best = torch.full((len(CODES),), float("-inf"))
+    for last in range(3):
+        pair = [j for j in range(3) if j != last]
+        partial = CODES.clone()
+        partial[:, last] = MASK
+        lp = restricted_logp(model, HISTORY[3:4].expand(len(CODES), -1), partial)  # [N, n, V]
+        total = first[pair[0], CODES[:, pair[0]]] + first[pair[1], CODES[:, pair[1]]] + lp[torch.arange(len(CODES)), last, CODES[:, last]]
+        best = torch.maximum(best, total)
+    assert sorted(items[0].tolist()) == list(range(len(CODES)))
+    assert torch.allclose(scores[0], best[items[0]], atol=1e-5)
+    assert torch.allclose(scores[0], best.sort(descending=True).values, atol=1e-5)
+
+
+def test_restricted_digits_equal_dense_restrict() -> None:
+    table = CodeTable(CODES, VOCAB)
+    tokens = torch.tensor([[MASK, MASK, MASK], [1, MASK, MASK], [MASK, 3, MASK], [2, 2, MASK], [0, MASK, 0]])
+    logp = torch.log_softmax(torch.randn(len(tokens), 3, 4, generator=torch.Generator().manual_seed(0)), dim=-1)
+    rows, items = table.pairs(tokens)
+    dense = table.restrict(logp, tokens)[rows[:, None], torch.arange(3), CODES[items]]  # [M, n]
+    assert torch.allclose(table.restricted_digits(logp, rows, items), dense, atol=1e-6)  # dense branch (all-masked row)
+    sparse = rows > 0
+    got = table.restricted_digits(logp[1:], rows[sparse] - 1, items[sparse])  # sparse branch
+    assert torch.allclose(got, dense[sparse], atol=1e-6)
+
+
+def test_masked_slot_heads_equal_all_heads(model: DiffusionRecommender) -> None:
+    # sampling runs the output heads on the masked slots only; training (autograd on) runs them all
+    tokens = torch.tensor([[MASK, MASK, MASK], [1, MASK, MASK], [MASK, 3, 0], [2, 2, 1], [0, MASK, 0]])
+    ctx = model.encode(HISTORY)
+    with torch.no_grad():
+        fast = model.denoise(ctx, torch.arange(5), tokens)
+    with torch.enable_grad():
+        full = model.denoise(ctx, torch.arange(5), tokens).detach()
+    assert torch.equal(torch.isinf(fast), torch.isinf(full))
+    assert torch.allclose(fast[~torch.isinf(fast)], full[~torch.isinf(full)], atol=1e-5)

@@ -162,10 +162,28 @@ class DiffusionRecommender(Recommender):
         x = x + self.digit_pos.weight  # [R, n, d]
         for block, kv in zip(self.decoder, ctx.kv, strict=True):
             x = block(x, kv, ctx.keep, rows)
-        logits = torch.einsum("rnd,nvd->rnv", self.ln_f(x), self.tok_emb.weight[self.head_rows]) + self.head_b
-        logp = torch.log_softmax(logits.float().masked_fill(~self.vocab_ok, float("-inf")), dim=-1)
-        carried = torch.full_like(logp, float("-inf")).scatter_(2, noisy.clamp(min=0)[..., None], 0.0)
-        return torch.where(known[..., None], carried, logp)  # unmasked digits are carried over
+        return self.head(self.ln_f(x), noisy)
+
+    def head(self, h: Tensor, noisy: Tensor) -> Tensor:
+        """Final states h [R, n, d] -> logp [R, n, V] float32; an unmasked digit is carried over
+        (log-prob 0 at its digit, -inf elsewhere). Without autograd (sampling) the output heads run
+        on the masked slots only."""
+        known = noisy != MASK
+        weight = self.tok_emb.weight[self.head_rows]  # [n, V, d]
+        if torch.is_grad_enabled() or not bool(known.any()):  # training, or all masked: every head at once
+            logits = torch.einsum("rnd,nvd->rnv", h, weight) + self.head_b
+            logp = torch.log_softmax(logits.float().masked_fill(~self.vocab_ok, float("-inf")), dim=-1)
+            carried = torch.full_like(logp, float("-inf")).scatter_(2, noisy.clamp(min=0)[..., None], 0.0)
+            return torch.where(known[..., None], carried, logp)
+        carried = torch.where(known, 0.0, float("-inf"))[..., None]  # [R, n, 1]
+        r, n, _ = h.shape
+        out = h.new_full((r, n, weight.shape[1]), float("-inf"), dtype=torch.float32).scatter_(2, noisy.clamp(min=0)[..., None], carried)
+        for j in range(n):  # one head per digit position, on the rows where it is masked
+            at = (~known[:, j]).nonzero().squeeze(1)
+            if len(at):
+                logits = h[at, j] @ weight[j].T + self.head_b[j]  # [r_j, V]
+                out[at, j] = torch.log_softmax(logits.float().masked_fill(~self.vocab_ok[j], float("-inf")), dim=-1)
+        return out
 
     # --- training --------------------------------------------------------------------------
 
@@ -222,10 +240,11 @@ class DiffusionRecommender(Recommender):
                 state.logp = state.logp if state.logp is not None else self.head_b.new_empty(b, s, n, self.vocab_ok.shape[1])
                 state.fresh = torch.zeros(b, s, dtype=torch.bool, device=history.device)
             rows = (~state.fresh).flatten().nonzero().squeeze(1)  # rows needing a function evaluation
-            if len(rows):
-                users = s if len(rows) == b * s else rows // s  # every row: shared keys/values per user
-                out = self.denoise(ctx, users, state.tokens.reshape(b * s, n)[rows])
-                state.logp.view(b * s, n, -1)[rows] = out
+            if len(rows) == b * s:  # every row: a user's rows share its keys/values, no copy of the output
+                state.logp = self.denoise(ctx, s, state.tokens.reshape(b * s, n)).view(b, s, n, -1)
+                evals += len(rows)
+            elif len(rows):
+                state.logp.view(b * s, n, -1)[rows] = self.denoise(ctx, rows // s, state.tokens.reshape(b * s, n)[rows])
                 evals += len(rows)
             state = smp.step(state, state.logp)
         self.sample_stats = {"nfe": evals / max(history.shape[0], 1), "function_evals": evals}

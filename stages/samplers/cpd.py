@@ -54,36 +54,74 @@ def _extend(table: CodeTable, tokens: Tensor, score: Tensor, logp: Tensor, sets:
     beam matches a handful of items, so the work is far below beams × catalogue.
     """
     b, s, n = tokens.shape
+    if s == 1 and bool((tokens == tokens[:1]).all()):  # every user at the same code (the first step)
+        return _extend_shared(table, tokens, score, logp, sets, c, width, exclude)
     r, n_items, p = b * s, table.n_items, sets.shape[0]
     tok = tokens.reshape(r, n)
     row, item = table.pairs(tok)  # [M] possible (beam, item) pairs
-    lp = table.restrict(logp.reshape(r, n, -1), tok, (row, item))  # [R, n, V]
+    g = table.restricted_digits(logp.reshape(r, n, -1), row, item).clamp(min=NEG)  # [M, n]
     if exclude is not None:
         keep = ~exclude[row // s, item]
-        row, item = row[keep], item[keep]
-    g = lp[row[:, None], torch.arange(n, device=lp.device), table.codes[item]].clamp(min=NEG)  # [M, n]
+        row, item, g = row[keep], item[keep], g[keep]
     cand = g @ sets.T.float()  # [M, P] log p of the set's digits
     masked = tok < 0
     inside = ~(sets[None] & ~masked[:, None]).any(dim=-1)  # [R, P] set within the masked positions
-    full = bits(~masked)[:, None] | bits(sets)[None]  # [R, P] position set after the extension
+    filled = bits(~masked)  # [R]
+    full = filled[:, None] | bits(sets)[None]  # [R, P] position set after the extension
     valid = inside[row] & table.representatives()[full[row], item[:, None]]  # [M, P] one per partial code
-    slot = ((row % s) * n_items + item)[:, None] * p + torch.arange(p, device=lp.device)  # [M, P]
+    slot = ((row % s) * n_items + item)[:, None] * p + torch.arange(p, device=logp.device)  # [M, P]
     user = (row // s)[:, None].expand(-1, p)
     value, user, slot = (score.reshape(r)[row][:, None] + cand)[valid], user[valid], slot[valid]
     if 8 * len(value) < b * s * n_items * p:  # few candidates (later steps): sort them
         top, idx = _top_per_user(value, user, slot, b, c)  # [b, C]
-    else:  # dense (first step): one table per user
-        total = torch.full((b, s * n_items * p), float("-inf"), device=lp.device)
+    else:  # dense: one table per user
+        total = torch.full((b, s * n_items * p), float("-inf"), device=logp.device)
         total[user, slot] = value
         top, idx = total.topk(c, dim=1)
     parent, item, which = idx // (n_items * p), (idx // p) % n_items, idx % p
-    new = tokens.gather(1, parent[..., None].expand(b, c, n))
-    new = torch.where(sets[which], table.codes[item], new)  # [b, C, n]
-    same = (new[:, :, None, :] == new[:, None, :, :]).all(dim=-1)  # [b, C, C]
-    earlier = torch.ones(c, c, dtype=torch.bool, device=new.device).tril(-1)
-    top = top.masked_fill((same & earlier).any(dim=2), float("-inf"))
-    best, keep = top.topk(min(width, c), dim=1)
-    return new.gather(1, keep[..., None].expand(-1, -1, n)), best
+    # a candidate's item is the representative of its new partial code: (position set, item) names it
+    key = (filled.view(b, s).gather(1, parent) | bits(sets)[which]) * n_items + item  # [b, C]
+    ordered, order = key.sort(dim=1, stable=True)  # equal codes adjacent, the best (earliest) first
+    dup = torch.zeros_like(top, dtype=torch.bool).scatter_(1, order[:, 1:], ordered[:, 1:] == ordered[:, :-1])
+    best, keep = top.masked_fill(dup, float("-inf")).topk(min(width, c), dim=1)
+    parent, item, which = parent.gather(1, keep), item.gather(1, keep), which.gather(1, keep)
+    new = tokens.gather(1, parent[..., None].expand(-1, -1, n))
+    return torch.where(sets[which], table.codes[item], new), best  # [b, w, n]
+
+
+def _extend_shared(table: CodeTable, tokens: Tensor, score: Tensor, logp: Tensor, sets: Tensor, c: int, width: int,
+                   exclude: Tensor | None) -> tuple[Tensor, Tensor]:
+    """_extend when each user has one beam and all hold the same code: the candidates (set, item
+    representative) are the same for every user, so they are enumerated once and scored by one
+    gather [b, K] (no per-user pairs). Distinct by construction: no duplicate check."""
+    b, _, n = tokens.shape
+    tok = tokens[0, 0]  # [n]
+    _, items = table.pairs(tok[None])  # [M0] items with the filled digits
+    masked = tok < 0
+    inside = ~(sets & ~masked).any(dim=-1)  # [P]
+    full = bits(~masked) | bits(sets)  # [P]
+    valid = inside[:, None] & table.representatives()[full][:, items]  # [P, M0]
+    which, at = valid.nonzero(as_tuple=True)  # [K] candidates: a position set and a representative item
+    item = items[at]
+    size = int(sets[0].sum())
+    pos = sets.nonzero()[:, 1].view(-1, size)[which]  # [K, size] positions each candidate fills
+    v = logp.shape[-1]
+    ok = table.allowed(tok[None])  # [1, n, V] shared by every user
+    lp = torch.log_softmax(logp.reshape(b, n, v).masked_fill(~ok, float("-inf")), dim=-1)  # [b, n, V]
+    cand = lp.reshape(b, n * v)[:, (pos * v + table.codes[item].gather(1, pos)).view(-1)]
+    value = score.reshape(b, 1) + cand.view(b, -1, size).clamp(min=NEG).sum(dim=-1)  # [b, K]
+    if exclude is not None:  # completing the code: skip excluded items
+        value = value.masked_fill(exclude[:, item], float("-inf"))
+    kk = min(c, len(item))
+    top, idx = value.topk(kk, dim=1)  # [b, kk]
+    best, keep = top.topk(min(width, c, kk), dim=1)
+    idx = idx.gather(1, keep)
+    new = torch.where(sets[which[idx]], table.codes[item[idx]], tok)  # [b, w, n]
+    w = min(width, c)
+    if new.shape[1] < w:  # fewer candidates than beams: dead (-inf) copies of the best keep the shape
+        new = torch.cat([new, new[:, :1].expand(b, w - new.shape[1], n)], dim=1)
+        best = torch.cat([best, best.new_full((b, w - best.shape[1]), float("-inf"))], dim=1)
+    return new, best
 
 
 def _top_per_user(value: Tensor, user: Tensor, slot: Tensor, b: int, c: int) -> tuple[Tensor, Tensor]:

@@ -87,6 +87,27 @@ class CodeTable:
         out = torch.log_softmax(logp.masked_fill(~ok, float("-inf")), dim=-1)
         return torch.where(ok, out, torch.full_like(out, float("-inf")))
 
+    def restricted_digits(self, logp: Tensor, rows: Tensor, items: Tensor) -> Tensor:
+        """`restrict` read only where it is needed: the renormalised log-prob of each pair's item digits.
+
+        logp: [R, n, V]; (rows, items): [M] pairs from `pairs` -> [M, n]. The allowed tokens of
+        (row, j) are the digits its paired items have at j, so the normaliser is a log-sum-exp over
+        the distinct (row, j, digit) triples of the pairs: the cost follows M, not R·n·V.
+        """
+        r, n, v = logp.shape
+        flat = logp.reshape(-1)
+        at = (rows[:, None] * n + torch.arange(n, device=logp.device)) * v + self.codes[items]  # [M, n]
+        if at.numel() >= flat.numel():  # dense pairs (e.g. all-masked rows): a dense mask is cheaper
+            ok = torch.zeros(r * n * v, dtype=torch.bool, device=logp.device)
+            ok[at.reshape(-1)] = True
+            return torch.log_softmax(logp.masked_fill(~ok.view(r, n, v), float("-inf")), dim=-1).reshape(-1)[at]
+        uniq = torch.unique(at)  # [U] distinct allowed (row, j, digit)
+        value, group = flat[uniq], uniq // v
+        top = torch.full((r * n,), float("-inf"), device=logp.device).scatter_reduce(0, group, value, "amax")
+        total = torch.zeros(r * n, device=logp.device).index_add_(0, group, (value - top[group]).exp())
+        norm = top + total.log()  # [R*n] log of the allowed mass (-inf where nothing is allowed)
+        return flat[at] - norm[at // v]
+
     def item_of(self, tokens: Tensor) -> Tensor:
         """Item id of each complete code, -1 where no item has it. tokens: [R, n] -> [R] int64."""
         if self.radix is not None:
