@@ -259,12 +259,15 @@ def test_restricted_digits_equal_dense_restrict() -> None:
 
 
 def test_masked_slot_heads_equal_all_heads(model: DiffusionRecommender) -> None:
-    # sampling runs the output heads on the masked slots only; training (autograd on) runs them all
-    tokens = torch.tensor([[MASK, MASK, MASK], [1, MASK, MASK], [MASK, 3, 0], [2, 2, 1], [0, MASK, 0]])
+    # sampling runs the last block and the output heads on the masked slots only; training
+    # (autograd on) runs every slot: same log-probs, for mixed and for equal masked counts per row
+    mixed = torch.tensor([[MASK, MASK, MASK], [1, MASK, MASK], [MASK, 3, 0], [2, 2, 1], [0, MASK, 0]])
+    equal = torch.tensor([[1, MASK, MASK], [MASK, 3, MASK], [MASK, MASK, 0], [2, MASK, MASK]]).repeat(5, 1)  # 4 rows per user
     ctx = model.encode(HISTORY)
-    with torch.no_grad():
-        fast = model.denoise(ctx, torch.arange(5), tokens)
-    with torch.enable_grad():
-        full = model.denoise(ctx, torch.arange(5), tokens).detach()
-    assert torch.equal(torch.isinf(fast), torch.isinf(full))
-    assert torch.allclose(fast[~torch.isinf(fast)], full[~torch.isinf(full)], atol=1e-5)
+    for rows, tokens in ((torch.arange(5), mixed), (4, equal), (torch.arange(5).repeat_interleave(4), equal)):
+        with torch.no_grad():
+            fast = model.denoise(ctx, rows, tokens)
+        with torch.enable_grad():
+            full = model.denoise(ctx, rows, tokens).detach()
+        assert torch.equal(torch.isinf(fast), torch.isinf(full))
+        assert torch.allclose(fast[~torch.isinf(fast)], full[~torch.isinf(full)], atol=1e-5)

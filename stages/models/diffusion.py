@@ -50,12 +50,17 @@ class DigitBlock(nn.Module):
         u, length, d = memory.shape
         return self.kv(memory).view(u, length, 2, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
 
-    def forward(self, x: Tensor, kv: Tensor, keep: Tensor, rows: Tensor | int) -> Tensor:
+    def forward(self, x: Tensor, kv: Tensor, keep: Tensor, rows: Tensor | int, at: Tensor | None = None) -> Tensor:
         """x [R, n, d] digit slots; kv/keep per user; rows [R] the user of each row, or an int s when
-        the rows are every user's s consecutive rows (then no per-row copy of keys/values) -> [R, n, d]."""
+        the rows are every user's s consecutive rows (then no per-row copy of keys/values) -> [R, n, d].
+        at [R, m]: only these slots of each row are wanted (every slot still serves as key/value) -> [R, m, d]."""
         r, n, d = x.shape
         p = self.dropout if self.training else 0.0
         q, k, v = self.qkv(self.ln1(x)).view(r, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        if at is not None:  # queries of the wanted slots only
+            n = at.shape[1]
+            q = q.gather(2, at[:, None, :, None].expand(-1, self.heads, -1, d // self.heads))
+            x = x.gather(1, at[..., None].expand(-1, -1, d))
         a = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # [R, h, n, dh], every slot sees every slot
         x = x + self.drop(self.out1(a.transpose(1, 2).reshape(r, n, d)))
         q = self.q(self.ln2(x))
@@ -160,29 +165,42 @@ class DiffusionRecommender(Recommender):
         known = noisy != MASK
         x = torch.where(known[..., None], self.tok_emb(noisy.clamp(min=0) + self.offsets), self.mask_emb)
         x = x + self.digit_pos.weight  # [R, n, d]
-        for block, kv in zip(self.decoder, ctx.kv, strict=True):
-            x = block(x, kv, ctx.keep, rows)
-        return self.head(self.ln_f(x), noisy)
-
-    def head(self, h: Tensor, noisy: Tensor) -> Tensor:
-        """Final states h [R, n, d] -> logp [R, n, V] float32; an unmasked digit is carried over
-        (log-prob 0 at its digit, -inf elsewhere). Without autograd (sampling) the output heads run
-        on the masked slots only."""
-        known = noisy != MASK
-        weight = self.tok_emb.weight[self.head_rows]  # [n, V, d]
-        if torch.is_grad_enabled() or not bool(known.any()):  # training, or all masked: every head at once
-            logits = torch.einsum("rnd,nvd->rnv", h, weight) + self.head_b
+        if torch.is_grad_enabled() or not bool(known.any()):  # training, or all masked: every slot, every head
+            for block, kv in zip(self.decoder, ctx.kv, strict=True):
+                x = block(x, kv, ctx.keep, rows)
+            logits = torch.einsum("rnd,nvd->rnv", self.ln_f(x), self.tok_emb.weight[self.head_rows]) + self.head_b
             logp = torch.log_softmax(logits.float().masked_fill(~self.vocab_ok, float("-inf")), dim=-1)
             carried = torch.full_like(logp, float("-inf")).scatter_(2, noisy.clamp(min=0)[..., None], 0.0)
-            return torch.where(known[..., None], carried, logp)
-        carried = torch.where(known, 0.0, float("-inf"))[..., None]  # [R, n, 1]
-        r, n, _ = h.shape
-        out = h.new_full((r, n, weight.shape[1]), float("-inf"), dtype=torch.float32).scatter_(2, noisy.clamp(min=0)[..., None], carried)
-        for j in range(n):  # one head per digit position, on the rows where it is masked
-            at = (~known[:, j]).nonzero().squeeze(1)
+            return torch.where(known[..., None], carried, logp)  # unmasked digits are carried over
+        # sampling with some digits known: their predictions are never read, so the last block and the
+        # output heads run on the masked slots only (when every row has as many, as in beam searches)
+        count = (~known).sum(dim=1)  # [R]
+        same = bool((count == count[0]).all())
+        *first, last = list(zip(self.decoder, ctx.kv, strict=True))
+        for block, kv in first:
+            x = block(x, kv, ctx.keep, rows)
+        if same:
+            at = (~known).nonzero()[:, 1].view(len(noisy), -1)  # [R, m] masked positions of each row
+            h = self.ln_f(last[0](x, last[1], ctx.keep, rows, at))  # [R, m, d]
+            slot_row = torch.arange(len(noisy), device=x.device).repeat_interleave(at.shape[1])
+            return self._masked_head(h.reshape(-1, h.shape[-1]), slot_row, at.reshape(-1), noisy)
+        h = self.ln_f(last[0](x, last[1], ctx.keep, rows))
+        slot_row, slot_pos = (~known).nonzero(as_tuple=True)
+        return self._masked_head(h[slot_row, slot_pos], slot_row, slot_pos, noisy)
+
+    def _masked_head(self, h: Tensor, slot_row: Tensor, slot_pos: Tensor, noisy: Tensor) -> Tensor:
+        """Output heads on the masked slots: h [Q, d] final states of slots (slot_row, slot_pos) [Q];
+        the known digits of noisy [R, n] are carried (log-prob 0 at the digit) -> logp [R, n, V] float32."""
+        r, n = noisy.shape
+        weight = self.tok_emb.weight[self.head_rows]  # [n, V, d]
+        carried = torch.where(noisy != MASK, 0.0, float("-inf"))[..., None]  # [R, n, 1]
+        out = torch.full((r, n, weight.shape[1]), float("-inf"), device=h.device)
+        out.scatter_(2, noisy.clamp(min=0)[..., None], carried)
+        for j in range(n):  # one head per digit position, on the slots where it is masked
+            at = (slot_pos == j).nonzero().squeeze(1)
             if len(at):
-                logits = h[at, j] @ weight[j].T + self.head_b[j]  # [r_j, V]
-                out[at, j] = torch.log_softmax(logits.float().masked_fill(~self.vocab_ok[j], float("-inf")), dim=-1)
+                logits = (h[at] @ weight[j].T + self.head_b[j]).float()  # [Q_j, V]
+                out[slot_row[at], j] = torch.log_softmax(logits.masked_fill(~self.vocab_ok[j], float("-inf")), dim=-1)
         return out
 
     # --- training --------------------------------------------------------------------------
