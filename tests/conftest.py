@@ -11,6 +11,15 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 """`../shared/data` next to the repository checkout (PROTOCOL.md §5)."""
 
 os.environ.setdefault("GDR_QUIET", "1")
+# Test models are tiny: one BLAS thread per process is faster than two fighting over 2 cores,
+# and subprocesses (torchrun tests) inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
