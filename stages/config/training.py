@@ -33,3 +33,7 @@ class TrainLoopConfig(StageConfig):
     checkpoint_every: int = Field(200, ge=1, description="Optimiser steps between resume checkpoints (also written at every validation).")
     log_every: int = Field(50, ge=1, description="Optimiser steps between log rows (loss, lr, examples/s) in train.log and the progress bar.")
     eval_batch_size: int = Field(512, ge=1, description="Users per recommend() call during validation.")
+    tracker: Literal["none", "tensorboard", "wandb"] = Field(
+        "none", description="Also send log rows to TensorBoard (runs/.<run>.work/tb) or Weights & Biases; needs the extra of that name."
+    )
+    wandb_project: str = Field("gdr", description="Weights & Biases project of the run (tracker: wandb).")

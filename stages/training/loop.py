@@ -32,6 +32,7 @@ from stages.training.checkpoint import fingerprint_json, load_checkpoint, save_c
 from stages.training.device import resolve_amp, resolve_device
 from stages.training.interrupts import DeferredInterrupt
 from stages.training.optim import lr_factor, make_optimizer
+from stages.training.trackers import NoTracker, Tracker, make_tracker
 
 Validator = Callable[[nn.Module, int, int], tuple[float, int]]
 """validate(model, rank, world_size) -> (sum of NDCG@10 over this rank's shard of validation users, users in it)."""
@@ -111,6 +112,7 @@ class _Trainer:
         self.t_start = self.t_row = time.perf_counter()
         self.order: Tensor | None = None
         self.logfile: Any = None
+        self.tracker: Tracker = NoTracker()
 
     # ---- state -------------------------------------------------------------------------------
     def examples_after(self, steps: int) -> int:
@@ -275,6 +277,8 @@ class _Trainer:
             "wall_s": round(self.wall(), 3),
         }
         self.log.append(row)
+        if self.primary:
+            self.tracker.log(row)
         self.loss_sum, self.loss_n, self.window_examples = 0.0, 0, 0
         loss = "-" if row["loss"] is None else f"{row['loss']:.4f}"
         val_text = "" if val is None else f" val_ndcg@10 {val:.4f} (best {self.best_metric:.4f} @ {self.best_step})"
@@ -304,6 +308,8 @@ class _Trainer:
         if self.primary:
             self.workdir.mkdir(parents=True, exist_ok=True)
             self.logfile = open(self.workdir / LOG_FILE, "a" if resume else "w")  # noqa: SIM115 (closed in finally)
+            self.tracker = make_tracker(cfg.tracker, logdir=self.workdir / "tb", project=cfg.wandb_project,
+                                        config=self.fingerprint_dict)
         try:
             if state is not None:
                 self.restore(state)
@@ -315,6 +321,7 @@ class _Trainer:
         finally:
             if self.logfile is not None:
                 self.logfile.close()
+            self.tracker.close()
         if self.primary:
             console.print(
                 f"{self.desc}: best val NDCG@10 {self.best_metric:.4f} at step {self.best_step}; "
