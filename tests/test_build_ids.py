@@ -10,14 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_ids_helpers import one_thread, write_processed  # noqa: F401  (fixture)
+from test_ids_helpers import write_processed
 
 from gdr_cli.app import main
 from gdr_cli.errors import GdrError
 from gdr_cli.paths import DataPaths
 from stages.ids.codeset import CodeSet, load_codeset
-
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def gdr(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_ids_helpers import one_thread, write_processed  # noqa: F401  (fixture)
+from test_ids_helpers import write_processed
 
 from gdr_cli.paths import DataPaths
 from stages import build_ids
@@ -15,8 +15,6 @@ from stages.config.build_ids import BuildIdsConfig, EmbedConfig, RQVAEConfig
 from stages.ids.codeset import CodeSet, load_codeset
 from stages.ids.collab import collab_embeddings
 from stages.inputs import open_processed
-
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY_VAE = RQVAEConfig(hidden=[32], latent_dim=8, epochs=6, batch_size=32)
 

@@ -4,12 +4,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
 import pytest
-import torch
 
 from gdr_cli.app import main
 from stages.models.registry import load_model
@@ -19,12 +17,6 @@ TINY = ["--set", "d_model=16", "--set", "n_heads=2", "--set", "enc_layers=1", "-
         "--set", "validation.beam=10"]  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -15,15 +14,6 @@ from stages.diffusion.likelihood import all_masks, any_order_bound
 from stages.diffusion.losses import make_loss
 from stages.diffusion.schedules import Geometric, LinearBeta, LogLinear, make_schedule
 from stages.models.diffusion import DiffusionRecommender
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny tensors run fastest on one thread (thread hand-offs dominate on a shared 2-core box)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def gen(seed: int = 0) -> torch.Generator:

@@ -3,33 +3,14 @@ ARCHITECTURE.md, manifest through the plumbing), plus checks that the helper its
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import polars as pl
-import pytest
-import torch
 
 from gdr_cli.io import write_parquet
 from gdr_cli.manifest import Manifest, write_manifest
 from gdr_cli.paths import DataPaths
-
-
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    """Tiny tensors run fastest on one thread (2-core CI machines are shared; thread hand-offs dominate).
-
-    Limits torch and the BLAS behind scipy/scikit-learn's SVD, and restores both afterwards.
-    """
-    from threadpoolctl import threadpool_limits
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(before)
-
 
 GENRES = ["action space laser", "romance love paris", "horror ghost night", "comedy laugh party", "war soldier battle"]
 

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
-from test_ids_helpers import one_thread  # noqa: F401  (fixture)
 
 from stages.ids.collisions import disambiguate
 from stages.ids.kmeans import KMeansOptions, capacity_assign, kmeans, residual_kmeans
 from stages.ids.rqvae import RQVAEOptions, train_rqvae
-
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def skewed(seed: int = 0) -> torch.Tensor:

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
 import pytest
-import torch
 
 from gdr_cli.app import main
 from stages.models.registry import load_model
@@ -20,12 +18,6 @@ TINY = ["--set", "tiger.d_model=16", "--set", "tiger.d_kv=8", "--set", "tiger.n_
         "--set", "train.eval_every=10", "--set", "train.log_every=5", "--set", "train.warmup_steps=2"]  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
