@@ -54,6 +54,11 @@ class DigitBlock(nn.Module):
         """x [R, n, d] digit slots; kv/keep per user; rows [R] the user of each row, or an int s when
         the rows are every user's s consecutive rows (then no per-row copy of keys/values) -> [R, n, d].
         at [R, m]: only these slots of each row are wanted (every slot still serves as key/value) -> [R, m, d]."""
+        return self.attend(*self.mix(x, at), kv, keep, rows)
+
+    def mix(self, x: Tensor, at: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Self-attention sublayer, a function of the row's slots only: x [R, n, d] -> (x, cross-attention
+        queries), both [R, n, d] (or [R, m, d] for the slots `at` [R, m])."""
         r, n, d = x.shape
         p = self.dropout if self.training else 0.0
         q, k, v = self.qkv(self.ln1(x)).view(r, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
@@ -63,7 +68,12 @@ class DigitBlock(nn.Module):
             x = x.gather(1, at[..., None].expand(-1, -1, d))
         a = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # [R, h, n, dh], every slot sees every slot
         x = x + self.drop(self.out1(a.transpose(1, 2).reshape(r, n, d)))
-        q = self.q(self.ln2(x))
+        return x, self.q(self.ln2(x))
+
+    def attend(self, x: Tensor, q: Tensor, kv: Tensor, keep: Tensor, rows: Tensor | int) -> Tensor:
+        """Cross-attention to the user's history and the MLP: x, q [R, n, d] from `mix` -> [R, n, d]."""
+        r, n, d = x.shape
+        p = self.dropout if self.training else 0.0
         if isinstance(rows, int):  # user-major rows: a user's s·n slots attend to its keys/values at once
             q = q.view(r // rows, rows * n, self.heads, d // self.heads).transpose(1, 2)
             a = F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=keep, dropout_p=p)
@@ -162,31 +172,61 @@ class DiffusionRecommender(Recommender):
     def denoise(self, ctx: Context, rows: Tensor | int, noisy: Tensor) -> Tensor:
         """Predict clean digits. noisy: [R, n] (-1 = masked); rows [R] the user of each row (or int s:
         s consecutive rows per user) -> logp [R, n, V] float32."""
+        if not torch.is_grad_enabled():
+            return self._denoise_fast(ctx, rows, noisy)
+        known = noisy != MASK
+        x = self._embed(noisy)
+        for block, kv in zip(self.decoder, ctx.kv, strict=True):
+            x = block(x, kv, ctx.keep, rows)
+        logits = torch.einsum("rnd,nvd->rnv", self.ln_f(x), self.tok_emb.weight[self.head_rows]) + self.head_b
+        logp = torch.log_softmax(logits.float().masked_fill(~self.vocab_ok, float("-inf")), dim=-1)
+        carried = torch.full_like(logp, float("-inf")).scatter_(2, noisy.clamp(min=0)[..., None], 0.0)
+        return torch.where(known[..., None], carried, logp)  # unmasked digits are carried over
+
+    def _embed(self, noisy: Tensor) -> Tensor:
+        """Digit slots noisy [R, n] -> decoder input [R, n, d] (a masked slot holds the mask embedding)."""
         known = noisy != MASK
         x = torch.where(known[..., None], self.tok_emb(noisy.clamp(min=0) + self.offsets), self.mask_emb)
-        x = x + self.digit_pos.weight  # [R, n, d]
-        if torch.is_grad_enabled() or not bool(known.any()):  # training, or all masked: every slot, every head
-            for block, kv in zip(self.decoder, ctx.kv, strict=True):
-                x = block(x, kv, ctx.keep, rows)
-            logits = torch.einsum("rnd,nvd->rnv", self.ln_f(x), self.tok_emb.weight[self.head_rows]) + self.head_b
-            logp = torch.log_softmax(logits.float().masked_fill(~self.vocab_ok, float("-inf")), dim=-1)
-            carried = torch.full_like(logp, float("-inf")).scatter_(2, noisy.clamp(min=0)[..., None], 0.0)
-            return torch.where(known[..., None], carried, logp)  # unmasked digits are carried over
-        # sampling with some digits known: their predictions are never read, so the last block and the
-        # output heads run on the masked slots only (when every row has as many, as in beam searches)
-        count = (~known).sum(dim=1)  # [R]
-        same = bool((count == count[0]).all())
-        *first, last = list(zip(self.decoder, ctx.kv, strict=True))
-        for block, kv in first:
-            x = block(x, kv, ctx.keep, rows)
-        if same:
-            at = (~known).nonzero()[:, 1].view(len(noisy), -1)  # [R, m] masked positions of each row
-            h = self.ln_f(last[0](x, last[1], ctx.keep, rows, at))  # [R, m, d]
-            slot_row = torch.arange(len(noisy), device=x.device).repeat_interleave(at.shape[1])
+        return x + self.digit_pos.weight
+
+    def _denoise_fast(self, ctx: Context, rows: Tensor | int, noisy: Tensor) -> Tensor:
+        """denoise without autograd (sampling), same result with less work:
+        - the first block's self-attention sublayer sees only the row's slots, not the user: it runs
+          once per distinct code (a beam search's rows share a few hundred partial codes);
+        - known digits are carried, so when every row has as many masked slots (beam searches) the
+          last block queries the masked slots only; the output heads always run on masked slots only."""
+        r, n = noisy.shape
+        masked = noisy == MASK
+        count = masked.sum(dim=1)  # [R]
+        prune = bool((count == count[0]).all()) and 0 < int(count[0]) < n
+        codes, inverse = self._distinct(noisy)  # [C, n], [R]
+        at = masked.nonzero()[:, 1].view(r, -1) if prune else None  # [R, m] masked positions of each row
+        blocks = list(zip(self.decoder, ctx.kv, strict=True))
+        x = q = self._embed(codes)
+        for i, (block, kv) in enumerate(blocks):
+            last = at if i == len(blocks) - 1 else None
+            if i == 0:
+                x, q = block.mix(x, None if last is None else (codes == MASK).nonzero()[:, 1].view(len(codes), -1))
+                x, q = x[inverse], q[inverse]  # [R, n or m, d]
+            else:
+                x, q = block.mix(x, last)
+            x = block.attend(x, q, kv, ctx.keep, rows)
+        h = self.ln_f(x)
+        if at is not None:
+            slot_row = torch.arange(r, device=h.device).repeat_interleave(at.shape[1])
             return self._masked_head(h.reshape(-1, h.shape[-1]), slot_row, at.reshape(-1), noisy)
-        h = self.ln_f(last[0](x, last[1], ctx.keep, rows))
-        slot_row, slot_pos = (~known).nonzero(as_tuple=True)
+        slot_row, slot_pos = masked.nonzero(as_tuple=True)
         return self._masked_head(h[slot_row, slot_pos], slot_row, slot_pos, noisy)
+
+    def _distinct(self, noisy: Tensor) -> tuple[Tensor, Tensor]:
+        """Distinct rows of noisy [R, n] -> (codes [C, n], inverse [R]: the code of each row)."""
+        base = int(self.vocab_ok.shape[1]) + 1
+        if base ** noisy.shape[1] < 2**62:  # one int64 key per row
+            key = ((noisy + 1) * base ** torch.arange(noisy.shape[1], device=noisy.device)).sum(dim=1)
+            _, first, inverse = _unique_first(key)
+            return noisy[first], inverse
+        codes, inverse = torch.unique(noisy, dim=0, return_inverse=True)
+        return codes, inverse
 
     def _masked_head(self, h: Tensor, slot_row: Tensor, slot_pos: Tensor, noisy: Tensor) -> Tensor:
         """Output heads on the masked slots: h [Q, d] final states of slots (slot_row, slot_pos) [Q];
@@ -273,3 +313,10 @@ class DiffusionRecommender(Recommender):
         out = torch.zeros(history.shape[0], self.codes.shape[0] + 1, dtype=torch.bool, device=history.device)
         out.scatter_(1, torch.where(history >= 0, history, self.codes.shape[0]), True)
         return out[:, :-1]
+
+
+def _unique_first(key: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Distinct values of key [R] -> (values [C], index of one row holding each [C], inverse [R])."""
+    values, inverse = torch.unique(key, return_inverse=True)
+    first = torch.empty(len(values), dtype=torch.long, device=key.device).scatter_(0, inverse, torch.arange(len(key), device=key.device))
+    return values, first, inverse

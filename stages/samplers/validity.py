@@ -97,7 +97,7 @@ class CodeTable:
         r, n, v = logp.shape
         flat = logp.reshape(-1)
         at = (rows[:, None] * n + torch.arange(n, device=logp.device)) * v + self.codes[items]  # [M, n]
-        if at.numel() >= flat.numel():  # dense pairs (e.g. all-masked rows): a dense mask is cheaper
+        if 4 * at.numel() >= flat.numel():  # many pairs (e.g. all-masked rows): a dense mask is cheaper
             ok = torch.zeros(r * n * v, dtype=torch.bool, device=logp.device)
             ok[at.reshape(-1)] = True
             return torch.log_softmax(logp.masked_fill(~ok.view(r, n, v), float("-inf")), dim=-1).reshape(-1)[at]
