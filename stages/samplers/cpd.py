@@ -107,9 +107,9 @@ def _extend_shared(table: CodeTable, tokens: Tensor, score: Tensor, logp: Tensor
     pos = sets.nonzero()[:, 1].view(-1, size)[which]  # [K, size] positions each candidate fills
     v = logp.shape[-1]
     ok = table.allowed(tok[None])  # [1, n, V] shared by every user
-    lp = torch.log_softmax(logp.reshape(b, n, v).masked_fill(~ok, float("-inf")), dim=-1)  # [b, n, V]
-    cand = lp.reshape(b, n * v)[:, (pos * v + table.codes[item].gather(1, pos)).view(-1)]
-    value = score.reshape(b, 1) + cand.view(b, -1, size).clamp(min=NEG).sum(dim=-1)  # [b, K]
+    lp = torch.log_softmax(logp.reshape(b, n, v).masked_fill(~ok, float("-inf")), dim=-1).clamp(min=NEG)  # [b, n, V]
+    at = (pos * v + table.codes[item].gather(1, pos)).T.reshape(-1)  # [size*K] position-major
+    value = lp.reshape(b, n * v).index_select(1, at).view(b, size, -1).sum(dim=1) + score.reshape(b, 1)  # [b, K]
     if exclude is not None:  # completing the code: skip excluded items
         value = value.masked_fill(exclude[:, item], float("-inf"))
     kk = min(c, len(item))
