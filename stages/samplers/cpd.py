@@ -29,7 +29,8 @@ def beam_extend(table: CodeTable, state: State, logp: Tensor, sets: Tensor, widt
 
     logp: [B, S, n, V] model log-probs (renormalised here over the digits each beam can still take);
     sets: [P, n] bool candidate position sets (only those inside a beam's masked positions are
-    used). Users are processed in chunks so that beams · items · sets stays bounded.
+    used). Users are processed in chunks so that the candidates (at most beams · items · sets) stay
+    below CHUNK.
     """
     b, s, n = state.tokens.shape
     size = int(sets[0].sum())
@@ -37,6 +38,10 @@ def beam_extend(table: CodeTable, state: State, logp: Tensor, sets: Tensor, widt
     c = min(width * math.comb(filled, size), s * table.n_items * sets.shape[0])  # enough for `width` distinct
     exclude = state.extra.get("exclude") if filled == n else None  # completing the code: skip excluded items
     step = max(1, CHUNK // (s * table.n_items * sets.shape[0]))
+    if s > 1 and step < b:  # later steps: beams match a few items each, the candidates are sparse
+        pairs = len(table.pairs(state.tokens.reshape(b * s, n))[0])
+        if 8 * pairs < b * s * table.n_items and pairs * sets.shape[0] <= CHUNK:
+            step = b  # all users at once (the candidates stay below CHUNK)
     parts = []
     for lo in range(0, b, step):  # chunks of users, each vectorised
         hi = min(lo + step, b)
