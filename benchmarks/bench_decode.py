@@ -3,8 +3,9 @@
 Same model, same users, same constraint: top-10 items from beam width 20 for the MovieLens 100K
 test users (history = training + validation items, last `max_len`).
 
-    ours: stages/samplers/beam.py — encoder once per user, KV cache reordered per step, trie masks
-          for all beams at once as tensor lookups.
+    ours: stages/samplers/beam.py — encoder and cross-attention keys/values once per user (each
+          user's beams attend to that one copy), a lean cached decoder step over T5's own weights
+          (`Tiger.next_logprobs`), trie masks for all beams at once as tensor lookups.
     HF:   T5ForConditionalGeneration.generate(num_beams=20, num_return_sequences=10,
           prefix_allowed_tokens_fn=<trie walk per beam>, length_penalty=0, do_sample=False).
 

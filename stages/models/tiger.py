@@ -242,9 +242,13 @@ class Tiger(Recommender):
             cross.append((k, v))
         bias = torch.zeros(b, 1, 1, s, dtype=hidden.dtype, device=hidden.device)  # [B, 1, 1, S] additive mask
         bias.masked_fill_(mask[:, None, None, :] == 0, torch.finfo(hidden.dtype).min)
-        first = self.t5.decoder.block[0].layer[0].SelfAttention
-        position = first.compute_bias(self.n_digits, self.n_digits, device=hidden.device)[0]  # [H, D, D]
-        return DecodeCache(cross, bias, position.transpose(0, 1))  # [D, H, D]: query position first
+        first = self.t5.decoder.block[0].layer[0]
+        position = first.SelfAttention.compute_bias(self.n_digits, self.n_digits, device=hidden.device)[0]  # [H, D, D]
+        # layer 0's self-attention input is a function of the token alone: its q, k, v become a lookup table
+        y = first.layer_norm(self.t5.decoder.embed_tokens.weight)  # [V, d]
+        att = first.SelfAttention
+        qkv = torch.stack([att.q(y), att.k(y), att.v(y)], 1).view(-1, 3, h, dk)  # [V, 3, H, dk]
+        return DecodeCache(cross, bias, position.transpose(0, 1), qkv)  # position [D, H, D]: query position first
 
     def next_logprobs(self, tokens: Tensor, cache: DecodeCache) -> Tensor:
         """Log-probs of the next token of every beam: tokens [B, W] (each beam's newest decoder input)
@@ -262,8 +266,11 @@ class Tiger(Recommender):
         for i, block in enumerate(self.t5.decoder.block):
             self_layer, cross_layer, ff = block.layer
             att = self_layer.SelfAttention
-            y = self_layer.layer_norm(x)
-            q, k, v = (proj(y).view(b, w, cfg.num_heads, cfg.d_kv) for proj in (att.q, att.k, att.v))  # [B, W, H, dk]
+            if i == 0:
+                q, k, v = cache.first_qkv[tokens].unbind(2)  # [B, W, H, dk]
+            else:
+                y = self_layer.layer_norm(x)
+                q, k, v = (proj(y).view(b, w, cfg.num_heads, cfg.d_kv) for proj in (att.q, att.k, att.v))
             keys, values = cache.append(i, k, v)  # [B, W, t+1, H, dk]
             score = (q[:, :, None] * keys).sum(-1) + bias.T  # [B, W, t+1, H] (T5 does not scale q.k)
             out = (score.softmax(2)[..., None] * values).sum(2)  # [B, W, H, dk]
@@ -303,11 +310,12 @@ class DecodeCache:
 
     cross[i]: layer i's cross-attention (keys, values) [B, H, S, dk], one copy per user;
     bias: [B, 1, 1, S] additive encoder mask; position: [D, H, D] relative position bias (query first);
+    first_qkv: [V, 3, H, dk] layer 0's self-attention query, key, value of every token;
     selves[i]: layer i's self-attention (keys, values) [B, W, t, H, dk] of the t positions decoded so far.
     """
 
-    def __init__(self, cross: list[tuple[Tensor, Tensor]], bias: Tensor, position: Tensor):
-        self.cross, self.bias, self.position = cross, bias, position
+    def __init__(self, cross: list[tuple[Tensor, Tensor]], bias: Tensor, position: Tensor, first_qkv: Tensor):
+        self.cross, self.bias, self.position, self.first_qkv = cross, bias, position, first_qkv
         self.selves: list[tuple[Tensor, Tensor] | None] = [None] * len(cross)
         self.length = 0
 
@@ -330,7 +338,8 @@ def _feed_forward(dense: Any, x: Tensor) -> Tensor:
     """T5's feed-forward block (`T5DenseActDense` or `T5DenseGatedActDense`) without dropout. x: [..., d]."""
     if hasattr(dense, "wi_0"):
         return dense.wo(dense.act(dense.wi_0(x)) * dense.wi_1(x))
-    return dense.wo(dense.act(dense.wi(x)))
+    h = dense.wi(x)
+    return dense.wo(h.relu_() if isinstance(dense.act, torch.nn.ReLU) else dense.act(h))
 
 
 def _drop_tied(module: Tiger, state: dict[str, Tensor], prefix: str, local_metadata: Any) -> None:
