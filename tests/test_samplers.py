@@ -272,3 +272,9 @@ def test_masked_slot_heads_equal_all_heads(model: DiffusionRecommender) -> None:
             full = model.denoise(ctx, rows, tokens).detach()
         assert torch.equal(torch.isinf(fast), torch.isinf(full))
         assert torch.allclose(fast[~torch.isinf(fast)], full[~torch.isinf(full)], atol=1e-5)
+
+
+@pytest.mark.parametrize("sampler", ["cpd", "tweedie", "ordered"])
+def test_no_users_gives_empty_top_k(model: DiffusionRecommender, sampler: str) -> None:
+    items, scores = model.recommend(HISTORY[:0], k=3, sampler=sampler, options={"beam": 4})
+    assert items.shape == (0, 3) and scores.shape == (0, 3)

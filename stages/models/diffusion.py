@@ -198,7 +198,7 @@ class DiffusionRecommender(Recommender):
         r, n = noisy.shape
         masked = noisy == MASK
         count = masked.sum(dim=1)  # [R]
-        prune = bool((count == count[0]).all()) and 0 < int(count[0]) < n
+        prune = r > 0 and bool((count == count[0]).all()) and 0 < int(count[0]) < n
         codes, inverse = self._distinct(noisy)  # [C, n], [R]
         at = masked.nonzero()[:, 1].view(r, -1) if prune else None  # [R, m] masked positions of each row
         blocks = list(zip(self.decoder, ctx.kv, strict=True))
@@ -299,7 +299,7 @@ class DiffusionRecommender(Recommender):
                 state.fresh = torch.zeros(b, s, dtype=torch.bool, device=history.device)
             rows = (~state.fresh).flatten().nonzero().squeeze(1)  # rows needing a function evaluation
             if len(rows) == b * s:  # every row: a user's rows share its keys/values, no copy of the output
-                state.logp = self.denoise(ctx, s, state.tokens.reshape(b * s, n)).view(b, s, n, -1)
+                state.logp = self.denoise(ctx, s, state.tokens.reshape(b * s, n)).view(b, s, n, self.vocab_ok.shape[1])
                 evals += len(rows)
             elif len(rows):
                 state.logp.view(b * s, n, -1)[rows] = self.denoise(ctx, rows // s, state.tokens.reshape(b * s, n)[rows])

@@ -33,6 +33,8 @@ def beam_extend(table: CodeTable, state: State, logp: Tensor, sets: Tensor, widt
     below CHUNK.
     """
     b, s, n = state.tokens.shape
+    if b == 0:  # no users: nothing to extend
+        return State(tokens=state.tokens, score=state.score, step=state.step + 1, extra=state.extra)
     size = int(sets[0].sum())
     filled = int((state.tokens[0, 0] >= 0).sum()) + size
     c = min(width * math.comb(filled, size), s * table.n_items * sets.shape[0])  # enough for `width` distinct
@@ -161,5 +163,5 @@ class CPDSampler(DiffusionSampler):
 
     def step(self, state: State, logp: Tensor) -> State:
         n = state.tokens.shape[2]
-        size = min(self.d, int((state.tokens[0, 0] < 0).sum()))
+        size = min(self.d, int((self.prefix < 0).sum()) - self.d * state.step)  # digits still masked
         return beam_extend(self.table, state, logp, subsets(n, size, logp.device), self.width)
