@@ -61,11 +61,15 @@ class DigitBlock(nn.Module):
         queries), both [R, n, d] (or [R, m, d] for the slots `at` [R, m])."""
         r, n, d = x.shape
         p = self.dropout if self.training else 0.0
-        q, k, v = self.qkv(self.ln1(x)).view(r, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        if at is not None:  # queries of the wanted slots only
+        if at is None:
+            q, k, v = self.qkv(self.ln1(x)).view(r, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        else:  # queries of the wanted slots only; keys and values of every slot
+            h = self.ln1(x)
+            k, v = F.linear(h, self.qkv.weight[d:], self.qkv.bias[d:]).view(r, n, 2, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
             n = at.shape[1]
-            q = q.gather(2, at[:, None, :, None].expand(-1, self.heads, -1, d // self.heads))
             x = x.gather(1, at[..., None].expand(-1, -1, d))
+            h = h.gather(1, at[..., None].expand(-1, -1, d))
+            q = F.linear(h, self.qkv.weight[:d], self.qkv.bias[:d]).view(r, n, self.heads, d // self.heads).transpose(1, 2)
         a = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # [R, h, n, dh], every slot sees every slot
         x = x + self.drop(self.out1(a.transpose(1, 2).reshape(r, n, d)))
         return x, self.q(self.ln2(x))
