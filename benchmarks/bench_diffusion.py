@@ -23,8 +23,8 @@ On a CPU both searches are compute-bound and evaluate about the same number of d
 halved number of sequential steps shows as throughput mainly on a GPU, where steps are latency-bound.
 cpd's second pass shares what depends on the code alone (the first block's self-attention runs
 once per distinct partial code) and its last block and heads run on the masked slots only; with
-`--steps 300 --small --threads 1` on a 2-core CPU that measured cpd(2/step) 534 vs beam 475 users/s
-(x1.12, from x0.71), same NDCG@10 as before (0.0201 vs 0.0186), encoder + 2 passes ~80% of cpd's time.
+`--steps 300 --small --threads 1` on a 2-core CPU that measured cpd(2/step) 570 vs beam 503 users/s
+(x1.13, from 257 vs 363 = x0.71), same NDCG@10 as before (0.0201 vs 0.0186), encoder + 2 passes ~80% of cpd's time.
 """
 
 from __future__ import annotations
