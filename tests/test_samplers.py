@@ -278,3 +278,23 @@ def test_masked_slot_heads_equal_all_heads(model: DiffusionRecommender) -> None:
 def test_no_users_gives_empty_top_k(model: DiffusionRecommender, sampler: str) -> None:
     items, scores = model.recommend(HISTORY[:0], k=3, sampler=sampler, options={"beam": 4})
     assert items.shape == (0, 3) and scores.shape == (0, 3)
+
+
+def test_cpd_merges_beams_that_complete_to_the_same_items(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beams naming the same items through different fill orders are one candidate, so a beam as wide
+    as k returns more distinct items than when only identical partial codes merge (the old rule)."""
+    from stages.samplers.validity import CodeTable
+
+    g = torch.Generator().manual_seed(0)
+    codes = torch.cat([torch.randint(0, 8, (24, 3), generator=g), torch.zeros(24, 1, dtype=torch.long)], 1)  # like rqkmeans
+    m = DiffusionRecommender.from_codes(codes, [8, 8, 8, 1], d_model=16, n_heads=2, enc_layers=1, dec_layers=1, d_ff=32, max_len=4, seed=1).eval()
+    opts = SamplerOptions(beam=10, digits_per_step=1)
+    merged, _ = m.recommend(HISTORY, k=10, sampler="cpd", options=opts)
+    t = torch.arange(16)[:, None]
+    monkeypatch.setattr(CodeTable, "group_key", lambda self: t * self.n_items + torch.arange(self.n_items))
+    m2 = DiffusionRecommender.from_codes(codes, [8, 8, 8, 1], d_model=16, n_heads=2, enc_layers=1, dec_layers=1, d_ff=32, max_len=4, seed=1).eval()
+    plain, _ = m2.recommend(HISTORY, k=10, sampler="cpd", options=opts)
+    assert (merged >= 0).sum() > (plain >= 0).sum()
+    for row in merged.tolist():
+        real = [i for i in row if i >= 0]
+        assert len(real) == len(set(real))

@@ -6,7 +6,7 @@ once: with 2 per step a candidate is a pair of positions and the pair of digits 
 has there, scored log p(v1 at j1) + log p(v2 at j2) from the same pass. Candidates are
 enumerated per item, one per distinct partial code (`CodeTable.representatives`), so every
 beam stays a prefix of a real item; partial codes reached by different fill orders are merged
-(keeping the max). The history encoding is computed once per user and shared by all beams.
+(keeping the max), and so are partial codes that complete to the same set of items. The history encoding is computed once per user and shared by all beams.
 """
 
 from __future__ import annotations
@@ -87,7 +87,10 @@ def _extend(table: CodeTable, tokens: Tensor, score: Tensor, logp: Tensor, sets:
         top, idx = total.topk(c, dim=1)
     parent, item, which = idx // (n_items * p), (idx // p) % n_items, idx % p
     # a candidate's item is the representative of its new partial code: (position set, item) names it
-    key = (filled.view(b, s).gather(1, parent) | bits(sets)[which]) * n_items + item  # [b, C]
+    full = filled.view(b, s).gather(1, parent) | bits(sets)[which]  # [b, C] position set after the step
+    # partial codes that complete to the same set of items are one candidate, whichever digits
+    # are filled (a code only one item has is that item): the beam keeps `width` distinct ones
+    key = table.group_key()[full, item]  # [b, C]
     ordered, order = key.sort(dim=1, stable=True)  # equal codes adjacent, the best (earliest) first
     dup = torch.zeros_like(top, dtype=torch.bool).scatter_(1, order[:, 1:], ordered[:, 1:] == ordered[:, :-1])
     best, keep = top.masked_fill(dup, float("-inf")).topk(min(width, c), dim=1)

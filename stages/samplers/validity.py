@@ -28,6 +28,7 @@ class CodeTable:
         self.vocab_sizes = list(vocab_sizes)
         self.vmax = max(vocab_sizes)
         self._reps: Tensor | None = None
+        self._group_key: Tensor | None = None
         radix = torch.tensor([1, *vocab_sizes[:-1]], dtype=torch.float64).cumprod(0)
         self.radix = radix.long().to(codes.device) if float(radix[-1]) * vocab_sizes[-1] < 2**62 else None
         if self.radix is not None:  # one int64 key per code: item lookup by binary search
@@ -127,17 +128,33 @@ class CodeTable:
         Lets a beam enumerate one candidate per distinct partial code instead of one per item.
         """
         if self._reps is None:
-            n, ids = self.n_digits, torch.arange(self.n_items, device=self.codes.device)
-            reps = torch.zeros(2**n, self.n_items, dtype=torch.bool, device=self.codes.device)
-            for t in range(2**n):  # once per table, 2^n ≤ 256 position sets
-                keep = torch.tensor([(t >> j) & 1 for j in range(n)], dtype=torch.bool, device=self.codes.device)
-                _, inverse = torch.unique(self.codes * keep, dim=0, return_inverse=True)
-                first = torch.full((int(inverse.max()) + 1,), self.n_items, device=ids.device).scatter_reduce(
-                    0, inverse, ids, reduce="amin"
-                )
-                reps[t, first] = True
-            self._reps = reps
-        return self._reps
+            self._build_groups()
+        return self._reps  # type: ignore[return-value]
+
+    def group_key(self) -> Tensor:
+        """[2^n, N] int64: a key of the set of items that share item c's digits on position set T.
+
+        Two partial codes with the same key can complete to exactly the same items (a key is a
+        sum of fixed random 62-bit weights of the set's members, so unequal sets collide with
+        negligible probability); beams reaching them by different fill orders are one candidate.
+        """
+        if self._group_key is None:
+            self._build_groups()
+        return self._group_key  # type: ignore[return-value]
+
+    def _build_groups(self) -> None:
+        """For every position set T, group items by their digits on T: first member and set key."""
+        n, ids, dev = self.n_digits, torch.arange(self.n_items, device=self.codes.device), self.codes.device
+        weight = torch.randint(0, 2**62, (self.n_items,), generator=torch.Generator().manual_seed(0)).to(dev)
+        reps = torch.zeros(2**n, self.n_items, dtype=torch.bool, device=dev)
+        keys = torch.zeros(2**n, self.n_items, dtype=torch.long, device=dev)
+        for t in range(2**n):  # once per table, 2^n ≤ 256 position sets
+            keep = torch.tensor([(t >> j) & 1 for j in range(n)], dtype=torch.bool, device=dev)
+            _, inverse, counts = torch.unique(self.codes * keep, dim=0, return_inverse=True, return_counts=True)
+            first = torch.full((len(counts),), self.n_items, device=dev).scatter_reduce(0, inverse, ids, reduce="amin")
+            reps[t, first] = True
+            keys[t] = torch.zeros(len(counts), dtype=torch.long, device=dev).index_add_(0, inverse, weight)[inverse]
+        self._reps, self._group_key = reps, keys
 
     def parse_prefix(self, prefix: object) -> Tensor:
         """Digits fixed in advance: a dict {position: digit} or a list with -1 for free -> [n] int64.
