@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,18 @@ from stages.data.synthetic import generate
 from stages.preprocess import run
 
 FIX = Path(__file__).parent / "fixtures" / "preprocess"
+
+
+def fixture_path(path: str, tmp: Path) -> Path:
+    """A fixture input. The hand-made Last.fm files are stored as `*.dat.txt` (so they are never
+    mistaken for the shared dataset's files) and get their real names in a copy under `tmp`."""
+    if path != "lastfm":
+        return FIX / path
+    out = tmp / "lastfm-raw"
+    out.mkdir(exist_ok=True)
+    for f in (FIX / "lastfm").glob("*.dat.txt"):
+        shutil.copy(f, out / f.name.removesuffix(".txt"))
+    return out
 TABLES = ("interactions", "items", "users", "splits", "social", "social_splits")
 SCHEMAS = {
     "interactions": {"user": pl.Int32, "item": pl.Int32, "timestamp": pl.Int64},
@@ -169,7 +182,7 @@ def test_synthetic_has_sequential_and_social_structure():
 def test_fixture_sources_same_result(tmp_path, source, path, opts):
     """The same event log in each raw format gives the same splits (user 5 has 1 event, one exact duplicate)."""
     cfg = LOOSE.model_copy(update=opts)
-    m = run(source=source, data_dir=tmp_path, config=cfg, input=FIX / path, name="t")
+    m = run(source=source, data_dir=tmp_path, config=cfg, input=fixture_path(path, tmp_path), name="t")
     tables = load(tmp_path, "t")
     check_invariants(tables)
     assert m.stats["users"] == 4 and m.stats["items"] == 5 and m.stats["duplicates_dropped"] == 1
@@ -186,7 +199,7 @@ def test_fixture_item_text_and_social(tmp_path):
         input=FIX / "amazon-2014", name="az")
     az = load(tmp_path, "az")["items"]["text"].to_list()
     assert az[0] == "Lipstick no. 10 | L'Oreal | Beauty, Makeup" and az[2] == 'Shampoo "Pro" | Beauty, Hair Care'
-    run(source="lastfm-2k", data_dir=tmp_path, config=LOOSE, input=FIX / "lastfm", name="fm")
+    run(source="lastfm-2k", data_dir=tmp_path, config=LOOSE, input=fixture_path("lastfm", tmp_path), name="fm")
     fm = load(tmp_path, "fm")
     assert fm["items"]["text"][0] == "Björk 10"
     assert fm["interactions"]["timestamp"][0] == 1238536800 + 100  # ms -> s
