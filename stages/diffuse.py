@@ -26,7 +26,7 @@ from stages.models.diffusion import DiffusionRecommender
 from stages.samplers.base import SamplerOptions
 from stages.training import distributed as D
 from stages.training.loop import fit
-from stages.training.run import save_run
+from stages.training.run import resume_fingerprint, save_run
 from stages.training.validation import make_validator
 
 
@@ -62,7 +62,7 @@ def run(*, dataset: str, data_dir: Path, config: DiffuseConfig, run_name: str | 
     model = build_model(config, codeset.as_tensor(), codeset.vocab_sizes)
     options = SamplerOptions(beam=config.validation.beam, digits_per_step=config.validation.digits_per_step)
     validate = make_validator(val["history"], val["target"], k=10, batch_size=config.train.eval_batch_size, options=options, sampler="cpd")
-    fingerprint = {"config": dump_config(config), "processed": processed.ref.sha256, "ids": ids_ref.sha256}
+    fingerprint = resume_fingerprint(config, {"processed": processed.ref.sha256, "ids": ids_ref.sha256})
     result = fit(model=model, train=train, validate=validate, cfg=config.train, seed=config.seed, workdir=paths.work(name),
                  resume=resume, fingerprint=fingerprint, desc=f"diffuse {name}")  # fmt: skip
     if not D.is_primary():

@@ -22,10 +22,6 @@ from stages.inputs import Processed, open_processed
 from stages.models.popularity import Popularity
 from stages.models.registry import save_model
 
-UNFINGERPRINTED = ("max_minutes", "device", "eval_batch_size", "log_every", "checkpoint_every")
-"""Training keys that may change between an interrupted run and its `--resume` (they do not change
-what one step computes); every other config key must match."""
-
 
 def run(
     *, dataset: str, data_dir: Path, config: TrainRecConfig, run_name: str | None = None, resume: bool = False
@@ -67,7 +63,7 @@ def _train_tiger(paths: DataPaths, processed: Processed, config: TrainRecConfig,
     from stages.models.tiger import Tiger, n_params
     from stages.training import distributed as D
     from stages.training.loop import fit
-    from stages.training.run import save_run
+    from stages.training.run import resume_fingerprint, save_run
     from stages.training.validation import make_validator
 
     clock = Stopwatch()
@@ -85,10 +81,7 @@ def _train_tiger(paths: DataPaths, processed: Processed, config: TrainRecConfig,
     options = SampleConfig(beam=config.tiger.beam, k=10)
     validate = make_validator(val["history"], val["target"], k=10, batch_size=config.train.eval_batch_size,
                               options=options, sampler="beam")  # fmt: skip
-    settings = dump_config(config)
-    for key in UNFINGERPRINTED:
-        settings["train"].pop(key, None)
-    fingerprint = {"config": settings, "processed": processed.ref.sha256, "ids": ids_ref.sha256}
+    fingerprint = resume_fingerprint(config, {"processed": processed.ref.sha256, "ids": ids_ref.sha256})
     result = fit(model=model, train=train, validate=validate, cfg=config.train, seed=config.seed, workdir=paths.work(name),
                  resume=resume, fingerprint=fingerprint, desc=f"train-rec {name} (tiger)")  # fmt: skip
     if not D.is_primary():

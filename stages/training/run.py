@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,20 @@ LOG_SCHEMA = {
     "val_ndcg@10": pl.Float64,
     "wall_s": pl.Float64,
 }
+
+
+UNFINGERPRINTED = ("max_minutes", "device", "eval_batch_size", "log_every", "checkpoint_every", "tracker", "wandb_project")
+"""Training-loop keys that may change between an interrupted run and its `--resume` (they do not
+change what one step computes); every other config key must match."""
+
+
+def resume_fingerprint(config: Any, inputs: dict[str, str]) -> dict[str, Any]:
+    """What a `--resume` must find unchanged: the resolved config (less UNFINGERPRINTED keys of its
+    `train` section) and the hashes of the input manifests (`{"processed": sha256, "ids": sha256}`)."""
+    settings = json.loads(config.model_dump_json())
+    for key in UNFINGERPRINTED:
+        settings.get("train", {}).pop(key, None)
+    return {"config": settings, **inputs}
 
 
 def log_frame(log: list[dict]) -> pl.DataFrame:
