@@ -1,0 +1,65 @@
+"""What a trainable model family declares, so `train-rec` and `diffuse` run one flow for all of them.
+
+A family lives in its model's module (`stages/models/<kind>.py`, next to the `Recommender`) and is
+listed in `stages/models/registry.py`. The flow (`stages/training/flow.py`) does the rest:
+check inputs, load the ID set when `needs_ids`, build the model, build the training examples and
+the validator, `fit`, save the run folder, write the manifest.
+
+Two methods (`build`, `examples`); everything else is declared as class attributes:
+
+    config          the family's config section class (`train_rec.<kind>:` in YAML, `--set <kind>.x=`)
+    train_config    the shared loop's config class with this family's defaults (`train_rec.train:`)
+    needs_ids       True when the model generates item codes (then `--ids NAME` is required)
+    default_max_len history length when the user sets none (PROTOCOL.md: 20 for ID-generative, 50 SASRec-style)
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import polars as pl
+from torch import Tensor
+
+from gdr_cli.config import StageConfig
+from stages.config.training import TrainLoopConfig
+from stages.models.base import Recommender
+
+
+@dataclass
+class FamilyData:
+    """What a family builds from: the processed splits and, for generative models, the item codes."""
+
+    splits: pl.DataFrame  # user:int32, train:list[int32], valid:int32, test:int32 (test is never read by a family)
+    n_items: int
+    max_len: int  # resolved history length (config value, or the family's default_max_len)
+    seed: int
+    codes: Tensor | None = None  # [N_items, D] int64 item codes, when needs_ids
+    vocab_sizes: list[int] | None = None  # per-digit vocabulary sizes, when needs_ids
+
+
+class ModelFamily(abc.ABC):
+    kind: ClassVar[str]
+    config: ClassVar[type[StageConfig]]
+    train_config: ClassVar[type[TrainLoopConfig]] = TrainLoopConfig
+    needs_ids: ClassVar[bool] = False
+    default_max_len: ClassVar[int] = 20
+
+    @abc.abstractmethod
+    def build(self, data: FamilyData, cfg: Any) -> Recommender:
+        """A freshly initialised model (seeded by `data.seed`) for the config section `cfg`."""
+
+    @abc.abstractmethod
+    def examples(self, data: FamilyData, cfg: Any) -> dict[str, Tensor]:
+        """Training tensors sharing their first dimension; `fit` slices batches of them and calls
+        `model.loss(batch)`. E.g. `{"history": [N, L], "target": [N]}` (every prefix) or
+        `{"seq": [N, L + 1]}` (whole sequences, a loss at every position)."""
+
+    def validation_options(self, cfg: Any) -> tuple[str | None, Any]:
+        """(sampler, options) that validation NDCG@10 passes to `model.recommend`; None = the model's default."""
+        return None, None
+
+    def stats(self, model: Recommender, data: FamilyData, cfg: Any) -> dict[str, Any]:
+        """Extra manifest stats of the trained model (e.g. a likelihood bound)."""
+        return {}
