@@ -17,7 +17,9 @@ from stages.inputs import open_processed
 from stages.models.registry import model_family
 
 
-def run(*, dataset: str, data_dir: Path, config: DiffuseConfig, run_name: str | None = None, resume: bool = False) -> Manifest | None:
+def run(
+    *, dataset: str, data_dir: Path, config: DiffuseConfig, run_name: str | None = None, resume: bool = False
+) -> Manifest | None:
     """Train on `dataset` with ID set `config.ids`; returns the manifest of `runs/<run_name>` (None on non-primary ranks)."""
     from stages.training.flow import TrainRequest, train_family
 

@@ -1,9 +1,9 @@
 """`gdr train-rec`: train a recommender on the training split and write a run folder.
 
-    pop:          item counts of the training sequences (no gradient training).
-    every other:  a model family (`stages/models/registry.py`) trained by the shared flow
-                  (`stages/training/flow.py`): examples -> `fit` (validation NDCG@10, early stopping,
-                  resume, DDP under torchrun) -> runs/<run>/ with the best weights, log, curve, manifest.
+pop:          item counts of the training sequences (no gradient training).
+every other:  a model family (`stages/models/registry.py`) trained by the shared flow
+              (`stages/training/flow.py`): examples -> `fit` (validation NDCG@10, early stopping,
+              resume, DDP under torchrun) -> runs/<run>/ with the best weights, log, curve, manifest.
 """
 
 from __future__ import annotations
@@ -58,5 +58,7 @@ def _count_pop(paths: DataPaths, processed: Processed, config: TrainRecConfig, n
                 seed=config.seed, inputs={"processed": processed.ref}, stats=stats, wall_time_s=clock.seconds(),
             ),
         )  # fmt: skip
-    console.print(f"train-rec: {name} (pop) on {paths.dataset}: counts from {stats['train_interactions']:,} training interactions -> {paths.run(name)}")
+    console.print(
+        f"train-rec: {name} (pop) on {paths.dataset}: counts from {stats['train_interactions']:,} training interactions -> {paths.run(name)}"
+    )
     return Manifest.model_validate_json((paths.run(name) / "manifest.json").read_text())

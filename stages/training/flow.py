@@ -46,7 +46,10 @@ def load_data(paths: DataPaths, processed: Processed, req: TrainRequest) -> tupl
         from stages.ids.codeset import load_codeset
 
         if not req.ids:
-            raise GdrError(f"{req.family.kind} needs an ID set", fix=f"build one with `gdr build-ids {paths.dataset}` and pass --ids NAME")
+            raise GdrError(
+                f"{req.family.kind} needs an ID set",
+                fix=f"build one with `gdr build-ids {paths.dataset}` and pass --ids NAME",
+            )
         codeset, ids_manifest = load_codeset(paths, req.ids)
         inputs["ids"] = input_ref(paths.ids(req.ids), paths.root, ids_manifest)
         data.codes, data.vocab_sizes = codeset.as_tensor(), list(codeset.vocab_sizes)
@@ -67,7 +70,9 @@ def train_family(paths: DataPaths, processed: Processed, req: TrainRequest) -> M
     train = family.examples(data, cfg)
     val = eval_histories(data.splits, "valid", data.max_len, with_target=True)
     sampler, options = family.validation_options(cfg)
-    validate = make_validator(val["history"], val["target"], k=10, batch_size=req.train.eval_batch_size, options=options, sampler=sampler)
+    validate = make_validator(
+        val["history"], val["target"], k=10, batch_size=req.train.eval_batch_size, options=options, sampler=sampler
+    )
     fingerprint = resume_fingerprint(req.stage_config, {k: v.sha256 for k, v in inputs.items()})
     result = fit(model=model, train=train, validate=validate, cfg=req.train, seed=req.seed, workdir=paths.work(req.name),
                  resume=req.resume, fingerprint=fingerprint, desc=f"{req.stage.replace('_', '-')} {req.name} ({family.kind})")  # fmt: skip
@@ -105,4 +110,3 @@ def train_family(paths: DataPaths, processed: Processed, req: TrainRequest) -> M
         f"-> {paths.run(req.name)}"
     )
     return Manifest.model_validate_json((paths.run(req.name) / "manifest.json").read_text())
-
