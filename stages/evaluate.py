@@ -189,7 +189,8 @@ def write_report(paths: DataPaths, config: EvaluateConfig, scored: dict[str, Sco
     images: dict[str, bytes] = {}
     if config.plot or config.report:
         images["metrics.png"] = plots.metric_bars(table, config.ks, title=title)
-    logs = {n: d.log for n, d in details.items() if d.log is not None and d.log.height}
+    # keyed by trained run: several recommendation folders of one run (samplers, history modes) share a curve
+    logs = {d.row["trained_run"]: d.log for d in details.values() if d.log is not None and d.log.height}
     if config.report and logs:
         images["curves.png"] = plots.training_curves(logs, title=f"{paths.dataset}: training")
 
