@@ -281,6 +281,12 @@ def test_plain_evaluate_writes_a_staged_folder(syn_root: Path) -> None:
     manifest = Manifest.model_validate_json((folder / "manifest.json").read_text())
     assert manifest.config["runs"] == ["pop"] and manifest.config["report"] is False
     assert "p_value" not in pl.read_parquet(folder / "comparison.parquet").columns
+    # a report of a single run: no pair to test, the run is its own best
+    assert gdr("evaluate", "syn", "--run", "tiger", "--report", "--data-dir", str(syn_root)) == 0
+    page = _Page()
+    page.feed((folder / "report.html").read_text())
+    assert [row[0] for row in page.rows] == ["tiger"] and page.rows[0][-2:] == ["best", "–"]
+    assert pl.read_parquet(folder / "pairwise.parquet").height == 0
 
 
 def test_interrupted_report_keeps_the_previous_one(syn_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -19,7 +19,10 @@ class EvaluateConfig(StageConfig):
     ks: list[int] = Field(
         [1, 5, 10, 20], description="Cut-offs K of Recall/NDCG/MRR@K (the field's standard 1, 5, 10, 20)."
     )
-    plot: bool = Field(True, description="Write a bar chart comparing the runs next to the comparison table.")
+    plot: bool = Field(
+        True,
+        description="Write a bar chart comparing the runs next to the comparison table (a --report always has it).",
+    )
     report: bool = Field(
         False,
         description="Also write the full report: 95% bootstrap intervals, paired p-values against the best run, "
