@@ -11,7 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-
 SEPARATE = {"bench_quality"}
 """Benchmarks with their own make target (`make bench-quality`: hours of training, not a speed check)."""
 
