@@ -109,13 +109,16 @@ class DiffusionRecommender(Recommender):
         augment_factor: int = 4,
         mask_prob: float = 0.5,
         lambda_floor: float = 0.05,
+        label_smoothing: float = 0.0,
+        beta_max: float = 0.1,
         seed: int = 0,
     ):
         kwargs = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         super().__init__(**kwargs)
         n, v, d = len(vocab_sizes), max(vocab_sizes), d_model
-        self.n_digits, self.max_len, self.schedule_name = n, max_len, schedule
-        self.objective = make_loss(loss, schedule=schedule, lambda_floor=lambda_floor, augment_factor=augment_factor, mask_prob=mask_prob)
+        self.n_digits, self.max_len, self.schedule_name, self.beta_max = n, max_len, schedule, beta_max
+        self.objective = make_loss(loss, schedule=schedule, lambda_floor=lambda_floor, augment_factor=augment_factor,
+                                   mask_prob=mask_prob, label_smoothing=label_smoothing, beta_max=beta_max)  # fmt: skip
 
         self.seed = seed
         self.register_buffer("noise_step", torch.zeros((), dtype=torch.long))  # training masks drawn so far
@@ -285,7 +288,7 @@ class DiffusionRecommender(Recommender):
 
         name = self.check_sampler(sampler)
         opts = SamplerOptions.of(options)
-        smp = make_sampler(name, table=self.table(), schedule=make_schedule(self.schedule_name), options=opts, k=k)
+        smp = make_sampler(name, table=self.table(), schedule=make_schedule(self.schedule_name, beta_max=self.beta_max), options=opts, k=k)
         ctx = self.encode(history)
         state = smp.init_state(history.shape[0], history.device)
         if exclude is not None:
