@@ -8,8 +8,8 @@ enumerated per item, one per distinct partial code (`CodeTable.representatives`)
 beam stays a prefix of a real item; partial codes reached by different fill orders are merged
 (keeping the max), and so are partial codes that complete to the same set of items. The history encoding is computed once per user and shared by all beams.
 
-Widths: `first_beam` beams after the first step, `beam` after every later one (DIFF_GRM decodes
-with 256 and 512); both at least k. Scores: with `renormalize` off (the default, as DIFF_GRM and
+Widths: `first_beam` beams after the first step, max(`beam`, k) after every later one (DIFF_GRM
+decodes with 256 and 512). Scores: with `renormalize` off (the default, as DIFF_GRM and
 the tiger beam) a digit scores its raw model log-prob, so a finished code scores the model's own
 log-probability of it whatever the fill order's validity; with it on, each digit's prediction is
 renormalised over the digits some allowed item still has (a partial code that only one item
@@ -239,7 +239,7 @@ class CPDSampler(DiffusionSampler):
         if not 1 <= d <= n:
             raise GdrError(f"digits per step {d} is outside 1..{n} (the code length)", fix=f"use --digits-per-step 1..{n}")
         self.d, self.width = d, max(options.beam, k)
-        self.first_width = self.width if options.first_beam is None else max(options.first_beam, k)
+        self.first_width = self.width if options.first_beam is None else options.first_beam
         self.total = math.ceil(int((self.prefix < 0).sum()) / d)
 
     def done(self, state: State) -> bool:

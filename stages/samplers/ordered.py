@@ -92,7 +92,7 @@ class OrderedBeamSampler(DiffusionSampler):
         order = parse_order(options.order, table.n_digits, allow_random=False)
         self.positions = [j for j in order or [] if int(self.prefix[j]) < 0]
         self.width = max(options.beam, k)
-        self.first_width = self.width if options.first_beam is None else max(options.first_beam, k)
+        self.first_width = self.width if options.first_beam is None else options.first_beam
 
     def done(self, state: State) -> bool:
         return state.step >= len(self.positions)
