@@ -42,7 +42,7 @@ def test_diffuse_then_sample(root: Path, capsys: pytest.CaptureFixture[str]) -> 
     capsys.readouterr()
     assert main(args) == 0, capsys.readouterr().err
     err = capsys.readouterr().err
-    assert "diffuse: d (t_dce" in err and "nats/item" in err
+    assert "diffuse: d (diffusion" in err and "t_dce, val bound" in err and "nats/item" in err
     run = root / "toy" / "runs" / "d"
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["stage"] == "diffuse" and set(manifest["inputs"]) == {"processed", "ids"}

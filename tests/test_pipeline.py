@@ -34,7 +34,8 @@ def test_popularity_matches_protocol_numbers(ml_root: Path, capsys: pytest.Captu
     assert out["pop-excl"]["ndcg@10"] == pytest.approx(0.045, abs=0.0015)
     assert out["pop"]["users"] == 943 and out["pop"]["invalid_rate"] == 0.0
     assert (ml_root / "ml" / "metrics" / "pop" / "test" / "metrics.json").exists()
-    assert (ml_root / "ml" / "reports" / "test-comparison.png").stat().st_size > 0
+    assert (ml_root / "ml" / "reports" / "test" / "metrics.png").stat().st_size > 0
+    assert (ml_root / "ml" / "reports" / "test" / "manifest.json").exists()
 
 
 def test_stale_run_is_reported(tmp_path: Path, ml100k_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:

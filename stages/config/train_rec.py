@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from gdr_cli.config import StageConfig
 from stages.config.training import TrainLoopConfig
@@ -56,12 +56,29 @@ class TigerTrainConfig(TrainLoopConfig):
     eval_every: int = Field(200, ge=0, description="Optimiser steps between validations; 200 gives a few model-selection points per CPU epoch.")
 
 
+TRAIN_DEFAULTS: dict[str, type[TrainLoopConfig]] = {"pop": TrainLoopConfig, "tiger": TigerTrainConfig}
+"""Each model's training-loop defaults; keys set in `train:` (YAML, --set, flags) override them."""
+
+
 class TrainRecConfig(StageConfig):
     model: Literal["pop", "tiger"] = Field("pop", description="Recommender: 'pop' (most popular, the floor) or 'tiger' (autoregressive T5 over item codes).")
     ids: str | None = Field(None, description="ID set (folder under ids/, from `gdr build-ids`) whose codes tiger generates; required for tiger.")
-    max_len: int = Field(20, ge=1, description="History items fed to the model (PROTOCOL.md: 20 for ID-generative models).")
+    max_len: int | None = Field(
+        None, ge=1,
+        description="History items fed to the model; unset = the model's default (PROTOCOL.md: 20 for ID-generative models, 50 for SASRec-style).",
+    )  # fmt: skip
     seed: int = Field(42, description="Seed of initialisation, data order and dropout; same seed, same run.")
-    train: TigerTrainConfig = Field(
-        default_factory=TigerTrainConfig, description="Training loop of tiger: optimiser, schedule, budget, early stopping, device."
+    train: TrainLoopConfig = Field(
+        default_factory=TigerTrainConfig,
+        description="Training loop: optimiser, schedule, budget, early stopping, device; defaults depend on the model.",
     )
     tiger: TigerConfig = Field(default_factory=TigerConfig, description="tiger: model sizes, pretrained init and validation beam.")
+
+    @model_validator(mode="after")
+    def _model_train_defaults(self) -> TrainRecConfig:
+        """Swap the loop section for the chosen model's defaults, keeping the keys that were set."""
+        cls = TRAIN_DEFAULTS[self.model]
+        if type(self.train) is not cls:
+            explicit = self.train.model_dump(include=self.train.model_fields_set)
+            object.__setattr__(self, "train", cls(**explicit))
+        return self

@@ -1,1 +1,1 @@
-"""Ranking metrics (PROTOCOL.md §1) and comparison reports."""
+"""Ranking metrics (PROTOCOL.md §1), paired bootstrap intervals and tests over users, comparison reports."""

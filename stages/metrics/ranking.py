@@ -3,11 +3,14 @@
 With r the 1-based rank of the target in the user's deduplicated list of valid items:
 Recall@K = HR@K = 1[r <= K], NDCG@K = 1/log2(r+1) if r <= K, MRR@K = 1/r if r <= K; users whose
 list misses the target (or is empty) score 0. The same function serves validation during
-training (torch) and `gdr evaluate`.
+training (torch) and `gdr evaluate` (numpy, one value per user for the paired bootstrap).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -44,3 +47,21 @@ def ndcg_sum(items: Tensor, target: Tensor, k: int = 10) -> float:
     ranks = target_rank(items[:, :k], target).double()
     hit = ranks > 0
     return torch.where(hit, 1.0 / torch.log2(ranks + 1.0), torch.zeros_like(ranks)).sum().item()
+
+
+def per_user_metrics(ranks: np.ndarray, ks: Sequence[int] = DEFAULT_KS) -> dict[str, np.ndarray]:
+    """Recall/NDCG/MRR@K of every user from their target ranks.
+
+    ranks: [U] float64, 1-based rank of the target, `inf` where the list misses it (or is empty).
+    Returns `{"recall@K": [U] float64, "ndcg@K": ..., "mrr@K": ...}` for each K; the mean of a vector
+    is the PROTOCOL.md §1 metric, and the vectors are what the paired bootstrap resamples.
+    """
+    r = np.asarray(ranks, dtype=np.float64)
+    out: dict[str, np.ndarray] = {}
+    for k in ks:
+        hit = r <= k
+        safe = np.where(hit, r, 1.0)  # keeps log2/divide finite on misses
+        out[f"recall@{k}"] = hit.astype(np.float64)
+        out[f"ndcg@{k}"] = np.where(hit, 1.0 / np.log2(safe + 1.0), 0.0)
+        out[f"mrr@{k}"] = np.where(hit, 1.0 / safe, 0.0)
+    return out

@@ -17,11 +17,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from stages.config.diffuse import DiffuseConfig
+from stages.config.training import TrainLoopConfig
 from stages.diffusion.corruption import MASK
 from stages.diffusion.likelihood import any_order_bound
 from stages.diffusion.losses import make_loss
 from stages.diffusion.schedules import make_schedule
 from stages.models.base import Recommender
+from stages.models.family import FamilyData, ModelFamily
 from stages.samplers.validity import CodeTable
 
 
@@ -360,3 +363,62 @@ def _unique_first(key: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     values, inverse = torch.unique(key, return_inverse=True)
     first = torch.empty(len(values), dtype=torch.long, device=key.device).scatter_(0, inverse, torch.arange(len(key), device=key.device))
     return values, first, inverse
+
+
+class DiffusionFamily(ModelFamily):
+    """The diffusion model in the train flow (`gdr diffuse`): every prefix, validation by cpd."""
+
+    kind = "diffusion"
+    config = DiffuseConfig
+    train_config = TrainLoopConfig
+    needs_ids = True
+    default_max_len = 20
+
+    def build(self, data: FamilyData, cfg: DiffuseConfig) -> DiffusionRecommender:
+        from gdr_cli.errors import GdrError
+
+        assert data.codes is not None and data.vocab_sizes is not None
+        if cfg.d_model % cfg.n_heads:
+            raise GdrError(f"n_heads {cfg.n_heads} does not divide d_model {cfg.d_model}", fix="pick n_heads dividing d_model")
+        if cfg.validation.digits_per_step > len(data.vocab_sizes):
+            raise GdrError(f"validation digits_per_step {cfg.validation.digits_per_step} exceeds the code length {len(data.vocab_sizes)}",
+                           fix=f"set validation.digits_per_step to 1..{len(data.vocab_sizes)}")  # fmt: skip
+        sizes = cfg.model_dump(include=MODEL_KEYS)
+        return DiffusionRecommender.from_codes(data.codes, data.vocab_sizes, max_len=data.max_len, seed=data.seed, **sizes)
+
+    def examples(self, data: FamilyData, cfg: DiffuseConfig) -> dict[str, Tensor]:
+        from stages.data.sequences import training_examples
+
+        ex = training_examples(data.splits, data.max_len)
+        return {"history": ex["history"], "target": ex["target"]}
+
+    def validation_options(self, cfg: DiffuseConfig) -> tuple[str | None, Any]:
+        from stages.samplers.base import SamplerOptions
+
+        return "cpd", SamplerOptions(beam=cfg.validation.beam, digits_per_step=cfg.validation.digits_per_step)
+
+    def stats(self, model: Recommender, data: FamilyData, cfg: DiffuseConfig) -> dict[str, Any]:
+        """The exact any-order likelihood bound on the validation targets (codes of up to MAX_DIGITS digits)."""
+        import math
+
+        from stages.data.sequences import eval_histories
+        from stages.diffusion.likelihood import MAX_DIGITS
+
+        n = len(data.vocab_sizes or [])
+        if n > MAX_DIGITS:
+            return {"loss": cfg.loss}
+        val = eval_histories(data.splits, "valid", data.max_len, with_target=True)
+        device = next(model.parameters()).device
+        bound = model.likelihood_bound(val["history"].to(device), val["target"].to(device)).mean().item()
+        return {"loss": cfg.loss, "val_nll_bound_nats": round(bound, 6), "val_perplexity_per_digit": round(math.exp(bound / n), 6)}
+
+    def summary(self, stats: dict[str, Any]) -> str:
+        if "val_nll_bound_nats" not in stats:
+            return f", {stats['loss']}"
+        return (f", {stats['loss']}, val bound {stats['val_nll_bound_nats']:.3f} nats/item "
+                f"(perplexity {stats['val_perplexity_per_digit']:.2f}/digit)")  # fmt: skip
+
+
+MODEL_KEYS = {"d_model", "n_heads", "enc_layers", "dec_layers", "d_ff", "dropout", "loss", "schedule", "augment_factor",
+              "mask_prob", "lambda_floor"}  # fmt: skip
+"""DiffuseConfig fields that are DiffusionRecommender constructor arguments."""

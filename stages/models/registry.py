@@ -14,6 +14,7 @@ from typing import Any
 from gdr_cli.errors import GdrError
 from gdr_cli.io import atomic_path, atomic_write_json
 from stages.models.base import Recommender
+from stages.models.family import ModelFamily
 
 WEIGHTS = "model.safetensors"
 SPEC = "model.json"
@@ -27,6 +28,22 @@ def model_classes() -> dict[str, type[Recommender]]:
 
     classes: list[type[Recommender]] = [Popularity, Tiger, DiffusionRecommender]
     return {c.kind: c for c in classes}
+
+
+def model_families() -> dict[str, ModelFamily]:
+    """Every gradient-trained model family by kind: what `train_family` needs to train it."""
+    from stages.models.diffusion import DiffusionFamily
+    from stages.models.tiger import TigerFamily
+
+    families: list[ModelFamily] = [TigerFamily(), DiffusionFamily()]
+    return {f.kind: f for f in families}
+
+
+def model_family(kind: str) -> ModelFamily:
+    families = model_families()
+    if kind not in families:
+        raise GdrError(f"unknown trainable model {kind!r}", fix=f"choose one of: {', '.join(sorted(families))}")
+    return families[kind]
 
 
 def build_model(kind: str, **init_kwargs: Any) -> Recommender:

@@ -27,7 +27,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from gdr_cli.errors import GdrError
+from stages.config.train_rec import TigerConfig, TigerTrainConfig
 from stages.models.base import Recommender
+from stages.models.family import FamilyData, ModelFamily
 
 PAD, EOS, FIRST_CODE_TOKEN = 0, 1, 2
 TIED = ("t5.encoder.embed_tokens.weight", "t5.decoder.embed_tokens.weight", "t5.lm_head.weight")
@@ -374,3 +376,29 @@ def pretrained_sizes(folder: Path) -> dict[str, Any]:
 def n_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
+
+
+class TigerFamily(ModelFamily):
+    """tiger in the train flow: every prefix of the training sequences, validation by beam search."""
+
+    kind = "tiger"
+    config = TigerConfig
+    train_config = TigerTrainConfig
+    needs_ids = True
+    default_max_len = 20
+
+    def build(self, data: FamilyData, cfg: TigerConfig) -> Tiger:
+        assert data.codes is not None and data.vocab_sizes is not None
+        sizes = cfg.model_dump(exclude={"init", "beam"})
+        return Tiger.from_codes(data.codes, data.vocab_sizes, init=cfg.init, seed=data.seed, **sizes)
+
+    def examples(self, data: FamilyData, cfg: TigerConfig) -> dict[str, Tensor]:
+        from stages.data.sequences import training_examples
+
+        ex = training_examples(data.splits, data.max_len)
+        return {"history": ex["history"], "target": ex["target"]}
+
+    def validation_options(self, cfg: TigerConfig) -> tuple[str | None, Any]:
+        from stages.config.sample import SampleConfig
+
+        return "beam", SampleConfig(beam=cfg.beam, k=10)

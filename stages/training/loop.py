@@ -51,6 +51,7 @@ class FitResult:
     stop_reason: str  # "early-stopping" | "max-steps" | "max-epochs" | "budget"
     log: list[dict] = field(default_factory=list)  # step, epoch, loss, lr, examples_per_s, val_ndcg@10, wall_s
     workdir: Path | None = None  # where train.log and the resume checkpoint are
+    steps_per_epoch: int = 0  # optimiser steps of one pass over the training examples
 
 
 def epoch_order(seed: int, epoch: int, n: int) -> Tensor:
@@ -328,7 +329,7 @@ class _Trainer:
                 f"stopped by {self.stop_reason} after {self.step} steps in {self.wall():.1f}s"
             )
         return FitResult(self.best_state, self.best_metric, self.best_step, self.step, self.stop_reason,
-                         list(self.log), self.workdir)
+                         list(self.log), self.workdir, self.steps_per_epoch)
 
     def loop(self) -> None:
         cfg = self.cfg

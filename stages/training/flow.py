@@ -1,0 +1,112 @@
+"""The one flow every gradient-trained model goes through (`gdr train-rec`, `gdr diffuse`).
+
+processed splits (+ ID set when the family needs one) -> family.build / family.examples ->
+validator (NDCG@10 of `model.recommend` on the validation users) -> `fit` -> run folder with the
+best weights, log, curve and a manifest. Adding a model touches its module and the registry only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from gdr_cli.console import console
+from gdr_cli.errors import GdrError
+from gdr_cli.io import staged_dir
+from gdr_cli.manifest import InputRef, Manifest, Stopwatch, command_line, dump_config, input_ref, write_manifest
+from gdr_cli.paths import DataPaths
+from stages.config.training import TrainLoopConfig
+from stages.data.sequences import eval_histories
+from stages.inputs import Processed
+from stages.models.family import FamilyData, ModelFamily
+
+
+@dataclass
+class TrainRequest:
+    """What one training run is: the family, its config section, and the stage settings around it."""
+
+    stage: str  # "train_rec" | "diffuse" (manifest stage name)
+    family: ModelFamily
+    section: Any  # the family's config section (e.g. TigerConfig, DiffuseConfig)
+    train: TrainLoopConfig
+    stage_config: Any  # the whole resolved stage config (manifest + resume fingerprint)
+    ids: str | None
+    max_len: int | None  # None = the family's default
+    seed: int
+    name: str
+    resume: bool = False
+
+
+def load_data(paths: DataPaths, processed: Processed, req: TrainRequest) -> tuple[FamilyData, dict[str, InputRef]]:
+    """The family's inputs and the input refs of the manifest (processed data, ID set)."""
+    inputs = {"processed": processed.ref}
+    max_len = req.max_len or req.family.default_max_len
+    data = FamilyData(splits=processed.table("splits"), n_items=processed.n_items, max_len=max_len, seed=req.seed)
+    if req.family.needs_ids:
+        from stages.ids.codeset import load_codeset
+
+        if not req.ids:
+            raise GdrError(
+                f"{req.family.kind} needs an ID set",
+                fix=f"build one with `gdr build-ids {paths.dataset}` and pass --ids NAME",
+            )
+        codeset, ids_manifest = load_codeset(paths, req.ids)
+        inputs["ids"] = input_ref(paths.ids(req.ids), paths.root, ids_manifest)
+        data.codes, data.vocab_sizes = codeset.as_tensor(), list(codeset.vocab_sizes)
+    return data, inputs
+
+
+def train_family(paths: DataPaths, processed: Processed, req: TrainRequest) -> Manifest | None:
+    """Train `req.family` and write `runs/<req.name>/`; returns its manifest (None on non-primary ranks)."""
+    from stages.training import distributed as D
+    from stages.training.loop import fit
+    from stages.training.run import resume_fingerprint, save_run
+    from stages.training.validation import make_validator
+
+    clock = Stopwatch()
+    family, cfg = req.family, req.section
+    data, inputs = load_data(paths, processed, req)
+    model = family.build(data, cfg)
+    train = family.examples(data, cfg)
+    val = eval_histories(data.splits, "valid", data.max_len, with_target=True)
+    sampler, options = family.validation_options(cfg)
+    validate = make_validator(
+        val["history"], val["target"], k=10, batch_size=req.train.eval_batch_size, options=options, sampler=sampler
+    )
+    fingerprint = resume_fingerprint(req.stage_config, {k: v.sha256 for k, v in inputs.items()})
+    result = fit(model=model, train=train, validate=validate, cfg=req.train, seed=req.seed, workdir=paths.work(req.name),
+                 resume=req.resume, fingerprint=fingerprint, desc=f"{req.stage.replace('_', '-')} {req.name} ({family.kind})")  # fmt: skip
+    if not D.is_primary():
+        return None
+
+    model.load_state_dict(result.best_state)
+    model.eval()
+    rows = [r for r in result.log if r.get("examples_per_s")]
+    n_examples = int(next(iter(train.values())).shape[0])
+    stats = {
+        "model": family.kind, "params": sum(p.numel() for p in model.parameters()), "examples": n_examples,
+        "items": data.n_items, "max_len": data.max_len, "best_val_ndcg@10": round(result.best_metric, 6),
+        "best_step": result.best_step, "steps": result.steps, "epochs": round(result.steps / max(1, result.steps_per_epoch), 3),
+        "stop_reason": result.stop_reason,
+        "examples_per_s": round(sum(r["examples_per_s"] for r in rows) / len(rows), 1) if rows else None,
+    }  # fmt: skip
+    if data.vocab_sizes is not None:
+        stats.update(n_digits=len(data.vocab_sizes), vocab_sizes=data.vocab_sizes)
+    stats.update(family.stats(model, data, cfg))
+    meta = {"dataset": paths.dataset, "max_len": data.max_len, "ids": req.ids if family.needs_ids else None}
+    with staged_dir(paths.run(req.name)) as tmp:
+        save_run(folder=tmp, model=model, result=result, meta=meta)
+        write_manifest(
+            tmp,
+            Manifest(
+                stage=req.stage, dataset=paths.dataset, name=req.name, command=command_line(),
+                config=dump_config(req.stage_config), seed=req.seed, inputs=inputs, stats=stats, wall_time_s=clock.seconds(),
+            ),
+        )  # fmt: skip
+    rate = f", {stats['examples_per_s']} ex/s" if stats["examples_per_s"] else ""
+    console.print(
+        f"{req.stage.replace('_', '-')}: {req.name} ({family.kind}, {stats['params']:,} params) on {paths.dataset}: best val NDCG@10 "
+        f"{result.best_metric:.4f} at step {result.best_step} of {result.steps} ({result.stop_reason}{rate}){family.summary(stats)} "
+        f"-> {paths.run(req.name)}"
+    )
+    return Manifest.model_validate_json((paths.run(req.name) / "manifest.json").read_text())
