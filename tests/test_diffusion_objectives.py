@@ -98,3 +98,13 @@ def test_model_passes_beta_max_and_smoothing() -> None:
                                         loss="t_dse", schedule="linear_beta", beta_max=0.3, label_smoothing=0.1)  # fmt: skip
     assert m.objective.name == "t_dse" and m.objective.label_smoothing == 0.1
     assert float(m.objective.schedule.alpha_bar[-1] / m.objective.schedule.alpha_bar[-2]) == pytest.approx(0.7)
+
+
+def test_every_objective_field_reaches_the_model() -> None:
+    # DiffuseConfig's objective/schedule fields are DiffusionRecommender arguments (no silently ignored key)
+    from stages.models.diffusion import MODEL_KEYS
+
+    assert {"loss", "schedule", "lambda_floor", "label_smoothing", "beta_max", "augment_factor", "mask_prob"} <= MODEL_KEYS
+    import inspect
+
+    assert MODEL_KEYS <= set(inspect.signature(DiffusionRecommender.__init__).parameters)

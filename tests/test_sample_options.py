@@ -31,8 +31,17 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert main(["train-rec", "toy", *d, "--model", "pop"]) == 0
     assert main(["train-rec", "toy", *d, "--model", "tiger", "--ids", "rnd", "--run", "t", "--epochs", "1", "--batch-size", "64",
                  *TIGER]) == 0  # fmt: skip
-    assert main(["diffuse", "toy", *d, "--ids", "rnd", "--run", "d", "--epochs", "1", "--batch-size", "64", *DIFF]) == 0
+    assert main(["diffuse", "toy", *d, "--ids", "rnd", "--run", "d", "--epochs", "1", "--batch-size", "64", *DIFF, "--loss", "t_dse",
+                 "--set", "label_smoothing=0.1", "--set", "schedule=linear_beta", "--set", "beta_max=0.2"]) == 0  # fmt: skip
     return root
+
+
+def test_objective_fields_reach_the_trained_model(root: Path) -> None:
+    model, _ = load_model(root / "toy" / "runs" / "d")
+    kw = model.init_kwargs
+    assert (kw["loss"], kw["label_smoothing"], kw["schedule"], kw["beta_max"]) == ("t_dse", 0.1, "linear_beta", 0.2)
+    assert model.objective.label_smoothing == 0.1
+    assert float(model.objective.schedule.alpha_bar[-1] / model.objective.schedule.alpha_bar[-2]) == pytest.approx(0.8)
 
 
 def error_line(err: str) -> str:

@@ -420,5 +420,5 @@ class DiffusionFamily(ModelFamily):
 
 
 MODEL_KEYS = {"d_model", "n_heads", "enc_layers", "dec_layers", "d_ff", "dropout", "loss", "schedule", "augment_factor",
-              "mask_prob", "lambda_floor"}  # fmt: skip
+              "mask_prob", "lambda_floor", "label_smoothing", "beta_max"}  # fmt: skip
 """DiffuseConfig fields that are DiffusionRecommender constructor arguments."""
