@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import pytest
@@ -11,7 +12,7 @@ from stages.config.diffuse import DiffuseConfig
 from stages.diffusion.corruption import MASK
 from stages.diffusion.losses import LambdaDCE, make_loss, smoothed_nll
 from stages.diffusion.schedules import Geometric, LinearBeta, make_schedule
-from stages.models.diffusion import DiffusionRecommender
+from stages.models.diffusion import MODEL_KEYS, DiffusionRecommender
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -102,9 +103,6 @@ def test_model_passes_beta_max_and_smoothing() -> None:
 
 def test_every_objective_field_reaches_the_model() -> None:
     # DiffuseConfig's objective/schedule fields are DiffusionRecommender arguments (no silently ignored key)
-    from stages.models.diffusion import MODEL_KEYS
-
-    assert {"loss", "schedule", "lambda_floor", "label_smoothing", "beta_max", "augment_factor", "mask_prob"} <= MODEL_KEYS
-    import inspect
-
-    assert MODEL_KEYS <= set(inspect.signature(DiffusionRecommender.__init__).parameters)
+    objective = {"loss", "schedule", "lambda_floor", "label_smoothing", "beta_max", "augment_factor", "mask_prob"}
+    assert objective <= MODEL_KEYS and objective <= set(DiffuseConfig.model_fields)
+    assert set(inspect.signature(DiffusionRecommender.__init__).parameters) >= MODEL_KEYS
