@@ -86,7 +86,7 @@ def run(
     n = len(users)
     items_out = np.full((n, config.k), -1, dtype=np.int64)
     scores_out = np.full((n, config.k), -np.inf, dtype=np.float32)
-    nfe_total = 0.0
+    nfe_total, rounds = 0.0, 0
     options = SamplerOptions.of(config)
     user_ids = users.long()
     start = time.perf_counter()
@@ -104,6 +104,7 @@ def run(
             items_out[lo:hi] = items.cpu().numpy()
             scores_out[lo:hi] = scores.float().cpu().numpy()
             nfe_total += float(getattr(model, "sample_stats", {}).get("nfe", 0.0)) * (hi - lo)
+            rounds = max(rounds, int(getattr(model, "sample_stats", {}).get("rounds", 0)))
             bar.update(task, advance=hi - lo)
     seconds = time.perf_counter() - start
     frame = recs_frame(users.numpy(), items_out, scores_out)
@@ -117,6 +118,8 @@ def run(
     }
     if nfe_total:
         stats["nfe_per_user"] = round(nfe_total / n, 3)
+    if rounds:  # searches run for the users who had fewer than k items after the previous ones
+        stats["max_rounds"] = rounds
     out = paths.recs(name, config.split)
     with staged_dir(out) as tmp:
         write_parquet(tmp / "recs.parquet", frame)

@@ -4,6 +4,7 @@ with and without --exclude-history."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import polars as pl
@@ -165,6 +166,8 @@ def test_exactly_k_items_with_and_without_history(root: Path, capsys: pytest.Cap
             capsys.readouterr().err
         )
         recs = read(root, name)
+        manifest = json.loads((root / "toy" / "recs" / name / "valid" / "manifest.json").read_text())
+        assert 1 <= manifest["stats"]["max_rounds"] <= 20
         per_user = recs.group_by("user").agg(pl.col("item").n_unique().alias("distinct"), pl.len()).sort("user")
         left = [
             min(20, n_items - (len(history[u]) if flag == "--exclude-history" else 0))
