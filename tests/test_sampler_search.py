@@ -81,8 +81,8 @@ def brute_cpd(codes: torch.Tensor, logp: torch.Tensor, renormalize: bool) -> tor
 
 def test_renormalized_and_raw_scores_rank_differently_and_match_brute_force() -> None:
     logp = fixed_logp(ABC_P)
-    raw, raw_score, _ = run_sampler("cpd", ABC, [2, 3], logp, k=3, beam=8, digits_per_step=1)
-    ren, ren_score, _ = run_sampler("cpd", ABC, [2, 3], logp, k=3, beam=8, digits_per_step=1, renormalize=True)
+    raw, raw_score, _ = run_sampler("cpd", ABC, [2, 3], logp, k=3, beam=8, digits_per_step=1, renormalize=False)
+    ren, ren_score, _ = run_sampler("cpd", ABC, [2, 3], logp, k=3, beam=8, digits_per_step=1)  # the default
     # by hand: raw A = .5·.45, B = .5·.35, C = .5·.2 (order-free); renormalised, the best order:
     # C = .5 · 1 (position 0 first, then only digit 2 is left), A = .45 · 1, B = .35 · 1 (position 1 first)
     assert raw[0].tolist() == [0, 1, 2] and torch.allclose(raw_score[0].exp(), torch.tensor([0.225, 0.175, 0.1]))
@@ -161,7 +161,7 @@ def favouring(model: DiffusionRecommender, banned: torch.Tensor) -> None:
 
 
 EXCLUDED = torch.tensor([0, 1, 2, 3, 4, 5, 6])  # items with first digit 0 or (1, 0..2, 0)
-SAMPLERS = [("cpd", {"digits_per_step": 1}), ("cpd", {"digits_per_step": 2}), ("cpd", {"digits_per_step": 1, "renormalize": True}),
+SAMPLERS = [("cpd", {"digits_per_step": 1}), ("cpd", {"digits_per_step": 2}), ("cpd", {"digits_per_step": 1, "renormalize": False}),
             ("ordered-beam", {}), ("ordered", {}), ("ordered", {"order": "random", "strategy": "top_p", "top_p": 0.5}),
             ("tweedie", {"steps": 3}), ("euler", {"steps": 2, "strategy": "top_k", "top_k": 1})]  # fmt: skip
 
@@ -192,7 +192,11 @@ def test_cpd_with_exclusion_equals_brute_force_over_the_allowed_items() -> None:
     model = tiny_model()
     favouring(model, EXCLUDED)
     items, scores = model.recommend(
-        HISTORY[:1], k=7, sampler="cpd", options={"beam": 20, "digits_per_step": 3}, exclude=EXCLUDED[None]
+        HISTORY[:1],
+        k=7,
+        sampler="cpd",
+        options={"beam": 20, "digits_per_step": 3, "renormalize": False},
+        exclude=EXCLUDED[None],
     )
     lp = model.denoise(None, None, torch.full((1, 3), -1))[0]
     brute = lp.gather(1, CODES.T).sum(0)  # [N]

@@ -49,10 +49,11 @@ class SampleConfig(StageConfig):
         1, ge=1, description="cpd: code digits filled per step; 2 halves the number of steps of a 4-digit code."
     )
     renormalize: bool = Field(
-        False,
+        True,
         description="Diffusion samplers: score each digit by its log-prob renormalised over the digits some allowed item "
-        "still has; off = the raw log-prob (as DIFF_GRM and the tiger beam), so a finished code scores the model's "
-        "log-probability of it, while renormalising scores 0 for every digit after a partial code only one item has.",
+        "still has (a partial code only one item has then scores 0 for its remaining digits); --raw-scores = the raw "
+        "log-prob (as DIFF_GRM and the tiger beam): a finished code scores the model's log-probability of it. On by "
+        "default: slightly ahead on ml-100k (NDCG@10 0.043 vs 0.041, not significant).",
     )
     steps: int = Field(8, ge=1, description="tweedie/euler: number of τ-leaping steps from t=1 to t=0.")
     strategy: Literal["direct", "top_k", "top_p"] = Field(

@@ -56,7 +56,7 @@ class SamplerOptions:
     order: list[int] | str | None = None
     prefix: Any = None
     use_cache: bool = True
-    renormalize: bool = False
+    renormalize: bool = True
     seed: int = 0
     users: Tensor | None = None  # [B] int64 user IDs keying each user's noise; None = row index
 

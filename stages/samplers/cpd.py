@@ -9,11 +9,12 @@ beam stays a prefix of a real item; partial codes reached by different fill orde
 (keeping the max), and so are partial codes that complete to the same set of items. The history encoding is computed once per user and shared by all beams.
 
 Widths: `first_beam` beams after the first step, max(`beam`, k) after every later one (DIFF_GRM
-decodes with 256 and 512). Scores: with `renormalize` off (the default, as DIFF_GRM and
-the tiger beam) a digit scores its raw model log-prob, so a finished code scores the model's own
-log-probability of it whatever the fill order's validity; with it on, each digit's prediction is
-renormalised over the digits some allowed item still has (a partial code that only one item
-completes then scores 0 for every remaining digit).
+decodes with 256 and 512). Scores: with `renormalize` on (the default) each digit's prediction
+is renormalised over the digits some allowed item still has (a partial code that only one item
+completes then scores 0 for every remaining digit); off (as DIFF_GRM and the tiger beam) a
+digit scores its raw model log-prob, so a finished code scores the model's own log-probability
+of it. On ml-100k (3-epoch model, beam 20) renormalised 0.0429 vs raw 0.0409 test NDCG@10 with
+one digit per step, 0.0425 vs 0.0414 with two: not significant (paired p 0.42, 0.67).
 
 Excluded items (the user's history under `--exclude-history`) are invalid completions at every
 step: candidates are enumerated from allowed items only (each partial code is represented by
@@ -35,7 +36,7 @@ from stages.samplers.validity import CHUNK, CodeTable, bits, subsets
 NEG = -1e9
 
 
-def beam_extend(table: CodeTable, state: State, logp: Tensor, sets: Tensor, width: int, renormalize: bool = False) -> State:
+def beam_extend(table: CodeTable, state: State, logp: Tensor, sets: Tensor, width: int, renormalize: bool = True) -> State:
     """Extend every beam by one set of positions from `sets`, keep the best `width` distinct beams.
 
     logp: [B, S, n, V] model log-probs (with `renormalize`, renormalised here over the digits each
