@@ -29,7 +29,7 @@ RUNS := pop tiger diffusion
 run_manifest = $(D)/runs/$(1)/manifest.json
 recs_manifest = $(D)/recs/$(1)/test/manifest.json
 
-.PHONY: all install test bench lint preprocess build-ids train-rec diffuse sample evaluate clean
+.PHONY: all install test bench bench-quality readme-table lint preprocess build-ids train-rec diffuse sample evaluate clean
 .DELETE_ON_ERROR:
 
 all: evaluate
@@ -64,13 +64,21 @@ $(D)/recs/%/test/manifest.json: $(D)/runs/%/manifest.json
 	$(GDR) sample $(DATASET) --run $* --split test $(ARGS)
 
 evaluate: sample
-	$(GDR) evaluate $(DATASET) --split test $(foreach r,$(RUNS),--run $(r)) $(ARGS)
+	$(GDR) evaluate $(DATASET) --split test --report $(foreach r,$(RUNS),--run $(r)) $(ARGS)
 
 test: $(INSTALLED)
 	$(BIN)/python -m pytest -q
 
 bench: $(INSTALLED)
 	$(BIN)/python benchmarks/run_all.py
+
+# Every model on MovieLens 100K and Last.fm 2K with configs/full.yaml (hours on a 2-core CPU).
+bench-quality: $(INSTALLED)
+	$(BIN)/python benchmarks/bench_quality.py --config full
+
+# Copy the table of the last `make all` into README.md (between the make-all markers).
+readme-table: evaluate
+	$(BIN)/python benchmarks/readme_table.py $(D)
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .

@@ -12,11 +12,17 @@ import time
 from pathlib import Path
 
 
+SEPARATE = {"bench_quality"}
+"""Benchmarks with their own make target (`make bench-quality`: hours of training, not a speed check)."""
+
+
 def main() -> int:
     here = Path(__file__).resolve().parent
     extra = sys.argv[1:]
     failed = []
     for script in sorted(here.glob("bench_*.py")):
+        if script.stem in SEPARATE:
+            continue
         print(f"\n=== {script.stem} ===", flush=True)
         start = time.perf_counter()
         code = subprocess.call([sys.executable, str(script), *extra])

@@ -259,7 +259,7 @@ def test_report_renders(syn_root: Path, capsys: pytest.CaptureFixture[str]) -> N
     tiger = table.filter(pl.col("run") == "tiger").row(0, named=True)
     run_manifest = json.loads((syn_root / "syn" / "runs" / "tiger" / "manifest.json").read_text())
     assert tiger["params"] == run_manifest["stats"]["params"] and tiger["train_time_s"] == run_manifest["wall_time_s"]
-    assert table.filter(pl.col("run") == "pop")["params"][0] is None
+    assert table.filter(pl.col("run") == "pop")["params"][0] == 0  # counts, no trained parameters
     assert pl.read_parquet(folder / "pairwise.parquet").height == 3  # every pair of 3 runs
 
     manifest = Manifest.model_validate_json((folder / "manifest.json").read_text())
