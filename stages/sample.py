@@ -9,6 +9,7 @@ each user's history (PROTOCOL.md §1: training items for 'valid', plus the valid
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +20,11 @@ from gdr_cli.console import console, progress
 from gdr_cli.io import staged_dir, write_parquet
 from gdr_cli.manifest import Manifest, Stopwatch, check_fresh, command_line, dump_config, write_manifest
 from gdr_cli.paths import DataPaths
-from stages.config.sample import SampleConfig
+from stages.config.sample import SampleConfig, check_applicable
 from stages.data.sequences import eval_histories
 from stages.inputs import open_processed, open_run
 from stages.models.registry import load_model
+from stages.samplers.base import SamplerOptions
 
 
 def resolve_device(name: str) -> torch.device:
@@ -49,9 +51,19 @@ def recs_frame(users: np.ndarray, items: np.ndarray, scores: np.ndarray) -> pl.D
 
 
 def run(
-    *, dataset: str, data_dir: Path, run_name: str, config: SampleConfig, out_name: str | None = None
+    *,
+    dataset: str,
+    data_dir: Path,
+    run_name: str,
+    config: SampleConfig,
+    out_name: str | None = None,
+    given: set[str] | None = None,
 ) -> Manifest:
-    """Sample top-`config.k` lists for every user of `config.split`; returns the recs manifest."""
+    """Sample top-`config.k` lists for every user of `config.split`; returns the recs manifest.
+
+    `given`: the config keys the user set explicitly (the CLI passes its flags and --set keys);
+    None = the fields set on `config`. Those the model's sampler does not read are an error.
+    """
     clock = Stopwatch()
     paths = DataPaths(data_dir, dataset)
     trained = open_run(paths, run_name)
@@ -60,6 +72,7 @@ def run(
     device = resolve_device(config.device)
     model, meta = load_model(trained.folder, device=str(device))
     sampler = model.check_sampler(config.sampler)
+    check_applicable(config, config.model_fields_set if given is None else given, sampler, model.kind)
     name = out_name or (run_name if sampler == model.samplers[0] else f"{run_name}-{sampler}")
     max_len = config.max_len or int(meta.get("max_len", 20))
 
@@ -73,7 +86,9 @@ def run(
     n = len(users)
     items_out = np.full((n, config.k), -1, dtype=np.int64)
     scores_out = np.full((n, config.k), -np.inf, dtype=np.float32)
-    nfe_total = 0.0
+    nfe_total, rounds = 0.0, 0
+    options = SamplerOptions.of(config)
+    user_ids = users.long()
     start = time.perf_counter()
     with progress("users") as bar:
         task = bar.add_task(f"sample {name}", total=n)
@@ -83,12 +98,13 @@ def run(
                 history[lo:hi].to(device),
                 k=config.k,
                 sampler=sampler,
-                options=config,
+                options=replace(options, users=user_ids[lo:hi]),  # noise keyed by user ID, not batch position
                 exclude=None if exclude is None else exclude[lo:hi].to(device),
             )
             items_out[lo:hi] = items.cpu().numpy()
             scores_out[lo:hi] = scores.float().cpu().numpy()
             nfe_total += float(getattr(model, "sample_stats", {}).get("nfe", 0.0)) * (hi - lo)
+            rounds = max(rounds, int(getattr(model, "sample_stats", {}).get("rounds", 0)))
             bar.update(task, advance=hi - lo)
     seconds = time.perf_counter() - start
     frame = recs_frame(users.numpy(), items_out, scores_out)
@@ -102,6 +118,8 @@ def run(
     }
     if nfe_total:
         stats["nfe_per_user"] = round(nfe_total / n, 3)
+    if rounds:  # searches run for the users who had fewer than k items after the previous ones
+        stats["max_rounds"] = rounds
     out = paths.recs(name, config.split)
     with staged_dir(out) as tmp:
         write_parquet(tmp / "recs.parquet", frame)

@@ -94,7 +94,11 @@ def test_top_distinct_merges_duplicates_keeping_max() -> None:
         ("cpd", {"digits_per_step": 3}),
         ("tweedie", {"steps": 4}),
         ("euler", {"steps": 4}),
+        ("tweedie", {"steps": 4, "strategy": "top_k", "top_k": 2}),
+        ("euler", {"steps": 4, "strategy": "top_p", "top_p": 0.5}),
+        ("ordered-beam", {"order": [2, 0, 1]}),
         ("ordered", {"strategy": "direct", "order": [2, 0, 1]}),
+        ("ordered", {"strategy": "direct", "order": "random"}),
         ("ordered", {"strategy": "top_k", "top_k": 2}),
         ("ordered", {"strategy": "top_p", "top_p": 0.8}),
     ],
@@ -102,8 +106,7 @@ def test_top_distinct_merges_duplicates_keeping_max() -> None:
 def test_every_sampler_returns_distinct_real_items(model: DiffusionRecommender, sampler: str, opts: dict) -> None:
     items, scores = model.recommend(HISTORY, k=5, sampler=sampler, options={"beam": 6, **opts})
     check_valid(items, scores, 5)
-    if sampler == "ordered" and opts["strategy"] == "direct":
-        assert (items >= 0).all()  # one fill order: a beam ≥ k always completes k distinct items
+    assert (items >= 0).all()  # exactly k distinct items: the catalogue has 14
     again, _ = model.recommend(HISTORY, k=5, sampler=sampler, options={"beam": 6, **opts})
     assert torch.equal(items, again)  # deterministic under a fixed seed
 
@@ -123,9 +126,10 @@ def test_cpd_all_digits_at_once_is_exact(model: DiffusionRecommender) -> None:
     assert torch.allclose(scores[0], brute[order], atol=1e-5)
 
 
-def test_ordered_direct_with_wide_beam_is_exact_chain_rule(model: DiffusionRecommender) -> None:
+def test_ordered_beam_with_wide_beam_is_exact_chain_rule(model: DiffusionRecommender) -> None:
     order = [2, 0, 1]
-    items, scores = model.recommend(HISTORY[1:2], k=len(CODES), sampler="ordered", options={"beam": 20, "order": order})
+    opts = {"beam": 20, "order": order, "renormalize": True}
+    items, scores = model.recommend(HISTORY[1:2], k=len(CODES), sampler="ordered-beam", options=opts)
     # every item's chain-rule score in that order: one batched pass over its n partial codes
     steps = []
     for i, j in enumerate(order):
@@ -231,7 +235,8 @@ def test_pairs_by_binary_search_equal_item_match() -> None:
 def test_cpd_two_digits_per_step_with_wide_beam_is_exact(model: DiffusionRecommender) -> None:
     # with a beam wider than every candidate, an item's score is the best over its fill orders
     # (a pair of positions, then the last one) of the two restricted steps' log-probs
-    items, scores = model.recommend(HISTORY[3:4], k=len(CODES), sampler="cpd", options={"beam": 64, "digits_per_step": 2})
+    opts = {"beam": 64, "digits_per_step": 2, "renormalize": True}
+    items, scores = model.recommend(HISTORY[3:4], k=len(CODES), sampler="cpd", options=opts)
     first = restricted_logp(model, HISTORY[3:4], torch.full((1, 3), MASK))[0]  # [n, V]
     best = torch.full((len(CODES),), float("-inf"))
     for last in range(3):
@@ -289,12 +294,28 @@ def test_cpd_merges_beams_that_complete_to_the_same_items(monkeypatch: pytest.Mo
     codes = torch.cat([torch.randint(0, 8, (24, 3), generator=g), torch.zeros(24, 1, dtype=torch.long)], 1)  # like rqkmeans
     m = DiffusionRecommender.from_codes(codes, [8, 8, 8, 1], d_model=16, n_heads=2, enc_layers=1, dec_layers=1, d_ff=32, max_len=4, seed=1).eval()
     opts = SamplerOptions(beam=10, digits_per_step=1)
-    merged, _ = m.recommend(HISTORY, k=10, sampler="cpd", options=opts)
+    merged = one_round(m, "cpd", opts, 10)
     t = torch.arange(16)[:, None]
     monkeypatch.setattr(CodeTable, "group_key", lambda self: t * self.n_items + torch.arange(self.n_items))
     m2 = DiffusionRecommender.from_codes(codes, [8, 8, 8, 1], d_model=16, n_heads=2, enc_layers=1, dec_layers=1, d_ff=32, max_len=4, seed=1).eval()
-    plain, _ = m2.recommend(HISTORY, k=10, sampler="cpd", options=opts)
+    plain = one_round(m2, "cpd", opts, 10)
     assert (merged >= 0).sum() > (plain >= 0).sum()
     for row in merged.tolist():
         real = [i for i in row if i >= 0]
         assert len(real) == len(set(real))
+    # later rounds fill the rest: exactly k whatever the merging rule
+    assert (m.recommend(HISTORY, k=10, sampler="cpd", options=opts)[0] >= 0).all()
+    assert (m2.recommend(HISTORY, k=10, sampler="cpd", options=opts)[0] >= 0).all() and m2.sample_stats["rounds"] > 1
+
+
+def one_round(model: DiffusionRecommender, sampler: str, opts: object, k: int, exclude: torch.Tensor | None = None) -> torch.Tensor:
+    """The items of the sampler's first round alone (no refill) -> [B, k] (-1 = none)."""
+    from stages.diffusion.schedules import make_schedule
+
+    smp = make_sampler(sampler, table=model.table(), schedule=make_schedule(model.schedule_name), options=SamplerOptions.of(opts), k=k)
+    state = smp.init_state(len(HISTORY), torch.device("cpu"))
+    if exclude is not None:
+        state.extra["exclude"] = model._history_mask(exclude)
+    with torch.no_grad():
+        state, _ = model._search(smp, model.encode(HISTORY), state, True)
+    return smp.finish(state, k)[0]

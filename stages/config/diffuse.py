@@ -19,17 +19,30 @@ class DiffuseConfig(StageConfig):
     ids: str = Field("rqkmeans", description="ID set (folder under ids/, from `gdr build-ids`) whose codes the model generates.")
     max_len: int = Field(20, ge=1, description="History items fed to the encoder (PROTOCOL.md: 20 for ID-generative models).")
     seed: int = Field(42, description="Seed of initialisation, data order, dropout and training masks; same seed, same run.")
-    loss: Literal["k_dce", "t_dce", "lambda_dce", "diffgrm"] = Field(
+    loss: Literal["k_dce", "t_dce", "t_dse", "lambda_dce", "diffgrm"] = Field(
         "k_dce",
         description="Objective: k_dce (k of n digits masked, weight n/k: the exact any-order bound), t_dce (t ~ U, weight from "
-        "the schedule), lambda_dce (mask rate λ ~ U, weight 1/λ), diffgrm (DIFF_GRM augmented masked prediction).",
+        "the schedule), t_dse (SEDD denoising score entropy, RADD parametrisation: weight w(t) = σ'(t)·e^-σ/(1-e^-σ), equal to "
+        "t_dce for a normalised denoiser), lambda_dce (mask rate λ ~ U, weight 1/λ), diffgrm (DIFF_GRM augmented masked prediction).",
     )
     schedule: Literal["loglinear", "geometric", "linear_beta"] = Field(
         "loglinear", description="Noise schedule of t_dce and of the tweedie/euler samplers; log-linear gives weight 1/t."
     )
     augment_factor: int = Field(4, ge=1, description="diffgrm: masked views per training example (DIFF_GRM uses several).")
     mask_prob: float = Field(0.5, gt=0, le=1, description="diffgrm: probability each digit of a view is masked (at least one is).")
-    lambda_floor: float = Field(0.05, gt=0, le=1, description="lambda_dce: the weight 1/λ uses max(λ, floor) so rare tiny λ cannot blow up.")
+    lambda_floor: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="lambda_dce: the weight 1/λ uses max(λ, floor): 0.05 keeps the gradient's variance finite (it is infinite "
+        "at 0) at a bias of about floor/2 of the nearly-unmasked per-digit loss; 0 = unbiased.",
+    )
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=1, description="Label smoothing ε of every objective's cross-entropy (DIFF_GRM: 0.1); 0 keeps the exact likelihood bound."
+    )
+    beta_max: float = Field(
+        0.1, gt=0, le=1, description="linear_beta schedule: β of the last of its 100 steps (0.1 as the seed system; 1 masks late steps at once)."
+    )
     d_model: int = Field(128, ge=8, description="Width of encoder and decoder (128 matches the tiger default).")
     n_heads: int = Field(4, ge=1, description="Attention heads; must divide d_model.")
     enc_layers: int = Field(2, ge=1, description="Transformer layers over the history.")

@@ -70,11 +70,13 @@ class LinearBeta(Schedule):
 
     Continuous t ∈ (0, 1] maps to step s = ceil(t·(T-1)); the weight is the discrete ELBO's
     (ᾱ_{s-1} - ᾱ_s) / (1 - ᾱ_s) times T-1 (so E_{t~U} matches Σ_s of the discrete bound).
+    β_max = 0.1 (the seed system's value) gives ᾱ_{T-1} ≈ e^{-0.1·T/2} ≈ 0.007 at T = 100: almost
+    every digit is masked at t = 1 without the late steps masking everything at once (β_max = 1).
     """
 
     name = "linear_beta"
 
-    def __init__(self, steps: int = 100, beta_max: float = 1.0):
+    def __init__(self, steps: int = 100, beta_max: float = 0.1):
         if steps < 2 or not 0.0 < beta_max <= 1.0:
             raise GdrError(f"linear_beta needs steps >= 2 and 0 < beta_max <= 1 (got {steps}, {beta_max})")
         self.steps = steps
@@ -98,8 +100,11 @@ class LinearBeta(Schedule):
 SCHEDULES: dict[str, type[Schedule]] = {c.name: c for c in (LogLinear, Geometric, LinearBeta)}
 
 
-def make_schedule(name: str) -> Schedule:
-    """The schedule called `name` with its default parameters; unknown names list the known ones."""
+def make_schedule(name: str, *, beta_max: float = 0.1) -> Schedule:
+    """The schedule called `name` (`beta_max` is linear_beta's; the others take their defaults);
+    unknown names list the known ones."""
     if name not in SCHEDULES:
         raise GdrError(f"unknown noise schedule {name!r}", fix=f"choose one of: {', '.join(SCHEDULES)}")
+    if name == LinearBeta.name:
+        return LinearBeta(beta_max=beta_max)
     return SCHEDULES[name]()

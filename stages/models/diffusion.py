@@ -93,7 +93,7 @@ class DigitBlock(nn.Module):
 
 class DiffusionRecommender(Recommender):
     kind: ClassVar[str] = "diffusion"
-    samplers: ClassVar[tuple[str, ...]] = ("cpd", "tweedie", "euler", "ordered")
+    samplers: ClassVar[tuple[str, ...]] = ("cpd", "tweedie", "euler", "ordered", "ordered-beam")
 
     def __init__(
         self,
@@ -112,13 +112,16 @@ class DiffusionRecommender(Recommender):
         augment_factor: int = 4,
         mask_prob: float = 0.5,
         lambda_floor: float = 0.05,
+        label_smoothing: float = 0.0,
+        beta_max: float = 0.1,
         seed: int = 0,
     ):
         kwargs = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         super().__init__(**kwargs)
         n, v, d = len(vocab_sizes), max(vocab_sizes), d_model
-        self.n_digits, self.max_len, self.schedule_name = n, max_len, schedule
-        self.objective = make_loss(loss, schedule=schedule, lambda_floor=lambda_floor, augment_factor=augment_factor, mask_prob=mask_prob)
+        self.n_digits, self.max_len, self.schedule_name, self.beta_max = n, max_len, schedule, beta_max
+        self.objective = make_loss(loss, schedule=schedule, lambda_floor=lambda_floor, augment_factor=augment_factor,
+                                   mask_prob=mask_prob, label_smoothing=label_smoothing, beta_max=beta_max)  # fmt: skip
 
         self.seed = seed
         self.register_buffer("noise_step", torch.zeros((), dtype=torch.long))  # training masks drawn so far
@@ -283,27 +286,61 @@ class DiffusionRecommender(Recommender):
     def recommend(
         self, history: Tensor, *, k: int, sampler: str | None = None, options: Any = None, exclude: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
+        """Top-k distinct items per user (see `stages/samplers/base.py` for the loop).
+
+        Excluded items ([B, M] ids) are invalid completions during the search. A user left with
+        fewer than k items (duplicate samples, beams merging into the same items) gets another
+        round of the sampler with the items found so far excluded too; each round adds at least
+        one, so exactly k come out whenever the catalogue minus the excluded items allows. The
+        lists are merged by score (path log-probabilities).
+        """
         from stages.samplers import make_sampler
-        from stages.samplers.base import SamplerOptions
+        from stages.samplers.base import SamplerOptions, top_distinct
 
         name = self.check_sampler(sampler)
         opts = SamplerOptions.of(options)
-        smp = make_sampler(name, table=self.table(), schedule=make_schedule(self.schedule_name), options=opts, k=k)
-        ctx = self.encode(history)
-        state = smp.init_state(history.shape[0], history.device)
-        if exclude is not None:
-            state.extra["exclude"] = self._history_mask(exclude)
+        schedule = make_schedule(self.schedule_name, beta_max=self.beta_max)
+        smp = make_sampler(name, table=self.table(), schedule=schedule, options=opts, k=k)
+        b, dev = history.shape[0], history.device
+        users = torch.arange(b, device=dev) if opts.users is None else torch.as_tensor(opts.users, device=dev).long()
+        history_mask = self._history_mask(exclude) if exclude is not None else torch.zeros(b, self.codes.shape[0], dtype=torch.bool, device=dev)
+        banned = history_mask.clone()
+        possible = self.table().match(smp.prefix[None].to(dev))  # [1, N] items with the prefix
+        items = torch.full((b, k), -1, dtype=torch.long, device=dev)
+        scores = torch.full((b, k), float("-inf"), device=dev)
+        ctx, rows, evals, rounds = self.encode(history), torch.arange(b, device=dev), 0, 0
+        for rnd in range(k):  # each round adds ≥ 1 item to every user it runs for
+            sub = Context([kv[:, rows] for kv in ctx.kv], ctx.keep[rows]) if rnd else ctx
+            state = smp.init_state(len(rows), dev, users[rows], rnd)
+            if bool(banned[rows].any()):
+                state.extra["exclude"] = banned[rows]  # the history and the items found so far: never completed
+                state.extra["invalid"] = history_mask[rows]  # the history alone: out of the renormalisation too
+            state, calls = self._search(smp, sub, state, opts.use_cache)
+            got, got_score = smp.finish(state, k)  # [r, k], none of them banned
+            evals, rounds = evals + calls, rounds + 1
+            merged, merged_score = top_distinct(torch.cat([items[rows], got], 1), torch.cat([scores[rows], got_score], 1), k)
+            items[rows], scores[rows] = merged, merged_score
+            banned[rows[:, None].expand_as(got)[got >= 0], got[got >= 0]] = True
+            short = (merged < 0).any(dim=1) & (possible & ~banned[rows]).any(dim=1)
+            rows = rows[short]
+            if not len(rows):
+                break
+        self.sample_stats = {"nfe": evals / max(b, 1), "function_evals": evals, "rounds": rounds}
+        return items, scores
+
+    def _search(self, smp: Any, ctx: Context, state: Any, use_cache: bool) -> tuple[Any, int]:
+        """Run one sampler to the end on the users of `ctx` -> (final state, function evaluations)."""
         evals = 0
         while not smp.done(state):
             b, s, n = state.tokens.shape
-            if opts.use_cache and state.logp is None and s > 1 and bool((state.tokens == state.tokens[:, :1]).all()):
+            if use_cache and state.logp is None and s > 1 and bool((state.tokens == state.tokens[:, :1]).all()):
                 # every row of a user holds the same code (e.g. the all-masked start): one evaluation per user
                 state.logp = self.denoise(ctx, 1, state.tokens[:, 0])[:, None].repeat(1, s, 1, 1)
-                state.fresh = torch.ones(b, s, dtype=torch.bool, device=history.device)
+                state.fresh = torch.ones(b, s, dtype=torch.bool, device=state.tokens.device)
                 evals += b
-            if state.logp is None or state.fresh is None or not opts.use_cache:
+            if state.logp is None or state.fresh is None or not use_cache:
                 state.logp = state.logp if state.logp is not None else self.head_b.new_empty(b, s, n, self.vocab_ok.shape[1])
-                state.fresh = torch.zeros(b, s, dtype=torch.bool, device=history.device)
+                state.fresh = torch.zeros(b, s, dtype=torch.bool, device=state.tokens.device)
             rows = (~state.fresh).flatten().nonzero().squeeze(1)  # rows needing a function evaluation
             if len(rows) == b * s:  # every row: a user's rows share its keys/values, no copy of the output
                 state.logp = self.denoise(ctx, s, state.tokens.reshape(b * s, n)).view(b, s, n, self.vocab_ok.shape[1])
@@ -312,8 +349,7 @@ class DiffusionRecommender(Recommender):
                 state.logp.view(b * s, n, -1)[rows] = self.denoise(ctx, rows // s, state.tokens.reshape(b * s, n)[rows])
                 evals += len(rows)
             state = smp.step(state, state.logp)
-        self.sample_stats = {"nfe": evals / max(history.shape[0], 1), "function_evals": evals}
-        return smp.finish(state, k)
+        return state, evals
 
     def _history_mask(self, history: Tensor) -> Tensor:
         """[B, N] bool: the items of `history` ([B, M] item ids, -1 = padding) per row."""
@@ -384,5 +420,5 @@ class DiffusionFamily(ModelFamily):
 
 
 MODEL_KEYS = {"d_model", "n_heads", "enc_layers", "dec_layers", "d_ff", "dropout", "loss", "schedule", "augment_factor",
-              "mask_prob", "lambda_floor"}  # fmt: skip
+              "mask_prob", "lambda_floor", "label_smoothing", "beta_max"}  # fmt: skip
 """DiffuseConfig fields that are DiffusionRecommender constructor arguments."""

@@ -2,11 +2,19 @@
 
 The model's `recommend` runs one shared loop:
 
-    state = sampler.init_state(batch, device)
+    state = sampler.init_state(batch, device, users, round)
+    state.extra["exclude"] = items each user must not get      # [B, N] bool
     while not sampler.done(state):
         state.logp[need] = model(tokens of the rows that need a fresh pass)   # [B, S, n, V]
         state = sampler.step(state, state.logp)
     items, scores = sampler.finish(state, k)
+
+Excluded items (`--exclude-history`, and the items earlier rounds found) are invalid completions
+during the search: every sampler keeps only partial codes that some allowed item completes, so
+every finished row is an allowed item. Users left with fewer than k distinct items get another
+round with the found items excluded too (each round adds at least one), so exactly k come out
+whenever the catalogue minus the excluded items allows. Stochastic samplers draw their noise
+from `noise.user_uniform`, keyed by (seed, user, round, step): lists do not depend on the batch.
 
 A state holds S partial codes per user ([B, S, n], -1 = masked), their scores (float32
 log-probabilities) and the per-row cache of model outputs: rows whose `fresh` flag is set reuse
@@ -25,7 +33,12 @@ from torch import Tensor
 
 from gdr_cli.errors import GdrError
 from stages.diffusion.schedules import Schedule
+from stages.samplers.noise import user_uniform
 from stages.samplers.validity import CodeTable
+
+STRATEGIES = ("direct", "top_k", "top_p")
+"""How a stochastic sampler draws a digit: from the whole (tempered, valid) prediction, or from its
+top-k digits, or from the smallest set of digits with probability ≥ top_p (RADD's strategies)."""
 
 
 @dataclass
@@ -33,16 +46,19 @@ class SamplerOptions:
     """The sampling settings a diffusion sampler reads (a view of `SampleConfig` or any object)."""
 
     beam: int = 10
+    first_beam: int | None = None
     digits_per_step: int = 2
     steps: int = 16
     strategy: str = "direct"
     top_k: int = 50
     top_p: float = 0.9
     temperature: float = 1.0
-    order: list[int] | None = None
+    order: list[int] | str | None = None
     prefix: Any = None
     use_cache: bool = True
+    renormalize: bool = True
     seed: int = 0
+    users: Tensor | None = None  # [B] int64 user IDs keying each user's noise; None = row index
 
     @classmethod
     def of(cls, options: Any) -> SamplerOptions:
@@ -77,10 +93,34 @@ class DiffusionSampler(abc.ABC):
             raise GdrError(f"beam must be >= 1, got {options.beam}")
         self.prefix = table.parse_prefix(options.prefix)  # [n], -1 = free
 
-    def init_state(self, batch: int, device: torch.device) -> State:
-        """One all-masked (except the prefix) row per user."""
+    def init_state(self, batch: int, device: torch.device, users: Tensor | None = None, round: int = 0) -> State:
+        """One all-masked (except the prefix) row per user. users [B] int64 keys of their noise."""
         tokens = self.prefix.to(device).expand(batch, 1, -1).clone()
-        return State(tokens=tokens, score=torch.zeros(batch, 1, device=device))
+        return self._state(tokens, users, round)
+
+    def _state(self, tokens: Tensor, users: Tensor | None, round: int) -> State:
+        b, s, _ = tokens.shape
+        state = State(tokens=tokens, score=torch.zeros(b, s, device=tokens.device))
+        state.extra["users"] = torch.arange(b, device=tokens.device) if users is None else users.to(tokens.device)
+        state.extra["round"] = round
+        return state
+
+    def uniform(self, state: State, purpose: int, shape: tuple[int, ...]) -> Tensor:
+        """This step's uniform noise per user -> [B, *shape] (keyed by seed, user, round, step, purpose)."""
+        return user_uniform(self.opts.seed, state.extra["users"], (state.extra["round"], state.step, purpose), shape)
+
+    def gumbel(self, state: State, purpose: int, shape: tuple[int, ...]) -> Tensor:
+        """This step's Gumbel noise per user -> [B, *shape]."""
+        return -torch.log(-torch.log(self.uniform(state, purpose, shape)))
+
+    def allowed_items(self, state: State, tokens: Tensor) -> Tensor:
+        """Items each row may still become: consistent with its digits and not excluded for its user.
+        tokens: [B*S, n] the state's rows -> [B*S, N] bool."""
+        match = self.table.match(tokens)
+        if "exclude" in state.extra:
+            s = tokens.shape[0] // max(1, state.extra["exclude"].shape[0])
+            match &= ~state.extra["exclude"].repeat_interleave(s, dim=0)
+        return match
 
     @abc.abstractmethod
     def step(self, state: State, logp: Tensor) -> State:
@@ -88,9 +128,6 @@ class DiffusionSampler(abc.ABC):
 
     def done(self, state: State) -> bool:
         return bool((state.tokens >= 0).all())
-
-    def generator(self) -> torch.Generator:
-        return torch.Generator().manual_seed(int(self.opts.seed))
 
     def finish(self, state: State, k: int) -> tuple[Tensor, Tensor]:
         """Top-k distinct items per user. Returns (items [B, k] int64, -1 = none; scores [B, k] float32)."""
@@ -101,6 +138,27 @@ class DiffusionSampler(abc.ABC):
             drop |= state.extra["exclude"].gather(1, items.clamp(min=0))
         score = state.score.float().masked_fill(drop, float("-inf"))
         return top_distinct(items, score, k)
+
+
+def filter_logits(lp: Tensor, strategy: str, top_k: int, top_p: float) -> Tensor:
+    """Apply a strategy: keep the top-k digits or the smallest set with probability ≥ top_p
+    (`direct` keeps all). lp: [R, V] log-probs -> [R, V] (-inf where dropped; the best digit stays)."""
+    if strategy == "direct":
+        return lp
+    if strategy == "top_k":
+        kth = lp.topk(min(top_k, lp.shape[-1]), dim=-1).values[:, -1:]
+        return lp.masked_fill(lp < kth, float("-inf"))
+    sorted_lp, order = lp.sort(dim=-1, descending=True)
+    before = torch.cumsum(sorted_lp.exp(), dim=-1) - sorted_lp.exp()  # mass strictly above each digit
+    drop = torch.zeros_like(before, dtype=torch.bool).scatter(1, order, before >= top_p)
+    return lp.masked_fill(drop, float("-inf"))
+
+
+def check_strategy(options: SamplerOptions) -> None:
+    if options.strategy not in STRATEGIES:
+        raise GdrError(f"unknown strategy {options.strategy!r}", fix=f"choose one of: {', '.join(STRATEGIES)}")
+    if (options.strategy == "top_k" and options.top_k < 1) or (options.strategy == "top_p" and not 0 < options.top_p <= 1):
+        raise GdrError("top_k must be >= 1 and top_p in (0, 1]", fix="fix --top-k / --top-p")
 
 
 def top_distinct(items: Tensor, score: Tensor, k: int) -> tuple[Tensor, Tensor]:

@@ -1,9 +1,14 @@
-"""Any-order autoregressive decoding in a fixed digit order (`options.order`, default left to right).
+"""Any-order autoregressive decoding: one digit per step, in a digit order.
 
-`--strategy direct` is a deterministic beam search filling one digit per step in that order;
-`top_k` / `top_p` draw `max(beam, k)` samples per user (seeded), each digit from the tempered,
-validity-restricted prediction filtered to the top-k digits / the smallest set with mass ≥ p.
-Samples are ranked by their path log-probability (temperature 1); duplicates keep the max.
+`ordered` is RADD's ancestral sampler: `max(beam, k)` samples per user, each digit drawn from
+the tempered prediction restricted to digits some allowed item still has (`strategy` direct: the
+whole distribution; top_k / top_p: its top-k digits / the smallest set with mass ≥ p). The order
+is `order` (default left to right), or with `order: random` a fresh uniform order per sample
+(RADD draws one per sample when none is given). Samples are ranked by their path log-probability
+(temperature 1); duplicates keep the max. Noise is keyed by seed and user (see `noise.py`).
+
+`ordered-beam` is the deterministic search: a beam of width `max(beam, k)` (`first_beam` after
+the first digit) filling the digits in the given fixed order (the cpd beam step on one position).
 """
 
 from __future__ import annotations
@@ -13,67 +18,88 @@ from torch import Tensor
 
 from gdr_cli.errors import GdrError
 from stages.diffusion.schedules import Schedule
-from stages.samplers.base import DiffusionSampler, SamplerOptions, State
+from stages.samplers.base import DiffusionSampler, SamplerOptions, State, check_strategy
 from stages.samplers.cpd import beam_extend
-from stages.samplers.tweedie import gumbel
+from stages.samplers.tweedie import TweedieSampler
 from stages.samplers.validity import CodeTable
 
-STRATEGIES = ("direct", "top_k", "top_p")
+ORDER_NOISE = 7
+"""Noise purpose of the random orders (steps draw purposes 0 and 1)."""
 
 
-def filter_logits(lp: Tensor, strategy: str, top_k: int, top_p: float) -> Tensor:
-    """Keep the top-k digits or the smallest set with probability ≥ top_p. lp: [R, V] -> [R, V]."""
-    if strategy == "top_k":
-        kth = lp.topk(min(top_k, lp.shape[-1]), dim=-1).values[:, -1:]
-        return lp.masked_fill(lp < kth, float("-inf"))
-    sorted_lp, order = lp.sort(dim=-1, descending=True)
-    before = torch.cumsum(sorted_lp.exp(), dim=-1) - sorted_lp.exp()  # mass strictly above each digit
-    drop = torch.zeros_like(before, dtype=torch.bool).scatter(1, order, before >= top_p)
-    return lp.masked_fill(drop, float("-inf"))
+def parse_order(order: object, n: int, *, allow_random: bool) -> list[int] | None:
+    """A fixed fill order ([n] permutation, default left to right) or None for `random`."""
+    if order == "random":
+        if not allow_random:
+            raise GdrError("a random digit order needs the stochastic sampler", fix="use --sampler ordered, or give a fixed --order")
+        return None
+    if isinstance(order, str):
+        raise GdrError(f"bad digit order {order!r}", fix=f"give 'random' or a permutation like [{','.join(map(str, range(n)))}]")
+    fixed = list(range(n)) if order is None else [int(j) for j in order]  # type: ignore[attr-defined]
+    if sorted(fixed) != list(range(n)):
+        raise GdrError(f"digit order {fixed} is not a permutation of 0..{n - 1}", fix=f"e.g. --order {','.join(map(str, range(n)))}")
+    return fixed
 
 
-class OrderedSampler(DiffusionSampler):
+class OrderedSampler(TweedieSampler):
     name = "ordered"
 
     def __init__(self, table: CodeTable, schedule: Schedule, options: SamplerOptions, k: int):
-        super().__init__(table, schedule, options)
-        n = table.n_digits
-        order = list(range(n)) if options.order is None else [int(j) for j in options.order]
-        if sorted(order) != list(range(n)):
-            raise GdrError(f"digit order {order} is not a permutation of 0..{n - 1}", fix=f"e.g. --set order=[{','.join(map(str, range(n)))}]")
-        if options.strategy not in STRATEGIES:
-            raise GdrError(f"unknown strategy {options.strategy!r}", fix=f"choose one of: {', '.join(STRATEGIES)}")
-        if (options.strategy == "top_k" and options.top_k < 1) or (options.strategy == "top_p" and not 0 < options.top_p <= 1):
-            raise GdrError("top_k must be >= 1 and top_p in (0, 1]", fix="fix --top-k / --top-p")
-        self.positions = [j for j in order if int(self.prefix[j]) < 0]
-        self.width = max(options.beam, k)
+        DiffusionSampler.__init__(self, table, schedule, options)
+        check_strategy(options)
+        self.order = parse_order(options.order, table.n_digits, allow_random=True)
+        self.free = [j for j in range(table.n_digits) if int(self.prefix[j]) < 0]
+        self.samples = max(options.beam, k)
 
-    def init_state(self, batch: int, device: torch.device) -> State:
-        if self.opts.strategy == "direct":
-            return super().init_state(batch, device)
-        tokens = self.prefix.to(device).expand(batch, self.width, -1).clone()
-        state = State(tokens=tokens, score=torch.zeros(batch, self.width, device=device))
-        state.extra["generator"] = self.generator()
+    def init_state(self, batch: int, device: torch.device, users: Tensor | None = None, round: int = 0) -> State:
+        tokens = self.prefix.to(device).expand(batch, self.samples, -1).clone()
+        state = self._state(tokens, users, round)
+        n = self.table.n_digits
+        if self.order is None:  # a uniform order of the free digits per sample (prefix digits sort last)
+            key = self.uniform(state, ORDER_NOISE, (self.samples, n)).masked_fill(self.prefix.to(device) >= 0, 2.0)
+            state.extra["order"] = key.argsort(dim=-1)[..., : len(self.free)]  # [B, S, m]
+        else:
+            fixed = torch.tensor([j for j in self.order if j in self.free], dtype=torch.long, device=device)
+            state.extra["order"] = fixed.expand(batch, self.samples, -1)
         return state
+
+    def done(self, state: State) -> bool:
+        return state.step >= len(self.free)
+
+    def step(self, state: State, logp: Tensor) -> State:
+        b, s, n = state.tokens.shape
+        r, v = b * s, logp.shape[-1]
+        tok = state.tokens.reshape(r, n).clone()
+        at = state.extra["order"][:, :, state.step].reshape(r)  # [R] the digit each row fills now
+        match = self.allowed_items(state, tok)  # [R, N]
+        ok = torch.zeros(r, v, dtype=torch.bool, device=logp.device)
+        for j in range(n):  # digit positions (n ≤ 8): the allowed digits of the rows filling j
+            rows = (at == j).nonzero().squeeze(1)
+            if len(rows):
+                ok[rows] = self.table.allowed_at(match[rows], j)
+        lj = logp.reshape(r, n, v)[torch.arange(r, device=logp.device), at]  # [R, V]
+        pick = self.draw(lj, ok, self.gumbel(state, 1, (s, v)).reshape(r, v))  # [R]
+        tok[torch.arange(r, device=tok.device), at] = pick
+        score = state.score.reshape(r) + self.digit_score(lj, ok, pick)
+        return State(tok.view(b, s, n), score.view(b, s), step=state.step + 1, extra=state.extra)
+
+
+class OrderedBeamSampler(DiffusionSampler):
+    name = "ordered-beam"
+
+    def __init__(self, table: CodeTable, schedule: Schedule, options: SamplerOptions, k: int):
+        super().__init__(table, schedule, options)
+        order = parse_order(options.order, table.n_digits, allow_random=False)
+        self.positions = [j for j in order or [] if int(self.prefix[j]) < 0]
+        self.width = max(options.beam, k)
+        self.first_width = self.width if options.first_beam is None else options.first_beam
 
     def done(self, state: State) -> bool:
         return state.step >= len(self.positions)
 
     def step(self, state: State, logp: Tensor) -> State:
-        b, s, n = state.tokens.shape
-        j = self.positions[state.step]
-        if self.opts.strategy == "direct":
-            sets = torch.zeros(1, n, dtype=torch.bool, device=logp.device)
-            sets[0, j] = True
-            return beam_extend(self.table, state, logp, sets, self.width)
-        r = b * s
-        tok = state.tokens.reshape(r, n).clone()
-        ok = self.table.allowed_at(self.table.match(tok), j)  # [R, V]
-        lj = logp.reshape(r, n, -1)[:, j]
-        l1 = torch.log_softmax(lj.masked_fill(~ok, float("-inf")), dim=-1)
-        lt = torch.log_softmax((lj / self.opts.temperature).masked_fill(~ok, float("-inf")), dim=-1)
-        lt = filter_logits(lt, self.opts.strategy, self.opts.top_k, self.opts.top_p)
-        pick = (lt + gumbel(tuple(lt.shape), state.extra["generator"], lt.device)).argmax(dim=-1)  # [R]
-        tok[:, j] = pick
-        score = state.score.reshape(r) + l1.gather(1, pick[:, None]).squeeze(1)
-        return State(tok.view(b, s, n), score.view(b, s), step=state.step + 1, extra=state.extra)
+        n = state.tokens.shape[2]
+        sets = torch.zeros(1, n, dtype=torch.bool, device=logp.device)
+        sets[0, self.positions[state.step]] = True
+        width = self.first_width if state.step == 0 else self.width
+        return beam_extend(self.table, state, logp, sets, width, self.opts.renormalize)

@@ -29,6 +29,8 @@ class CodeTable:
         self.vmax = max(vocab_sizes)
         self._reps: Tensor | None = None
         self._group_key: Tensor | None = None
+        self._rep_of: Tensor | None = None
+        self._group_size: Tensor | None = None
         radix = torch.tensor([1, *vocab_sizes[:-1]], dtype=torch.float64).cumprod(0)
         self.radix = radix.long().to(codes.device) if float(radix[-1]) * vocab_sizes[-1] < 2**62 else None
         if self.radix is not None:  # one int64 key per code: item lookup by binary search
@@ -142,19 +144,34 @@ class CodeTable:
             self._build_groups()
         return self._group_key  # type: ignore[return-value]
 
+    def rep_of(self) -> Tensor:
+        """[2^n, N] int64: the first item (lowest id) with item c's digits on position set T."""
+        if self._rep_of is None:
+            self._build_groups()
+        return self._rep_of  # type: ignore[return-value]
+
+    def group_size(self) -> Tensor:
+        """[2^n, N] int64: how many items share item c's digits on position set T."""
+        if self._group_size is None:
+            self._build_groups()
+        return self._group_size  # type: ignore[return-value]
+
     def _build_groups(self) -> None:
-        """For every position set T, group items by their digits on T: first member and set key."""
+        """For every position set T, group items by their digits on T: first member, size and set key."""
         n, ids, dev = self.n_digits, torch.arange(self.n_items, device=self.codes.device), self.codes.device
         weight = torch.randint(0, 2**62, (self.n_items,), generator=torch.Generator().manual_seed(0)).to(dev)
         reps = torch.zeros(2**n, self.n_items, dtype=torch.bool, device=dev)
         keys = torch.zeros(2**n, self.n_items, dtype=torch.long, device=dev)
+        rep_of = torch.zeros(2**n, self.n_items, dtype=torch.long, device=dev)
+        size = torch.zeros(2**n, self.n_items, dtype=torch.long, device=dev)
         for t in range(2**n):  # once per table, 2^n ≤ 256 position sets
             keep = torch.tensor([(t >> j) & 1 for j in range(n)], dtype=torch.bool, device=dev)
             _, inverse, counts = torch.unique(self.codes * keep, dim=0, return_inverse=True, return_counts=True)
             first = torch.full((len(counts),), self.n_items, device=dev).scatter_reduce(0, inverse, ids, reduce="amin")
             reps[t, first] = True
+            rep_of[t], size[t] = first[inverse], counts[inverse]
             keys[t] = torch.zeros(len(counts), dtype=torch.long, device=dev).index_add_(0, inverse, weight)[inverse]
-        self._reps, self._group_key = reps, keys
+        self._reps, self._group_key, self._rep_of, self._group_size = reps, keys, rep_of, size
 
     def parse_prefix(self, prefix: object) -> Tensor:
         """Digits fixed in advance: a dict {position: digit} or a list with -1 for free -> [n] int64.
