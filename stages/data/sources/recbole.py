@@ -3,7 +3,8 @@
 Headers look like `user_id:token	item_id:token	rating:float	timestamp:float`. The user and item
 columns are the first `token` fields whose names contain "user" / "item"; the time column is
 `timestamp` (float or int; without one, file order is time). Item text joins every other
-`token`/`token_seq` field of the `.item` file ("Toy Story, 1995, Animation Children's Comedy").
+`token`/`token_seq` field of the `.item` file ("Toy Story, 1995, Animation Children's Comedy")
+except `item_code` (the ID codes `gdr export --ids` writes).
 The `.net` file's first two `token` fields are (user, friend). `.item` / `.net` files that are not
 UTF-8, have a line with fewer fields than the header or an empty id fail with the file and line,
 as the `.inter` file does. `.user` files are not read (no table keeps user features).
@@ -75,7 +76,7 @@ def read_inter(path: Path) -> tuple[pl.LazyFrame, Callable[[], None]]:
 def read_item(path: Path) -> pl.DataFrame:
     fields = header(path)
     key = _field(fields, "item", path)
-    text_cols = [f"_{i}" for i, (_, k) in enumerate(fields) if i != key and k in ("token", "token_seq")]
+    text_cols = [f"_{i}" for i, (n, k) in enumerate(fields) if i != key and k in ("token", "token_seq") and n != "item_code"]
     frame = read_side(path, "\t", len(fields), {i: f"_{i}" for i in range(len(fields))}, keys=[f"_{key}"],
                       names=" ".join(f"{n}:{k}" for n, k in fields))
     text = pl.concat_str([pl.col(c).str.strip_chars() for c in text_cols], separator=", ", ignore_nulls=True) if text_cols else pl.lit(None, pl.String)
