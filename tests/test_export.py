@@ -8,17 +8,18 @@ import polars as pl
 import pytest
 
 from gdr_cli.app import main
-from gdr_cli.errors import GdrError
-from stages.config.preprocess import PreprocessConfig, SyntheticConfig
+from stages.config.preprocess import PreprocessConfig
+from stages.export import edge_order
 from stages.export import run as export
 from stages.preprocess import run as preprocess
 
 
-
 def tables(root: Path, dataset: str) -> dict[str, pl.DataFrame]:
     folder = root / dataset / "processed"
-    return {name: pl.read_parquet(folder / f"{name}.parquet") for name in
-            ("users", "items", "splits", "social", "social_splits", "interactions")}
+    return {
+        name: pl.read_parquet(folder / f"{name}.parquet")
+        for name in ("users", "items", "splits", "social", "social_splits", "interactions")
+    }
 
 
 def raw_view(root: Path, dataset: str) -> dict[str, object]:
@@ -28,8 +29,10 @@ def raw_view(root: Path, dataset: str) -> dict[str, object]:
     items = dict(zip(t["items"]["item"].to_list(), t["items"]["raw_id"].to_list(), strict=True))
 
     def split(name: str, ids: dict) -> dict:
-        return {users[r["user"]]: ([ids[i] for i in r["train"]], ids[r["valid"]], ids[r["test"]])
-                for r in t[name].iter_rows(named=True)}
+        return {
+            users[r["user"]]: ([ids[i] for i in r["train"]], ids[r["valid"]], ids[r["test"]])
+            for r in t[name].iter_rows(named=True)
+        }
 
     seqs: dict[str, list[str]] = {}
     for u, i in t["interactions"].select("user", "item").iter_rows():
@@ -61,7 +64,12 @@ def reimport(fmt: str, out: Path, root: Path, name: str) -> None:
         preprocess(source="interactions", data_dir=root, config=cfg, input=out / "interactions.parquet", name=name)
         # items and the friend graph travel as tables: check them directly
         exported = pl.read_parquet(out / "splits.parquet")
-        assert exported.schema == {"user": pl.String, "train": pl.List(pl.String), "valid": pl.String, "test": pl.String}
+        assert exported.schema == {
+            "user": pl.String,
+            "train": pl.List(pl.String),
+            "valid": pl.String,
+            "test": pl.String,
+        }
 
 
 def check_round_trip(root: Path, dataset: str, fmt: str, tmp: Path) -> None:
@@ -72,10 +80,11 @@ def check_round_trip(root: Path, dataset: str, fmt: str, tmp: Path) -> None:
     assert after["splits"] == before["splits"]
     assert after["sequences"] == before["sequences"]
     if fmt != "parquet":
-        norm = {k: " ".join(v.split()) if v else None for k, v in before["text"].items()}
+        norm = {k: " ".join(v.split()) or None if v else None for k, v in before["text"].items()}
         assert after["text"] == norm
         assert after["social"] == before["social"]
-        print(fmt, "social_splits equal:", after["social_splits"] == before["social_splits"])
+        if fmt == "recbole":  # .net edges are ordered so that each user's friend order comes back
+            assert after["social_splits"] == before["social_splits"]
     else:
         back = pl.read_parquet(out / "splits.parquet")
         assert {r["user"]: (r["train"], r["valid"], r["test"]) for r in back.iter_rows(named=True)} == before["splits"]
@@ -104,13 +113,47 @@ def test_round_trip_reproduces_the_splits_ml100k(ml100k: Path, tmp_path: Path, f
 def test_recbole_ties_are_broken_in_split_order(tmp_path: Path) -> None:
     """Equal timestamps: RecBole sorts by time, so ties get increasing fractions in the split's order."""
     path = tmp_path / "t.inter"
-    path.write_text("user_id:token\titem_id:token\ttimestamp:float\n" + "".join(f"u\t{i}\t7\n" for i in "cab") + "v\ta\t1\nv\tb\t2\nv\tc\t3\n")
-    preprocess(source="recbole", data_dir=tmp_path, config=PreprocessConfig(min_user_interactions=0, min_item_interactions=0), input=path, name="t")
+    path.write_text(
+        "user_id:token\titem_id:token\ttimestamp:float\n"
+        + "".join(f"u\t{i}\t7\n" for i in "cab")
+        + "v\ta\t1\nv\tb\t2\nv\tc\t3\n"
+    )
+    preprocess(
+        source="recbole",
+        data_dir=tmp_path,
+        config=PreprocessConfig(min_user_interactions=0, min_item_interactions=0),
+        input=path,
+        name="t",
+    )
     out = tmp_path / "out"
     export(dataset="t", data_dir=tmp_path, format="recbole", out=out)
     rows = [line.split("\t") for line in (out / "out.inter").read_text().splitlines()[1:]]
-    assert rows == [["u", "c", "7.0"], ["u", "a", "7.333333333333333"], ["u", "b", "7.666666666666667"],
-                    ["v", "a", "1.0"], ["v", "b", "2.0"], ["v", "c", "3.0"]]
+    assert rows == [
+        ["u", "c", "7.0"],
+        ["u", "a", "7.333333333333333"],
+        ["u", "b", "7.666666666666667"],
+        ["v", "a", "1.0"],
+        ["v", "b", "2.0"],
+        ["v", "c", "3.0"],
+    ]
+
+
+def test_edge_order_gives_every_user_their_friend_order() -> None:
+    # from input edges 1-2, 0-3, 0-1, 0-2; written as is (by user), user 1 would come back as [0, 2]
+    social = pl.DataFrame(
+        {"user": [0, 0, 0, 1, 1, 2, 2, 3], "friend": [3, 1, 2, 2, 0, 1, 0, 0]},
+        schema={"user": pl.Int32, "friend": pl.Int32},
+    )
+    rows = edge_order(social)
+    assert rows.height == 8
+    first: dict[frozenset, int] = {}
+    for pos, (u, f) in enumerate(rows.iter_rows()):
+        first.setdefault(frozenset((u, f)), pos)
+    got = {
+        u: sorted((f for v, f in social.iter_rows() if v == u), key=lambda f: first[frozenset((u, f))])
+        for u in range(4)
+    }
+    assert got == {0: [3, 1, 2], 1: [2, 0], 2: [1, 0], 3: [0]}
 
 
 def cli_error(capsys, argv: list[str]) -> str:
@@ -140,7 +183,9 @@ def test_foreign_folder_is_refused_unless_force(synthetic: Path, tmp_path: Path,
 def test_bad_options_are_one_line(synthetic: Path, tmp_path: Path, capsys) -> None:
     base = ["--out", str(tmp_path / "o"), "--data-dir", str(synthetic)]
     assert "unknown export format 'csv'" in cli_error(capsys, ["export", "synthetic", "--format", "csv", *base])
-    assert "--format parquet" in cli_error(capsys, ["export", "synthetic", "--format", "recbole", "--recs", "pop", *base])
+    assert "--format parquet" in cli_error(
+        capsys, ["export", "synthetic", "--format", "recbole", "--recs", "pop", *base]
+    )
     assert "not found" in cli_error(capsys, ["export", "nothing", "--format", "parquet", *base])
     assert "gdr build-ids" in cli_error(capsys, ["export", "synthetic", "--format", "parquet", "--ids", "none", *base])
     assert "gdr sample" in cli_error(capsys, ["export", "synthetic", "--format", "parquet", "--recs", "none", *base])
@@ -153,14 +198,19 @@ def test_ids_and_recommendations_as_plain_tables(synthetic: Path, tmp_path: Path
     assert main(["train-rec", "synthetic", "--model", "pop", "--run", "pop", *root]) == 0
     assert main(["sample", "synthetic", "--run", "pop", "--split", "test", *root]) == 0
     out = tmp_path / "pq"
-    assert main(["export", "synthetic", "--format", "parquet", "--out", str(out), "--ids", "rnd", "--recs", "pop", *root]) == 0
+    assert (
+        main(["export", "synthetic", "--format", "parquet", "--out", str(out), "--ids", "rnd", "--recs", "pop", *root])
+        == 0
+    )
     t = tables(synthetic, "synthetic")
     users = dict(t["users"].iter_rows())
     items = dict(t["items"].select("item", "raw_id").iter_rows())
     recs = pl.read_parquet(synthetic / "synthetic" / "recs" / "pop" / "test" / "recs.parquet")
     plain = pl.read_parquet(out / "recs.parquet")
     assert plain.columns == ["user", "rank", "item", "score"]
-    assert plain.rows() == [(users[u], r, items.get(i), s) for u, r, i, s in recs.select("user", "rank", "item", "score").rows()]
+    assert plain.rows() == [
+        (users[u], r, items.get(i), s) for u, r, i, s in recs.select("user", "rank", "item", "score").rows()
+    ]
     codes = pl.read_parquet(synthetic / "synthetic" / "ids" / "rnd" / "codes.parquet")
     exported = dict(pl.read_parquet(out / "codes.parquet").iter_rows())
     assert exported == {items[i]: c for i, c in codes.iter_rows()}
@@ -173,3 +223,8 @@ def test_ids_and_recommendations_as_plain_tables(synthetic: Path, tmp_path: Path
     assert first.split("\t")[2] == " ".join(map(str, exported[raw]))
     preprocess(source="recbole", data_dir=synthetic, config=PreprocessConfig(), input=rb, name="rb-back")
     assert raw_view(synthetic, "rb-back")["text"] == raw_view(synthetic, "synthetic")["text"]
+
+
+def test_round_trip_keeps_the_lastfm_friend_order(lastfm_dir: Path, tmp_path: Path) -> None:
+    preprocess(source="lastfm-2k", data_dir=tmp_path, config=PreprocessConfig(), input=lastfm_dir, name="fm")
+    check_round_trip(tmp_path, "fm", "recbole", tmp_path)

@@ -27,7 +27,9 @@ def export(
     recs: Annotated[
         str | None, typer.Option("--recs", help="parquet only: also export this run's recommendations as recs.parquet.")
     ] = None,
-    split: Annotated[str, typer.Option("--split", help="Split of the --recs recommendations (valid or test).")] = "test",
+    split: Annotated[
+        str, typer.Option("--split", help="Split of the --recs recommendations (valid or test).")
+    ] = "test",
     force: Annotated[
         bool, typer.Option("--force", help="Replace --out even if it is a non-empty folder gdr export did not write.")
     ] = False,

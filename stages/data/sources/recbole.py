@@ -80,7 +80,7 @@ def read_item(path: Path) -> pl.DataFrame:
     frame = read_side(path, "\t", len(fields), {i: f"_{i}" for i in range(len(fields))}, keys=[f"_{key}"],
                       names=" ".join(f"{n}:{k}" for n, k in fields))
     text = pl.concat_str([pl.col(c).str.strip_chars() for c in text_cols], separator=", ", ignore_nulls=True) if text_cols else pl.lit(None, pl.String)
-    return frame.select(pl.col(f"_{key}").alias("raw_id"), text.alias("text"))
+    return frame.select(pl.col(f"_{key}").alias("raw_id"), pl.when(text != "").then(text).alias("text"))  # no text: null
 
 
 def read_net(path: Path) -> pl.DataFrame:
