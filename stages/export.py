@@ -31,7 +31,16 @@ import polars as pl
 from gdr_cli.console import console
 from gdr_cli.errors import GdrError
 from gdr_cli.io import atomic_write_text, staged_dir, write_parquet
-from gdr_cli.manifest import MANIFEST, Manifest, Stopwatch, command_line, input_ref, read_manifest, write_manifest
+from gdr_cli.manifest import (
+    MANIFEST,
+    Manifest,
+    Stopwatch,
+    check_fresh,
+    command_line,
+    input_ref,
+    read_manifest,
+    write_manifest,
+)
 from gdr_cli.paths import DataPaths
 from stages.inputs import Processed, open_processed
 
@@ -61,7 +70,16 @@ def _check_tokens(frame: pl.DataFrame, col: str, what: str, fmt: str) -> None:
         )
 
 
-def _check_out(out: Path, force: bool) -> None:
+def _check_out(out: Path, force: bool, paths: DataPaths) -> None:
+    """Refuse a file, a foreign non-empty folder (unless `force`), and, always, the data root, a folder
+    above it or one inside the dataset's own folder (replacing those would destroy artifacts)."""
+    where, root, home = out.resolve(), paths.root.resolve(), paths.home.resolve()
+    if root.is_relative_to(where) or where.is_relative_to(home):
+        raise GdrError(
+            "--out would replace the data root or part of the dataset's artifacts",
+            where=str(out),
+            fix="export to a folder outside the data root (or under another folder of it)",
+        )
     if out.exists() and not out.is_dir():
         raise GdrError("--out is a file, not a folder", where=str(out), fix="give a folder path")
     if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file() and not force:
@@ -91,6 +109,7 @@ def _codes(paths: DataPaths, name: str, processed: Processed) -> tuple[pl.DataFr
         what=f"ID set {name!r} of dataset {paths.dataset!r}",
         fix=f"build it first: `gdr build-ids {paths.dataset} --ids {name}`",
     )
+    check_fresh(manifest, paths.root, what=f"ID set {name!r}")
     codes = pl.read_parquet(folder / "codes.parquet")
     view = codes.columns[0]
     table = processed.table("items" if view == "item" else "users").select(view, "raw_id")
@@ -107,6 +126,7 @@ def _recs(paths: DataPaths, name: str, split: str, processed: Processed) -> tupl
         what=f"{split} recommendations of run {name!r}",
         fix=f"sample them first: `gdr sample {paths.dataset} --run {name} --split {split}`",
     )
+    check_fresh(manifest, paths.root, what=f"{split} recommendations of run {name!r}")
     recs = pl.read_parquet(folder / "recs.parquet")
     users, items = processed.table("users"), processed.table("items")
     plain = recs.select(
@@ -248,7 +268,7 @@ def run(
         raise GdrError("--recs is exported as a plain table", fix="use --format parquet with --recs")
     paths = DataPaths(Path(data_dir), dataset)
     out = Path(out).expanduser()
-    _check_out(out, force)
+    _check_out(out, force, paths)
     processed = open_processed(paths)
     users, items = processed.table("users"), processed.table("items")
     inputs = {"processed": processed.ref}

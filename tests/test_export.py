@@ -8,6 +8,7 @@ import polars as pl
 import pytest
 
 from gdr_cli.app import main
+from gdr_cli.errors import GdrError
 from stages.config.preprocess import PreprocessConfig
 from stages.export import edge_order
 from stages.export import run as export
@@ -190,6 +191,12 @@ def test_bad_options_are_one_line(synthetic: Path, tmp_path: Path, capsys) -> No
     assert "gdr build-ids" in cli_error(capsys, ["export", "synthetic", "--format", "parquet", "--ids", "none", *base])
     assert "gdr sample" in cli_error(capsys, ["export", "synthetic", "--format", "parquet", "--recs", "none", *base])
     assert not (tmp_path / "o").exists()
+    for out in (synthetic, synthetic.parent, synthetic / "synthetic" / "processed"):  # never, not even with --force
+        line = cli_error(
+            capsys, ["export", "synthetic", "--format", "parquet", "--out", str(out), "--force", *base[2:]]
+        )
+        assert "would replace the data root" in line
+    assert (synthetic / "synthetic" / "processed" / "manifest.json").is_file()
 
 
 def test_ids_and_recommendations_as_plain_tables(synthetic: Path, tmp_path: Path) -> None:
@@ -223,6 +230,16 @@ def test_ids_and_recommendations_as_plain_tables(synthetic: Path, tmp_path: Path
     assert first.split("\t")[2] == " ".join(map(str, exported[raw]))
     preprocess(source="recbole", data_dir=synthetic, config=PreprocessConfig(), input=rb, name="rb-back")
     assert raw_view(synthetic, "rb-back")["text"] == raw_view(synthetic, "synthetic")["text"]
+    # processed data rebuilt since: the codes and recommendations are stale, and the export says so
+    preprocess(
+        source="synthetic",
+        data_dir=synthetic,
+        config=PreprocessConfig.model_validate({"synthetic": {"users": 150, "items": 80}, "seed": 5}),
+    )
+    with pytest.raises(GdrError, match="ID set 'rnd' is stale"):
+        export(dataset="synthetic", data_dir=synthetic, format="parquet", out=tmp_path / "stale", ids="rnd")
+    with pytest.raises(GdrError, match="recommendations of run 'pop' is stale"):
+        export(dataset="synthetic", data_dir=synthetic, format="parquet", out=tmp_path / "stale", recs="pop")
 
 
 def test_round_trip_keeps_the_lastfm_friend_order(lastfm_dir: Path, tmp_path: Path) -> None:
