@@ -61,11 +61,13 @@ def _one_line(text: pl.Expr) -> pl.Expr:
     return text.str.replace_all(r"\s+", " ").str.strip_chars()
 
 
-def _check_tokens(frame: pl.DataFrame, col: str, what: str, fmt: str) -> None:
-    bad = frame.filter(pl.col(col).str.contains(r"\s") | (pl.col(col) == ""))
+def _check_tokens(frame: pl.DataFrame, col: str, what: str, fmt: str, bad_chars: str) -> None:
+    """Ids must be non-empty and free of `bad_chars` (a regex class) to survive the text format `fmt`."""
+    bad = frame.filter(pl.col(col).str.contains(bad_chars) | (pl.col(col) == ""))
     if bad.height:
+        kind = "whitespace" if bad_chars == r"\s" else "a tab or line break"
         raise GdrError(
-            f"{what} id {bad[col][0]!r} is empty or holds whitespace, which {fmt} files cannot carry",
+            f"{what} id {bad[col][0]!r} is empty or holds {kind}, which {fmt} files cannot carry",
             fix="export with --format parquet",
         )
 
@@ -191,7 +193,8 @@ def _inter_timestamps(inter: pl.DataFrame) -> pl.Expr:
 def _write_recbole(
     tmp: Path, stem: str, inter: pl.DataFrame, items: pl.DataFrame, social: pl.DataFrame, codes: pl.DataFrame | None
 ) -> None:
-    _check_tokens(items, "raw_id", "item", "RecBole")
+    for frame, col, what in ((inter, "user", "user"), (items, "raw_id", "item")):
+        _check_tokens(frame, col, what, "RecBole", r"[\t\r\n]")
     table = inter.with_columns(_inter_timestamps(inter))
     lines = table.select(
         pl.concat_str([pl.col("user"), pl.col("item"), pl.col("timestamp").cast(pl.String)], separator="\t")
@@ -213,7 +216,7 @@ def _write_sequences(
     tmp: Path, inter: pl.DataFrame, items: pl.DataFrame, social: pl.DataFrame, codes: pl.DataFrame | None
 ) -> None:
     for frame, col, what in ((inter, "user", "user"), (items, "raw_id", "item")):
-        _check_tokens(frame, col, what, "user_sequence.txt")
+        _check_tokens(frame, col, what, "user_sequence.txt", r"\s")
     seqs = inter.group_by("user", maintain_order=True).agg(pl.col("item"))
     _write_lines(
         tmp / "user_sequence.txt",

@@ -245,3 +245,22 @@ def test_ids_and_recommendations_as_plain_tables(synthetic: Path, tmp_path: Path
 def test_round_trip_keeps_the_lastfm_friend_order(lastfm_dir: Path, tmp_path: Path) -> None:
     preprocess(source="lastfm-2k", data_dir=tmp_path, config=PreprocessConfig(), input=lastfm_dir, name="fm")
     check_round_trip(tmp_path, "fm", "recbole", tmp_path)
+
+
+def test_ids_with_spaces_cannot_go_to_text_formats(tmp_path: Path, capsys) -> None:
+    csv = tmp_path / "log.csv"
+    csv.write_text(
+        "user_id,item_id,timestamp\n"
+        + "".join(f"{u},{i},{t}\n" for u in ("ann lee", "bo") for t, i in enumerate("xyz"))
+    )
+    cfg = PreprocessConfig(min_user_interactions=0, min_item_interactions=0)
+    preprocess(source="interactions", data_dir=tmp_path, config=cfg, input=csv, name="log")
+    base = ["export", "log", "--data-dir", str(tmp_path), "--out"]
+    line = cli_error(capsys, [*base, str(tmp_path / "seq"), "--format", "sequences"])
+    assert "user id 'ann lee' is empty or holds whitespace" in line and "--format parquet" in line
+    assert not (tmp_path / "seq").exists()
+    assert main([*base, str(tmp_path / "pq"), "--format", "parquet"]) == 0
+    assert sorted(pl.read_parquet(tmp_path / "pq" / "splits.parquet")["user"]) == ["ann lee", "bo"]
+    assert main([*base, str(tmp_path / "rb"), "--format", "recbole"]) == 0  # RecBole tokens may hold spaces
+    preprocess(source="recbole", data_dir=tmp_path, config=cfg, input=tmp_path / "rb", name="back")
+    assert raw_view(tmp_path, "back")["splits"] == raw_view(tmp_path, "log")["splits"]
