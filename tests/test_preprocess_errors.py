@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -194,3 +195,80 @@ def test_blank_lines_crlf_and_bom_are_tolerated(tmp_path):
     with pytest.raises(GdrError, match="no interactions left") as err:
         run(source="amazon-books", data_dir=tmp_path, config=LOOSE, input=tmp_path / "one.csv")
     assert "no user has 3 interactions" in err.value.line()
+
+
+# --- side files (Last.fm friends/artists, RecBole .item/.net, text folders): same wrapping as main files ---
+
+
+def lastfm_copy(tmp_path: Path, **replace: bytes) -> Path:
+    """The Last.fm fixture under its real names, with some files' bytes replaced."""
+    out = tmp_path / "fm"
+    out.mkdir()
+    for f in (FIX / "lastfm").glob("*.dat.txt"):
+        name = f.name.removesuffix(".txt")
+        (out / name).write_bytes(replace.get(name.removesuffix(".dat"), f.read_bytes()))
+    return out
+
+
+def recbole_copy(tmp_path: Path, **replace: bytes) -> Path:
+    out = tmp_path / "rb"
+    out.mkdir()
+    for f in (FIX / "recbole").iterdir():
+        (out / f.name).write_bytes(replace.get(f.suffix.lstrip("."), f.read_bytes()))
+    return out / "tiny.inter"
+
+
+@pytest.mark.parametrize(
+    "name,content,message,where",
+    [
+        ("user_friends", b"userID\n1\n", "no column 'friendID'", "user_friends.dat:1"),
+        ("user_friends", b"userID,friendID\n1,2\n", "no column 'userID'", "user_friends.dat:1"),
+        ("user_friends", b"userID\tfriendID\n1\t2\n\n3\n", "expected 2 fields separated by '\\t'", "user_friends.dat:4"),
+        ("user_friends", b"userID\tfriendID\n1\t2\n3\t\n", "empty friendID field", "user_friends.dat:3:2"),
+        ("artists", b"id\tname\turl\tpictureURL\n10\tBj\xf6rk\tu\tp\n", "not UTF-8", "artists.dat:2"),
+        ("artists", b"id\turl\tpictureURL\n10\tu\tp\n", "no column 'name'", "artists.dat:1"),
+        ("artists", b"id\tname\turl\tpictureURL\n10\tA\tu\tp\n11\tB u p\n", "expected 4 fields", "artists.dat:3"),
+    ],
+)
+def test_bad_lastfm_side_file(tmp_path, capsys, name, content, message, where):
+    folder = lastfm_copy(tmp_path, **{name: content})
+    line = cli_error(capsys, ["lastfm-2k", "--input", str(folder), "--data-dir", str(tmp_path / "d")])
+    assert message in line and f"{folder}/{where}" in line, line
+    assert not (tmp_path / "d" / "lastfm-2k").exists()  # nothing written
+
+
+@pytest.mark.parametrize(
+    "suffix,content,message,where",
+    [
+        ("item", b"item_id:token\ttitle:token_seq\tyear:token\n10\tToy Story\t1995\n11\tGoldenEye\n", "expected 3 fields", "tiny.item:3"),
+        ("item", b"item_id:token\ttitle:token_seq\n10,Toy Story\n", "expected 2 fields", "tiny.item:2"),
+        ("item", b"item_id:token\ttitle:token_seq\n10\tCaf\xe9\n", "not UTF-8", "tiny.item:2"),
+        ("item", b"item_id:token\ttitle:token_seq\n\tNo id\n", "empty", "tiny.item:2:1"),
+        ("net", b"source_id:token\ttarget_id:token\n1\t2\n2 3\n", "expected 2 fields", "tiny.net:3"),
+        ("net", b"source_id:token\ttarget_id:token\n1\t2\n2\t\xff\n", "not UTF-8", "tiny.net:3"),
+        ("net", b"source_id:token\n1\n", "needs two :token fields", "tiny.net:1"),
+        ("inter", b"user_id:token\titem_id:token\ttimestamp:float\n1\t2\t3.0\n1\t3\xff\t4.0\n", "not UTF-8", "tiny.inter:3"),
+    ],
+)
+def test_bad_recbole_file(tmp_path, capsys, suffix, content, message, where):
+    inter = recbole_copy(tmp_path, **{suffix: content})
+    line = cli_error(capsys, ["recbole", "--input", str(inter), "--data-dir", str(tmp_path / "d")])
+    assert message in line and f"{inter.parent}/{where}" in line, line
+
+
+def test_text_folder_with_undecodable_bytes(tmp_path, capsys):
+    for name in ("user_sequence.txt", "item_plain_text.txt", "friend_sequence.txt"):
+        folder = tmp_path / name.split(".")[0]
+        shutil.copytree(FIX / "sequences", folder)
+        (folder / name).write_bytes((FIX / "sequences" / name).read_bytes() + b"x \xc3\x28 y\n")
+        n = (FIX / "sequences" / name).read_bytes().count(b"\n") + 1
+        line = cli_error(capsys, ["sequences", "--input", str(folder), "--data-dir", str(tmp_path / "d")])
+        assert "not UTF-8" in line and f"{folder / name}:{n}" in line, line
+
+
+def test_main_file_undecodable_line_is_located(tmp_path):
+    path = tmp_path / "ratings_Books.csv"
+    path.write_bytes(b"A,1,5.0,100\nB\xff,2,4.0,200\n")
+    with pytest.raises(GdrError, match="not UTF-8") as err:
+        run(source="amazon-books", data_dir=tmp_path, config=LOOSE, input=path)
+    assert f"{path}:2" in err.value.line()

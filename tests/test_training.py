@@ -194,6 +194,30 @@ def test_same_seed_same_weights_other_seed_differs(data: dict, tmp_path: Path) -
     assert not same_state(a.state_dict(), other.state_dict())
 
 
+def test_fit_leaves_the_global_rng_state_unchanged(data: dict, tmp_path: Path) -> None:
+    """Dropout draws from a fork of the torch RNG: the caller's state is the same after fit (and after a
+    Ctrl-C), and a caller's later draws do not depend on whether fit ran."""
+    model = new_model()
+    torch.manual_seed(1234)
+    before = torch.get_rng_state()
+    expected = torch.rand(5)
+    torch.set_rng_state(before)
+    run_fit(model, data, tmp_path / "a", cfg(max_steps=9))
+    assert torch.equal(torch.get_rng_state(), before)
+    assert torch.equal(torch.rand(5), expected)
+    stopping = Interrupting(at=4, how="raise")
+    torch.set_rng_state(before)
+    with pytest.raises(KeyboardInterrupt):
+        run_fit(stopping, data, tmp_path / "b", cfg(max_steps=9))
+    assert torch.equal(torch.get_rng_state(), before)
+    # the seed alone decides the weights, whatever the caller's RNG state was
+    torch.manual_seed(99)
+    other = new_model()
+    torch.manual_seed(7)
+    run_fit(other, data, tmp_path / "c", cfg(max_steps=9))
+    assert same_state(model.state_dict(), other.state_dict())
+
+
 def test_epoch_order_depends_on_seed_and_epoch_only() -> None:
     assert torch.equal(epoch_order(1, 2, 50), epoch_order(1, 2, 50))
     assert not torch.equal(epoch_order(1, 2, 50), epoch_order(1, 3, 50))

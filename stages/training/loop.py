@@ -5,10 +5,11 @@ clipping, mixed precision, validation NDCG@10 every `eval_every` steps (or per e
 state kept, early stopping, a wall-clock budget, exact resume from `workdir/checkpoint.pt`, and
 data parallelism under `torchrun`.
 
-Determinism: dropout draws from the torch RNG seeded with `seed` (+ rank), and the order of epoch e
-is `randperm` from a generator seeded by (seed, e); the RNG state is saved in checkpoints and put
-aside during validation, so an interrupted and resumed run ends with the same weights as an
-uninterrupted one. The loss stays on the device between log points (no host sync per step).
+Determinism: dropout draws from the torch RNG, seeded with `seed` (+ rank) inside a fork of the
+caller's RNG state (`torch.random.fork_rng`), so the caller's global RNG state is the same after
+`fit` as before it; the order of epoch e is `randperm` from a generator seeded by (seed, e). The
+loop's RNG state is saved in checkpoints and put aside during validation, so an interrupted and
+resumed run ends with the same weights as an uninterrupted one. The loss stays on the device between log points (no host sync per step).
 """
 
 from __future__ import annotations
@@ -88,7 +89,6 @@ class _Trainer:
         self.data_device = self.device if on_device else torch.device("cpu")
         self.data = {k: v.to(self.data_device) for k, v in train.items()}
 
-        torch.manual_seed(seed + self.rank)  # dropout and any other draw inside the model
         self.model = model.to(self.device).train()
         self.net: nn.Module = self.model
         if self.info.enabled:
@@ -304,6 +304,16 @@ class _Trainer:
 
     # ---- the loop ------------------------------------------------------------------------------
     def run(self, resume: bool) -> FitResult:
+        """Train in a fork of the global RNG state (CPU + this CUDA device): the caller's state is untouched."""
+        cuda = self.device.type == "cuda"
+        with torch.random.fork_rng(devices=[self.device] if cuda else []):
+            torch.random.default_generator.manual_seed(self.seed + self.rank)  # dropout and any draw in the model
+            if cuda:
+                with torch.cuda.device(self.device):
+                    torch.cuda.manual_seed(self.seed + self.rank)
+            return self._run(resume)
+
+    def _run(self, resume: bool) -> FitResult:
         cfg = self.cfg
         state = load_checkpoint(self.workdir, self.fingerprint_dict) if resume else None
         if self.primary:

@@ -8,6 +8,7 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from gdr_cli.errors import GdrError
@@ -87,11 +88,91 @@ def scan_delimited(path: Path, sep: str, columns: dict[int, str], *, header: boo
     return lf.select(list(INTERACTIONS_SCHEMA))
 
 
+def not_utf8(path: Path, lineno: int, raw: bytes) -> GdrError:
+    return GdrError(
+        f"bytes that are not UTF-8 ({raw!r})",
+        where=f"{path}:{lineno}",
+        fix="save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8 FILE > FILE.utf8)",
+    )
+
+
+def utf8_bytes(path: Path) -> bytes:
+    """The bytes of `path`, checked to be UTF-8: undecodable bytes fail with the file and line (never lossy)."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise not_utf8(path, data.count(b"\n", 0, exc.start) + 1, data[exc.start:exc.end]) from None
+    return data
+
+
+def short_line(data: bytes, sep: str, n_fields: int, *, skip: int) -> tuple[int, int] | None:
+    """(line number, fields) of the first non-blank line after the first `skip` with < `n_fields` fields on `sep`."""
+    buf = np.frombuffer(data, np.uint8)
+    ends = np.flatnonzero(buf == 10)
+    if buf.size and buf[-1] != 10:
+        ends = np.append(ends, buf.size)
+    starts = np.concatenate([[0], ends[:-1] + 1]).astype(np.int64)
+    lengths = ends - starts
+    cr = (lengths > 0) & (buf[np.maximum(ends - 1, 0)] == 13) if buf.size else lengths > 0
+    blank = lengths - cr == 0
+    fields = np.bincount(np.searchsorted(ends, np.flatnonzero(buf == ord(sep))), minlength=ends.size) + 1
+    bad = np.flatnonzero(~blank & (fields < n_fields) & (np.arange(ends.size) >= skip))
+    return (int(bad[0]) + 1, int(fields[bad[0]])) if bad.size else None
+
+
+def read_side(path: Path, sep: str, n_fields: int, columns: dict[int, str], *, keys: list[str], names: str) -> pl.DataFrame:
+    """Fields `columns` (index -> name) of a delimited side file with a header line, as strings; blank lines dropped.
+
+    Bytes that are not UTF-8, a line with fewer than `n_fields` fields (missing column, wrong
+    separator) or an empty `keys` field fail with the file and line (`names` lists the fields).
+    """
+    data = utf8_bytes(path)
+    hit = short_line(data, sep, n_fields, skip=1)
+    if hit is not None:
+        raise GdrError(
+            f"expected {n_fields} fields separated by {sep!r} ({names}), found {hit[1]}",
+            where=f"{path}:{hit[0]}",
+            fix="fix or remove that line (a truncated file or the wrong separator?)",
+        )
+    width = max(n_fields, max(columns) + 1)
+    raw = [f"_f{i}" for i in range(width)]
+    frame = pl.read_csv(data, separator=sep, has_header=False, skip_rows=1, new_columns=raw, quote_char=None,
+                        schema=dict.fromkeys(raw, pl.String), truncate_ragged_lines=True)
+    frame = frame.with_row_index("_line", offset=2).filter(~pl.all_horizontal(pl.col(raw).is_null()))
+    frame = frame.select("_line", *(pl.col(f"_f{i}").alias(name) for i, name in columns.items()))
+    for key in keys:
+        empty = frame.filter(pl.col(key).is_null() | (pl.col(key).str.strip_chars() == ""))
+        if empty.height:
+            col = next(i for i, name in columns.items() if name == key)
+            raise GdrError(f"empty {key} field", where=f"{path}:{empty['_line'][0]}:{col + 1}",
+                           fix="every line needs that field; fix or remove the line")
+    return frame.drop("_line")
+
+
+def header_columns(path: Path, sep: str, wanted: list[str], *, names: str) -> tuple[int, dict[int, str]]:
+    """(fields in the header line, {index: name} of `wanted`); a missing column fails at `path:1`."""
+    utf8_bytes(path)
+    have = [h.strip() for h in first_line(path).split(sep)]
+    missing = [w for w in wanted if w not in have]
+    if missing:
+        raise GdrError(
+            f"no column {missing[0]!r} (header: {' '.join(have)[:80]!r})",
+            where=f"{path}:1",
+            fix=f"the header line must name {names}, separated by {sep!r} (is the separator right?)",
+        )
+    return len(have), {have.index(w): w for w in wanted}
+
+
 def diagnose_delimited(path: Path, sep: str, n_fields: int, int_fields: dict[int, str], *, header: bool,
                        encoding: str = "utf-8", allow_float: bool = False) -> None:
-    """Scan `path` line by line and raise at the first line with too few fields or a non-numeric field."""
-    with open(path, encoding=encoding, errors="replace") as fh:
-        for lineno, line in enumerate(fh, start=1):
+    """Scan `path` line by line and raise at the first undecodable line, line with too few fields or non-numeric field."""
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode(encoding)
+            except UnicodeDecodeError as exc:
+                raise not_utf8(path, lineno, raw[exc.start:exc.end]) from None
             if (header and lineno == 1) or not line.strip():
                 continue
             fields = line.rstrip("\r\n").split(sep)

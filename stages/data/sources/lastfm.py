@@ -4,7 +4,8 @@ Interactions are tag assignments (user, artist) in time order: `user_taggedartis
 (userID artistID tagID timestamp in ms, converted to seconds) when present, else
 `user_taggedartists.dat` (day/month/year -> unix seconds at 00:00 UTC; same-day events keep
 file order). Several tags on one artist at one time are one interaction after the exact-duplicate
-drop. `artists.dat` (UTF-8) gives item text (the artist name).
+drop. `artists.dat` (UTF-8) gives item text (the artist name). Side files that are not UTF-8,
+lack a column or have a short line fail with the file and line, as the tagging file does.
 """
 
 from __future__ import annotations
@@ -16,7 +17,14 @@ import polars as pl
 
 from stages.config.preprocess import PreprocessConfig
 from stages.data.bundle import INTERACTIONS_SCHEMA, RawBundle
-from stages.data.sources.common import check_fields, diagnose_delimited, find_input, scan_delimited
+from stages.data.sources.common import (
+    check_fields,
+    diagnose_delimited,
+    find_input,
+    header_columns,
+    read_side,
+    scan_delimited,
+)
 
 STAMPED = "user_taggedartists-timestamps.dat"
 DATED = "user_taggedartists.dat"
@@ -31,6 +39,13 @@ def _dated(path: Path) -> pl.LazyFrame:
     return lf.with_row_index("order").select(
         "user", "item", ts.cast(pl.Int64).alias("timestamp"), pl.col("order").cast(pl.Int64)
     ).select(list(INTERACTIONS_SCHEMA))
+
+
+def _side(path: Path, wanted: dict[str, str], *, keys: list[str], names: str) -> pl.DataFrame:
+    """Columns `wanted` (header name -> table name) of a tab-separated side file; bad input names the line."""
+    n_fields, columns = header_columns(path, "\t", list(wanted), names=names)
+    frame = read_side(path, "\t", n_fields, columns, keys=keys, names=names)
+    return frame.select(pl.col(src).alias(dst) for src, dst in wanted.items())
 
 
 def read(input: Path | None, *, config: PreprocessConfig, cache: Path) -> RawBundle:
@@ -48,10 +63,8 @@ def read(input: Path | None, *, config: PreprocessConfig, cache: Path) -> RawBun
         diagnose = partial(diagnose_delimited, path, "\t", 6, {3: "day", 4: "month", 5: "year"}, header=True)
     items = social = None
     if (folder / "artists.dat").is_file():
-        items = pl.read_csv(folder / "artists.dat", separator="\t", quote_char=None, infer_schema=False,
-                            truncate_ragged_lines=True, encoding="utf8-lossy").select(
-            pl.col("id").alias("raw_id"), pl.col("name").alias("text"))
+        items = _side(folder / "artists.dat", {"id": "raw_id", "name": "text"}, keys=["id"], names="id name url pictureURL")
     if (folder / "user_friends.dat").is_file():
-        social = pl.read_csv(folder / "user_friends.dat", separator="\t", infer_schema=False).select(
-            pl.col("userID").alias("user"), pl.col("friendID").alias("friend"))
+        social = _side(folder / "user_friends.dat", {"userID": "user", "friendID": "friend"}, keys=["userID", "friendID"],
+                       names="userID friendID")
     return RawBundle(interactions=lf, items=items, social=social, origin=str(path), diagnose=diagnose)

@@ -3,8 +3,11 @@
 Headers look like `user_id:token	item_id:token	rating:float	timestamp:float`. The user and item
 columns are the first `token` fields whose names contain "user" / "item"; the time column is
 `timestamp` (float or int; without one, file order is time). Item text joins every other
-`token`/`token_seq` field of the `.item` file ("Toy Story, 1995, Animation Children's Comedy").
-The `.net` file's first two `token` fields are (user, friend).
+`token`/`token_seq` field of the `.item` file ("Toy Story, 1995, Animation Children's Comedy")
+except `item_code` (the ID codes `gdr export --ids` writes).
+The `.net` file's first two `token` fields are (user, friend). `.item` / `.net` files that are not
+UTF-8, have a line with fewer fields than the header or an empty id fail with the file and line,
+as the `.inter` file does. `.user` files are not read (no table keeps user features).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import polars as pl
 from gdr_cli.errors import GdrError
 from stages.config.preprocess import PreprocessConfig
 from stages.data.bundle import RawBundle
-from stages.data.sources.common import diagnose_delimited, find_input, first_line, scan_delimited
+from stages.data.sources.common import diagnose_delimited, find_input, first_line, read_side, scan_delimited
 
 
 def atomic_files(input: Path | None, cache: Path) -> Path:
@@ -73,22 +76,20 @@ def read_inter(path: Path) -> tuple[pl.LazyFrame, Callable[[], None]]:
 def read_item(path: Path) -> pl.DataFrame:
     fields = header(path)
     key = _field(fields, "item", path)
-    text_cols = [n for i, (n, k) in enumerate(fields) if i != key and k in ("token", "token_seq")]
-    frame = pl.read_csv(path, separator="\t", has_header=False, skip_rows=1, new_columns=[n for n, _ in fields],
-                        schema=dict.fromkeys([n for n, _ in fields], pl.String), quote_char=None,
-                        truncate_ragged_lines=True, encoding="utf8-lossy")
+    text_cols = [f"_{i}" for i, (n, k) in enumerate(fields) if i != key and k in ("token", "token_seq") and n != "item_code"]
+    frame = read_side(path, "\t", len(fields), {i: f"_{i}" for i in range(len(fields))}, keys=[f"_{key}"],
+                      names=" ".join(f"{n}:{k}" for n, k in fields))
     text = pl.concat_str([pl.col(c).str.strip_chars() for c in text_cols], separator=", ", ignore_nulls=True) if text_cols else pl.lit(None, pl.String)
-    return frame.select(pl.col(fields[key][0]).alias("raw_id"), text.alias("text"))
+    return frame.select(pl.col(f"_{key}").alias("raw_id"), pl.when(text != "").then(text).alias("text"))  # no text: null
 
 
 def read_net(path: Path) -> pl.DataFrame:
     fields = header(path)
-    tokens = [n for n, k in fields if k == "token"][:2]
+    tokens = [i for i, (_, k) in enumerate(fields) if k == "token"][:2]
     if len(tokens) < 2:
         raise GdrError("a .net file needs two :token fields (user, friend)", where=f"{path}:1", fix="check the header line")
-    frame = pl.read_csv(path, separator="\t", has_header=False, skip_rows=1, new_columns=[n for n, _ in fields],
-                        schema=dict.fromkeys([n for n, _ in fields], pl.String), quote_char=None, truncate_ragged_lines=True)
-    return frame.select(pl.col(tokens[0]).alias("user"), pl.col(tokens[1]).alias("friend")).drop_nulls()
+    return read_side(path, "\t", len(fields), {tokens[0]: "user", tokens[1]: "friend"}, keys=["user", "friend"],
+                     names=" ".join(f"{n}:{k}" for n, k in fields))
 
 
 def read_atomic(inter: Path) -> RawBundle:

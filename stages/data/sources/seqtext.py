@@ -2,7 +2,8 @@
 
 Each `user_sequence.txt` line is `user item item ...` in time order; the timestamp is the
 position in the line. `item_plain_text.txt` lines are `item<whitespace or tab>text`;
-`friend_sequence.txt` lines are `user friend friend ...` (friends in that order).
+`friend_sequence.txt` lines are `user friend friend ...` (friends in that order). Bytes that are
+not UTF-8 fail with the file and line.
 """
 
 from __future__ import annotations
@@ -14,15 +15,15 @@ import polars as pl
 from gdr_cli.errors import GdrError
 from stages.config.preprocess import PreprocessConfig
 from stages.data.bundle import INTERACTIONS_SCHEMA, RawBundle
-from stages.data.sources.common import find_input
+from stages.data.sources.common import find_input, utf8_bytes
 
 SEQUENCES = "user_sequence.txt"
 
 
 def _lines(path: Path) -> pl.DataFrame:
     """[line:u32, tokens:list[str]] of the non-empty lines of a whitespace-separated file."""
-    frame = pl.read_csv(path, has_header=False, separator="\x1f", quote_char=None, new_columns=["raw"],
-                        schema={"raw": pl.String}, encoding="utf8-lossy")
+    frame = pl.read_csv(utf8_bytes(path), has_header=False, separator="\x1f", quote_char=None, new_columns=["raw"],
+                        schema={"raw": pl.String})
     return frame.with_row_index("line", offset=1).with_columns(
         pl.col("raw").str.strip_chars().str.replace_all(r"\s+", " ").str.split(" ")
     ).rename({"raw": "tokens"}).filter(pl.col("tokens").list.first() != "")
@@ -46,8 +47,8 @@ def read(input: Path | None, *, config: PreprocessConfig, cache: Path) -> RawBun
     items = social = None
     text = folder / "item_plain_text.txt"
     if text.is_file():
-        raw = pl.read_csv(text, has_header=False, separator="\x1f", quote_char=None, new_columns=["raw"],
-                          schema={"raw": pl.String}, encoding="utf8-lossy")
+        raw = pl.read_csv(utf8_bytes(text), has_header=False, separator="\x1f", quote_char=None, new_columns=["raw"],
+                          schema={"raw": pl.String})
         parts = pl.col("raw").str.strip_chars().str.extract_groups(r"^(\S+)\s*(.*)$")
         items = raw.select(parts.struct.field("1").alias("raw_id"), parts.struct.field("2").alias("text")).filter(
             pl.col("raw_id").is_not_null())
