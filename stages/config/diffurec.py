@@ -1,0 +1,50 @@
+"""Config of the `diffurec` model family (section `diffurec:` of train-rec) and its training-loop defaults."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from gdr_cli.config import StageConfig
+from stages.config.training import TrainLoopConfig
+
+
+class DiffurecConfig(StageConfig):
+    """DiffuRec (Li et al., TOIS 2023): Gaussian diffusion over the next item's embedding, conditioned on the history."""
+
+    d_model: int = Field(64, ge=8, description="Width of item embeddings and hidden states (paper: 128; 64 PLACEHOLDER).")
+    n_layers: int = Field(2, ge=1, description="Transformer blocks of the x_0 approximator (paper: 4; 2 PLACEHOLDER).")
+    n_heads: int = Field(4, ge=1, description="Attention heads per block (4 as in the paper's code); must divide d_model.")
+    dropout: float = Field(0.1, ge=0, lt=1, description="Dropout in the transformer and on its output (0.1 as in the paper).")
+    emb_dropout: float = Field(0.3, ge=0, lt=1, description="Dropout on the history's item embeddings (0.3 as in the paper's code).")
+    positions: bool = Field(
+        False, description="Add learned position embeddings to the history; off as in the paper's code (its attention is order-free "
+        "except for reading the last position).",
+    )  # fmt: skip
+    schedule: Literal["linear", "cosine", "sqrt", "trunc_cos", "trunc_lin", "pw_lin"] = Field(
+        "trunc_lin", description="Beta schedule of the forward noising (trunc_lin: the paper's default)."
+    )
+    diffusion_steps: int = Field(32, ge=1, description="Diffusion steps T of training (32 as in the paper).")
+    sample_steps: int = Field(
+        32, ge=1, description="Reverse steps when recommending, evenly respaced over the T trained ones (at most T; 32 = all, as in the paper)."
+    )
+    timestep_sampler: Literal["uniform", "lossaware"] = Field(
+        "lossaware", description="How training draws t: uniform, or lossaware (sqrt of each step's mean squared loss, the paper's default)."
+    )
+    uniform_floor: float = Field(0.001, ge=0, le=1, description="lossaware: share of the uniform distribution mixed into p_t (0.001 as in improved DDPM).")
+    loss_history: int = Field(10, ge=1, description="lossaware: losses remembered per step; sampling is uniform until every step has this many (10 as in improved DDPM).")
+    uncertainty: float = Field(
+        0.001, gt=0, description="δ of the paper's uncertainty λ ~ N(δ, δ²): the noisy target enters each history position scaled by λ "
+        "(0.001 as in the paper).",
+    )  # fmt: skip
+
+
+class DiffurecTrainConfig(TrainLoopConfig):
+    """The shared loop's settings with defaults for diffurec on a CPU."""
+
+    lr: float = Field(1e-3, gt=0, description="Peak AdamW learning rate after warm-up (1e-3 as in the paper).")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay on weight matrices (0 as in the paper).")
+    batch_size: int = Field(256, ge=1, description="Examples per optimiser step, summed over processes (paper: 512; PLACEHOLDER).")
+    max_epochs: int = Field(10, ge=1, description="Passes over the training examples (PLACEHOLDER).")
+    warmup_steps: int = Field(100, ge=0, description="Steps of linear learning-rate warm-up before the cosine decay.")
