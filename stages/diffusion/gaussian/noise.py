@@ -45,7 +45,7 @@ def _const(v: int, device: torch.device) -> Tensor:
 def row_keys(rows: Tensor, seed: int) -> Tensor:
     """One 32-bit key per row of ids rows [B, L] int64 (any values ≥ -1), a function of (seed, the row's
     ids in order) only.  -> [B] int64"""
-    b, length = rows.shape
+    length = rows.shape[1]
     pos = mix32(torch.arange(length, dtype=torch.int64, device=rows.device) + 0x9E3779B9 & MASK32)  # [L]
     per = mix32(((rows + 1) & MASK32) ^ pos)  # [B, L]
     return mix32((per.sum(dim=1) & MASK32) ^ _const(seed, rows.device))

@@ -68,11 +68,12 @@ class LossSecondMomentSampler(TimestepSampler):
         return bool((self.counts == self.history).all())
 
     def probs(self) -> Tensor:
-        if not self.warm():
-            return super().probs().to(self.losses.device)
-        p = self.losses.pow(2).mean(dim=1).sqrt()  # [T]
-        p = p / p.sum()
-        return p * (1.0 - self.uniform_floor) + self.uniform_floor / self.steps
+        """Computed on the buffers' device without a host sync (the training loop never waits on it)."""
+        uniform = torch.full_like(self.counts, 1, dtype=torch.float64) / self.steps
+        second = self.losses.pow(2).mean(dim=1).sqrt()  # [T] sqrt(E[L^2]) per step
+        p = second / second.sum().clamp(min=1e-300)
+        p = p * (1.0 - self.uniform_floor) + self.uniform_floor / self.steps
+        return torch.where((self.counts == self.history).all(), p, uniform)
 
     @torch.no_grad()
     def update(self, t: Tensor, losses: Tensor) -> None:
@@ -88,21 +89,21 @@ class LossSecondMomentSampler(TimestepSampler):
         steps, n = self.steps, self.history
         order = torch.argsort(t, stable=True)  # examples grouped by step, batch order within a step
         ts = t[order]
-        new_count = torch.bincount(ts, minlength=steps)  # [T]
+        new_count = torch.zeros(steps, dtype=torch.int64, device=ts.device).scatter_add_(0, ts, torch.ones_like(ts))  # [T]
         first = torch.cumsum(new_count, 0) - new_count  # [T] first sorted index of each step
         rank = torch.arange(len(ts), device=ts.device) - first[ts]  # [B] order within its step
         total = self.counts + new_count  # [T] entries per step, old + new
         drop = (total - n).clamp(min=0)  # [T] oldest entries pushed out
-        # position of every entry in its step's combined sequence, then shifted by the dropped ones
-        old_pos = torch.arange(n, device=ts.device)[None, :] - drop[:, None]  # [T, N]
-        old_keep = (torch.arange(n, device=ts.device)[None, :] < self.counts[:, None]) & (old_pos >= 0)
+        # column of every entry in its step's combined sequence, shifted left by the dropped ones;
+        # entries that fall out (or old slots never filled) go to a scratch column n
+        col = torch.arange(n, device=ts.device)[None, :]
+        old_col = torch.where((col < self.counts[:, None]) & (col >= drop[:, None]), col - drop[:, None], n)  # [T, N]
         new_pos = self.counts[ts] + rank - drop[ts]  # [B]
-        new_keep = new_pos >= 0
-        out = torch.zeros_like(self.losses)
-        rows = torch.arange(steps, device=ts.device)[:, None].expand(-1, n)
-        out[rows[old_keep], old_pos[old_keep]] = self.losses[old_keep]
-        out[ts[new_keep], new_pos[new_keep]] = losses[order][new_keep]
-        self.losses.copy_(out)
+        new_col = torch.where(new_pos >= 0, new_pos, n)
+        out = torch.zeros(steps, n + 1, dtype=self.losses.dtype, device=ts.device)
+        out.scatter_(1, old_col, self.losses)
+        out[ts, new_col] = losses[order]
+        self.losses.copy_(out[:, :n])
         self.counts.copy_(total.clamp(max=n))
 
 
