@@ -19,16 +19,18 @@ class DiffurecConfig(StageConfig):
     dropout: float = Field(0.1, ge=0, lt=1, description="Dropout in the transformer and on its output (0.1 as in the paper).")
     emb_dropout: float = Field(0.3, ge=0, lt=1, description="Dropout on the history's item embeddings (0.3 as in the paper's code).")
     positions: bool = Field(
-        False, description="Add learned position embeddings to the history; off as in the paper's code (its attention is order-free "
-        "except for reading the last position).",
+        True, description="Add learned position embeddings to the history. The paper's code has them off (its attention is then "
+        "order-free except for reading the last position); on: validation NDCG@10 0.0586 vs 0.0539 on MovieLens 100K.",
     )  # fmt: skip
     schedule: Literal["linear", "cosine", "sqrt", "trunc_cos", "trunc_lin", "pw_lin"] = Field(
         "trunc_lin", description="Beta schedule of the forward noising (trunc_lin: the paper's default)."
     )
     diffusion_steps: int = Field(32, ge=1, description="Diffusion steps T of training (32 as in the paper).")
     sample_steps: int = Field(
-        32, ge=1, description="Reverse steps when recommending, evenly respaced over the T trained ones (at most T; 32 = all, as in the paper)."
-    )
+        4, ge=1, description="Reverse steps when recommending, evenly respaced over the T trained ones (at most T; the paper runs all "
+        "32). 4: validation NDCG@10 on MovieLens 100K 0.0590 vs 0.0586 with 8, 16 or 32 steps (the noisy target enters scaled by "
+        "δ, so the chain barely moves), 8x faster than 32.",
+    )  # fmt: skip
     timestep_sampler: Literal["uniform", "lossaware"] = Field(
         "lossaware", description="How training draws t: uniform, or lossaware (sqrt of each step's mean squared loss, the paper's default)."
     )
@@ -37,6 +39,10 @@ class DiffurecConfig(StageConfig):
     uncertainty: float = Field(
         0.001, gt=0, description="δ of the paper's uncertainty λ ~ N(δ, δ²): the noisy target enters each history position scaled by λ "
         "(0.001 as in the paper).",
+    )  # fmt: skip
+    init_std: float = Field(
+        0.02, gt=0, description="Standard deviation of the initial item (and position) embeddings. The paper's code keeps PyTorch's 1.0, "
+        "whose huge initial logits cost MovieLens 100K validation NDCG@10 0.0119 vs 0.0469 after one epoch; 0.02 as in SASRec/BERT.",
     )  # fmt: skip
 
 

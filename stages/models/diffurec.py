@@ -91,14 +91,15 @@ class Diffurec(Recommender):
         n_heads: int = 4,
         dropout: float = 0.1,
         emb_dropout: float = 0.3,
-        positions: bool = False,
+        positions: bool = True,
         schedule: str = "trunc_lin",
         diffusion_steps: int = 32,
-        sample_steps: int = 32,
+        sample_steps: int = 4,
         timestep_sampler: str = "lossaware",
         uniform_floor: float = 0.001,
         loss_history: int = 10,
         uncertainty: float = 0.001,
+        init_std: float = 0.02,
         seed: int = 0,
     ):
         kwargs = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
@@ -124,6 +125,10 @@ class Diffurec(Recommender):
             self.time_mlp = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.SiLU(), nn.Linear(4 * d_model, d_model))
             self.blocks = nn.ModuleList(Block(d_model, n_heads, dropout) for _ in range(n_layers))
             self.out_drop, self.out_norm = nn.Dropout(dropout), nn.LayerNorm(d_model)
+            for emb in (self.item_emb, self.pos_emb):
+                if emb is not None:
+                    nn.init.normal_(emb.weight, std=init_std)
+            self.item_emb.weight.data[n_items] = 0.0
         self._bank: tuple[Any, Tensor] | None = None
 
     # --- network ---------------------------------------------------------------------------
