@@ -80,7 +80,15 @@ def main() -> None:
         val = eval_histories(splits, "valid", args.max_len, with_target=True)
         validate = make_validator(val["history"], val["target"], batch_size=loop.eval_batch_size)
         start = time.perf_counter()
-        res = fit(model=model, train=train, validate=validate, cfg=loop, seed=args.seed, workdir=root / "work", desc="diffurec")
+        res = fit(
+            model=model,
+            train=train,
+            validate=validate,
+            cfg=loop,
+            seed=args.seed,
+            workdir=root / "work",
+            desc="diffurec",
+        )
         wall = time.perf_counter() - start
 
     model.load_state_dict(res.best_state)
@@ -98,13 +106,22 @@ def main() -> None:
     decode = time.perf_counter() - t0
     metrics = metrics_from_ranks(ranks)
     epochs = res.steps / max(1, -(-len(train["target"]) // loop.batch_size))
-    curve = [(r["step"], r["epoch"], round(r["val_ndcg@10"], 4), r["wall_s"]) for r in res.log if r["val_ndcg@10"] is not None]
+    curve = [
+        (r["step"], r["epoch"], round(r["val_ndcg@10"], 4), r["wall_s"])
+        for r in res.log
+        if r["val_ndcg@10"] is not None
+    ]
     # training-only time per epoch from the logged examples/s (fit's wall time includes validations)
     train_rows = [r for r in res.log if r["examples_per_s"]]
     ex_per_s = sum(r["examples_per_s"] for r in train_rows) / max(len(train_rows), 1)
     out = {
         "model": cfg.model_dump(),
-        "loop": {k: v for k, v in loop.model_dump().items() if k in ("lr", "batch_size", "max_epochs", "max_steps", "warmup_steps", "weight_decay", "eval_every", "patience")},
+        "loop": {
+            k: v
+            for k, v in loop.model_dump().items()
+            if k
+            in ("lr", "batch_size", "max_epochs", "max_steps", "warmup_steps", "weight_decay", "eval_every", "patience")
+        },
         "max_len": args.max_len,
         "examples": len(train["target"]),
         "steps": res.steps,

@@ -75,7 +75,9 @@ def test_beta_schedule_spot_values() -> None:
     # a few numbers by hand: linear/trunc_lin ends, cosine's first step, trunc_cos's first and sqrt's capped end
     assert beta_schedule("linear", T)[-1].item() == pytest.approx(0.625)
     assert beta_schedule("trunc_lin", T)[0].item() == pytest.approx(0.013125)
-    assert beta_schedule("trunc_cos", T)[0].item() == pytest.approx(1 - math.cos(0.1 / 1.1 * math.pi / 2) ** 2)  # 0.020254
+    assert beta_schedule("trunc_cos", T)[0].item() == pytest.approx(
+        1 - math.cos(0.1 / 1.1 * math.pi / 2) ** 2
+    )  # 0.020254
     assert beta_schedule("trunc_cos", T)[0].item() == pytest.approx(0.0202535, abs=1e-6)
     assert beta_schedule("sqrt", T)[-1].item() == 0.999  # 1 - ᾱ(1)/ᾱ(31/32) > 0.999: capped
     assert beta_schedule("cosine", T)[-1].item() == 0.999  # ᾱ(1) ≈ 1.5e-5 / ᾱ(31/32): capped
@@ -189,7 +191,9 @@ def test_respaced_timesteps_and_alphas() -> None:
     ab = alphas_cumprod(beta_schedule("trunc_lin", 10))
     kept, betas = respace(ab, 4)
     assert kept.tolist() == [0, 3, 6, 9]
-    assert betas[0].item() == pytest.approx(1 - ab[0].item()) and betas[2].item() == pytest.approx(1 - ab[6].item() / ab[3].item())
+    assert betas[0].item() == pytest.approx(1 - ab[0].item()) and betas[2].item() == pytest.approx(
+        1 - ab[6].item() / ab[3].item()
+    )
     assert torch.allclose(torch.cumprod(1 - betas, 0), ab[kept], rtol=1e-12)
     chain = ReverseChain.of(ab, 4)
     assert chain.c1[0].item() == pytest.approx(1.0) and chain.c2[0].item() == 0 and chain.sigma[0].item() == 0
@@ -211,7 +215,9 @@ def test_keyed_noise_depends_on_the_row_only() -> None:
     keys = row_keys(h, 5)
     z = keyed_normal(keys, 2, (16,))
     assert torch.equal(keyed_normal(row_keys(h[3:4], 5), 2, (16,)), z[3:4])
-    assert not torch.equal(keyed_normal(row_keys(h, 6), 2, (16,)), z) and not torch.equal(keyed_normal(keys, 3, (16,)), z)
+    assert not torch.equal(keyed_normal(row_keys(h, 6), 2, (16,)), z) and not torch.equal(
+        keyed_normal(keys, 3, (16,)), z
+    )
     big = keyed_normal(torch.arange(64), 0, (1000,))
     assert abs(big.mean().item()) < 0.02 and abs(big.std().item() - 1) < 0.02
 
@@ -236,7 +242,9 @@ def test_top_k_is_exact_and_exclusion_happens_before_it() -> None:
     x0 = m.sample_x0(h, steps=4, seed=3)
     full = m.scores(x0)
     items, scores = m.recommend(h, k=30)
-    assert torch.equal(items, full.argsort(dim=1, descending=True)) and torch.allclose(scores, full.sort(dim=1, descending=True).values)
+    assert torch.equal(items, full.argsort(dim=1, descending=True)) and torch.allclose(
+        scores, full.sort(dim=1, descending=True).values
+    )
     exclude = torch.tensor([[*items[0, :5].tolist(), -1], [0, 1, 2, 3, 4, 5]])
     kept, _ = m.recommend(h, k=25, exclude=exclude)
     assert torch.equal(kept[0], items[0, 5:])  # the next 25 in order: K distinct items whatever was removed

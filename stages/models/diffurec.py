@@ -90,7 +90,7 @@ class Diffurec(Recommender):
         n_layers: int = 2,
         n_heads: int = 4,
         dropout: float = 0.1,
-        emb_dropout: float = 0.3,
+        emb_dropout: float = 0.1,
         positions: bool = True,
         schedule: str = "trunc_lin",
         diffusion_steps: int = 32,
@@ -105,7 +105,9 @@ class Diffurec(Recommender):
         kwargs = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         super().__init__(**kwargs)
         if d_model % n_heads:
-            raise GdrError(f"d_model {d_model} is not a multiple of n_heads {n_heads}", fix="choose n_heads dividing d_model")
+            raise GdrError(
+                f"d_model {d_model} is not a multiple of n_heads {n_heads}", fix="choose n_heads dividing d_model"
+            )
         if not 1 <= sample_steps <= diffusion_steps:
             raise GdrError(f"sample_steps {sample_steps} must be between 1 and diffusion_steps {diffusion_steps}",
                            fix="lower sample_steps or raise diffusion_steps")  # fmt: skip
@@ -116,7 +118,9 @@ class Diffurec(Recommender):
         self.register_buffer("sqrt_ab", ab.sqrt().float(), persistent=False)  # [T]
         self.register_buffer("sqrt_1m_ab", (1.0 - ab).sqrt().float(), persistent=False)  # [T]
         self.register_buffer("noise_step", torch.zeros((), dtype=torch.long))  # training batches drawn so far
-        self.timesteps = make_timestep_sampler(timestep_sampler, diffusion_steps, history=loss_history, uniform_floor=uniform_floor)
+        self.timesteps = make_timestep_sampler(
+            timestep_sampler, diffusion_steps, history=loss_history, uniform_floor=uniform_floor
+        )
         with torch.random.fork_rng(devices=[]):  # initialise from `seed`, leave the global RNG alone
             torch.manual_seed(seed)
             self.item_emb = nn.Embedding(n_items + 1, d_model, padding_idx=n_items)  # last row = padding
@@ -161,7 +165,9 @@ class Diffurec(Recommender):
     def noise_generator(self, device: torch.device) -> torch.Generator:
         """Generator of this training batch's draws: a function of (seed, step, rank), so resume replays it."""
         rank = int(os.environ.get("RANK", "0"))
-        gen = torch.Generator(device=device).manual_seed((self.seed * 1_000_003 + int(self.noise_step) * 7919 + rank) % 2**63)
+        gen = torch.Generator(device=device).manual_seed(
+            (self.seed * 1_000_003 + int(self.noise_step) * 7919 + rank) % 2**63
+        )
         if self.training:
             self.noise_step += 1
         return gen

@@ -107,7 +107,9 @@ def beta_schedule(name: str, steps: int) -> Tensor:
         least = next((t for t in range(steps + 1, 10 * steps + 100) if _valid(name, t)), None)
         raise GdrError(
             f"noise schedule {name!r} with {steps} diffusion steps has betas outside (0, 1)",
-            fix=f"use at least {least} diffusion steps with {name!r}, or choose another schedule" if least else "choose another schedule",
+            fix=f"use at least {least} diffusion steps with {name!r}, or choose another schedule"
+            if least
+            else "choose another schedule",
         )
     return betas
 

@@ -58,7 +58,9 @@ class LossSecondMomentSampler(TimestepSampler):
         if history < 1:
             raise GdrError(f"loss history must be at least 1, got {history}", fix="set loss_history to e.g. 10")
         if not 0.0 <= uniform_floor <= 1.0:
-            raise GdrError(f"uniform_floor must be in [0, 1], got {uniform_floor}", fix="set uniform_floor to e.g. 0.001")
+            raise GdrError(
+                f"uniform_floor must be in [0, 1], got {uniform_floor}", fix="set uniform_floor to e.g. 0.001"
+            )
         self.history, self.uniform_floor = history, uniform_floor
         self.register_buffer("losses", torch.zeros(steps, history, dtype=torch.float64))  # [T, N] oldest first
         self.register_buffer("counts", torch.zeros(steps, dtype=torch.int64))  # [T] losses recorded (≤ N)
@@ -89,7 +91,9 @@ class LossSecondMomentSampler(TimestepSampler):
         steps, n = self.steps, self.history
         order = torch.argsort(t, stable=True)  # examples grouped by step, batch order within a step
         ts = t[order]
-        new_count = torch.zeros(steps, dtype=torch.int64, device=ts.device).scatter_add_(0, ts, torch.ones_like(ts))  # [T]
+        new_count = torch.zeros(steps, dtype=torch.int64, device=ts.device).scatter_add_(
+            0, ts, torch.ones_like(ts)
+        )  # [T]
         first = torch.cumsum(new_count, 0) - new_count  # [T] first sorted index of each step
         rank = torch.arange(len(ts), device=ts.device) - first[ts]  # [B] order within its step
         total = self.counts + new_count  # [T] entries per step, old + new
