@@ -318,3 +318,19 @@ def test_learns_twice_popularity_on_synthetic_data(synthetic_splits: pl.DataFram
     pop_ndcg = validate(pop, 0, 1)[0] / len(splits)
     assert res.best_metric >= 2 * pop_ndcg, (res.best_metric, pop_ndcg)
     assert int(model.timesteps.counts.min()) == 10  # the loss-aware sampler filled its history during training
+
+
+def test_safetensors_round_trip_rebuilds_the_model(tmp_path: Path) -> None:
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    m = tiny()
+    m.timesteps.update(torch.arange(8), torch.linspace(1, 2, 8))
+    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(tmp_path / "w.safetensors"))
+    kwargs = json.loads(json.dumps(m.init_kwargs))  # the spec is plain JSON
+    back = Diffurec(**kwargs).eval()
+    back.load_state_dict(load_file(str(tmp_path / "w.safetensors")), strict=True)
+    h = torch.randint(0, 30, (5, 6))
+    assert torch.equal(back.recommend(h, k=10)[0], m.recommend(h, k=10)[0])
+    assert torch.equal(back.timesteps.losses, m.timesteps.losses)
