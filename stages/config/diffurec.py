@@ -44,9 +44,9 @@ class DiffurecConfig(StageConfig):
         "noisy target enters scaled by δ, so the chain barely moves), and 4 is 8x faster than 32.",
     )  # fmt: skip
     timestep_sampler: Literal["uniform", "lossaware"] = Field(
-        "lossaware",
-        description="How training draws t: uniform, or lossaware (sqrt of each step's mean squared loss, the paper's default).",
-    )
+        "lossaware", description="How training draws t: uniform, or lossaware (sqrt of each step's mean squared loss; the paper's "
+        "default). MovieLens 100K validation NDCG@10: 0.0647 lossaware, 0.0645 uniform.",
+    )  # fmt: skip
     uniform_floor: float = Field(
         0.001,
         ge=0,
