@@ -56,6 +56,9 @@ class SampleConfig(StageConfig):
         "default: slightly ahead on ml-100k (NDCG@10 0.043 vs 0.041, not significant).",
     )
     steps: int = Field(8, ge=1, description="tweedie/euler: number of τ-leaping steps from t=1 to t=0.")
+    sample_steps: int | None = Field(
+        None, ge=1, description="diffurec (denoise): reverse diffusion steps of the respaced schedule; unset = the run's own sample_steps."
+    )
     strategy: Literal["direct", "top_k", "top_p"] = Field(
         "direct",
         description="tweedie/euler/ordered: draw each digit from the whole tempered prediction ('direct'; for ordered, "
@@ -100,6 +103,7 @@ APPLIES: dict[str, tuple[str, ...]] = {
     "digits_per_step": ("cpd",),
     "renormalize": DIFFUSION,
     "steps": ("tweedie", "euler"),
+    "sample_steps": ("denoise",),
     "strategy": STOCHASTIC,
     "top_k": STOCHASTIC,
     "top_p": STOCHASTIC,

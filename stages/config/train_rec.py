@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from gdr_cli.config import StageConfig
+from stages.config.diffurec import DiffurecConfig, DiffurecTrainConfig
 from stages.config.training import TrainLoopConfig
 
 
@@ -60,12 +61,16 @@ class TigerTrainConfig(TrainLoopConfig):
     eval_every: int = Field(300, ge=0, description="Optimiser steps between validations; 300 gives about five model-selection points per two epochs of MovieLens 100K.")
 
 
-TRAIN_DEFAULTS: dict[str, type[TrainLoopConfig]] = {"pop": TrainLoopConfig, "tiger": TigerTrainConfig}
+TRAIN_DEFAULTS: dict[str, type[TrainLoopConfig]] = {"pop": TrainLoopConfig, "tiger": TigerTrainConfig, "diffurec": DiffurecTrainConfig}
 """Each model's training-loop defaults; keys set in `train:` (YAML, --set, flags) override them."""
 
 
 class TrainRecConfig(StageConfig):
-    model: Literal["pop", "tiger"] = Field("pop", description="Recommender: 'pop' (most popular, the floor) or 'tiger' (autoregressive T5 over item codes).")
+    model: Literal["pop", "tiger", "diffurec"] = Field(
+        "pop",
+        description="Recommender: 'pop' (most popular, the floor), 'tiger' (autoregressive T5 over item codes), "
+        "'diffurec' (Gaussian diffusion over the next item's embedding).",
+    )
     ids: str | None = Field(None, description="ID set (folder under ids/, from `gdr build-ids`) whose codes tiger generates; required for tiger.")
     max_len: int | None = Field(
         None, ge=1,
@@ -77,6 +82,7 @@ class TrainRecConfig(StageConfig):
         description="Training loop: optimiser, schedule, budget, early stopping, device; defaults depend on the model.",
     )
     tiger: TigerConfig = Field(default_factory=TigerConfig, description="tiger: model sizes, pretrained init and validation beam.")
+    diffurec: DiffurecConfig = Field(default_factory=DiffurecConfig, description="diffurec: model sizes, noise schedule and sampling steps.")
 
     @model_validator(mode="after")
     def _model_train_defaults(self) -> TrainRecConfig:

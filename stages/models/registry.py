@@ -22,20 +22,22 @@ SPEC = "model.json"
 
 def model_classes() -> dict[str, type[Recommender]]:
     """Every registered model kind -> class (imported here so the registry is the one list)."""
+    from stages.models.diffurec import Diffurec
     from stages.models.diffusion import DiffusionRecommender
     from stages.models.popularity import Popularity
     from stages.models.tiger import Tiger
 
-    classes: list[type[Recommender]] = [Popularity, Tiger, DiffusionRecommender]
+    classes: list[type[Recommender]] = [Popularity, Tiger, Diffurec, DiffusionRecommender]
     return {c.kind: c for c in classes}
 
 
 def model_families() -> dict[str, ModelFamily]:
     """Every gradient-trained model family by kind: what `train_family` needs to train it."""
+    from stages.models.diffurec import DiffurecFamily
     from stages.models.diffusion import DiffusionFamily
     from stages.models.tiger import TigerFamily
 
-    families: list[ModelFamily] = [TigerFamily(), DiffusionFamily()]
+    families: list[ModelFamily] = [TigerFamily(), DiffurecFamily(), DiffusionFamily()]
     return {f.kind: f for f in families}
 
 
