@@ -17,8 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from stages.config.diffuse import DiffuseConfig
-from stages.config.training import TrainLoopConfig
+from stages.config.diffuse import DiffuseConfig, DiffuseTrainConfig
 from stages.diffusion.corruption import MASK
 from stages.diffusion.likelihood import any_order_bound
 from stages.diffusion.losses import make_loss
@@ -370,7 +369,7 @@ class DiffusionFamily(ModelFamily):
 
     kind = "diffusion"
     config = DiffuseConfig
-    train_config = TrainLoopConfig
+    train_config = DiffuseTrainConfig
     needs_ids = True
     default_max_len = 20
 
