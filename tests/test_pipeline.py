@@ -80,19 +80,45 @@ def test_unknown_sampler_for_pop(ml_root: Path, capsys: pytest.CaptureFixture[st
 
 
 def test_every_model_on_the_tiny_preset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """The `make all` chain on synthetic data with configs/tiny.yaml: every stage, every model, one table."""
+    """The `make all` chain on synthetic data with configs/tiny.yaml: every stage, every registered model, one table."""
+    from stages.models.registry import model_families
+
     d = ["--data-dir", str(tmp_path), "--config", "tiny"]
     assert gdr("preprocess", "synthetic", "--name", "syn", *d) == 0
     assert gdr("build-ids", "syn", "--method", "rqkmeans", *d) == 0
     assert gdr("train-rec", "syn", "--model", "pop", *d) == 0
-    assert gdr("train-rec", "syn", "--model", "tiger", "--ids", "rqkmeans", *d) == 0
-    assert gdr("diffuse", "syn", "--ids", "rqkmeans", "--run", "diffusion", *d) == 0
-    for run in ("pop", "tiger", "diffusion"):
+    families = model_families()
+    for kind, family in families.items():
+        ids = ["--ids", "rqkmeans"] if family.needs_ids else []
+        if kind == "diffusion":
+            assert gdr("diffuse", "syn", *ids, "--run", kind, *d) == 0
+        else:
+            assert gdr("train-rec", "syn", "--model", kind, *ids, *d) == 0
+    for run in ("pop", *families):
         assert gdr("sample", "syn", "--run", run, *d) == 0
     capsys.readouterr()
     assert gdr("evaluate", "syn", "--json", *d) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"pop", "tiger", "diffusion"}
-    for metrics in out.values():
+    assert set(out) == {"pop", *families}
+    for name, metrics in out.items():
         assert metrics["invalid_rate"] == 0.0 and metrics["duplicate_rate"] == 0.0
-        assert 0.0 <= metrics["ndcg@10"] <= metrics["recall@10"] <= 1.0
+        assert metrics["users"] == out["pop"]["users"] and metrics["recall@20"] > 0, name
+
+
+def test_two_runs_of_the_tiny_pipeline_print_the_same_metrics(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Defaults train for fixed epochs (no wall-clock budget): the same commands give the same numbers."""
+    outputs = []
+    for attempt in ("a", "b"):
+        d = ["--data-dir", str(tmp_path / attempt), "--config", "tiny"]
+        assert gdr("preprocess", "synthetic", "--name", "syn", *d) == 0
+        assert gdr("build-ids", "syn", "--method", "rqkmeans", *d) == 0
+        assert gdr("train-rec", "syn", "--model", "tiger", "--ids", "rqkmeans", "--epochs", "1", *d) == 0
+        assert gdr("diffuse", "syn", "--ids", "rqkmeans", "--run", "diffusion", "--epochs", "1", *d) == 0
+        for run in ("tiger", "diffusion"):
+            assert gdr("sample", "syn", "--run", run, *d) == 0
+        capsys.readouterr()
+        assert gdr("evaluate", "syn", "--json", *d) == 0
+        out = json.loads(capsys.readouterr().out)
+        outputs.append({run: {k: v for k, v in m.items() if k.split("@")[0] in ("recall", "ndcg", "mrr")} for run, m in out.items()})
+    assert outputs[0] == outputs[1] and len(outputs[0]["tiger"]) == 12
+    assert outputs[0]["tiger"]["ndcg@10"] != outputs[0]["diffusion"]["ndcg@10"]  # two real, different models
