@@ -63,10 +63,30 @@ def test_invalid_yaml_names_line(tmp_path: Path) -> None:
 
 
 def test_presets_load() -> None:
-    for name in ("tiny", "default"):
-        from gdr_cli.config import load_config_file
+    """Every preset's every section resolves into its stage config (unknown keys would be errors)."""
+    from gdr_cli.config import REPO_CONFIGS, load_config_file
+    from stages.config.build_ids import BuildIdsConfig
+    from stages.config.diffuse import DiffuseConfig
+    from stages.config.evaluate import EvaluateConfig
+    from stages.config.preprocess import PreprocessConfig
+    from stages.config.sample import SampleConfig
+    from stages.config.train_rec import TrainRecConfig
 
-        assert isinstance(load_config_file(name), dict)
+    classes = {"preprocess": PreprocessConfig, "build_ids": BuildIdsConfig, "train_rec": TrainRecConfig,
+               "diffuse": DiffuseConfig, "sample": SampleConfig, "evaluate": EvaluateConfig}  # fmt: skip
+    presets = sorted(p.stem for p in REPO_CONFIGS.glob("*.yaml"))
+    assert {"tiny", "default"} <= set(presets)
+    def leaves(tree: dict, prefix: str = "") -> dict:
+        out = {}
+        for key, value in tree.items():
+            out.update(leaves(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+        return out
+
+    for name in presets:
+        for section, values in load_config_file(name).items():
+            dumped = leaves(resolve(classes[section], section=section, config_file=name).model_dump())
+            for key, value in leaves(values).items():  # every value in the file reaches the config
+                assert dumped[key] == value, (name, section, key)
     with pytest.raises(GdrError, match="unknown config preset"):
         resolve(Outer, section="train_rec", config_file="no-such-preset")
 
