@@ -10,6 +10,33 @@ from gdr_cli.config import StageConfig
 from stages.config.training import TrainLoopConfig
 
 
+class DiffurecTrainConfig(TrainLoopConfig):
+    """The shared loop's settings with defaults for diffurec on a CPU (an epoch of MovieLens 100K is 377 steps, ~3 minutes)."""
+
+    lr: float = Field(
+        2e-3, gt=0, description="Peak AdamW learning rate after warm-up. 2e-3: MovieLens 100K validation NDCG@10 0.0594 vs 0.0590 "
+        "with the paper's 1e-3 in the same two epochs (both with emb_dropout 0.3).",
+    )  # fmt: skip
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay on weight matrices (0 as in the paper).")
+    batch_size: int = Field(
+        256, ge=1, description="Examples per optimiser step, summed over processes. 256: half the paper's 512, twice the updates "
+        "in the short CPU budget.",
+    )  # fmt: skip
+    max_epochs: int = Field(
+        2, ge=1, description="Passes over the training examples; the cosine decay spans them. 2 fits ~7 minutes on a 2-core CPU "
+        "for MovieLens 100K, where validation NDCG@10 is still rising slowly at the end (0.0587 after 0.8 epochs, 0.0594 after 2).",
+    )  # fmt: skip
+    warmup_steps: int = Field(
+        100,
+        ge=0,
+        description="Steps of linear learning-rate warm-up before the cosine decay (a quarter of a MovieLens 100K epoch).",
+    )
+    eval_every: int = Field(
+        150, ge=0, description="Optimiser steps between validations; 150 gives ~5 model-selection points in the default budget "
+        "(a validation with 4 reverse steps takes seconds).",
+    )  # fmt: skip
+
+
 class DiffurecConfig(StageConfig):
     """DiffuRec (Li et al., TOIS 2023): Gaussian diffusion over the next item's embedding, conditioned on the history."""
 
@@ -66,30 +93,7 @@ class DiffurecConfig(StageConfig):
         0.02, gt=0, description="Standard deviation of the initial item (and position) embeddings. The paper's code keeps PyTorch's 1.0, "
         "whose huge initial logits left MovieLens 100K validation NDCG@10 at 0.0119 after one epoch (0.02: 0.0469 after 0.8); 0.02 as in SASRec/BERT.",
     )  # fmt: skip
-
-
-class DiffurecTrainConfig(TrainLoopConfig):
-    """The shared loop's settings with defaults for diffurec on a CPU (an epoch of MovieLens 100K is 377 steps, ~3 minutes)."""
-
-    lr: float = Field(
-        2e-3, gt=0, description="Peak AdamW learning rate after warm-up. 2e-3: MovieLens 100K validation NDCG@10 0.0594 vs 0.0590 "
-        "with the paper's 1e-3 in the same two epochs (both with emb_dropout 0.3).",
-    )  # fmt: skip
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay on weight matrices (0 as in the paper).")
-    batch_size: int = Field(
-        256, ge=1, description="Examples per optimiser step, summed over processes. 256: half the paper's 512, twice the updates "
-        "in the short CPU budget.",
-    )  # fmt: skip
-    max_epochs: int = Field(
-        2, ge=1, description="Passes over the training examples; the cosine decay spans them. 2 fits ~7 minutes on a 2-core CPU "
-        "for MovieLens 100K, where validation NDCG@10 is still rising slowly at the end (0.0587 after 0.8 epochs, 0.0594 after 2).",
-    )  # fmt: skip
-    warmup_steps: int = Field(
-        100,
-        ge=0,
-        description="Steps of linear learning-rate warm-up before the cosine decay (a quarter of a MovieLens 100K epoch).",
+    train: DiffurecTrainConfig = Field(
+        default_factory=lambda: DiffurecTrainConfig(),
+        description="diffurec's training loop (`train_rec.train` keys given for a run override it).",
     )
-    eval_every: int = Field(
-        150, ge=0, description="Optimiser steps between validations; 150 gives ~5 model-selection points in the default budget "
-        "(a validation with 4 reverse steps takes seconds).",
-    )  # fmt: skip

@@ -7,8 +7,26 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from gdr_cli.config import StageConfig
-from stages.config.diffurec import DiffurecConfig, DiffurecTrainConfig
+from stages.config.diffurec import DiffurecConfig
 from stages.config.training import TrainLoopConfig
+
+
+class TigerTrainConfig(TrainLoopConfig):
+    """The shared loop's settings with defaults for tiger on a CPU (an epoch of MovieLens 100K is ~750 steps)."""
+
+    lr: float = Field(2e-3, gt=0, description="Peak AdamW learning rate after warm-up; 2e-3 learns fastest in a short CPU budget.")
+    warmup_steps: int = Field(50, ge=0, description="Steps of linear learning-rate warm-up before the cosine decay; 50 is short for a short run.")
+    batch_size: int = Field(
+        128, ge=1,
+        description="Examples per optimiser step (summed over processes under torchrun); 128 beat 256 on validation "
+        "NDCG@10 in the one-epoch CPU budget (twice the updates at the same examples/s).",
+    )  # fmt: skip
+    max_epochs: int = Field(
+        2, ge=1,
+        description="Passes over the training examples; the cosine decay spans them. 2: on MovieLens 100K validation NDCG@10 "
+        "peaks after ~1.5 epochs (0.053, vs 0.045 after one); a 2-core CPU runs the default model's two epochs in ~4 minutes.",
+    )  # fmt: skip
+    eval_every: int = Field(300, ge=0, description="Optimiser steps between validations; 300 gives about five model-selection points per two epochs of MovieLens 100K.")
 
 
 class TigerConfig(StageConfig):
@@ -41,28 +59,13 @@ class TigerConfig(StageConfig):
         None, description="Local T5 checkpoint folder to start from (its architecture replaces the sizes above); None = from scratch."
     )
     beam: int = Field(20, ge=10, description="Beam width of the constrained beam search used for validation NDCG@10 (at least 10).")
+    train: TigerTrainConfig = Field(
+        default_factory=lambda: TigerTrainConfig(), description="tiger's training loop (`train_rec.train` keys given for a run override it)."
+    )
 
 
-class TigerTrainConfig(TrainLoopConfig):
-    """The shared loop's settings with defaults for tiger on a CPU (an epoch of MovieLens 100K is ~750 steps)."""
-
-    lr: float = Field(2e-3, gt=0, description="Peak AdamW learning rate after warm-up; 2e-3 learns fastest in a short CPU budget.")
-    warmup_steps: int = Field(50, ge=0, description="Steps of linear learning-rate warm-up before the cosine decay; 50 is short for a short run.")
-    batch_size: int = Field(
-        128, ge=1,
-        description="Examples per optimiser step (summed over processes under torchrun); 128 beat 256 on validation "
-        "NDCG@10 in the one-epoch CPU budget (twice the updates at the same examples/s).",
-    )  # fmt: skip
-    max_epochs: int = Field(
-        2, ge=1,
-        description="Passes over the training examples; the cosine decay spans them. 2: on MovieLens 100K validation NDCG@10 "
-        "peaks after ~1.5 epochs (0.053, vs 0.045 after one); a 2-core CPU runs the default model's two epochs in ~4 minutes.",
-    )  # fmt: skip
-    eval_every: int = Field(300, ge=0, description="Optimiser steps between validations; 300 gives about five model-selection points per two epochs of MovieLens 100K.")
-
-
-TRAIN_DEFAULTS: dict[str, type[TrainLoopConfig]] = {"pop": TrainLoopConfig, "tiger": TigerTrainConfig, "diffurec": DiffurecTrainConfig}
-"""Each model's training-loop defaults; keys set in `train:` (YAML, --set, flags) override them."""
+TRAIN_DEFAULTS: dict[str, type[TrainLoopConfig]] = {"pop": TrainLoopConfig}
+"""Training-loop defaults of models whose section has no `train` of its own (pop)."""
 
 
 class TrainRecConfig(StageConfig):
@@ -86,9 +89,10 @@ class TrainRecConfig(StageConfig):
 
     @model_validator(mode="after")
     def _model_train_defaults(self) -> TrainRecConfig:
-        """Swap the loop section for the chosen model's defaults, keeping the keys that were set."""
-        cls = TRAIN_DEFAULTS[self.model]
-        if type(self.train) is not cls:
-            explicit = self.train.model_dump(include=self.train.model_fields_set)
-            object.__setattr__(self, "train", cls(**explicit))
+        """The run's loop = the chosen model's own `train` (its defaults, or a preset's `train_rec.<model>.train`)
+        updated by the `train_rec.train` keys that were set (YAML, --set, flags)."""
+        section = getattr(self, self.model, None)
+        base = getattr(section, "train", None) or TRAIN_DEFAULTS[self.model]()
+        explicit = self.train.model_dump(include=self.train.model_fields_set)
+        object.__setattr__(self, "train", type(base)(**{**base.model_dump(), **explicit}))
         return self

@@ -253,7 +253,7 @@ class DiffurecFamily(ModelFamily):
     default_max_len = 50
 
     def build(self, data: FamilyData, cfg: DiffurecConfig) -> Diffurec:
-        return Diffurec(n_items=data.n_items, max_len=data.max_len, seed=data.seed, **cfg.model_dump())
+        return Diffurec(n_items=data.n_items, max_len=data.max_len, seed=data.seed, **cfg.model_dump(exclude={"train"}))
 
     def examples(self, data: FamilyData, cfg: DiffurecConfig) -> dict[str, Tensor]:
         ex = training_examples(data.splits, data.max_len)

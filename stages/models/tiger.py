@@ -389,7 +389,7 @@ class TigerFamily(ModelFamily):
 
     def build(self, data: FamilyData, cfg: TigerConfig) -> Tiger:
         assert data.codes is not None and data.vocab_sizes is not None
-        sizes = cfg.model_dump(exclude={"init", "beam"})
+        sizes = cfg.model_dump(exclude={"init", "beam", "train"})
         return Tiger.from_codes(data.codes, data.vocab_sizes, init=cfg.init, seed=data.seed, **sizes)
 
     def examples(self, data: FamilyData, cfg: TigerConfig) -> dict[str, Tensor]:
