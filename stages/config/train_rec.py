@@ -62,6 +62,12 @@ TRAIN_DEFAULTS: dict[str, type[TrainLoopConfig]] = {"pop": TrainLoopConfig, "tig
 
 class TrainRecConfig(StageConfig):
     model: Literal["pop", "tiger"] = Field("pop", description="Recommender: 'pop' (most popular, the floor) or 'tiger' (autoregressive T5 over item codes).")
+    view: Literal["item", "social"] = Field(
+        "item",
+        description="What is recommended: 'item' (the next item, from splits.parquet) or 'social' (the next friend, from "
+        "social_splits.parquet: the 'items' are users, never the user themself; tiger then needs an ID set built with "
+        "`gdr build-ids --view social`).",
+    )
     ids: str | None = Field(None, description="ID set (folder under ids/, from `gdr build-ids`) whose codes tiger generates; required for tiger.")
     max_len: int | None = Field(
         None, ge=1,
