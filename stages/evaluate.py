@@ -71,8 +71,8 @@ def evaluate_one(
 ) -> Scored:
     """Score `recs/<name>/<split>/` (`social-<split>` in the social view) and write `metrics/<name>/<split>/`."""
     clock = Stopwatch()
-    key = split_folder(config.view, config.split)
-    folder = paths.recs(name, key)
+    split_dir = split_folder(config.view, config.split)
+    folder = paths.recs(name, split_dir)
     other = "social" if config.view == "item" else "item"
     if (
         not (folder / "manifest.json").exists()
@@ -109,7 +109,7 @@ def evaluate_one(
     for key in ("users_per_s", "nfe_per_user"):
         if key in manifest.stats:
             metrics[key] = manifest.stats[key]
-    out = paths.metrics(name, key)
+    out = paths.metrics(name, split_dir)
     with staged_dir(out) as tmp:
         atomic_write_json(tmp / "metrics.json", metrics)
         write_parquet(tmp / "ranks.parquet", ranked.frame())
@@ -179,8 +179,8 @@ def write_report(paths: DataPaths, config: EvaluateConfig, scored: dict[str, Sco
     table = comparison_table(
         {n: s.metrics for n, s in scored.items()}, config.ks, {n: d.row for n, d in details.items()}
     )
-    key = split_folder(config.view, config.split)
-    title = f"{paths.dataset} · {key}"
+    split_dir = split_folder(config.view, config.split)
+    title = f"{paths.dataset} · {split_dir}"
     report: dict[str, Any] | None = None
     pairwise: pl.DataFrame | None = None
     best = table.sort(config.best_by, descending=True, maintain_order=True)["run"][0]
@@ -218,7 +218,7 @@ def write_report(paths: DataPaths, config: EvaluateConfig, scored: dict[str, Sco
     if config.report and logs:
         images["curves.png"] = plots.training_curves(logs, title=f"{paths.dataset}: training")
 
-    out = paths.reports / key
+    out = paths.reports / split_dir
     inputs = {f"metrics/{n}": s.ref for n, s in scored.items()}
     inputs |= {f"runs/{d.row['trained_run']}": d.ref for d in details.values() if d.ref is not None}
     with staged_dir(out) as tmp:
@@ -227,7 +227,9 @@ def write_report(paths: DataPaths, config: EvaluateConfig, scored: dict[str, Sco
             write_parquet(tmp / "pairwise.parquet", pairwise)
         for file, png in images.items():
             atomic_write_bytes(tmp / file, png)
-        md = render_markdown(table, config.ks, dataset=paths.dataset, split=key, report=report, images=list(images))
+        md = render_markdown(
+            table, config.ks, dataset=paths.dataset, split=split_dir, report=report, images=list(images)
+        )
         atomic_write_text(tmp / "comparison.md", md)
         if config.report:
             titles = {"metrics.png": "Metrics with bootstrap intervals", "curves.png": "Training curves"}
@@ -235,7 +237,7 @@ def write_report(paths: DataPaths, config: EvaluateConfig, scored: dict[str, Sco
                 table,
                 config.ks,
                 dataset=paths.dataset,
-                split=key,
+                split=split_dir,
                 report=report,
                 images={titles[f]: b for f, b in images.items()},
             )
@@ -245,7 +247,7 @@ def write_report(paths: DataPaths, config: EvaluateConfig, scored: dict[str, Sco
             Manifest(
                 stage="evaluate",
                 dataset=paths.dataset,
-                name=key,
+                name=split_dir,
                 command=command_line(),
                 config={**dump_config(config), "runs": list(scored), "metrics": config.metrics},
                 seed=config.seed if config.report else None,
@@ -272,9 +274,9 @@ def run(
     paths = DataPaths(data_dir, dataset)
     processed = open_processed(paths)
     check_fresh(processed.manifest, paths.root, what="processed data")
-    key = split_folder(config.view, config.split)
+    split_dir = split_folder(config.view, config.split)
     splits = view_splits(processed, config.view)  # the social view of a dataset without friends fails here
-    names = list(dict.fromkeys(runs or available_recs(paths, key)))
+    names = list(dict.fromkeys(runs or available_recs(paths, split_dir)))
     if not names:
         what = "report" if config.report else "evaluate"
         train = (
@@ -299,11 +301,11 @@ def run(
     if as_json:
         stdout.print_json(json.dumps(results))
     else:
-        title = f"{dataset} · {key} · {targets.height:,} users"
+        title = f"{dataset} · {split_dir} · {targets.height:,} users"
         console.print(rich_table(written.table, config.ks, title=title, report=written.report))
     main = written.folder / ("report.html" if config.report else "comparison.md")
     value = results[written.best].get(config.best_by, 0.0)
     console.print(
-        f"evaluate: {len(results)} run(s) on {key}; best {config.best_by} {value:.4f} ({written.best}) -> {main}"
+        f"evaluate: {len(results)} run(s) on {split_dir}; best {config.best_by} {value:.4f} ({written.best}) -> {main}"
     )
     return results
