@@ -38,8 +38,8 @@ def make_validator(histories: Tensor, targets: Tensor, *, k: int = 10, batch_siz
         ex = None if exclude is None else exclude[rank::world].to(device)  # [U_r, M]
         total = 0.0
         for lo in range(0, len(hist), batch_size):
-            items, _ = model.recommend(hist[lo:lo + batch_size], k=k, sampler=sampler, options=options,
-                                       exclude=None if ex is None else ex[lo:lo + batch_size])  # fmt: skip
+            extra = {} if ex is None else {"exclude": ex[lo:lo + batch_size]}  # fmt: skip
+            items, _ = model.recommend(hist[lo:lo + batch_size], k=k, sampler=sampler, options=options, **extra)
             total += ndcg_sum(items, tgt[lo:lo + batch_size], k=k)
         return total, len(hist)
 
