@@ -13,18 +13,13 @@ item-view ones of the same name.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import polars as pl
 import torch
 
 from gdr_cli.errors import GdrError
 from stages.inputs import Processed
 
-View = Literal["item", "social"]
 VIEWS: tuple[str, ...] = ("item", "social")
-TABLES = {"item": "splits", "social": "social_splits"}
-"""View -> its leave-one-out split table under processed/."""
 
 FRIEND_SOURCES = (
     "`gdr preprocess lastfm-2k --input DIR` (HetRec Last.fm 2K), `gdr preprocess synthetic` (synthetic.friends > 0) "
