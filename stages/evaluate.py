@@ -7,6 +7,10 @@ Then it writes the comparison folder `reports/<split>/` (staged, manifest last):
 comparison.md and metrics.png; with `--report` also bootstrap intervals, paired p-values against
 the best run (pairwise.parquet), training curves (curves.png) and a self-contained report.html.
 This is the only stage that reads test targets.
+
+`view` 'social' scores friend recommendations against `social_splits.parquet`: it reads
+`recs/<name>/social-<split>/` and writes `metrics/<name>/social-<split>/` and
+`reports/social-<split>/`, so a comparison never mixes item-view and social-view runs.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from gdr_cli.manifest import (
 )
 from gdr_cli.paths import DataPaths
 from stages.config.evaluate import EvaluateConfig
+from stages.data.views import split_folder, view_note, view_splits
 from stages.inputs import open_processed
 from stages.metrics.compare import against_best, compare_runs
 from stages.metrics.report import comparison_table, render_html, render_markdown, rich_table
@@ -64,15 +69,32 @@ def available_recs(paths: DataPaths, split: str) -> list[str]:
 def evaluate_one(
     paths: DataPaths, name: str, config: EvaluateConfig, targets: pl.DataFrame, processed_ref: InputRef
 ) -> Scored:
-    """Score `recs/<name>/<split>/` and write `metrics/<name>/<split>/`."""
+    """Score `recs/<name>/<split>/` (`social-<split>` in the social view) and write `metrics/<name>/<split>/`."""
     clock = Stopwatch()
-    folder = paths.recs(name, config.split)
+    split_dir = split_folder(config.view, config.split)
+    folder = paths.recs(name, split_dir)
+    other = "social" if config.view == "item" else "item"
+    if (
+        not (folder / "manifest.json").exists()
+        and (paths.recs(name, split_folder(other, config.split)) / "manifest.json").exists()
+    ):
+        raise GdrError(
+            f"recommendations {name!r} are of the {other} view, not {config.view}",
+            where=str(folder.parent),
+            fix=f"score them with --view {other}; a comparison holds runs of one view",
+        )
     manifest = read_manifest(
         folder,
-        what=f"{config.split} recommendations {name!r}",
+        what=f"{config.split} recommendations {name!r}{view_note(config.view)}",
         fix=f"run `gdr sample {paths.dataset} --run {name} --split {config.split}` first",
     )
     check_fresh(manifest, paths.root, what=f"recommendations {name!r}")
+    if manifest.config.get("view", "item") != config.view:
+        raise GdrError(
+            f"recommendations {name!r} are of the {manifest.config.get('view')} view, not {config.view}",
+            where=str(folder),
+            fix=f"rerun `{manifest.command}`",
+        )
     try:
         recs = pl.read_parquet(folder / "recs.parquet")
     except (OSError, pl.exceptions.PolarsError) as exc:
@@ -83,10 +105,11 @@ def evaluate_one(
     metrics: dict[str, Any] = summarize(ranked, config.ks)
     metrics["exclude_history"] = bool(manifest.config.get("exclude_history", False))
     metrics["sampler"] = manifest.stats.get("sampler")
+    metrics["view"] = config.view
     for key in ("users_per_s", "nfe_per_user"):
         if key in manifest.stats:
             metrics[key] = manifest.stats[key]
-    out = paths.metrics(name, config.split)
+    out = paths.metrics(name, split_dir)
     with staged_dir(out) as tmp:
         atomic_write_json(tmp / "metrics.json", metrics)
         write_parquet(tmp / "ranks.parquet", ranked.frame())
@@ -156,7 +179,8 @@ def write_report(paths: DataPaths, config: EvaluateConfig, scored: dict[str, Sco
     table = comparison_table(
         {n: s.metrics for n, s in scored.items()}, config.ks, {n: d.row for n, d in details.items()}
     )
-    title = f"{paths.dataset} · {config.split}"
+    split_dir = split_folder(config.view, config.split)
+    title = f"{paths.dataset} · {split_dir}"
     report: dict[str, Any] | None = None
     pairwise: pl.DataFrame | None = None
     best = table.sort(config.best_by, descending=True, maintain_order=True)["run"][0]
@@ -194,7 +218,7 @@ def write_report(paths: DataPaths, config: EvaluateConfig, scored: dict[str, Sco
     if config.report and logs:
         images["curves.png"] = plots.training_curves(logs, title=f"{paths.dataset}: training")
 
-    out = paths.reports / config.split
+    out = paths.reports / split_dir
     inputs = {f"metrics/{n}": s.ref for n, s in scored.items()}
     inputs |= {f"runs/{d.row['trained_run']}": d.ref for d in details.values() if d.ref is not None}
     with staged_dir(out) as tmp:
@@ -204,7 +228,7 @@ def write_report(paths: DataPaths, config: EvaluateConfig, scored: dict[str, Sco
         for file, png in images.items():
             atomic_write_bytes(tmp / file, png)
         md = render_markdown(
-            table, config.ks, dataset=paths.dataset, split=config.split, report=report, images=list(images)
+            table, config.ks, dataset=paths.dataset, split=split_dir, report=report, images=list(images)
         )
         atomic_write_text(tmp / "comparison.md", md)
         if config.report:
@@ -213,7 +237,7 @@ def write_report(paths: DataPaths, config: EvaluateConfig, scored: dict[str, Sco
                 table,
                 config.ks,
                 dataset=paths.dataset,
-                split=config.split,
+                split=split_dir,
                 report=report,
                 images={titles[f]: b for f, b in images.items()},
             )
@@ -223,7 +247,7 @@ def write_report(paths: DataPaths, config: EvaluateConfig, scored: dict[str, Sco
             Manifest(
                 stage="evaluate",
                 dataset=paths.dataset,
-                name=config.split,
+                name=split_dir,
                 command=command_line(),
                 config={**dump_config(config), "runs": list(scored), "metrics": config.metrics},
                 seed=config.seed if config.report else None,
@@ -250,14 +274,20 @@ def run(
     paths = DataPaths(data_dir, dataset)
     processed = open_processed(paths)
     check_fresh(processed.manifest, paths.root, what="processed data")
-    names = list(dict.fromkeys(runs or available_recs(paths, config.split)))
+    split_dir = split_folder(config.view, config.split)
+    splits = view_splits(processed, config.view)  # the social view of a dataset without friends fails here
+    names = list(dict.fromkeys(runs or available_recs(paths, split_dir)))
     if not names:
         what = "report" if config.report else "evaluate"
-        raise GdrError(
-            f"no {config.split} recommendations to {what} for dataset {dataset!r}",
-            fix=f"run `gdr sample {dataset} --run NAME --split {config.split}` first",
+        train = (
+            f"; a social-view run comes from `gdr train-rec {dataset} --view social ...`"
+            if config.view == "social"
+            else ""
         )
-    splits = processed.table("splits")
+        raise GdrError(
+            f"no {config.split} recommendations{view_note(config.view)} to {what} for dataset {dataset!r}",
+            fix=f"run `gdr sample {dataset} --run NAME --split {config.split}` first{train}",
+        )
     targets = splits.select("user", pl.col(config.split).alias("target"))
     scored: dict[str, Scored] = {}
     with progress("runs") as bar:
@@ -271,11 +301,11 @@ def run(
     if as_json:
         stdout.print_json(json.dumps(results))
     else:
-        title = f"{dataset} · {config.split} · {targets.height:,} users"
+        title = f"{dataset} · {split_dir} · {targets.height:,} users"
         console.print(rich_table(written.table, config.ks, title=title, report=written.report))
     main = written.folder / ("report.html" if config.report else "comparison.md")
     value = results[written.best].get(config.best_by, 0.0)
     console.print(
-        f"evaluate: {len(results)} run(s) on {config.split}; best {config.best_by} {value:.4f} ({written.best}) -> {main}"
+        f"evaluate: {len(results)} run(s) on {split_dir}; best {config.best_by} {value:.4f} ({written.best}) -> {main}"
     )
     return results

@@ -4,6 +4,10 @@ Reads `runs/<run>/` (the checkpoint carries its config) and the processed splits
 each user's history (PROTOCOL.md §1: training items for 'valid', plus the validation item for
 'test') to `model.recommend` in batches, and writes `recs/<name>/<split>/recs.parquet`
 (user, rank, item, score). The test target is never read here.
+
+A run trained on the social view (its meta says so) recommends friends: histories and users come
+from `social_splits.parquet`, the user themself is always excluded (during the search), and the
+table goes to `recs/<name>/social-<split>/`, apart from item-view recommendations.
 """
 
 from __future__ import annotations
@@ -17,11 +21,13 @@ import polars as pl
 import torch
 
 from gdr_cli.console import console, progress
+from gdr_cli.errors import GdrError
 from gdr_cli.io import staged_dir, write_parquet
 from gdr_cli.manifest import Manifest, Stopwatch, check_fresh, command_line, dump_config, write_manifest
 from gdr_cli.paths import DataPaths
 from stages.config.sample import SampleConfig, check_applicable
 from stages.data.sequences import eval_histories
+from stages.data.views import split_folder, view_note, view_splits, with_self
 from stages.inputs import open_processed, open_run
 from stages.models.registry import load_model
 from stages.samplers.base import SamplerOptions
@@ -50,6 +56,17 @@ def recs_frame(users: np.ndarray, items: np.ndarray, scores: np.ndarray) -> pl.D
     return frame.filter(pl.col("item") >= 0)
 
 
+def run_view(asked: str | None, meta: dict, run_name: str) -> str:
+    """The view a run recommends in: its meta's (runs without one are item-view); `asked` must agree."""
+    view = str(meta.get("view", "item"))
+    if asked is not None and asked != view:
+        raise GdrError(
+            f"run {run_name!r} was trained on the {view} view, not {asked}",
+            fix=f"drop --view (the run's view is used), or sample a run trained with `gdr train-rec ... --view {asked}`",
+        )
+    return view
+
+
 def run(
     *,
     dataset: str,
@@ -75,14 +92,16 @@ def run(
     check_applicable(config, config.model_fields_set if given is None else given, sampler, model.kind)
     name = out_name or (run_name if sampler == model.samplers[0] else f"{run_name}-{sampler}")
     max_len = config.max_len or int(meta.get("max_len", 20))
+    view = run_view(config.view, meta, run_name)
 
-    splits = processed.table("splits")
+    splits = view_splits(processed, view)
     data = eval_histories(splits, config.split, max_len, with_target=False)
     users, history = data["user"], data["history"]
     exclude = None
     if config.exclude_history:  # the whole history, not only the last max_len items the model reads
         longest = int(splits["train"].list.len().max() or 0) + 1
         exclude = eval_histories(splits, config.split, max(longest, 1), with_target=False)["history"]
+    exclude = with_self(users, exclude, view)  # social view: never the user themself
     n = len(users)
     items_out = np.full((n, config.k), -1, dtype=np.int64)
     scores_out = np.full((n, config.k), -np.inf, dtype=np.float32)
@@ -115,12 +134,13 @@ def run(
         "decode_s": round(seconds, 3),
         "sampler": sampler,
         "exclude_history": config.exclude_history,
+        "view": view,
     }
     if nfe_total:
         stats["nfe_per_user"] = round(nfe_total / n, 3)
     if rounds:  # searches run for the users who had fewer than k items after the previous ones
         stats["max_rounds"] = rounds
-    out = paths.recs(name, config.split)
+    out = paths.recs(name, split_folder(view, config.split))
     with staged_dir(out) as tmp:
         write_parquet(tmp / "recs.parquet", frame)
         write_manifest(
@@ -130,7 +150,7 @@ def run(
                 dataset=dataset,
                 name=name,
                 command=command_line(),
-                config={**dump_config(config), "sampler": sampler, "max_len": max_len, "run": run_name},
+                config={**dump_config(config), "view": view, "sampler": sampler, "max_len": max_len, "run": run_name},
                 seed=config.seed,
                 inputs={"run": trained.ref, "processed": processed.ref},
                 stats=stats,
@@ -139,6 +159,6 @@ def run(
         )
     extra = f", {stats['nfe_per_user']} model calls/user" if "nfe_per_user" in stats else ""
     console.print(
-        f"sample: {name} ({sampler}) top-{config.k} for {n:,} {config.split} users at {stats['users_per_s']:,} users/s{extra} -> {out}"
+        f"sample: {name} ({sampler}) top-{config.k} for {n:,} {config.split} users{view_note(view)} at {stats['users_per_s']:,} users/s{extra} -> {out}"
     )
     return Manifest.model_validate_json((out / "manifest.json").read_text())

@@ -1,9 +1,13 @@
 """`gdr train-rec`: train a recommender on the training split and write a run folder.
 
-pop:          item counts of the training sequences (no gradient training).
+pop:          item counts of the training sequences (no gradient training); in the social view the
+              number of training friend lists a user appears in (the most-connected users).
 every other:  a model family (`stages/models/registry.py`) trained by the shared flow
               (`stages/training/flow.py`): examples -> `fit` (validation NDCG@10, early stopping,
               resume, DDP under torchrun) -> runs/<run>/ with the best weights, log, curve, manifest.
+
+`view` 'social' trains on the friend lists (`social_splits.parquet`) with users as the catalogue;
+the run's meta records the view, so `sample` and `evaluate` use the same one.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from gdr_cli.io import staged_dir
 from gdr_cli.manifest import Manifest, Stopwatch, check_fresh, command_line, dump_config, write_manifest
 from gdr_cli.paths import DataPaths
 from stages.config.train_rec import TrainRecConfig
+from stages.data.views import n_entities, view_note, view_splits
 from stages.inputs import Processed, open_processed
 from stages.models.popularity import Popularity
 from stages.models.registry import model_family, save_model
@@ -37,20 +42,27 @@ def run(
     family = model_family(config.model)
     request = TrainRequest(
         stage="train_rec", family=family, section=getattr(config, config.model), train=config.train, stage_config=config,
-        ids=config.ids, max_len=config.max_len, seed=config.seed, name=name, resume=resume,
+        ids=config.ids, max_len=config.max_len, seed=config.seed, name=name, resume=resume, view=config.view,
     )  # fmt: skip
     return train_family(paths, processed, request)
 
 
 def _count_pop(paths: DataPaths, processed: Processed, config: TrainRecConfig, name: str) -> Manifest:
     clock = Stopwatch()
-    splits = processed.table("splits")
+    splits = view_splits(processed, config.view)
+    n = n_entities(processed, config.view)
     train_items = torch.from_numpy(splits["train"].explode().drop_nulls().to_numpy().astype("int64"))
-    model = Popularity(n_items=processed.n_items)
+    model = Popularity(n_items=n)
     model.fit_counts(train_items)
-    stats = {"model": "pop", "params": 0, "train_interactions": int(train_items.numel()), "items": processed.n_items}
+    stats = {
+        "model": "pop",
+        "view": config.view,
+        "params": 0,
+        "train_interactions": int(train_items.numel()),
+        "items": n,
+    }
     with staged_dir(paths.run(name)) as tmp:
-        save_model(tmp, model, meta={"dataset": paths.dataset, "max_len": config.max_len or 20})
+        save_model(tmp, model, meta={"dataset": paths.dataset, "max_len": config.max_len or 20, "view": config.view})
         write_manifest(
             tmp,
             Manifest(
@@ -58,7 +70,9 @@ def _count_pop(paths: DataPaths, processed: Processed, config: TrainRecConfig, n
                 seed=config.seed, inputs={"processed": processed.ref}, stats=stats, wall_time_s=clock.seconds(),
             ),
         )  # fmt: skip
+    what = "friendships" if config.view == "social" else "interactions"
     console.print(
-        f"train-rec: {name} (pop) on {paths.dataset}: counts from {stats['train_interactions']:,} training interactions -> {paths.run(name)}"
+        f"train-rec: {name} (pop) on {paths.dataset}{view_note(config.view)}: counts from "
+        f"{stats['train_interactions']:,} training {what} -> {paths.run(name)}"
     )
     return Manifest.model_validate_json((paths.run(name) / "manifest.json").read_text())

@@ -21,6 +21,7 @@ def evaluate(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     split: Annotated[str | None, flag(C, "split", "--split")] = None,
+    view: Annotated[str | None, flag(C, "view", "--view")] = None,
     report: Annotated[bool | None, flag(C, "report", "--report/--no-report")] = None,
     bootstrap: Annotated[int | None, flag(C, "bootstrap", "--bootstrap")] = None,
     seed: Annotated[int | None, flag(C, "seed", "--seed")] = None,
@@ -35,6 +36,6 @@ def evaluate(
         section="evaluate",
         config_file=config,
         sets=set_,
-        flags={"split": split, "report": report, "bootstrap": bootstrap, "seed": seed},
+        flags={"split": split, "view": view, "report": report, "bootstrap": bootstrap, "seed": seed},
     )
     stage.run(dataset=dataset, data_dir=data_dir, config=cfg, runs=run, as_json=as_json)

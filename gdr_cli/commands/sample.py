@@ -22,6 +22,7 @@ def sample(
         str | None, typer.Option("--name", help="Name of the recommendations; default: the run, plus '-<sampler>' for a non-default sampler.")
     ] = None,
     split: Annotated[str | None, flag(C, "split", "--split")] = None,
+    view: Annotated[str | None, flag(C, "view", "--view")] = None,
     k: Annotated[int | None, flag(C, "k", "--k", "-k")] = None,
     sampler: Annotated[str | None, flag(C, "sampler", "--sampler")] = None,
     beam: Annotated[int | None, flag(C, "beam", "--beam")] = None,
@@ -43,6 +44,7 @@ def sample(
 
     flags = {
         "split": split,
+        "view": view,
         "k": k,
         "sampler": sampler,
         "beam": beam,

@@ -17,6 +17,7 @@ def train_rec(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     model: Annotated[str | None, flag(C, "model", "--model")] = None,
+    view: Annotated[str | None, flag(C, "view", "--view")] = None,
     ids: Annotated[str | None, flag(C, "ids", "--ids")] = None,
     run: Annotated[str | None, typer.Option("--run", help="Run name (its folder under runs/); default: the model's name.")] = None,
     resume: Annotated[
@@ -34,6 +35,7 @@ def train_rec(
 
     flags = {
         "model": model,
+        "view": view,
         "ids": ids,
         "tiger.init": init,
         "train.max_minutes": max_minutes,

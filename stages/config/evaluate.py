@@ -16,6 +16,12 @@ class EvaluateConfig(StageConfig):
     split: Literal["valid", "test"] = Field(
         "test", description="Split to score; 'test' is the once-only final number, 'valid' is for model selection."
     )
+    view: Literal["item", "social"] = Field(
+        "item",
+        description="Which runs to score: 'item' (next item, targets from splits.parquet) or 'social' (next friend, "
+        "targets from social_splits.parquet; recommendations of runs trained with --view social). A comparison "
+        "holds runs of one view only.",
+    )
     ks: list[int] = Field(
         [1, 5, 10, 20], description="Cut-offs K of Recall/NDCG/MRR@K (the field's standard 1, 5, 10, 20)."
     )

@@ -24,6 +24,12 @@ class SampleConfig(StageConfig):
         "test",
         description="Users' split to recommend for: 'valid' (history = training items) or 'test' (training + validation item).",
     )
+    view: Literal["item", "social"] | None = Field(
+        None,
+        description="View to recommend in; None = the run's own (a run trained with --view social recommends friends: "
+        "never the user themself, and under --exclude-history not their training friends). A view other than the run's "
+        "is an error.",
+    )
     k: int = Field(20, ge=1, description="Items per user; 20 covers every default metric cut-off (@1, 5, 10, 20).")
     max_len: int | None = Field(
         None, ge=1, description="History length fed to the model; None = the length the run was trained with."

@@ -74,6 +74,12 @@ class TrainRecConfig(StageConfig):
         description="Recommender: 'pop' (most popular, the floor), 'tiger' (autoregressive T5 over item codes), "
         "'diffurec' (Gaussian diffusion over the next item's embedding).",
     )
+    view: Literal["item", "social"] = Field(
+        "item",
+        description="What is recommended: 'item' (the next item, from splits.parquet) or 'social' (the next friend, from "
+        "social_splits.parquet: the 'items' are users, never the user themself; tiger then needs an ID set built with "
+        "`gdr build-ids --view social`).",
+    )
     ids: str | None = Field(None, description="ID set (folder under ids/, from `gdr build-ids`) whose codes tiger generates; required for tiger.")
     max_len: int | None = Field(
         None, ge=1,

@@ -68,15 +68,9 @@ def _text(processed: Processed, cfg: EmbedConfig, n: int, seed: int) -> tuple[np
 
 def social_splits(processed: Processed) -> pl.DataFrame:
     """The training friend lists; a dataset without a friend graph is a GdrError (the social view needs one)."""
-    path = processed.folder / "social_splits.parquet"
-    splits = processed.table("social_splits") if path.exists() else None
-    if splits is None or splits.height == 0:
-        raise GdrError(
-            f"dataset {processed.manifest.dataset!r} has no social graph",
-            where=str(path),
-            fix="use --view item, or preprocess a dataset with a friend graph (e.g. hetrec2011-lastfm-2k)",
-        )
-    return splits
+    from stages.data.views import view_splits
+
+    return view_splits(processed, "social")
 
 
 def _social(processed: Processed, cfg: EmbedConfig, n_users: int, seed: int) -> tuple[np.ndarray, dict[str, Any]]:

@@ -29,7 +29,10 @@ from stages.models.base import Recommender
 
 @dataclass
 class FamilyData:
-    """What a family builds from: the processed splits and, for generative models, the item codes."""
+    """What a family builds from: the processed splits and, for generative models, the item codes.
+
+    In the social view the same fields hold the friend-list splits and the user codes, so a family
+    needs no code of its own for it."""
 
     splits: pl.DataFrame  # user:int32, train:list[int32], valid:int32, test:int32 (test is never read by a family)
     n_items: int
@@ -37,6 +40,7 @@ class FamilyData:
     seed: int
     codes: Tensor | None = None  # [N_items, D] int64 item codes, when needs_ids
     vocab_sizes: list[int] | None = None  # per-digit vocabulary sizes, when needs_ids
+    view: str = "item"  # "social": splits are friend lists and the "items" (n_items, codes) are users
 
 
 class ModelFamily(abc.ABC):

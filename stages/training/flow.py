@@ -17,6 +17,7 @@ from gdr_cli.manifest import InputRef, Manifest, Stopwatch, command_line, dump_c
 from gdr_cli.paths import DataPaths
 from stages.config.training import TrainLoopConfig
 from stages.data.sequences import eval_histories
+from stages.data.views import n_entities, view_note, view_splits, with_self
 from stages.inputs import Processed
 from stages.models.family import FamilyData, ModelFamily
 
@@ -35,22 +36,31 @@ class TrainRequest:
     seed: int
     name: str
     resume: bool = False
+    view: str = "item"  # "item" (splits) or "social" (social_splits: the "items" are users)
 
 
 def load_data(paths: DataPaths, processed: Processed, req: TrainRequest) -> tuple[FamilyData, dict[str, InputRef]]:
-    """The family's inputs and the input refs of the manifest (processed data, ID set)."""
+    """The family's inputs and the input refs of the manifest (processed data, ID set).
+
+    The view picks the split table and the catalogue: in the social view the sequences are friend
+    lists and the "items" are the users (the ID set must be one built with `--view social`).
+    """
     inputs = {"processed": processed.ref}
     max_len = req.max_len or req.family.default_max_len
-    data = FamilyData(splits=processed.table("splits"), n_items=processed.n_items, max_len=max_len, seed=req.seed)
+    splits = view_splits(processed, req.view)
+    data = FamilyData(
+        splits=splits, n_items=n_entities(processed, req.view), max_len=max_len, seed=req.seed, view=req.view
+    )
     if req.family.needs_ids:
         from stages.ids.codeset import load_codeset
 
         if not req.ids:
+            social = " --view social" if req.view == "social" else ""
             raise GdrError(
                 f"{req.family.kind} needs an ID set",
-                fix=f"build one with `gdr build-ids {paths.dataset}` and pass --ids NAME",
+                fix=f"build one with `gdr build-ids {paths.dataset}{social}` and pass --ids NAME",
             )
-        codeset, ids_manifest = load_codeset(paths, req.ids)
+        codeset, ids_manifest = load_codeset(paths, req.ids, view=req.view)
         inputs["ids"] = input_ref(paths.ids(req.ids), paths.root, ids_manifest)
         data.codes, data.vocab_sizes = codeset.as_tensor(), list(codeset.vocab_sizes)
     return data, inputs
@@ -71,8 +81,9 @@ def train_family(paths: DataPaths, processed: Processed, req: TrainRequest) -> M
     val = eval_histories(data.splits, "valid", data.max_len, with_target=True)
     sampler, options = family.validation_options(cfg)
     validate = make_validator(
-        val["history"], val["target"], k=10, batch_size=req.train.eval_batch_size, options=options, sampler=sampler
-    )
+        val["history"], val["target"], k=10, batch_size=req.train.eval_batch_size, options=options, sampler=sampler,
+        exclude=with_self(val["user"], None, req.view),  # social view: never the user themself
+    )  # fmt: skip
     fingerprint = resume_fingerprint(req.stage_config, {k: v.sha256 for k, v in inputs.items()})
     result = fit(model=model, train=train, validate=validate, cfg=req.train, seed=req.seed, workdir=paths.work(req.name),
                  resume=req.resume, fingerprint=fingerprint, desc=f"{req.stage.replace('_', '-')} {req.name} ({family.kind})")  # fmt: skip
@@ -84,7 +95,7 @@ def train_family(paths: DataPaths, processed: Processed, req: TrainRequest) -> M
     rows = [r for r in result.log if r.get("examples_per_s")]
     n_examples = int(next(iter(train.values())).shape[0])
     stats = {
-        "model": family.kind, "params": sum(p.numel() for p in model.parameters()), "examples": n_examples,
+        "model": family.kind, "view": req.view, "params": sum(p.numel() for p in model.parameters()), "examples": n_examples,
         "items": data.n_items, "max_len": data.max_len, "best_val_ndcg@10": round(result.best_metric, 6),
         "best_step": result.best_step, "steps": result.steps, "epochs": round(result.steps / max(1, result.steps_per_epoch), 3),
         "stop_reason": result.stop_reason,
@@ -93,7 +104,12 @@ def train_family(paths: DataPaths, processed: Processed, req: TrainRequest) -> M
     if data.vocab_sizes is not None:
         stats.update(n_digits=len(data.vocab_sizes), vocab_sizes=data.vocab_sizes)
     stats.update(family.stats(model, data, cfg))
-    meta = {"dataset": paths.dataset, "max_len": data.max_len, "ids": req.ids if family.needs_ids else None}
+    meta = {
+        "dataset": paths.dataset,
+        "max_len": data.max_len,
+        "ids": req.ids if family.needs_ids else None,
+        "view": req.view,
+    }
     with staged_dir(paths.run(req.name)) as tmp:
         save_run(folder=tmp, model=model, result=result, meta=meta)
         write_manifest(
@@ -105,7 +121,7 @@ def train_family(paths: DataPaths, processed: Processed, req: TrainRequest) -> M
         )  # fmt: skip
     rate = f", {stats['examples_per_s']} ex/s" if stats["examples_per_s"] else ""
     console.print(
-        f"{req.stage.replace('_', '-')}: {req.name} ({family.kind}, {stats['params']:,} params) on {paths.dataset}: best val NDCG@10 "
+        f"{req.stage.replace('_', '-')}: {req.name} ({family.kind}, {stats['params']:,} params) on {paths.dataset}{view_note(req.view)}: best val NDCG@10 "
         f"{result.best_metric:.4f} at step {result.best_step} of {result.steps} ({result.stop_reason}{rate}){family.summary(stats)} "
         f"-> {paths.run(req.name)}"
     )

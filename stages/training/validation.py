@@ -18,22 +18,28 @@ def _device(model: nn.Module) -> torch.device:
 
 
 def make_validator(histories: Tensor, targets: Tensor, *, k: int = 10, batch_size: int, options: Any = None,
-                   sampler: str | None = None) -> Validator:
+                   sampler: str | None = None, exclude: Tensor | None = None) -> Validator:
     """A `Validator` over users `rank::world` of (histories [U, L] int64, targets [U] int64).
 
-    Calls `model.recommend(history_batch, k=k, sampler=sampler, options=options)` in batches of
-    `batch_size` users and returns (sum of NDCG@k over the shard, users in the shard).
+    Calls `model.recommend(history_batch, k=k, sampler=sampler, options=options, exclude=exclude_batch)`
+    in batches of `batch_size` users and returns (sum of NDCG@k over the shard, users in the shard).
+    exclude: [U, M] int64 ids never to recommend to each user (-1 = padding; the social view passes the
+    user themself), removed during the search; None = nothing.
     """
     if histories.shape[0] != targets.shape[0]:
         raise ValueError(f"histories {tuple(histories.shape)} and targets {tuple(targets.shape)} disagree on users")
+    if exclude is not None and exclude.shape[0] != targets.shape[0]:
+        raise ValueError(f"exclude {tuple(exclude.shape)} and targets {tuple(targets.shape)} disagree on users")
 
     def validate(model: nn.Module, rank: int, world: int) -> tuple[float, int]:
         device = _device(model)
         hist = histories[rank::world].to(device)  # [U_r, L]
         tgt = targets[rank::world].to(device)  # [U_r]
+        ex = None if exclude is None else exclude[rank::world].to(device)  # [U_r, M]
         total = 0.0
         for lo in range(0, len(hist), batch_size):
-            items, _ = model.recommend(hist[lo:lo + batch_size], k=k, sampler=sampler, options=options)
+            extra = {} if ex is None else {"exclude": ex[lo:lo + batch_size]}  # fmt: skip
+            items, _ = model.recommend(hist[lo:lo + batch_size], k=k, sampler=sampler, options=options, **extra)
             total += ndcg_sum(items, tgt[lo:lo + batch_size], k=k)
         return total, len(hist)
 
