@@ -29,5 +29,6 @@ def run(
     request = TrainRequest(
         stage="diffuse", family=model_family("diffusion"), section=config, train=config.train, stage_config=config,
         ids=config.ids, max_len=config.max_len, seed=config.seed, name=run_name or "diffusion", resume=resume,
+        view=config.view,
     )  # fmt: skip
     return train_family(paths, processed, request)

@@ -17,6 +17,7 @@ def diffuse(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     ids: Annotated[str | None, flag(C, "ids", "--ids")] = None,
+    view: Annotated[str | None, flag(C, "view", "--view")] = None,
     loss: Annotated[str | None, flag(C, "loss", "--loss")] = None,
     schedule: Annotated[str | None, flag(C, "schedule", "--schedule")] = None,
     run: Annotated[str | None, typer.Option("--run", help="Run name (its folder under runs/); default: diffusion.")] = None,
@@ -33,7 +34,7 @@ def diffuse(
     from stages import diffuse as stage
 
     flags = {
-        "ids": ids, "loss": loss, "schedule": schedule, "train.max_minutes": max_minutes, "train.lr": lr,
+        "ids": ids, "view": view, "loss": loss, "schedule": schedule, "train.max_minutes": max_minutes, "train.lr": lr,
         "train.batch_size": batch_size, "train.max_epochs": epochs, "seed": seed, "train.device": device,
         "augment_factor": augment_factor, "mask_prob": mask_prob,
     }  # fmt: skip

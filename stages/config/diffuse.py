@@ -31,6 +31,11 @@ class DiffuseTrainConfig(TrainLoopConfig):
 
 class DiffuseConfig(StageConfig):
     ids: str = Field("rqkmeans", description="ID set (folder under ids/, from `gdr build-ids`) whose codes the model generates.")
+    view: Literal["item", "social"] = Field(
+        "item",
+        description="What is recommended: 'item' (the next item) or 'social' (the next friend, from social_splits.parquet; "
+        "the ID set must then be built with `gdr build-ids --view social`).",
+    )
     max_len: int = Field(20, ge=1, description="History items fed to the encoder (PROTOCOL.md: 20 for ID-generative models).")
     seed: int = Field(42, description="Seed of initialisation, data order, dropout and training masks; same seed, same run.")
     loss: Literal["k_dce", "t_dce", "t_dse", "lambda_dce", "diffgrm"] = Field(
