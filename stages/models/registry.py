@@ -22,10 +22,12 @@ SPEC = "model.json"
 def model_classes() -> dict[str, type[Recommender]]:
     """Every registered model kind -> class (imported here so the registry is the one list)."""
     from stages.models.diffusion import DiffusionRecommender
+    from stages.models.hstu import Hstu
     from stages.models.popularity import Popularity
+    from stages.models.sasrec import Sasrec
     from stages.models.tiger import Tiger
 
-    classes: list[type[Recommender]] = [Popularity, Tiger, DiffusionRecommender]
+    classes: list[type[Recommender]] = [Popularity, Tiger, DiffusionRecommender, Sasrec, Hstu]
     return {c.kind: c for c in classes}
 
 
