@@ -100,13 +100,17 @@ def main() -> None:
     epochs = [r for r in result.log if r["val_ndcg@10"] is not None]
     print(f"{args.family} on {args.source} ({processed.n_items} items, {len(train['seq'])} windows, max_len {max_len})")
     print(f"model config: {cfg.model_dump()}")
-    print(f"train config: {train_cfg.model_dump(include={'lr', 'batch_size', 'weight_decay', 'warmup_steps', 'patience', 'min_lr_ratio'})}")
+    print(
+        f"train config: {train_cfg.model_dump(include={'lr', 'batch_size', 'weight_decay', 'warmup_steps', 'patience', 'min_lr_ratio'})}"
+    )
     print("epoch  val_ndcg@10  loss")
     for r in epochs:
         loss = "-" if r["loss"] is None else f"{r['loss']:.4f}"
         print(f"{r['epoch']:5.0f}  {r['val_ndcg@10']:.4f}       {loss}")
-    print(f"{len(epochs)} epochs in {seconds:.1f} s ({seconds / max(len(epochs), 1):.2f} s/epoch incl. validation); "
-          f"best val NDCG@10 {result.best_metric:.4f} at step {result.best_step} ({result.stop_reason})")
+    print(
+        f"{len(epochs)} epochs in {seconds:.1f} s ({seconds / max(len(epochs), 1):.2f} s/epoch incl. validation); "
+        f"best val NDCG@10 {result.best_metric:.4f} at step {result.best_step} ({result.stop_reason})"
+    )
     print("test (best-validation weights, history kept): "
           + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))  # fmt: skip
 

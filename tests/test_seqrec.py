@@ -81,7 +81,9 @@ def test_negatives_loss_with_a_fixed_generator() -> None:
     draws = torch.randint(2, (2, k), generator=torch.Generator().manual_seed(5))
     others = (draws != target[:, None]).sum(1).tolist()  # unmasked negatives per user
     assert 0 < sum(others) < 2 * k  # the case exercises both masked and kept draws
-    expected = (math.log(1 + others[0] * math.exp((0.8 - 0.6) / t)) + math.log(1 + others[1] * math.exp((1 - 0) / t))) / 2
+    expected = (
+        math.log(1 + others[0] * math.exp((0.8 - 0.6) / t)) + math.log(1 + others[1] * math.exp((1 - 0) / t))
+    ) / 2
     got = negatives_loss(query, target, items, t, k, torch.Generator().manual_seed(5))
     assert got.item() == pytest.approx(expected, rel=1e-6)
 
@@ -194,16 +196,20 @@ def test_windows_by_hand() -> None:
     splits = splits_of([[0, 1, 2, 3, 4, 5, 6], [10, 11], [5], [20, 21, 22, 23, 24, 25]])
     got = training_windows(splits, 3)
     assert got.tolist() == [
-        [0, 1, 2, 3], [3, 4, 5, 6],  # 6 targets, 2 full windows sharing item 3 (only an input in the second)
+        [0, 1, 2, 3],
+        [3, 4, 5, 6],  # 6 targets, 2 full windows sharing item 3 (only an input in the second)
         [-1, -1, 10, 11],  # 1 target, padded on the left
         # a user with one training item gives no window
-        [-1, 20, 21, 22], [22, 23, 24, 25],  # 5 targets: the earliest window is the padded one
+        [-1, 20, 21, 22],
+        [22, 23, 24, 25],  # 5 targets: the earliest window is the padded one
     ]
 
 
 def test_windows_predict_every_target_once() -> None:
     gen = torch.Generator().manual_seed(0)
-    train = [torch.randint(0, 1000, (int(n),), generator=gen).tolist() for n in torch.randint(1, 40, (30,), generator=gen)]
+    train = [
+        torch.randint(0, 1000, (int(n),), generator=gen).tolist() for n in torch.randint(1, 40, (30,), generator=gen)
+    ]
     for max_len in (1, 4, 50):
         seq = training_windows(splits_of(train), max_len)
         targets = seq[:, 1:][seq[:, :-1] >= 0]  # what the loss predicts: items after an item
@@ -235,7 +241,7 @@ def test_learns_beyond_popularity(family, synthetic: FamilyData, tmp_path: Path)
     train = family.examples(synthetic, cfg)
     val = eval_histories(synthetic.splits, "valid", synthetic.max_len, with_target=True)
     validate = make_validator(val["history"], val["target"], batch_size=1024)
-    train_cfg = family.train_config(lr=3e-3, batch_size=64, max_steps=300, eval_every=100, warmup_steps=10)
+    train_cfg = family.train_config(lr=3e-3, batch_size=64, max_steps=150, eval_every=50, warmup_steps=10)
     result = fit(model=model, train=train, validate=validate, cfg=train_cfg, seed=0, workdir=tmp_path / "w")
     pop = popularity_ndcg(synthetic, val["history"], val["target"])
     assert result.best_metric >= 2 * pop, (result.best_metric, pop)
@@ -243,7 +249,10 @@ def test_learns_beyond_popularity(family, synthetic: FamilyData, tmp_path: Path)
 
 def test_families_declare_their_sections() -> None:
     assert SasrecFamily.config is SasrecConfig and HstuFamily.config is HstuConfig
-    assert SasrecFamily.train_config is SeqrecTrainConfig and HstuFamily.default_max_len == 50 == SasrecFamily.default_max_len
+    assert (
+        SasrecFamily.train_config is SeqrecTrainConfig
+        and HstuFamily.default_max_len == 50 == SasrecFamily.default_max_len
+    )
     assert not SasrecFamily.needs_ids and Sasrec.samplers == ("topk",)
     with pytest.raises(ValueError):
         SasrecConfig(loss="bpr")

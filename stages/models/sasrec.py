@@ -52,9 +52,21 @@ class SasrecBlock(nn.Module):
 class Sasrec(SeqRecommender):
     kind: ClassVar[str] = "sasrec"
 
-    def __init__(self, *, n_items: int, max_len: int = 50, d_model: int = 64, n_layers: int = 2, n_heads: int = 2,
-                 d_ff: int = 256, dropout: float = 0.5, loss: str = "softmax", temperature: float = 0.05,
-                 num_negatives: int = 128, seed: int = 0):
+    def __init__(
+        self,
+        *,
+        n_items: int,
+        max_len: int = 50,
+        d_model: int = 64,
+        n_layers: int = 2,
+        n_heads: int = 2,
+        d_ff: int = 256,
+        dropout: float = 0.5,
+        loss: str = "softmax",
+        temperature: float = 0.05,
+        num_negatives: int = 128,
+        seed: int = 0,
+    ):
         super().__init__(n_items=n_items, max_len=max_len, d_model=d_model, n_heads=n_heads, loss=loss,
                          temperature=temperature, num_negatives=num_negatives, dropout=dropout, seed=seed,
                          n_layers=n_layers, d_ff=d_ff)  # fmt: skip

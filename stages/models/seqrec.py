@@ -54,11 +54,14 @@ def in_batch_loss(query: Tensor, target: Tensor, items: Tensor, temperature: flo
     return F.cross_entropy(logits.masked_fill(hit, float("-inf")), torch.arange(len(target), device=target.device))
 
 
-def negatives_loss(query: Tensor, target: Tensor, items: Tensor, temperature: float, num_negatives: int,
-                   generator: torch.Generator) -> Tensor:
+def negatives_loss(
+    query: Tensor, target: Tensor, items: Tensor, temperature: float, num_negatives: int, generator: torch.Generator
+) -> Tensor:
     """Softmax over the positive and `num_negatives` uniform draws per position (draws equal to the
     positive masked). query [P, d], target [P]; `generator` on the device of `items`."""
-    neg = torch.randint(items.shape[0], (len(target), num_negatives), generator=generator, device=items.device)  # [P, k]
+    neg = torch.randint(
+        items.shape[0], (len(target), num_negatives), generator=generator, device=items.device
+    )  # [P, k]
     pos = (query * items[target]).sum(-1, keepdim=True)  # [P, 1]
     negs = torch.einsum("pd,pkd->pk", query, items[neg]).masked_fill(neg == target[:, None], float("-inf"))
     logits = torch.cat([pos, negs], 1).float() / temperature  # [P, 1 + k]
@@ -85,14 +88,14 @@ def init_weights(module: nn.Module, gen: torch.Generator) -> None:
 def fit_history(history: Tensor, length: int) -> Tensor:
     """Last `length` items of each row, left-padded with -1 to exactly `length`. [B, L'] -> [B, length]."""
     if history.shape[1] >= length:
-        return history[:, history.shape[1] - length:]
+        return history[:, history.shape[1] - length :]
     return F.pad(history, (length - history.shape[1], 0), value=-1)
 
 
 def top_k(scores: Tensor, k: int, exclude: Tensor | None) -> tuple[Tensor, Tensor]:
     """Exact top-k of scores [B, N] after setting `exclude` [B, M] (-1 = padding) to -inf.
     Returns (items [B, k] int64, -1 where no item is left; scores [B, k] float32, -inf there)."""
-    b, n = scores.shape
+    n = scores.shape[1]
     if exclude is not None:
         scores = exclude_items(scores, exclude)
     top, items = scores.float().topk(min(k, n), dim=1)
@@ -113,14 +116,38 @@ class SeqRecommender(Recommender, abc.ABC):
 
     samplers: ClassVar[tuple[str, ...]] = ("topk",)
 
-    def __init__(self, *, n_items: int, max_len: int, d_model: int, n_heads: int, loss: str, temperature: float,
-                 num_negatives: int, dropout: float, seed: int, **extra: Any):
-        super().__init__(n_items=n_items, max_len=max_len, d_model=d_model, n_heads=n_heads, loss=loss,
-                         temperature=temperature, num_negatives=num_negatives, dropout=dropout, seed=seed, **extra)
+    def __init__(
+        self,
+        *,
+        n_items: int,
+        max_len: int,
+        d_model: int,
+        n_heads: int,
+        loss: str,
+        temperature: float,
+        num_negatives: int,
+        dropout: float,
+        seed: int,
+        **extra: Any,
+    ):
+        super().__init__(
+            n_items=n_items,
+            max_len=max_len,
+            d_model=d_model,
+            n_heads=n_heads,
+            loss=loss,
+            temperature=temperature,
+            num_negatives=num_negatives,
+            dropout=dropout,
+            seed=seed,
+            **extra,
+        )
         if loss not in LOSSES:
             raise GdrError(f"unknown loss {loss!r}", fix=f"use one of: {', '.join(LOSSES)}")
         if d_model % n_heads:
-            raise GdrError(f"d_model {d_model} is not divisible by n_heads {n_heads}", fix="make d_model a multiple of n_heads")
+            raise GdrError(
+                f"d_model {d_model} is not divisible by n_heads {n_heads}", fix="make d_model a multiple of n_heads"
+            )
         self.n_items, self.max_len, self.d_model, self.n_heads = n_items, max_len, d_model, n_heads
         self.loss_name, self.temperature, self.num_negatives, self.seed = loss, temperature, num_negatives, seed
         self.item_emb = nn.Embedding(n_items + 1, d_model, padding_idx=n_items)  # last row = padding
@@ -137,7 +164,7 @@ class SeqRecommender(Recommender, abc.ABC):
     def embed(self, history: Tensor) -> Tensor:
         """Item embeddings * sqrt(d) + learnable positions, then dropout. [B, L] -> [B, L, d]."""
         idx = torch.where(history >= 0, history, self.n_items)
-        pos = self.pos_emb.weight[self.max_len - history.shape[1]:]  # [L, d]: the last position is the newest item
+        pos = self.pos_emb.weight[self.max_len - history.shape[1] :]  # [L, d]: the last position is the newest item
         return self.drop(self.item_emb(idx) * self.d_model**0.5 + pos)
 
     def queries(self, history: Tensor) -> Tensor:
