@@ -24,7 +24,7 @@ from stages.models.hstu import Hstu, HstuFamily
 from stages.models.popularity import Popularity
 from stages.models.registry import load_model, save_model
 from stages.models.sasrec import Sasrec, SasrecFamily
-from stages.models.seqrec import in_batch_loss, negatives_loss, softmax_loss
+from stages.models.seqrec import in_batch_loss, negatives_loss, softmax_loss, window_examples
 from stages.training.loop import fit
 from stages.training.validation import make_validator
 
@@ -205,18 +205,47 @@ def test_windows_by_hand() -> None:
     ]
 
 
-def test_windows_predict_every_target_once() -> None:
+def test_overlapping_windows_by_hand() -> None:
+    got = training_windows(splits_of([[0, 1, 2, 3, 4, 5, 6], [10, 11]]), 3, stride=2)
+    # windows advance 2 items; the first target of each (1 = max_len - stride) is only history there
+    assert got.tolist() == [[-1, 0, 1, 2], [1, 2, 3, 4], [3, 4, 5, 6], [-1, -1, 10, 11]]
+    with pytest.raises(GdrError, match="stride"):
+        training_windows(splits_of([[0, 1]]), 3, stride=4)
+
+
+@pytest.mark.parametrize("min_history", [0, 1, 3, 49])
+def test_windows_train_every_target_once(min_history: int) -> None:
     gen = torch.Generator().manual_seed(0)
-    train = [
-        torch.randint(0, 1000, (int(n),), generator=gen).tolist() for n in torch.randint(1, 40, (30,), generator=gen)
-    ]
-    for max_len in (1, 4, 50):
-        seq = training_windows(splits_of(train), max_len)
-        targets = seq[:, 1:][seq[:, :-1] >= 0]  # what the loss predicts: items after an item
-        assert targets.tolist() == [x for t in train for x in t[1:]]  # each target once, in user then time order
-        assert seq.shape[1] == max_len + 1 and (seq[:, -1] >= 0).all()  # padding on the left only
+    lengths = torch.randint(1, 120, (30,), generator=gen)
+    train = [torch.randint(0, 1000, (int(n),), generator=gen).tolist() for n in lengths]
+    for max_len in sorted({min_history + 1, 4 + min_history, 50}):
+        if max_len <= min_history:
+            continue
+        data = FamilyData(splits=splits_of(train), n_items=1000, max_len=max_len, seed=0)
+        ex = window_examples(data, min_history)
+        seq = ex["seq"]
+        assert seq.shape[1] == max_len + 1 and (seq[:, -1] >= 0).all()
         pads = (seq < 0).sum(1)
-        assert torch.equal(seq[:, :].lt(0), torch.arange(max_len + 1)[None, :] < pads[:, None])
+        assert torch.equal(seq.lt(0), torch.arange(max_len + 1)[None, :] < pads[:, None])  # padding on the left only
+        context = ex.get("context", torch.zeros(len(seq), dtype=torch.int64))
+        keep = (seq[:, :-1] >= 0) & (torch.arange(max_len)[None, :] >= context[:, None])  # what the loss trains
+        assert seq[:, 1:][keep].tolist() == [x for t in train for x in t[1:]]  # each target once, user then time order
+        # every trained target sees min(min_history, items before it) items of history
+        seen = (seq[:, :-1] >= 0).long().cumsum(1)[keep]
+        before = torch.cat([torch.arange(1, len(t)) for t in train if len(t) > 1])
+        assert (seen >= torch.minimum(before, torch.tensor(max(min_history, 1)))).all()
+    with pytest.raises(GdrError, match="min_history"):
+        window_examples(FamilyData(splits=splits_of(train), n_items=1000, max_len=min_history, seed=0), min_history)
+
+
+@pytest.mark.parametrize("kind", sorted(MODELS))
+def test_context_positions_are_not_trained(kind: str) -> None:
+    model = MODELS[kind](n_items=12, max_len=5, d_model=8, n_layers=1, temperature=0.2, dropout=0.0, seed=1).eval()
+    seq = torch.tensor([[1, 2, 3, 4, 5, 6], [-1, -1, 7, 8, 9, 10]])
+    got = model.loss({"seq": seq, "context": torch.tensor([3, 3])})
+    query = model.queries(seq[:, :-1])[:, 3:].flatten(0, 1)  # positions 3, 4 of both windows
+    expected = softmax_loss(query, seq[:, 4:].flatten(), model.item_vectors(), 0.2)
+    assert got.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 # ----- learning ----------------------------------------------------------------------------------------

@@ -38,6 +38,12 @@ class SeqrecConfig(StageConfig):
         128, ge=1, description="Uniform negatives per position for loss 'negatives'; 128 as in generative-recommenders."
     )
 
+    min_history: int = Field(
+        0, ge=0,
+        description="Training windows overlap so that every target sees at least this many earlier items (where the user "
+        "has them); costs max_len / (max_len - min_history) times the compute. 0 = windows share one item.",
+    )  # fmt: skip
+
 
 class SasrecConfig(SeqrecConfig):
     """SASRec: pre-norm causal Transformer blocks over item + learnable position embeddings."""

@@ -22,9 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stages.config.seqrec import HstuConfig, SeqrecTrainConfig
-from stages.data.sequences import training_windows
 from stages.models.family import FamilyData, ModelFamily
-from stages.models.seqrec import SeqRecommender, init_weights
+from stages.models.seqrec import SeqRecommender, init_weights, window_examples
 
 
 class HstuBlock(nn.Module):
@@ -93,7 +92,9 @@ class HstuFamily(ModelFamily):
     default_max_len: ClassVar[int] = 50
 
     def build(self, data: FamilyData, cfg: Any) -> Hstu:
-        return Hstu(n_items=data.n_items, max_len=data.max_len, seed=data.seed, **cfg.model_dump())
+        return Hstu(
+            n_items=data.n_items, max_len=data.max_len, seed=data.seed, **cfg.model_dump(exclude={"min_history"})
+        )
 
     def examples(self, data: FamilyData, cfg: Any) -> dict[str, Tensor]:
-        return {"seq": training_windows(data.splits, data.max_len)}
+        return window_examples(data, cfg.min_history)

@@ -17,9 +17,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stages.config.seqrec import SasrecConfig, SeqrecTrainConfig
-from stages.data.sequences import training_windows
 from stages.models.family import FamilyData, ModelFamily
-from stages.models.seqrec import SeqRecommender, init_weights
+from stages.models.seqrec import SeqRecommender, init_weights, window_examples
 
 
 def causal_mask(history: Tensor) -> Tensor:
@@ -91,7 +90,9 @@ class SasrecFamily(ModelFamily):
     default_max_len: ClassVar[int] = 50
 
     def build(self, data: FamilyData, cfg: Any) -> Sasrec:
-        return Sasrec(n_items=data.n_items, max_len=data.max_len, seed=data.seed, **cfg.model_dump())
+        return Sasrec(
+            n_items=data.n_items, max_len=data.max_len, seed=data.seed, **cfg.model_dump(exclude={"min_history"})
+        )
 
     def examples(self, data: FamilyData, cfg: Any) -> dict[str, Tensor]:
-        return {"seq": training_windows(data.splits, data.max_len)}
+        return window_examples(data, cfg.min_history)

@@ -5,7 +5,8 @@
     score(item) = cos(query, item embedding): the item table is tied between input and output.
 
 Training batches are whole windows `{"seq": [B, L + 1]}` (stages.data.sequences.training_windows):
-position i of seq[:, :-1] predicts seq[:, i + 1] wherever both are items (left padding ignored). Batches of prefixes
+position i of seq[:, :-1] predicts seq[:, i + 1] wherever both are items (left padding ignored),
+except the first `context` [B] positions when the batch has that column (overlapping windows). Batches of prefixes
 `{"history": [B, L], "target": [B]}` (the base contract) train the last position only.
 
 Losses (all over cosine scores / temperature):
@@ -31,7 +32,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gdr_cli.errors import GdrError
+from stages.data.sequences import training_windows
 from stages.models.base import Recommender
+from stages.models.family import FamilyData
 from stages.models.popularity import exclude_items
 
 LOSSES = ("softmax", "sampled_softmax", "negatives")
@@ -104,6 +107,20 @@ def top_k(scores: Tensor, k: int, exclude: Tensor | None) -> tuple[Tensor, Tenso
         items = F.pad(items, (0, k - n), value=-1)
         top = F.pad(top, (0, k - n), value=float("-inf"))
     return items, top
+
+
+def window_examples(data: FamilyData, min_history: int) -> dict[str, Tensor]:
+    """Training windows of a family (`seq` [W, max_len + 1]) and, when they overlap, their `context` [W]:
+    windows advance by max_len - min_history items, so every target sees >= min_history items of history."""
+    if min_history >= data.max_len:
+        raise GdrError(
+            f"min_history {min_history} must be below max_len {data.max_len}", fix="lower min_history or raise max_len"
+        )
+    stride = data.max_len - min_history
+    seq = training_windows(data.splits, data.max_len, stride)
+    if not min_history:
+        return {"seq": seq}
+    return {"seq": seq, "context": torch.full((seq.shape[0],), min_history, dtype=torch.int64)}
 
 
 def _rank() -> int:
@@ -182,6 +199,8 @@ class SeqRecommender(Recommender, abc.ABC):
             query = self.queries(seq[:, :-1])  # [B, L, d]
             target = seq[:, 1:]  # [B, L]
             keep = (target >= 0) & (seq[:, :-1] >= 0)  # a real target after a real item (not a user's first)
+            if "context" in batch:  # leading targets that an earlier window trains: history only here
+                keep &= torch.arange(target.shape[1], device=seq.device) >= batch["context"][:, None]
         else:
             query = self.queries(fit_history(batch["history"], self.max_len))[:, -1:]  # [B, 1, d]
             target = batch["target"][:, None]
