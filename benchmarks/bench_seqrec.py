@@ -3,7 +3,7 @@
 Preprocesses the data with gdr's own `preprocess` stage into a temporary data root, trains the
 family through the shared loop `fit` (validation NDCG@10 once per epoch, early stopping), then
 ranks the test split once with the best-validation weights (history items kept, PROTOCOL.md §1).
-Prints validation NDCG@10 and seconds per epoch, then test NDCG/Recall/MRR@10.
+Prints validation NDCG@10 and seconds per epoch, then test NDCG/Recall/MRR@10 (and popularity's).
 
     python benchmarks/bench_seqrec.py                                   # SASRec on MovieLens 100K
     python benchmarks/bench_seqrec.py --family hstu
@@ -36,6 +36,7 @@ from stages.inputs import open_processed  # noqa: E402
 from stages.metrics.ranking import metrics_from_ranks, target_rank  # noqa: E402
 from stages.models.family import FamilyData  # noqa: E402
 from stages.models.hstu import HstuFamily  # noqa: E402
+from stages.models.popularity import Popularity  # noqa: E402
 from stages.models.sasrec import SasrecFamily  # noqa: E402
 from stages.training.loop import fit  # noqa: E402
 from stages.training.validation import make_validator  # noqa: E402
@@ -96,6 +97,9 @@ def main() -> None:
             for lo in range(0, len(test["target"]), 512)
         ])  # fmt: skip
         metrics = metrics_from_ranks(ranks, ks=(10,))
+        pop = Popularity(n_items=processed.n_items)
+        pop.fit_counts(torch.from_numpy(splits["train"].explode().drop_nulls().to_numpy().astype("int64")))
+        pop_metrics = metrics_from_ranks(target_rank(pop.recommend(test["history"], k=10)[0], test["target"]), ks=(10,))
 
     epochs = [r for r in result.log if r["val_ndcg@10"] is not None]
     print(f"{args.family} on {args.source} ({processed.n_items} items, {len(train['seq'])} windows, max_len {max_len})")
@@ -113,6 +117,10 @@ def main() -> None:
     )
     print("test (best-validation weights, history kept): "
           + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))  # fmt: skip
+
+    print(
+        "popularity on the same test users (history kept): " + ", ".join(f"{k} {v:.4f}" for k, v in pop_metrics.items())
+    )
 
 
 if __name__ == "__main__":
