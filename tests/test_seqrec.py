@@ -276,6 +276,14 @@ def test_learns_beyond_popularity(family, synthetic: FamilyData, tmp_path: Path)
     assert result.best_metric >= 2 * pop, (result.best_metric, pop)
 
 
+def test_families_overlap_windows_by_default() -> None:
+    data = FamilyData(splits=splits_of([list(range(100)), [3, 4]]), n_items=100, max_len=50, seed=0)
+    for family in (SasrecFamily(), HstuFamily()):
+        ex = family.examples(data, family.config())
+        assert ex["seq"].shape == (5, 51) and (ex["context"] == 25).all()  # 99 targets in strides of 25, then 1
+        assert set(family.examples(data, family.config(window_overlap=0.0))) == {"seq"}
+
+
 def test_families_declare_their_sections() -> None:
     assert SasrecFamily.config is SasrecConfig and HstuFamily.config is HstuConfig
     assert (

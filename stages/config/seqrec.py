@@ -38,10 +38,12 @@ class SeqrecConfig(StageConfig):
         128, ge=1, description="Uniform negatives per position for loss 'negatives'; 128 as in generative-recommenders."
     )
 
-    min_history: int = Field(
-        0, ge=0,
-        description="Training windows overlap so that every target sees at least this many earlier items (where the user "
-        "has them); costs max_len / (max_len - min_history) times the compute. 0 = windows share one item.",
+    window_overlap: float = Field(
+        0.5, ge=0, lt=1,
+        description="Share of each training window's history that overlaps the previous window and is context only, so "
+        "that every target sees at least window_overlap * max_len earlier items (where the user has them); costs "
+        "1 / (1 - window_overlap) times the compute per epoch. 0.5: on MovieLens 100K validation NDCG@10 rose from "
+        "~0.056 (0 = windows share one item, early targets of a window see little history) to ~0.064.",
     )  # fmt: skip
 
 

@@ -91,8 +91,8 @@ class SasrecFamily(ModelFamily):
 
     def build(self, data: FamilyData, cfg: Any) -> Sasrec:
         return Sasrec(
-            n_items=data.n_items, max_len=data.max_len, seed=data.seed, **cfg.model_dump(exclude={"min_history"})
+            n_items=data.n_items, max_len=data.max_len, seed=data.seed, **cfg.model_dump(exclude={"window_overlap"})
         )
 
     def examples(self, data: FamilyData, cfg: Any) -> dict[str, Tensor]:
-        return window_examples(data, cfg.min_history)
+        return window_examples(data, int(cfg.window_overlap * data.max_len))
