@@ -76,7 +76,10 @@ class HstuConfig(SeqrecConfig):
 
 class SeqrecTrainConfig(TrainLoopConfig):
     """The shared loop's settings for whole-sequence training (one example = a window of up to max_len+1 items,
-    a loss at every position; an epoch of MovieLens 100K is ~20 steps)."""
+    a loss at every new target; an epoch of MovieLens 100K is ~34 steps at the default window_overlap).
+
+    Tried on MovieLens 100K validation NDCG@10 (one seed, +-0.006 noise): lr 2e-3 with or without a cosine decay over
+    40 epochs did not beat these defaults."""
 
     lr: float = Field(
         1e-3,
@@ -91,10 +94,11 @@ class SeqrecTrainConfig(TrainLoopConfig):
     )
     max_epochs: int = Field(
         200, ge=1,
-        description="Most passes over the windows; 200 as RecBole's SASRec runs, early stopping on validation usually ends sooner.",
+        description="Most passes over the windows; 200 as RecBole's SASRec runs, early stopping on validation ends sooner "
+        "(~50 epochs on MovieLens 100K).",
     )  # fmt: skip
     warmup_steps: int = Field(
-        20, ge=0, description="Steps of linear learning-rate warm-up; 20 is about one epoch of MovieLens 100K."
+        20, ge=0, description="Steps of linear learning-rate warm-up; 20 is under one epoch of MovieLens 100K."
     )
     min_lr_ratio: float = Field(
         1.0,
