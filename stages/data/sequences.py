@@ -116,7 +116,7 @@ def training_windows(splits: pl.DataFrame, max_len: int, stride: int | None = No
     _check(splits, max_len, ("user", "train"))
     stride = max_len if stride is None else stride
     if not 1 <= stride <= max_len:
-        raise GdrError(f"window stride must be in 1..max_len ({max_len}), got {stride}", fix="use a stride between 1 and max_len")
+        raise GdrError(f"window stride {stride} is outside 1..max_len ({max_len})", fix="use a stride in that range")
     items, starts, lengths = _flatten(splits["train"])
     targets = np.maximum(lengths - 1, 0)  # [U] targets per user
     per_user = -(-targets // stride)  # [U] windows per user (ceil)
