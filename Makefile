@@ -25,7 +25,7 @@ INSTALLED := $(VENV)/.installed
 D := $(DATA)/$(DATASET)
 PROCESSED := $(D)/processed/manifest.json
 IDSET := $(D)/ids/$(IDS)/manifest.json
-RUNS := pop tiger diffusion
+RUNS := pop sasrec tiger diffusion
 run_manifest = $(D)/runs/$(1)/manifest.json
 recs_manifest = $(D)/recs/$(1)/test/manifest.json
 
@@ -49,9 +49,11 @@ build-ids: $(IDSET)
 $(IDSET): $(PROCESSED)
 	$(GDR) build-ids $(DATASET) --method $(IDS) --ids $(IDS) $(ARGS)
 
-train-rec: $(call run_manifest,pop) $(call run_manifest,tiger)
+train-rec: $(call run_manifest,pop) $(call run_manifest,sasrec) $(call run_manifest,tiger)
 $(call run_manifest,pop): $(PROCESSED)
 	$(GDR) train-rec $(DATASET) --model pop --run pop $(ARGS)
+$(call run_manifest,sasrec): $(PROCESSED)
+	$(GDR) train-rec $(DATASET) --model sasrec --run sasrec $(ARGS)
 $(call run_manifest,tiger): $(IDSET)
 	$(GDR) train-rec $(DATASET) --model tiger --ids $(IDS) --run tiger $(ARGS)
 

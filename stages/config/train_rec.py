@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 
 from gdr_cli.config import StageConfig
 from stages.config.diffurec import DiffurecConfig
+from stages.config.seqrec import HstuConfig, SasrecConfig
 from stages.config.training import TrainLoopConfig
 
 
@@ -69,10 +70,11 @@ TRAIN_DEFAULTS: dict[str, type[TrainLoopConfig]] = {"pop": TrainLoopConfig}
 
 
 class TrainRecConfig(StageConfig):
-    model: Literal["pop", "tiger", "diffurec"] = Field(
+    model: Literal["pop", "sasrec", "hstu", "diffurec", "tiger"] = Field(
         "pop",
-        description="Recommender: 'pop' (most popular, the floor), 'tiger' (autoregressive T5 over item codes), "
-        "'diffurec' (Gaussian diffusion over the next item's embedding).",
+        description="Recommender: 'pop' (most popular, the floor), 'sasrec' / 'hstu' (ID-embedding sequence models, "
+        "the baselines), 'diffurec' (Gaussian diffusion over the next item's embedding), 'tiger' (autoregressive T5 over "
+        "item codes). The masked-diffusion model over codes is trained by `gdr diffuse`.",
     )
     view: Literal["item", "social"] = Field(
         "item",
@@ -91,6 +93,8 @@ class TrainRecConfig(StageConfig):
         description="Training loop: optimiser, schedule, budget, early stopping, device; defaults depend on the model.",
     )
     tiger: TigerConfig = Field(default_factory=TigerConfig, description="tiger: model sizes, pretrained init and validation beam.")
+    sasrec: SasrecConfig = Field(default_factory=SasrecConfig, description="sasrec: sizes, dropout, loss and training loop.")
+    hstu: HstuConfig = Field(default_factory=HstuConfig, description="hstu: sizes, dropout, loss and training loop.")
     diffurec: DiffurecConfig = Field(default_factory=DiffurecConfig, description="diffurec: model sizes, noise schedule and sampling steps.")
 
     @model_validator(mode="after")

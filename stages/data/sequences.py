@@ -97,3 +97,31 @@ def eval_histories(splits: pl.DataFrame, split: str, max_len: int, *, with_targe
     if with_target:
         out["target"] = torch.from_numpy(splits[split].to_numpy().astype(np.int64))
     return out
+
+
+def training_windows(splits: pl.DataFrame, max_len: int, stride: int | None = None) -> torch.Tensor:
+    """Whole training sequences cut into windows of `max_len + 1` items, for models that predict at
+    every position (SASRec-style): in a window, item i+1 is the target of the items up to i.
+
+    A user's training sequence of T items has T-1 targets (items 1..T-1). Windows are cut from its
+    end, each `stride` (default `max_len`) items before the next: the last window ends at item T-1.
+    The new targets of a window are its last `stride` ones (the targets before them belong to an
+    earlier window and are history only), so every target is trained exactly once, with at least
+    `max_len - stride` items of history where the user has them. With the default stride the
+    windows share one item (the first item of a window is only an input). The earliest window is
+    left-padded with -1; users with one training item give no window.
+
+    Returns [W, max_len + 1] int64, ordered by user (table order) then time.
+    """
+    _check(splits, max_len, ("user", "train"))
+    stride = max_len if stride is None else stride
+    if not 1 <= stride <= max_len:
+        raise GdrError(f"window stride {stride} is outside 1..max_len ({max_len})", fix="use a stride in that range")
+    items, starts, lengths = _flatten(splits["train"])
+    targets = np.maximum(lengths - 1, 0)  # [U] targets per user
+    per_user = -(-targets // stride)  # [U] windows per user (ceil)
+    row = np.repeat(np.arange(len(lengths), dtype=np.int64), per_user)  # [W] user row of each window
+    first = np.cumsum(per_user) - per_user  # [U] index of each user's first window
+    back = per_user[row] - 1 - (np.arange(len(row), dtype=np.int64) - first[row])  # [W] windows after this one
+    ends = starts[row] + lengths[row] - back * stride  # [W] flat index after the window's last item
+    return _windows(items, lengths, row, ends, max_len + 1)

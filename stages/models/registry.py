@@ -24,10 +24,12 @@ def model_classes() -> dict[str, type[Recommender]]:
     """Every registered model kind -> class (imported here so the registry is the one list)."""
     from stages.models.diffurec import Diffurec
     from stages.models.diffusion import DiffusionRecommender
+    from stages.models.hstu import Hstu
     from stages.models.popularity import Popularity
+    from stages.models.sasrec import Sasrec
     from stages.models.tiger import Tiger
 
-    classes: list[type[Recommender]] = [Popularity, Tiger, Diffurec, DiffusionRecommender]
+    classes: list[type[Recommender]] = [Popularity, Sasrec, Hstu, Diffurec, Tiger, DiffusionRecommender]
     return {c.kind: c for c in classes}
 
 
@@ -35,9 +37,11 @@ def model_families() -> dict[str, ModelFamily]:
     """Every gradient-trained model family by kind: what `train_family` needs to train it."""
     from stages.models.diffurec import DiffurecFamily
     from stages.models.diffusion import DiffusionFamily
+    from stages.models.hstu import HstuFamily
+    from stages.models.sasrec import SasrecFamily
     from stages.models.tiger import TigerFamily
 
-    families: list[ModelFamily] = [TigerFamily(), DiffurecFamily(), DiffusionFamily()]
+    families: list[ModelFamily] = [SasrecFamily(), HstuFamily(), DiffurecFamily(), TigerFamily(), DiffusionFamily()]
     return {f.kind: f for f in families}
 
 
