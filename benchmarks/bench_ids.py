@@ -1,0 +1,123 @@
+"""Benchmark: which ID set helps TIGER — codebook size rule x embedding source.
+
+For each dataset, builds one ID set per {codebook 256, auto} x {text (TF-IDF -> SVD), collab,
+hybrid (TF-IDF + collab), minilm (all-MiniLM-L6-v2, when the `embed` extra is installed)} with
+`gdr build-ids` (rqkmeans, 3 levels, every other key at its default), reports the collision rate
+(share of items whose semantic code, before the collision digit, another item shares) and the
+largest collision group, then trains TIGER for a FIXED number of steps (`gdr train-rec --model
+tiger --set train.max_steps=S`, validated once at the end) and reports validation NDCG@10
+(never test). Every command runs as a subprocess of the CLI, one at a time.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_ids.py                       # both datasets, 800 steps
+    python benchmarks/bench_ids.py --datasets ml-100k --steps 200 --sources text collab
+    python benchmarks/bench_ids.py --data-dir /tmp/ids-bench --shared ../shared/data
+
+Measured (2-core CPU shared with other jobs, OMP_NUM_THREADS=1, seed 42 for TIGER, 800 steps
+of batch 256, TIGER defaults otherwise; collision = share of items sharing a semantic code /
+largest group; val = validation NDCG@10 after the 800 steps):
+
+    RESULTS
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SOURCES = {  # label -> build-ids flags
+    "text": ["--source", "text"],
+    "collab": ["--source", "collab"],
+    "hybrid": ["--source", "hybrid"],
+    "minilm": ["--source", "text", "--embedder", "minilm"],
+    "hybrid-minilm": ["--source", "hybrid", "--embedder", "minilm"],
+}
+PREPROCESS = {  # dataset -> (preprocess source, folder under --shared)
+    "ml-100k": ("recbole", "ml-100k"),
+    "lastfm-2k": ("lastfm-2k", "hetrec2011-lastfm-2k"),
+}
+
+
+def gdr(*args: str) -> None:
+    """Run one `gdr` command (quiet), failing loudly with its stderr."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "GDR_QUIET": "1"}
+    res = subprocess.run([sys.executable, "-m", "gdr_cli", *args], cwd=REPO, env=env, capture_output=True, text=True)
+    if res.returncode:
+        raise SystemExit(f"gdr {' '.join(args)} failed:\n{res.stderr[-3000:]}")
+
+
+def manifest(folder: Path) -> dict:
+    return json.loads((folder / "manifest.json").read_text())
+
+
+def ensure_processed(root: Path, dataset: str, shared: Path) -> None:
+    if (root / dataset / "processed" / "manifest.json").exists():
+        return
+    source, folder = PREPROCESS[dataset]
+    gdr("preprocess", source, "--input", str(shared / folder), "--name", dataset, "--data-dir", str(root))
+
+
+def bench(root: Path, dataset: str, codebooks: list[str], sources: list[str], steps: int, seed: int) -> list[dict]:
+    rows = []
+    for codebook in codebooks:
+        for label in sources:
+            name = f"bench-{codebook}-{label}"
+            t0 = time.perf_counter()
+            gdr("build-ids", dataset, "--data-dir", str(root), "--ids", name, "--codebook", codebook, *SOURCES[label])
+            ids = manifest(root / dataset / "ids" / name)["stats"]
+            t1 = time.perf_counter()
+            gdr("train-rec", dataset, "--data-dir", str(root), "--model", "tiger", "--ids", name, "--run", name,
+                "--set", f"train.max_steps={steps}", "--set", f"train.eval_every={steps}", "--set", f"seed={seed}")  # fmt: skip
+            run = manifest(root / dataset / "runs" / name)["stats"]
+            row = {
+                "dataset": dataset,
+                "codebook": codebook,
+                "source": label,
+                "vocab": ids["vocab_sizes"],
+                "collision": ids["colliding_items"] / ids["entities"],
+                "max_group": ids["max_collisions"],
+                "val_ndcg10": run["best_val_ndcg@10"],
+                "ids_s": round(t1 - t0, 1),
+                "train_s": round(time.perf_counter() - t1, 1),
+            }
+            print(fmt(row), flush=True)
+            rows.append(row)
+    return rows
+
+
+def fmt(r: dict) -> str:
+    vocab = "x".join(str(v) for v in r["vocab"])
+    return (f"{r['dataset']:<10} {r['codebook']:>5} {r['source']:<14} {vocab:<16} {r['collision']:>6.1%} {r['max_group']:>4} "
+            f"{r['val_ndcg10']:>8.4f}  ({r['ids_s']:.0f}s + {r['train_s']:.0f}s)")  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--datasets", nargs="+", default=list(PREPROCESS), choices=list(PREPROCESS))
+    ap.add_argument("--codebooks", nargs="+", default=["256", "auto"])
+    ap.add_argument("--sources", nargs="+", default=["text", "collab", "hybrid", "minilm"], choices=list(SOURCES))
+    ap.add_argument("--steps", type=int, default=800, help="TIGER optimiser steps (fixed; validated once at the end)")
+    ap.add_argument("--seed", type=int, default=42, help="TIGER seed")
+    ap.add_argument("--data-dir", type=Path, default=Path("/tmp/gdr-bench-ids"))
+    ap.add_argument(
+        "--shared",
+        type=Path,
+        default=REPO.parent / "shared" / "data",
+        help="folder with ml-100k/ and hetrec2011-lastfm-2k/",
+    )
+    args = ap.parse_args()
+    sources = [s for s in args.sources if "minilm" not in s or importlib.util.find_spec("all_minilm_l6_v2")]
+    print(f"{'dataset':<10} {'codes':>5} {'source':<14} {'vocab':<16} {'collide':>7} {'max':>4} {'val@10':>8}")
+    for dataset in args.datasets:
+        ensure_processed(args.data_dir, dataset, args.shared)
+        bench(args.data_dir, dataset, args.codebooks, sources, args.steps, args.seed)
+
+
+if __name__ == "__main__":
+    main()
