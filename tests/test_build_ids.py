@@ -92,7 +92,7 @@ def test_ml100k_rqkmeans(tmp_path: Path, ml100k_dir: Path, capsys: pytest.Captur
     from stages.config.preprocess import PreprocessConfig
 
     preprocess.run(source="recbole", input=ml100k_dir, name="ml", data_dir=tmp_path, config=PreprocessConfig())
-    code, err = gdr(capsys, "ml", "--data-dir", str(tmp_path), "--method", "rqkmeans", "--codebook", "32", "--set", "kmeans.iters=10", "--set", "embed.dim=32")
+    code, err = gdr(capsys, "ml", "--data-dir", str(tmp_path), "--method", "rqkmeans", "--codebook", "32", "--source", "text", "--set", "kmeans.iters=10", "--set", "embed.dim=32")
     assert code == 0, err
     paths = DataPaths(tmp_path, "ml")
     cs, manifest = load_codeset(paths, "rqkmeans")

