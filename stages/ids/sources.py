@@ -23,6 +23,8 @@ from stages.inputs import Processed
 
 def embed(source: str, processed: Processed, cfg: EmbedConfig, *, n: int, seed: int, cache: Path) -> tuple[np.ndarray, dict[str, Any]]:
     """Unit vectors [n, d] for `source` and stats (source, dim, fallbacks); `cache` holds extracted embedder models."""
+    if cfg.embedder and source not in ("text", "hybrid"):
+        raise GdrError(f"--embedder encodes item text, but the embedding source is {source!r}", fix="add --source text (or hybrid), or drop --embedder")
     if source == "text":
         return _text(processed, cfg, n, seed, cache)
     if source == "collab":
