@@ -29,6 +29,11 @@ def default_name(config: BuildIdsConfig) -> str:
     return config.method + ("-social" if config.view == "social" else "")
 
 
+def embedder_cache(paths: DataPaths) -> Path:
+    """Where packaged embedder models are extracted once (`<data root>/.cache/embedders`)."""
+    return paths.root / ".cache" / "embedders"
+
+
 def run(*, dataset: str, data_dir: Path, config: BuildIdsConfig, ids: str | None = None) -> Manifest:
     """Build ID set `ids` (default: `default_name(config)`) for `dataset`; returns its manifest."""
     watch = Stopwatch()
@@ -43,7 +48,7 @@ def run(*, dataset: str, data_dir: Path, config: BuildIdsConfig, ids: str | None
     n = processed.table(f"{key}s").height
 
     source = method.source()
-    emb, emb_stats = (None, {"embedding_source": None}) if source is None else embed(source, processed, config.embed, n=n, seed=config.seed)
+    emb, emb_stats = (None, {"embedding_source": None}) if source is None else embed(source, processed, config.embed, n=n, seed=config.seed, cache=embedder_cache(paths))
     sem, level_sizes = method.assign(n, emb)
     codes, collisions = disambiguate(sem)
     codeset = CodeSet(codes, [*level_sizes, max(1, collisions["max_collisions"])], key=key)
@@ -56,6 +61,7 @@ def run(*, dataset: str, data_dir: Path, config: BuildIdsConfig, ids: str | None
         "vocab_sizes": codeset.vocab_sizes,
         "codebook_requested": config.codebook,
         "codebook_effective": level_sizes[0],
+        "codebook_sizes": list(level_sizes),
         **collisions,
         "usage": usage,
         **emb_stats,

@@ -65,7 +65,7 @@ def test_missing_processed_data_names_preprocess(tmp_path: Path, capsys: pytest.
 
 def test_embedder_that_cannot_load(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_processed(tmp_path)
-    code, err = gdr(capsys, "toy", "--data-dir", str(tmp_path), "--embedder", str(tmp_path / "no-such-model"))
+    code, err = gdr(capsys, "toy", "--data-dir", str(tmp_path), "--source", "text", "--embedder", str(tmp_path / "no-such-model"))
     line = error_line(err)
     assert code == 2 and "embedder" in line and "leave --embedder unset" in line
     assert not (tmp_path / "toy" / "ids").exists()
@@ -92,7 +92,7 @@ def test_ml100k_rqkmeans(tmp_path: Path, ml100k_dir: Path, capsys: pytest.Captur
     from stages.config.preprocess import PreprocessConfig
 
     preprocess.run(source="recbole", input=ml100k_dir, name="ml", data_dir=tmp_path, config=PreprocessConfig())
-    code, err = gdr(capsys, "ml", "--data-dir", str(tmp_path), "--method", "rqkmeans", "--codebook", "32", "--set", "kmeans.iters=10", "--set", "embed.dim=32")
+    code, err = gdr(capsys, "ml", "--data-dir", str(tmp_path), "--method", "rqkmeans", "--codebook", "32", "--source", "text", "--set", "kmeans.iters=10", "--set", "embed.dim=32")
     assert code == 0, err
     paths = DataPaths(tmp_path, "ml")
     cs, manifest = load_codeset(paths, "rqkmeans")

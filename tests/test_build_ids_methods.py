@@ -66,7 +66,7 @@ def test_sequential_codes_are_base_codebook_digits(toy: DataPaths) -> None:
 
 
 def test_text_source_falls_back_to_collab_for_items_without_text(toy: DataPaths) -> None:
-    m = build_ids.run(dataset=toy.dataset, data_dir=toy.root, config=cfg("rqkmeans"), ids="txt")
+    m = build_ids.run(dataset=toy.dataset, data_dir=toy.root, config=cfg("rqkmeans", embed=EmbedConfig(source="text", dim=16)), ids="txt")
     assert m.stats["embedding_source"] == "text:tfidf-svd" and m.stats["items_without_text"] == 3
     m = build_ids.run(dataset=toy.dataset, data_dir=toy.root, config=cfg("rqkmeans", embed=EmbedConfig(source="collab", dim=16)), ids="col")
     assert m.stats["embedding_source"] == "collab" and "items_without_text" not in m.stats

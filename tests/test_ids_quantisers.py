@@ -37,8 +37,8 @@ def test_kmeans_is_deterministic_and_recovers_blobs() -> None:
 
 def test_balanced_assignment_uses_more_codes_on_skewed_input() -> None:
     x = skewed()
-    plain, _ = residual_kmeans(x, 2, 16, KMeansOptions(iters=20, balanced=False), torch.Generator().manual_seed(1))
-    bal, _ = residual_kmeans(x, 2, 16, KMeansOptions(iters=20, balanced=True), torch.Generator().manual_seed(1))
+    plain, _ = residual_kmeans(x, [16, 16], KMeansOptions(iters=20, balanced=False), torch.Generator().manual_seed(1))
+    bal, _ = residual_kmeans(x, [16, 16], KMeansOptions(iters=20, balanced=True), torch.Generator().manual_seed(1))
     assert perplexity(plain[:, 0]) < 3 and perplexity(bal[:, 0]) > 10  # effective number of level-0 codes
     assert torch.bincount(bal[:, 0]).max() < torch.bincount(plain[:, 0]).max() / 4
     assert len(torch.unique(bal, dim=0)) > len(torch.unique(plain, dim=0))
@@ -46,7 +46,7 @@ def test_balanced_assignment_uses_more_codes_on_skewed_input() -> None:
 
 def test_residual_kmeans_shapes_and_caps_k() -> None:
     x = torch.randn(5, 3, generator=torch.Generator().manual_seed(0))
-    codes, books = residual_kmeans(x, 3, 256, KMeansOptions(iters=5), torch.Generator().manual_seed(0))
+    codes, books = residual_kmeans(x, [256, 256, 256], KMeansOptions(iters=5), torch.Generator().manual_seed(0))
     assert codes.shape == (5, 3) and codes.dtype == torch.int64
     assert all(b.shape == (5, 3) for b in books) and int(codes.max()) < 5
 
@@ -56,11 +56,11 @@ def test_rqvae_loss_decreases_and_dead_codes_restart() -> None:
     centers = torch.randn(6, 16, generator=g)
     x = (centers[torch.arange(120) % 6] + 0.05 * torch.randn(120, 16, generator=g)).float()
     opts = RQVAEOptions(hidden=[32], latent_dim=8, epochs=12, batch_size=64, lr=3e-3, beta=0.25)
-    res = train_rqvae(x, levels=2, codebook=32, opts=opts, kmeans=KMeansOptions(iters=5, balanced=False), generator=torch.Generator().manual_seed(0))
+    res = train_rqvae(x, sizes=[32, 32], opts=opts, kmeans=KMeansOptions(iters=5, balanced=False), generator=torch.Generator().manual_seed(0))
     assert res.codes.shape == (120, 2)
     assert res.epoch_loss[-1] < 0.7 * res.epoch_loss[0]
     assert res.restarts > 0  # 32 codes for 6 tight clusters: many go unused and are re-seeded
-    again = train_rqvae(x, levels=2, codebook=32, opts=opts, kmeans=KMeansOptions(iters=5, balanced=False), generator=torch.Generator().manual_seed(0))
+    again = train_rqvae(x, sizes=[32, 32], opts=opts, kmeans=KMeansOptions(iters=5, balanced=False), generator=torch.Generator().manual_seed(0))
     assert torch.equal(res.codes, again.codes)
 
 

@@ -23,7 +23,7 @@ def build_ids(
     ] = None,
     view: Annotated[str | None, flag(C, "view", "--view")] = None,
     levels: Annotated[int | None, flag(C, "levels", "--levels")] = None,
-    codebook: Annotated[int | None, flag(C, "codebook", "--codebook")] = None,
+    codebook: Annotated[str | None, flag(C, "codebook", "--codebook")] = None,
     embedder: Annotated[str | None, flag(C, "embed.embedder", "--embedder")] = None,
     source: Annotated[str | None, flag(C, "embed.source", "--source")] = None,
     balanced: Annotated[bool | None, flag(C, "kmeans.balanced", "--balanced/--no-balanced")] = None,

@@ -53,14 +53,14 @@ def ppmi(counts: sp.csr_matrix) -> sp.csr_matrix:
     return sp.coo_matrix((pmi[keep], (counts.row[keep], counts.col[keep])), shape=counts.shape).tocsr()
 
 
-def collab_embeddings(train: Any, n_items: int, *, dim: int, window: int, seed: int) -> tuple[np.ndarray, int]:
+def collab_embeddings(train: Any, n_items: int, *, dim: int, window: int, seed: int, fill_empty: bool = True) -> tuple[np.ndarray, int]:
     """Unit item vectors [n_items, dim] from training co-occurrence, and how many items had none.
 
     Items never co-occurring in training get seeded random unit vectors (they depend on the item
-    index and seed only, never on held-out data).
+    index and seed only, never on held-out data), or stay zero with `fill_empty=False`.
     """
     emb = normalize(svd_embed(ppmi(cooccurrence(train, n_items, window)), dim, seed))
     empty = np.linalg.norm(emb, axis=1) == 0
-    if empty.any():
+    if empty.any() and fill_empty:
         emb[empty] = random_unit(n_items, dim, seed + 1)[empty]
     return emb, int(empty.sum())

@@ -114,14 +114,15 @@ def kmeans(x: Tensor, k: int, opts: KMeansOptions, generator: torch.Generator, i
     return c, labels
 
 
-def residual_kmeans(x: Tensor, levels: int, k: int, opts: KMeansOptions, generator: torch.Generator) -> tuple[Tensor, list[Tensor]]:
-    """Residual quantisation by k-means: codes [N, levels] int64 and each level's centroids [k, D].
+def residual_kmeans(x: Tensor, sizes: list[int], opts: KMeansOptions, generator: torch.Generator) -> tuple[Tensor, list[Tensor]]:
+    """Residual quantisation by k-means: codes [N, L] int64 and each level's centroids [k_l, D].
 
-    Level 0 clusters x; level l clusters x minus the centroids chosen at levels < l.
+    `sizes` = the L codebook sizes k_l (levels may differ; each is capped at N). Level 0 clusters
+    x; level l clusters x minus the centroids chosen at levels < l.
     """
     residual = x.float().clone()
     codes, books = [], []
-    for _ in range(levels):
+    for k in sizes:  # loop over levels only
         c, labels = kmeans(residual, k, opts, generator)
         codes.append(labels)
         books.append(c)

@@ -17,6 +17,7 @@ from gdr_cli.errors import GdrError
 from stages.config.build_ids import BuildIdsConfig
 from stages.ids.kmeans import KMeansOptions, residual_kmeans
 from stages.ids.rqvae import RQVAEOptions, train_rqvae
+from stages.ids.sizes import level_sizes
 
 
 class IdMethod(abc.ABC):
@@ -41,9 +42,9 @@ class IdMethod(abc.ABC):
     def _generator(self, salt: int = 0) -> torch.Generator:
         return torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + salt)
 
-    def _k(self, n: int) -> int:
-        """Codebook size per level, capped at the number of entities."""
-        return max(1, min(self.cfg.codebook, n))
+    def sizes(self, n: int) -> list[int]:
+        """Codebook size of each of the L levels for n entities (`--codebook`: a number or auto)."""
+        return level_sizes(self.cfg.codebook, n, self.cfg.levels)
 
     def _kmeans_options(self) -> KMeansOptions:
         k = self.cfg.kmeans
@@ -60,9 +61,9 @@ class RQKMeans(IdMethod):
 
     def assign(self, n: int, emb: np.ndarray | None) -> tuple[np.ndarray, list[int]]:
         assert emb is not None
-        k = self._k(n)
-        codes, _ = residual_kmeans(torch.from_numpy(emb), self.cfg.levels, k, self._kmeans_options(), self._generator())
-        return codes.numpy(), [k] * self.cfg.levels
+        sizes = self.sizes(n)
+        codes, _ = residual_kmeans(torch.from_numpy(emb), sizes, self._kmeans_options(), self._generator())
+        return codes.numpy(), sizes
 
 
 class Collaborative(RQKMeans):
@@ -84,17 +85,17 @@ class RQVAEMethod(IdMethod):
 
     def assign(self, n: int, emb: np.ndarray | None) -> tuple[np.ndarray, list[int]]:
         assert emb is not None
-        k = self._k(n)
+        sizes = self.sizes(n)
         r = self.cfg.rqvae
         opts = RQVAEOptions(hidden=list(r.hidden), latent_dim=r.latent_dim, epochs=r.epochs, batch_size=r.batch_size, lr=r.lr, beta=r.beta)
-        res = train_rqvae(torch.from_numpy(emb), levels=self.cfg.levels, codebook=k, opts=opts, kmeans=self._kmeans_options(), generator=self._generator())
+        res = train_rqvae(torch.from_numpy(emb), sizes=sizes, opts=opts, kmeans=self._kmeans_options(), generator=self._generator())
         self.stats = {
             "rqvae_first_epoch_loss": round(res.epoch_loss[0], 6),
             "rqvae_last_epoch_loss": round(res.epoch_loss[-1], 6),
             "rqvae_recon_mse": round(res.recon, 6),
             "rqvae_dead_code_restarts": res.restarts,
         }
-        return res.codes.numpy(), [k] * self.cfg.levels
+        return res.codes.numpy(), sizes
 
 
 class RandomCodes(IdMethod):
@@ -106,13 +107,15 @@ class RandomCodes(IdMethod):
         return None
 
     def assign(self, n: int, emb: np.ndarray | None) -> tuple[np.ndarray, list[int]]:
-        k = self._k(n)
-        codes = torch.randint(k, (n, self.cfg.levels), generator=self._generator())
-        return codes.numpy(), [k] * self.cfg.levels
+        sizes = self.sizes(n)
+        high = torch.tensor(sizes, dtype=torch.float64)
+        codes = (torch.rand(n, len(sizes), generator=self._generator(), dtype=torch.float64) * high).long()  # [n, L]
+        return codes.numpy(), sizes
 
 
 class Sequential(IdMethod):
-    """The entity index written in base `codebook`, most significant digit first."""
+    """The entity index written in base `codebook` (mixed radix of the level sizes for auto), most
+    significant digit first."""
 
     name = "sequential"
 
@@ -120,15 +123,16 @@ class Sequential(IdMethod):
         return None
 
     def assign(self, n: int, emb: np.ndarray | None) -> tuple[np.ndarray, list[int]]:
-        base, levels = self.cfg.codebook, self.cfg.levels
-        if n > base**levels:
+        sizes = self.sizes(n)  # a fixed base b capped at n: digits of i < n in base b are < min(b, n) anyway
+        radix = np.asarray(sizes, dtype=np.int64)
+        if n > int(np.prod(radix.astype(np.float64))):
             raise GdrError(
-                f"{n} entities do not fit in {levels} digits of base {base}",
+                f"{n} entities do not fit in {len(sizes)} digits of sizes {sizes}",
                 fix="raise --levels or --codebook",
             )
-        powers = base ** np.arange(levels - 1, -1, -1, dtype=np.int64)  # [L] most significant first
-        codes = (np.arange(n, dtype=np.int64)[:, None] // powers) % base
-        return codes, [self._k(n)] * levels  # digit d < min(base, n), so the capped size holds
+        powers = np.concatenate([np.cumprod(radix[::-1])[::-1][1:], [1]])  # [L] place values, most significant first
+        codes = (np.arange(n, dtype=np.int64)[:, None] // powers) % radix
+        return codes, sizes
 
 
 METHODS: dict[str, type[IdMethod]] = {m.name: m for m in (RQKMeans, RQVAEMethod, RandomCodes, Sequential, Collaborative)}

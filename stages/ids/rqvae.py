@@ -30,11 +30,13 @@ def mlp(sizes: list[int]) -> nn.Sequential:
 
 
 class RQVAE(nn.Module):
-    def __init__(self, in_dim: int, hidden: list[int], latent_dim: int, levels: int, codebook: int):
+    def __init__(self, in_dim: int, hidden: list[int], latent_dim: int, sizes: list[int]):
         super().__init__()
         self.encoder = mlp([in_dim, *hidden, latent_dim])
         self.decoder = mlp([latent_dim, *reversed(hidden), in_dim])
-        self.codebooks = nn.Parameter(torch.zeros(levels, codebook, latent_dim))  # [L, K, d]
+        k = max(sizes)
+        self.codebooks = nn.Parameter(torch.zeros(len(sizes), k, latent_dim))  # [L, K, d], K = the largest level
+        self.register_buffer("valid", torch.arange(k)[None] < torch.tensor(sizes)[:, None])  # [L, K] code exists at level
 
     def init_weights(self, generator: torch.Generator) -> None:
         """Seeded default-style init of every linear layer (no global RNG)."""
@@ -48,9 +50,9 @@ class RQVAE(nn.Module):
         """z [B, d] -> (quantised sum [B, d], codes [B, L] int64, residual entering each level [B, L, d])."""
         residual, zq = z, torch.zeros_like(z)
         codes, residuals = [], []
-        for book in self.codebooks:  # loop over levels only
+        for book, valid in zip(self.codebooks, self.valid, strict=True):  # loop over levels only
             residuals.append(residual)
-            idx = sq_dists(residual, book).argmin(1)
+            idx = sq_dists(residual, book).masked_fill(~valid, float("inf")).argmin(1)
             chosen = book[idx]
             codes.append(idx)
             zq = zq + chosen
@@ -88,12 +90,13 @@ class RQVAEResult:
     recon: float  # final reconstruction MSE over the catalogue
 
 
-def train_rqvae(x: Tensor, *, levels: int, codebook: int, opts: RQVAEOptions, kmeans: KMeansOptions, generator: torch.Generator) -> RQVAEResult:
-    """Train an RQ-VAE on x [N, D] (float) and return the codes of every row."""
+def train_rqvae(x: Tensor, *, sizes: list[int], opts: RQVAEOptions, kmeans: KMeansOptions, generator: torch.Generator) -> RQVAEResult:
+    """Train an RQ-VAE with codebook sizes `sizes` (one per level, each capped at N) on x [N, D] (float); codes of every row."""
     x = x.float()
     n = x.shape[0]
-    k = min(codebook, n)
-    model = RQVAE(x.shape[1], opts.hidden, opts.latent_dim, levels, k)
+    sizes = [min(s, n) for s in sizes]
+    levels, k = len(sizes), max(sizes)
+    model = RQVAE(x.shape[1], opts.hidden, opts.latent_dim, sizes)
     model.init_weights(generator)
     optim = torch.optim.Adam(model.parameters(), lr=opts.lr)
     bs = min(opts.batch_size, n)
@@ -107,8 +110,9 @@ def train_rqvae(x: Tensor, *, levels: int, codebook: int, opts: RQVAEOptions, km
                 # plain assignment: balance comes from dead-code restarts during training
                 with torch.no_grad():
                     first = model.encoder(x[perm[: max(bs, k)]])
-                    _, books = residual_kmeans(first, levels, k, replace(kmeans, balanced=False), generator)
-                    model.codebooks.copy_(torch.stack(books))
+                    _, books = residual_kmeans(first, sizes, replace(kmeans, balanced=False), generator)
+                    for level, book in enumerate(books):
+                        model.codebooks[level, : len(book)] = book
             used = torch.zeros(levels, k, dtype=torch.bool)
             total, batches = 0.0, 0
             for start in range(0, n, bs):
@@ -132,7 +136,7 @@ def train_rqvae(x: Tensor, *, levels: int, codebook: int, opts: RQVAEOptions, km
 @torch.no_grad()
 def _restart_dead(model: RQVAE, x: Tensor, used: Tensor, generator: torch.Generator) -> int:
     """Re-seed codes unused this epoch (used [L, K] bool) with random current residuals of their level."""
-    dead = ~used
+    dead = ~used & model.valid
     if not dead.any():
         return 0
     _, _, residuals = model.quantize(model.encoder(x))  # [N, L, d]

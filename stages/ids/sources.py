@@ -1,4 +1,4 @@
-"""The vectors a semantic-ID method quantises, by source: 'text', 'collab' (items) or 'social' (users).
+"""The vectors a semantic-ID method quantises, by source: 'text', 'collab', 'hybrid' (items) or 'social' (users).
 
 Every source reads training data only (`splits.train`, `social_splits.train`); item text is not
 interaction data. Returned rows are unit length; the stats say where they came from.
@@ -6,6 +6,7 @@ interaction data. Returned rows are unit length; the stats say where they came f
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,33 +17,70 @@ from stages.config.build_ids import EmbedConfig
 from stages.ids.collab import collab_embeddings
 from stages.ids.social import friend_adjacency, interaction_embeddings, spectral_embeddings, user_embeddings
 from stages.ids.text import has_text, model_embeddings, tfidf_embeddings
+from stages.ids.vectors import normalize
 from stages.inputs import Processed
 
 
-def embed(source: str, processed: Processed, cfg: EmbedConfig, *, n: int, seed: int) -> tuple[np.ndarray, dict[str, Any]]:
-    """Unit vectors [n, d] for `source` and stats (source, dim, fallbacks)."""
+def embed(source: str, processed: Processed, cfg: EmbedConfig, *, n: int, seed: int, cache: Path) -> tuple[np.ndarray, dict[str, Any]]:
+    """Unit vectors [n, d] for `source` and stats (source, dim, fallbacks); `cache` holds extracted embedder models."""
+    if cfg.embedder and source not in ("text", "hybrid"):
+        raise GdrError(f"--embedder encodes item text, but the embedding source is {source!r}", fix="add --source text (or hybrid), or drop --embedder")
     if source == "text":
-        return _text(processed, cfg, n, seed)
+        return _text(processed, cfg, n, seed, cache)
     if source == "collab":
         emb, cold = _collab(processed, cfg, n, cfg.dim, seed)
         return emb, {"embedding_source": "collab", "embedding_dim": emb.shape[1], "items_without_train_data": cold}
+    if source == "hybrid":
+        return _hybrid(processed, cfg, n, seed, cache)
     if source == "social":
         return _social(processed, cfg, n, seed)
-    raise GdrError(f"unknown embedding source {source!r}", fix="use --source text or --source collab")
+    raise GdrError(f"unknown embedding source {source!r}", fix="use --source text, collab or hybrid")
 
 
-def _collab(processed: Processed, cfg: EmbedConfig, n_items: int, dim: int, seed: int) -> tuple[np.ndarray, int]:
+def _collab(processed: Processed, cfg: EmbedConfig, n_items: int, dim: int, seed: int, *, fill_empty: bool = True) -> tuple[np.ndarray, int]:
     train = processed.table("splits")["train"]
-    return collab_embeddings(train, n_items, dim=dim, window=cfg.window, seed=seed)
+    return collab_embeddings(train, n_items, dim=dim, window=cfg.window, seed=seed, fill_empty=fill_empty)
 
 
-def _text(processed: Processed, cfg: EmbedConfig, n: int, seed: int) -> tuple[np.ndarray, dict[str, Any]]:
+def balance(x: np.ndarray) -> np.ndarray:
+    """Rows of x [N, D] scaled to unit length, then the block scaled so the mean squared distance between
+    two rows is 1 (so blocks of any dimension or spread weigh the same in k-means); float32."""
+    x = normalize(x)
+    n = x.shape[0]
+    if n < 2:
+        return x
+    # mean over ordered pairs i != j of |x_i - x_j|^2 = 2 (n·Σ|x_i|^2 - |Σ x_i|^2) / (n (n - 1))
+    sq = float(np.square(x).sum())
+    spread = 2.0 * (n * sq - float(np.square(x.sum(0, dtype=np.float64)).sum())) / (n * (n - 1))
+    return x / np.float32(np.sqrt(spread)) if spread > 0 else x
+
+
+def _hybrid(processed: Processed, cfg: EmbedConfig, n: int, seed: int, cache: Path) -> tuple[np.ndarray, dict[str, Any]]:
+    """[sqrt(1 - w) · text, sqrt(w) · collab], each block balanced (`balance`), w = `collab_weight`; unit rows.
+
+    Items with no training co-occurrence get a zero collab block, so their text alone places them.
+    """
+    text, stats = _text(processed, cfg, n, seed, cache)
+    collab, cold = _collab(processed, cfg, n, cfg.dim, seed, fill_empty=False)
+    w = cfg.collab_weight
+    emb = np.concatenate([np.sqrt(1 - w) * balance(text), np.sqrt(w) * balance(collab)], axis=1)
+    stats = {
+        **stats,
+        "embedding_source": f"hybrid:{stats['embedding_source']}+collab",
+        "embedding_dim": emb.shape[1],
+        "collab_weight": w,
+        "items_without_train_data": cold,
+    }
+    return normalize(emb), stats
+
+
+def _text(processed: Processed, cfg: EmbedConfig, n: int, seed: int, cache: Path) -> tuple[np.ndarray, dict[str, Any]]:
     items = processed.table("items").sort("item")
     texts = items["text"].to_list() if "text" in items.columns else [None] * n
     ok = has_text(texts)
     given = [t for t, o in zip(texts, ok, strict=True) if o]
     if cfg.embedder:
-        vecs = model_embeddings(given, cfg.embedder) if given else np.zeros((0, cfg.dim), np.float32)
+        vecs = model_embeddings(given, cfg.embedder, cache=cache) if given else np.zeros((0, cfg.dim), np.float32)
         how = f"text:{cfg.embedder}"
     else:
         vecs = tfidf_embeddings(given, dim=cfg.dim, seed=seed) if given else np.zeros((0, cfg.dim), np.float32)
