@@ -12,9 +12,11 @@ Prints validation NDCG@10 and seconds per epoch, then test NDCG/Recall/MRR@10 (a
 
 Reference on MovieLens 100K (RecBole atomic files, this split): RecBole's SASRec reaches test
 NDCG@10 0.0612, Recall@10 0.1283 (~130 s/epoch on a 2-core box). Measured here with the defaults
-(seed 42, 1 thread on a shared 2-core box): best val NDCG@10 0.0680 at epoch 50 of 60 (early stop),
-~22 s/epoch incl. validation; test NDCG@10 0.0602, Recall@10 0.1220, MRR@10 0.0416 (popularity
-0.0224 / 0.0498 / 0.0142). Last.fm 2K items (capped at 40 epochs, still rising): val 0.0943, test
+(seed 42, 1 thread on a shared 2-core box; two runs, identical numbers): best val NDCG@10 0.0680 at
+epoch 50 of 60 (early stop), 11-22 s/epoch incl. validation depending on the box's load; test
+NDCG@10 0.0602, Recall@10 0.1220, MRR@10 0.0416 (popularity 0.0224 / 0.0498 / 0.0142). HSTU
+(`--family hstu --set train.max_epochs=20`): val 0.0700, test NDCG@10 0.0585, Recall@10 0.1379,
+~5.6 s/epoch. Last.fm 2K items (SASRec, capped at 40 epochs, still rising): val 0.0943, test
 NDCG@10 0.0864, Recall@10 0.1337 (popularity 0.0274 / 0.0495).
 """
 
