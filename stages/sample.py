@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import torch
 
 from gdr_cli.console import console, progress
 from gdr_cli.errors import GdrError
@@ -31,12 +30,7 @@ from stages.data.views import split_folder, view_note, view_splits, with_self
 from stages.inputs import open_processed, open_run
 from stages.models.registry import load_model
 from stages.samplers.base import SamplerOptions
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+from stages.training.device import resolve_device
 
 
 def recs_frame(users: np.ndarray, items: np.ndarray, scores: np.ndarray) -> pl.DataFrame:
@@ -86,7 +80,7 @@ def run(
     trained = open_run(paths, run_name)
     processed = open_processed(paths)
     check_fresh(processed.manifest, paths.root, what="processed data")
-    device = resolve_device(config.device)
+    device = resolve_device(config.device, key="sample.device")
     model, meta = load_model(trained.folder, device=str(device))
     sampler = model.check_sampler(config.sampler)
     check_applicable(config, config.model_fields_set if given is None else given, sampler, model.kind)

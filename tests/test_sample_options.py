@@ -108,6 +108,9 @@ def sample(root: Path, run: str, *args: str) -> int:
             "--sampler ordered",
         ),
         ("d", ["--sampler", "ordered", "--order", "2,x"], "bad --order '2,x'", "'random'"),
+        ("t", ["--device", "tpu"], "bad value for config key 'device'", "fix the value"),
+        pytest.param("t", ["--device", "cuda"], "sample.device=cuda but no CUDA device is available", "sample.device=auto or cpu",
+                     marks=pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")),
     ],
 )
 def test_options_that_do_not_apply_are_one_line_errors(root: Path, capsys: pytest.CaptureFixture[str], run: str, args: list[str],

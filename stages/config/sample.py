@@ -95,7 +95,9 @@ class SampleConfig(StageConfig):
         False,
         description="Drop items in the user's history from the list (RecBole's protocol); off = the TIGER/HSTU protocol.",
     )
-    device: str = Field("auto", description="'auto' = cuda when available, else cpu.")
+    device: str = Field(
+        "auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="Sampling device: auto = cuda if available else cpu; or cpu, cuda, cuda:N."
+    )
     seed: int = Field(
         42,
         description="Seed of the stochastic samplers (tweedie, euler, ordered); a user's noise is keyed by (seed, user ID), "

@@ -6,14 +6,14 @@ import torch
 
 from gdr_cli.errors import GdrError
 
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """'auto' = cuda if available else cpu; under torchrun each process takes GPU `local_rank`."""
+def resolve_device(name: str, local_rank: int = 0, key: str = "train.device") -> torch.device:
+    """'auto' = cuda if available else cpu; under torchrun each process takes GPU `local_rank`.
+    `key` names the setting in error messages (e.g. 'sample.device')."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise GdrError(f"train.device={name} but no CUDA device is available", fix="use train.device=auto or cpu")
+            raise GdrError(f"{key}={name} but no CUDA device is available", fix=f"use {key}=auto or cpu")
         index = int(name.split(":")[1]) if ":" in name else local_rank
         if index >= torch.cuda.device_count():
             raise GdrError(f"CUDA device {index} does not exist", fix=f"use an index below {torch.cuda.device_count()}")
