@@ -30,13 +30,15 @@ from stages.data.views import split_folder, view_note, view_splits, with_self
 from stages.inputs import open_processed, open_run
 from stages.models.registry import load_model
 from stages.samplers.base import SamplerOptions
+from stages.samplers.beam import INVALID
 from stages.training.device import resolve_device
 
 
 def recs_frame(users: np.ndarray, items: np.ndarray, scores: np.ndarray) -> pl.DataFrame:
-    """Long table from per-user lists; slots with no item (-1) are dropped.
+    """Long table from per-user lists; slots with no item (-1) are dropped, codes that name no item
+    (INVALID, -2: unconstrained decoding) are kept as null items so `evaluate` counts them.
 
-    users: [U] int, items: [U, K] int64 (-1 = none), scores: [U, K] float32.
+    users: [U] int, items: [U, K] int64 (-1 = none, -2 = invalid code), scores: [U, K] float32.
     """
     u, k = items.shape
     frame = pl.DataFrame(
@@ -47,7 +49,8 @@ def recs_frame(users: np.ndarray, items: np.ndarray, scores: np.ndarray) -> pl.D
             "score": scores.reshape(-1).astype(np.float32),
         }
     )
-    return frame.filter(pl.col("item") >= 0)
+    frame = frame.filter(pl.col("item") != -1)
+    return frame.with_columns(pl.when(pl.col("item") == INVALID).then(None).otherwise(pl.col("item")).alias("item"))
 
 
 def run_view(asked: str | None, meta: dict, run_name: str) -> str:

@@ -182,3 +182,41 @@ def test_exactly_k_items_with_and_without_history(root: Path, capsys: pytest.Cap
             assert not any(
                 item in history[user] for user, item in zip(recs["user"].to_list(), recs["item"].to_list(), strict=True)
             )
+
+
+def test_unconstrained_tiger_writes_invalid_codes_that_evaluate_counts(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--no-constraint: codes that name no item are null rows in recs.parquet and evaluate's invalid_rate counts them;
+    the constrained search of the same run has none, and its lists are the valid items of the free search in order."""
+    assert sample(root, "t", "--no-constraint", "--name", "t-free") == 0
+    assert sample(root, "t") == 0
+    folder = root / "toy" / "recs"
+    free = pl.read_parquet(folder / "t-free" / "valid" / "recs.parquet")
+    kept = pl.read_parquet(folder / "t" / "valid" / "recs.parquet")
+    n_null = free["item"].null_count()
+    assert n_null > 0 and kept["item"].null_count() == 0
+    assert free.group_by("user").len()["len"].max() == 20  # every slot written, valid or not
+    valid_free = free.drop_nulls("item").sort(["user", "rank"])
+    top = kept.sort(["user", "rank"]).group_by("user", maintain_order=True).head(20)
+    first = top.join(valid_free.select("user", "item"), on=["user", "item"], how="semi")
+    assert first.height == valid_free.height  # every valid code of the free search is also a constrained result
+    capsys.readouterr()
+    assert main(["evaluate", "toy", "--data-dir", str(root), "--split", "valid", "--json", "--run", "t-free", "--run", "t"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["t-free"]["invalid_rate"] == pytest.approx(n_null / free.height) and out["t"]["invalid_rate"] == 0.0
+
+
+def test_no_constraint_is_for_tiger_beam_only(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    assert sample(root, "d", "--no-constraint") == 2
+    assert "--constrained does not apply to sampler 'cpd'" in error_line(capsys.readouterr().err)
+
+
+def test_model_specific_options_survive_the_sampler_options() -> None:
+    """Every SampleConfig field a model reads reaches it through SamplerOptions (none silently dropped)."""
+    from stages.samplers.base import SamplerOptions
+
+    opts = SamplerOptions.of(SampleConfig(sample_steps=3, constrained=False, beam=7))
+    assert (opts.sample_steps, opts.constrained, opts.beam) == (3, False, 7)
+    read = {"beam", "first_beam", "digits_per_step", "steps", "sample_steps", "strategy", "top_k", "top_p", "temperature",
+            "order", "renormalize", "constrained", "use_cache", "seed"}  # fmt: skip
+    assert read <= set(SamplerOptions.__dataclass_fields__) and read <= set(SampleConfig.model_fields)

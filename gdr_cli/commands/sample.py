@@ -37,6 +37,7 @@ def sample(
     order: Annotated[str | None, flag(C, "order", "--order")] = None,
     batch_size: Annotated[int | None, flag(C, "batch_size", "--batch-size")] = None,
     exclude_history: Annotated[bool | None, flag(C, "exclude_history", "--exclude-history/--keep-history")] = None,
+    constrained: Annotated[bool | None, flag(C, "constrained", "--constrained/--no-constraint")] = None,
     device: Annotated[str | None, flag(C, "device", "--device")] = None,
     seed: Annotated[int | None, flag(C, "seed", "--seed")] = None,
 ) -> None:
@@ -59,6 +60,7 @@ def sample(
         "order": parse_order(order),
         "batch_size": batch_size,
         "exclude_history": exclude_history,
+        "constrained": constrained,
         "device": device,
         "seed": seed,
     }

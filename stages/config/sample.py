@@ -88,6 +88,12 @@ class SampleConfig(StageConfig):
         None,
         description="Diffusion samplers: digits fixed in advance as {position: token}, never resampled; None = none.",
     )
+    constrained: bool = Field(
+        True,
+        description="tiger beam search: keep only prefixes of real item codes (the trie). --no-constraint searches every "
+        "code, to measure what the constraint buys: codes that name no item are written as null items and counted in "
+        "evaluate's invalid_rate.",
+    )
     use_cache: bool = Field(
         True, description="tweedie/euler: reuse logits of rows whose tokens did not change (fewer model calls)."
     )
@@ -119,6 +125,7 @@ APPLIES: dict[str, tuple[str, ...]] = {
     "order": ("ordered", "ordered-beam"),
     "prefix": DIFFUSION,
     "use_cache": ("tweedie", "euler"),
+    "constrained": ("beam",),
 }
 """Sampler-specific options and the samplers that read them; every other option applies to all."""
 

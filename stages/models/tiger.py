@@ -304,7 +304,8 @@ class Tiger(Recommender):
 
         self.check_sampler(sampler)
         beam = int(getattr(options, "beam", None) or max(20, k))
-        return beam_search(self, history, k=k, beam=beam, trie=self.trie(), exclude=exclude)
+        constrained = bool(getattr(options, "constrained", True))
+        return beam_search(self, history, k=k, beam=beam, trie=self.trie(), exclude=exclude, constrained=constrained)
 
 
 class DecodeCache:

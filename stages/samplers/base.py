@@ -57,6 +57,8 @@ class SamplerOptions:
     prefix: Any = None
     use_cache: bool = True
     renormalize: bool = True
+    constrained: bool = True  # tiger beam: trie-constrained (False: every code, invalid ones come back as INVALID)
+    sample_steps: int | None = None  # diffurec: reverse steps (None = the run's own)
     seed: int = 0
     users: Tensor | None = None  # [B] int64 user IDs keying each user's noise; None = row index
 

@@ -33,6 +33,8 @@ from stages.ids.trie import Trie
 from stages.models.tiger import PAD
 
 NEG_INF = float("-inf")
+INVALID = -2
+"""Item id of a generated code that names no item (unconstrained decoding); written as a null item."""
 
 
 @torch.no_grad()
@@ -45,14 +47,17 @@ def beam_search(
     trie: Trie,
     exclude: Tensor | None = None,
     use_cache: bool = True,
+    constrained: bool = True,
 ) -> tuple[Tensor, Tensor]:
     """Top-k items per user by constrained beam search of width `beam`.
 
     model: a code decoder with `encode`, `start_decoding`, `next_logprobs`, `decode_step` and `offsets`
     (see `Tiger`). history: [B, L] int64 item ids (-1 = padding). exclude: [B, L'] item ids never to return
     (e.g. the history), -1 = padding. use_cache=False runs the transformers decoder on the whole prefix
-    each step (same result, slower; kept to check the cached decoder).
-    Returns (items [B, k] int64, -1 where the catalogue has fewer items; scores [B, k] float32).
+    each step (same result, slower; kept to check the cached decoder). constrained=False searches every code,
+    not only the trie's (to measure what the constraint buys): a code that names no item comes back as INVALID.
+    Returns (items [B, k] int64, -1 where the catalogue has fewer items, INVALID (-2) for a code of no item;
+    scores [B, k] float32).
     """
     if beam < k:
         raise GdrError(f"beam width {beam} is smaller than k={k}", fix=f"use a beam of at least {k} (e.g. --beam {max(20, k)})")
@@ -72,15 +77,19 @@ def beam_search(
         else:
             rows = user.repeat_interleave(width)  # [B*W'] user of each decoder row
             logp = model.decode_step(tokens.flatten(0, 1), hidden[rows], mask[rows])  # [B*W', V]
-        child = trie.children(d, nodes.flatten())  # [B*W', V_d], -1 = no such code
-        live = child >= 0
+        flat = nodes.flatten()
+        child = torch.where(flat[:, None] >= 0, trie.children(d, flat.clamp(min=0)), -1)  # [B*W', V_d], -1 = no such code
+        live = child >= 0 if constrained else torch.ones_like(child, dtype=torch.bool)
         if blocked is not None:
-            live &= ~trie.is_blocked(blocked[d + 1], d + 1, user.repeat_interleave(width)[:, None], child)
+            rows = user.repeat_interleave(width)[:, None]
+            live &= ~(trie.is_blocked(blocked[d + 1], d + 1, rows, child.clamp(min=0)) & (child >= 0))
         step = logp[:, offsets[d] : offsets[d] + v]  # [B*W', V_d]
         cand = torch.where(live, scores.flatten()[:, None] + step, NEG_INF).view(b, width * v)
         scores, idx = cand.topk(min(beam, width * v), dim=1)  # [B, W]
         parent = idx // v  # [B, W] beam each candidate extends
-        nodes = child.view(b, width * v).gather(1, idx).clamp(min=0)  # [B, W] (dead -inf beams: any node)
+        nodes = child.view(b, width * v).gather(1, idx)  # [B, W], -1 = off the trie (unconstrained) or a dead beam
+        if constrained:
+            nodes = nodes.clamp(min=0)  # dead -inf beams: any node
         if d == trie.depth - 1:
             break  # the leaves are found; nothing more to decode
         tokens = torch.cat([tokens[user[:, None], parent], (idx % v + offsets[d])[..., None]], 2)  # [B, W, t+1]
@@ -88,7 +97,8 @@ def beam_search(
             cache.reorder(parent)
         width = scores.shape[1]
     width = scores.shape[1]
-    items = torch.where(torch.isfinite(scores), trie.items(nodes), -1)  # [B, W] sorted by score
+    items = torch.where(nodes >= 0, trie.items(nodes), INVALID)  # [B, W] sorted by score
+    items = torch.where(torch.isfinite(scores), items, -1)
     if width < k:
         items = torch.cat([items, items.new_full((b, k - width), -1)], 1)
         scores = torch.cat([scores, scores.new_full((b, k - width), NEG_INF)], 1)

@@ -6,6 +6,7 @@ import torch
 
 from gdr_cli.errors import GdrError
 
+
 def resolve_device(name: str, local_rank: int = 0, key: str = "train.device") -> torch.device:
     """'auto' = cuda if available else cpu; under torchrun each process takes GPU `local_rank`.
     `key` names the setting in error messages (e.g. 'sample.device')."""
