@@ -1,7 +1,7 @@
 """Reference timing: RecBole 1.2.1's SASRec seconds per epoch on MovieLens 100K (not part of gdr).
 
 Runs RecBole's own quick start with benchmarks/recbole_sasrec.yaml (RecBole's SASRec defaults, CE
-loss, 5-core users and items, leave-one-out by time, full ranking, 2 epochs: timing only), then
+loss, 5-core users and items, leave-one-out by time, full ranking, 2 epochs: timing only; device cpu), then
 parses RecBole's log lines "epoch N training [time: X s ...]" / "epoch N evaluating [time: Y s ...]"
 and the dataset stats. RecBole's "training" time excludes the per-epoch validation; its
 "evaluating" time is that validation. gdr's train.log per-epoch wall includes both.
@@ -10,7 +10,7 @@ RecBole lives in its own venv (never gdr's .venv):
 
     python3 -m venv /tmp/recbole-venv
     /tmp/recbole-venv/bin/pip install torch==2.13.0 recbole==1.2.1 "numpy<2" "pandas<2.2" \
-        "scipy<1.14" "setuptools<70" ray
+        "scipy<1.14" "setuptools<81" ray
     mkdir -p /tmp/recbole-data && cp -r /work/shared/data/ml-100k /tmp/recbole-data/
     TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 OMP_NUM_THREADS=2 \
         /tmp/recbole-venv/bin/python benchmarks/recbole_sasrec.py --data-path /tmp/recbole-data
@@ -22,8 +22,22 @@ gdr, right after, same conditions:
     OMP_NUM_THREADS=2 .venv/bin/gdr train-rec ml --model sasrec --data-dir /tmp/gdr-sas --epochs 5
     # seconds per epoch: gaps between the per-epoch validation rows of /tmp/gdr-sas/ml/runs/sasrec/train.log
 
-Measured (see the bottom of this docstring; filled in after the run):
-RESULTS-PLACEHOLDER
+Measured 2026-11-30 on this 2-core CPU box (torch 2.13.0+cpu both sides, OMP_NUM_THREADS=2). RecBole
+venv deviation: "setuptools<70" conflicts with torch 2.13.0, so setuptools<81 (80.10.2; ray 2.6.3
+still needs pkg_resources). Dataset after RecBole's 5-core filter: 943 users, 1,349 items, 99,287
+interactions (log says 944/1350: it counts [PAD]) = gdr's preprocess counts.
+  RecBole run 1 (another benchmark, bench_quality.py, running alongside; load avg 2.7-3.3):
+      epoch 0 training 767.07 s, evaluating 0.24 s (valid NDCG@10 0.0397); killed before epoch 1.
+  RecBole run 2 (that benchmark had ended; load avg 2.39 at start, 3.0 at end incl. RecBole's own
+      2 threads): epoch 0 training 406.79 s, evaluating 0.54 s (valid NDCG@10 0.0397, same seed);
+      killed during epoch 1 (deadline).
+  gdr right after (load avg 2.93 at start, 2.40 at end): 4,287 examples, 34 steps/epoch, epoch walls
+      incl. validation 6, 6, 7, 6, 7 s (train.log timestamps) = ~6.4 s/epoch; val NDCG@10 by epoch
+      0.0110, 0.0163, 0.0365, 0.0394, 0.0432.
+  Per epoch: 406.8 / 6.4 = ~64x (vs the loaded run 1: ~120x). Epochs are not equal work: RecBole's
+  epoch trains every prefix of every sequence as its own example (~96k, 189 batches of 512), gdr's
+  one window per user. To the same validation NDCG@10 (~0.039): RecBole 1 epoch = 407 s,
+  gdr 4 epochs = ~25 s, ~16x.
 """
 
 from __future__ import annotations
