@@ -19,7 +19,12 @@ ROWS = [
 
 
 def test_none_tracker_and_unknown_name(tmp_path: Path) -> None:
-    assert isinstance(make_tracker("none", logdir=tmp_path), NoTracker)
+    tracker = make_tracker("none", logdir=tmp_path / "tb")
+    assert type(tracker) is NoTracker
+    for row in ROWS:
+        tracker.log(row)
+    tracker.close()
+    assert not (tmp_path / "tb").exists()  # 'none' writes nothing anywhere
     with pytest.raises(GdrError, match="unknown tracker 'mlflow'"):
         make_tracker("mlflow", logdir=tmp_path)
 
