@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("GDR_QUIET", "1")
 
+from gdr_cli.config import parse_sets  # noqa: E402
 from stages.config.diffurec import DiffurecConfig, DiffurecTrainConfig  # noqa: E402
 from stages.config.preprocess import PreprocessConfig  # noqa: E402
 from stages.data.sequences import eval_histories  # noqa: E402
@@ -41,17 +42,11 @@ from stages.training.validation import make_validator  # noqa: E402
 ML100K = REPO.parent / "shared" / "data" / "ml-100k"
 
 
-def parse_sets(pairs: list[str]) -> tuple[dict, dict]:
-    """`key=value` pairs -> (model config overrides, loop config overrides); values parsed as JSON when they can be."""
-    model, loop = {}, {}
-    for pair in pairs:
-        key, _, raw = pair.partition("=")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        (model if key in DiffurecConfig.model_fields else loop)[key] = value
-    return model, loop
+def split_sets(pairs: list[str]) -> tuple[dict, dict]:
+    """`key=value` pairs (gdr's own --set parsing) -> (model config overrides, loop config overrides)."""
+    flat = parse_sets(pairs)
+    model = {k: v for k, v in flat.items() if k in DiffurecConfig.model_fields}
+    return model, {k: v for k, v in flat.items() if k not in model}
 
 
 def main() -> None:
@@ -66,7 +61,7 @@ def main() -> None:
                     "with these numbers of reverse steps (validation only: to choose sample_steps)")  # fmt: skip
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    model_kw, loop_kw = parse_sets(args.set)
+    model_kw, loop_kw = split_sets(args.set)
     cfg, loop = DiffurecConfig(**model_kw), DiffurecTrainConfig(**loop_kw)
 
     with tempfile.TemporaryDirectory() as tmp:

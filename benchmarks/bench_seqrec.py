@@ -23,7 +23,6 @@ NDCG@10 0.0864, Recall@10 0.1337 (popularity 0.0274 / 0.0495).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -34,6 +33,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from gdr_cli.config import parse_sets  # noqa: E402
 from gdr_cli.paths import DataPaths  # noqa: E402
 from stages import preprocess  # noqa: E402
 from stages.config.preprocess import PreprocessConfig  # noqa: E402
@@ -51,16 +51,9 @@ FAMILIES = {"sasrec": SasrecFamily, "hstu": HstuFamily}
 
 
 def overrides(pairs: list[str]) -> tuple[dict, dict]:
-    """--set key=value (JSON values) -> (model section, train section) overrides."""
-    model, train = {}, {}
-    for pair in pairs:
-        key, _, raw = pair.partition("=")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        (train if key.startswith("train.") else model)[key.removeprefix("train.")] = value
-    return model, train
+    """--set key=value (gdr's own --set parsing) -> (model section, train section) overrides."""
+    model = parse_sets(pairs)
+    return model, model.pop("train", {})
 
 
 def main() -> None:
