@@ -1,9 +1,12 @@
 """Which digits are still possible: the item-code table as a constraint on decoding.
 
 A token v is allowed at position j of a partial code iff some real item has v at j together
-with every digit already filled. Vectorised as an item-match mask [R, N] (items consistent with
-the filled digits) scattered onto each position's codebook; rows are chunked so that R·N·n
-stays bounded (fine for catalogues up to ~1e5 items).
+with every digit already filled (and is not excluded for the row's user). With int64 code keys
+(`radix`) that is a count: for every position set T the items are sorted by their digits on T,
+so the items with given digits on T and v at j are one run found by binary search, and
+`digit_counts` answers [R, V] counts with memory R·V, whatever the catalogue size. Without
+int64 keys (codebooks too large to pack), an item-match mask [R, N] is built in row chunks so
+that R·N·n stays below CHUNK.
 """
 
 from __future__ import annotations
@@ -77,6 +80,39 @@ class CodeTable:
         ok = torch.zeros(tokens.shape[0], self.n_digits, self.vmax, dtype=torch.bool, device=tokens.device)
         ok[rows[:, None], torch.arange(self.n_digits, device=tokens.device), self.codes[items]] = True
         return ok
+
+    def digit_counts(self, tokens: Tensor, j: int, excluded: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """How many allowed items have each digit at position j and the row's other filled digits.
+
+        tokens: [R, n] (-1 = free; position j is read as free); excluded: (row [E], item [E]) pairs
+        of items not allowed for a row, or None -> [R, V] int64. Memory R·V (plus E·n), not R·N:
+        one binary search per (row, digit) in the items sorted by their digits on (filled ∪ {j}).
+        """
+        r, v, dev = tokens.shape[0], self.vocab_sizes[j], tokens.device
+        other = tokens.clone()
+        other[:, j] = -1
+        if self.radix is None:  # no int64 keys: count over a chunked item-match mask
+            counts = torch.zeros(r, self.vmax, dtype=torch.long, device=dev)
+            for lo in range(0, r, self._row_chunk()):
+                match = self.match(other[lo : lo + self._row_chunk()])
+                if excluded is not None:
+                    at = (excluded[0] >= lo) & (excluded[0] < lo + len(match))
+                    match[excluded[0][at] - lo, excluded[1][at]] = False
+                counts[lo : lo + len(match)].scatter_add_(1, self.codes[:, j].expand(len(match), -1), match.long())
+            return counts
+        sets = bits(other >= 0) | (1 << j)  # [R] position set of each query
+        query = (other.clamp(min=0) * self.radix).sum(dim=1)[:, None] + torch.arange(v, device=dev) * self.radix[j]  # [R, v]
+        counts = torch.zeros(r, self.vmax, dtype=torch.long, device=dev)
+        for t in sets.unique().tolist():  # distinct position sets (≤ 2^n), each a sorted key table
+            at = (sets == t).nonzero().squeeze(1)
+            keys = self.part_keys[t]
+            counts[at, :v] = torch.searchsorted(keys, query[at], right=True) - torch.searchsorted(keys, query[at])
+        if excluded is not None and len(excluded[0]):  # excluded items with the row's other digits: not counted
+            row, item = excluded
+            code = self.codes[item]  # [E, n]
+            fits = ((other[row] < 0) | (other[row] == code)).all(dim=1)
+            counts.index_put_((row[fits], code[fits, j]), torch.full_like(row[fits], -1), accumulate=True)
+        return counts
 
     def allowed_at(self, match: Tensor, j: int) -> Tensor:
         """Allowed tokens at position j given an item-match mask [R, N] -> [R, V] bool."""
