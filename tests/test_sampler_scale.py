@@ -29,7 +29,9 @@ def random_table(seed: int, vocab: list[int], n_items: int) -> torch.Tensor:
     return every[pick]
 
 
-def dense_allowed(table: CodeTable, tokens: torch.Tensor, rows: torch.Tensor, j: int, exclude: torch.Tensor | None, s: int) -> torch.Tensor:
+def dense_allowed(
+    table: CodeTable, tokens: torch.Tensor, rows: torch.Tensor, j: int, exclude: torch.Tensor | None, s: int
+) -> torch.Tensor:
     """The replaced implementation: an item-match mask [R, N], minus the user's excluded items, scattered at j."""
     match = table.match(tokens)
     if exclude is not None:
@@ -37,7 +39,9 @@ def dense_allowed(table: CodeTable, tokens: torch.Tensor, rows: torch.Tensor, j:
     return table.allowed_at(match[rows], j)
 
 
-def dense_allowed_digits(self: DiffusionSampler, state: State, tokens: torch.Tensor, rows: torch.Tensor, j: int) -> torch.Tensor:
+def dense_allowed_digits(
+    self: DiffusionSampler, state: State, tokens: torch.Tensor, rows: torch.Tensor, j: int
+) -> torch.Tensor:
     exclude = state.extra.get("exclude")
     s = tokens.shape[0] // max(1, exclude.shape[0]) if exclude is not None else 1
     return dense_allowed(self.table, tokens, rows, j, exclude, s)
@@ -88,7 +92,9 @@ VOCAB = [6, 5, 4, 3]
 
 def tiny(seed: int) -> tuple[DiffusionRecommender, torch.Tensor]:
     codes = random_table(seed, VOCAB, 200)
-    model = DiffusionRecommender.from_codes(codes, VOCAB, d_model=16, n_heads=2, enc_layers=1, dec_layers=1, d_ff=32, max_len=6, seed=seed)
+    model = DiffusionRecommender.from_codes(
+        codes, VOCAB, d_model=16, n_heads=2, enc_layers=1, dec_layers=1, d_ff=32, max_len=6, seed=seed
+    )
     return model.eval(), codes
 
 
@@ -98,7 +104,9 @@ SAMPLERS = [("tweedie", {"steps": 3}), ("euler", {"steps": 2, "strategy": "top_k
 
 @pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("sampler,opts", SAMPLERS)
-def test_lists_identical_to_the_dense_masks(seed: int, sampler: str, opts: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_lists_identical_to_the_dense_masks(
+    seed: int, sampler: str, opts: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
     model, codes = tiny(seed)
     gen = torch.Generator().manual_seed(seed)
     users, k = 7, 12
