@@ -120,6 +120,7 @@ class Tiger(Recommender):
         self.check_codes(codes)
         self.codes.copy_(codes)
         self._trie = None
+        self.sample_stats: dict[str, float] = {}  # last recommend(): nfe (decoder rows per user), rounds
 
     def check_codes(self, codes: Tensor) -> None:
         """Raise a `GdrError` when `codes` [N, D] cannot be the code table of this model."""

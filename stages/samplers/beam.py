@@ -71,7 +71,9 @@ def beam_search(
     scores = torch.zeros(b, 1, device=dev)  # [B, W'] total log-prob of each beam
     nodes = torch.zeros(b, 1, dtype=torch.int64, device=dev)  # [B, W'] trie node of each beam
     tokens = torch.full((b, 1, 1), PAD, dtype=torch.int64, device=dev)  # [B, W', t] decoder inputs
+    evals = 0  # decoder rows run (model calls), summed over users
     for d, v in enumerate(trie.vocab_sizes):
+        evals += b * width
         if cache is not None:
             logp = model.next_logprobs(tokens[:, :, -1], cache).flatten(0, 1)  # [B*W', V]
         else:
@@ -97,6 +99,7 @@ def beam_search(
             cache.reorder(parent)
         width = scores.shape[1]
     width = scores.shape[1]
+    model.sample_stats = {"nfe": evals / max(b, 1), "function_evals": evals, "rounds": 1}
     items = torch.where(nodes >= 0, trie.items(nodes), INVALID)  # [B, W] sorted by score
     items = torch.where(torch.isfinite(scores), items, -1)
     if width < k:
