@@ -123,3 +123,51 @@ def test_lists_identical_to_the_dense_masks(
     assert new_stats == model.sample_stats
     for row, banned in zip(new[0].tolist(), exclude.tolist(), strict=True):  # exactly k allowed distinct items
         assert len(set(row)) == k and all(i >= 0 and i not in banned for i in row)
+
+
+BEAMS = [("cpd", {"digits_per_step": 1}), ("cpd", {"digits_per_step": 2}), ("cpd", {"digits_per_step": 2, "first_beam": 3}),
+         ("ordered-beam", {"order": [2, 0, 3, 1]})]  # fmt: skip
+
+
+@pytest.mark.parametrize("sampler,opts", BEAMS)
+def test_beam_lists_do_not_depend_on_the_chunk(sampler: str, opts: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Users chunked by their counted candidates: a tiny CHUNK (one user at a time) gives the same lists."""
+    import stages.samplers.cpd as cpd
+
+    model, codes = tiny(3)
+    gen = torch.Generator().manual_seed(3)
+    history = torch.randint(0, len(codes), (9, 6), generator=gen)
+    exclude = torch.cat([history, torch.randint(0, len(codes), (9, 40), generator=gen)], dim=1)
+    whole = model.recommend(history, k=10, sampler=sampler, options={"beam": 5, **opts}, exclude=exclude)
+    chunks: list[list[tuple[int, int]]] = []
+    spy = cpd.user_chunks
+
+    def recorded(*args: object) -> list[tuple[int, int]]:
+        chunks.append(spy(*args))  # type: ignore[arg-type]
+        return chunks[-1]
+
+    monkeypatch.setattr(cpd, "CHUNK", 40)
+    monkeypatch.setattr(cpd, "user_chunks", recorded)
+    parts = model.recommend(history, k=10, sampler=sampler, options={"beam": 5, **opts}, exclude=exclude)
+    assert torch.equal(whole[0], parts[0]) and torch.equal(whole[1], parts[1])
+    assert max(len(c) for c in chunks) > 1 and all(hi > lo for c in chunks for lo, hi in c)
+    for row, banned in zip(parts[0].tolist(), exclude.tolist(), strict=True):
+        assert len(set(row)) == 10 and all(i >= 0 and i not in banned for i in row)
+
+
+def test_user_chunks_bound_the_counted_candidates(monkeypatch: pytest.MonkeyPatch) -> None:
+    import stages.samplers.cpd as cpd
+
+    codes = random_table(4, VOCAB, 300)
+    table = CodeTable(codes, VOCAB)
+    tokens = codes[torch.randint(0, 300, (12 * 3,), generator=torch.Generator().manual_seed(4))].clone().view(12, 3, 4)
+    tokens[..., 1:] = -1  # one digit known: each beam matches ~300/6 items
+    sets = torch.eye(4, dtype=torch.bool)[1:]
+    monkeypatch.setattr(cpd, "CHUNK", 400)
+    per_user = table.pair_counts(tokens.view(-1, 4)).view(12, 3).sum(1) * 3
+    assert per_user.tolist() == [sum(int((codes[:, 0] == d).sum()) for d in row[:, 0].tolist()) * 3 for row in tokens]
+    chunks = cpd.user_chunks(table, tokens, sets, 1)
+    assert chunks[0][0] == 0 and chunks[-1][1] == 12 and all(a[1] == b[0] for a, b in itertools.pairwise(chunks))
+    for lo, hi in chunks:
+        assert hi - lo == 1 or int(per_user[lo:hi].sum()) <= 400
+        assert hi == 12 or int(per_user[lo : hi + 1].sum()) > 400  # greedy: the next user would not fit

@@ -23,6 +23,7 @@ its first allowed item), so a beam is kept only if some allowed item completes i
 
 from __future__ import annotations
 
+import bisect
 import math
 
 import torch
@@ -44,10 +45,10 @@ def beam_extend(table: CodeTable, state: State, logp: Tensor, sets: Tensor, widt
     masked positions are used); state.extra["exclude"]: [B, N] bool items never to complete;
     state.extra["invalid"] (default: the same): the excluded items that are also out of the
     renormalisation (the user's history, not the items an earlier round found, so that the
-    rounds' scores stay comparable). Users are processed in chunks so that the candidates (at most beams · items · sets) stay
-    below CHUNK.
+    rounds' scores stay comparable). Users are processed in chunks so that their candidates (the
+    beams' matching items × sets, counted first) stay below CHUNK: memory follows CHUNK, not the catalogue.
     """
-    b, s, n = state.tokens.shape
+    b, s, _ = state.tokens.shape
     if b == 0:  # no users: nothing to extend
         return State(tokens=state.tokens, score=state.score, step=state.step + 1, extra=state.extra)
     size = int(sets[0].sum())
@@ -55,18 +56,34 @@ def beam_extend(table: CodeTable, state: State, logp: Tensor, sets: Tensor, widt
     c = min(width * math.comb(filled, size), s * table.n_items * sets.shape[0])  # enough for `width` distinct
     exclude = state.extra.get("exclude")  # [B, N] items no beam may complete to
     invalid = state.extra.get("invalid", exclude)  # [B, N] of those, the ones out of the validity structure
-    step = max(1, CHUNK // (s * table.n_items * sets.shape[0]))
-    if s > 1 and step < b:  # later steps: beams match a few items each, the candidates are sparse
-        pairs = len(table.pairs(state.tokens.reshape(b * s, n))[0])
-        if 8 * pairs < b * s * table.n_items and pairs * sets.shape[0] <= CHUNK:
-            step = b  # all users at once (the candidates stay below CHUNK)
     parts = []
-    for lo in range(0, b, step):  # chunks of users, each vectorised
-        hi = min(lo + step, b)
+    for lo, hi in user_chunks(table, state.tokens, sets, size):  # chunks of users, each vectorised
         ex = None if exclude is None else (exclude[lo:hi], invalid[lo:hi])
         parts.append(_extend(table, state.tokens[lo:hi], state.score[lo:hi], logp[lo:hi], sets, c, width, ex, renormalize))
     tokens, score = (torch.cat(t) for t in zip(*parts, strict=True))
     return State(tokens=tokens, score=score, step=state.step + 1, extra=state.extra)
+
+
+def user_chunks(table: CodeTable, tokens: Tensor, sets: Tensor, size: int) -> list[tuple[int, int]]:
+    """Consecutive user ranges [lo, hi) whose candidates stay below CHUNK (at least one user each).
+
+    tokens: [B, S, n]. A user's candidates are its (beam, item) pairs × position sets, counted by
+    binary search without building them; on the first step (every user at the same code) they are
+    the distinct partial codes, at most sets × V^size whatever the catalogue size.
+    """
+    b, s, n = tokens.shape
+    p = sets.shape[0]
+    if s == 1 and bool((tokens == tokens[:1]).all()):
+        step = max(1, CHUNK // (p * min(table.n_items, table.vmax**size)))
+        return [(lo, min(lo + step, b)) for lo in range(0, b, step)]
+    per_user = table.pair_counts(tokens.reshape(b * s, n)).view(b, s).sum(dim=1) * p  # [B]
+    ends = per_user.cumsum(0).tolist()
+    out, lo, done = [], 0, 0
+    while lo < b:
+        hi = max(lo + 1, bisect.bisect_right(ends, done + CHUNK, lo))
+        out.append((lo, hi))
+        lo, done = hi, ends[hi - 1]
+    return out
 
 
 def _extend(table: CodeTable, tokens: Tensor, score: Tensor, logp: Tensor, sets: Tensor, c: int, width: int,

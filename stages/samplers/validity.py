@@ -62,6 +62,14 @@ class CodeTable:
         """
         if self.radix is None:
             return self.match(tokens).nonzero(as_tuple=True)
+        sets, lo, hi = self._runs(tokens)
+        count = hi - lo
+        rows = torch.repeat_interleave(torch.arange(len(lo), device=lo.device), count)
+        within = torch.arange(len(rows), device=lo.device) - torch.repeat_interleave(count.cumsum(0) - count, count)
+        return rows, self.part_items[sets[rows], lo[rows] + within]
+
+    def _runs(self, tokens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Each row's run of matching items in part_keys[its filled set] -> (set [R], lo [R], hi [R])."""
         sets = bits(tokens >= 0)  # [R]
         key = (tokens.clamp(min=0) * self.radix).sum(dim=1)  # [R]
         lo, hi = torch.zeros_like(key), torch.zeros_like(key)
@@ -69,10 +77,14 @@ class CodeTable:
             at = sets == t
             lo[at] = torch.searchsorted(self.part_keys[t], key[at])
             hi[at] = torch.searchsorted(self.part_keys[t], key[at], right=True)
-        count = hi - lo
-        rows = torch.repeat_interleave(torch.arange(len(key), device=key.device), count)
-        within = torch.arange(len(rows), device=key.device) - torch.repeat_interleave(count.cumsum(0) - count, count)
-        return rows, self.part_items[sets[rows], lo[rows] + within]
+        return sets, lo, hi
+
+    def pair_counts(self, tokens: Tensor) -> Tensor:
+        """How many items have every filled digit of each row: tokens [R, n] -> [R] int64 (no pairs built)."""
+        if self.radix is None:
+            return torch.cat([self.match(part).sum(dim=1) for part in tokens.split(self._row_chunk())] + [tokens.new_zeros(0)])
+        _, lo, hi = self._runs(tokens)
+        return hi - lo
 
     def allowed(self, tokens: Tensor, pairs: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """Allowed token per position. tokens: [R, n] (and optionally their `pairs`) -> [R, n, V] bool."""
