@@ -171,3 +171,31 @@ def test_user_chunks_bound_the_counted_candidates(monkeypatch: pytest.MonkeyPatc
     for lo, hi in chunks:
         assert hi - lo == 1 or int(per_user[lo:hi].sum()) <= 400
         assert hi == 12 or int(per_user[lo : hi + 1].sum()) > 400  # greedy: the next user would not fit
+
+
+ONE_DIGIT = [("cpd", {"digits_per_step": 1}), ("cpd", {"digits_per_step": 1, "renormalize": False}),
+             ("cpd", {"digits_per_step": 1, "first_beam": 2}), ("ordered-beam", {"order": [3, 1, 0, 2]})]  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", [5, 6])
+@pytest.mark.parametrize("sampler,opts", ONE_DIGIT)
+def test_one_digit_candidates_equal_the_per_item_enumeration(
+    seed: int, sampler: str, opts: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One digit per step, candidates enumerated as (beam, position, digit) [catalogue-free] give the
+    lists the (beam, item) pair enumeration gives, with exclusions and every model call made."""
+    import stages.samplers.cpd as cpd
+
+    model, codes = tiny(seed)
+    gen = torch.Generator().manual_seed(seed)
+    history = torch.randint(0, len(codes), (8, 6), generator=gen)
+    exclude = torch.cat([history, torch.randint(0, len(codes), (8, 50), generator=gen)], dim=1)
+    for ex in (None, exclude):
+        new = model.recommend(history, k=10, sampler=sampler, options={"beam": 6, **opts}, exclude=ex)
+        with monkeypatch.context() as m:
+            m.setattr(cpd, "_candidates_one_digit", cpd._candidates_by_item)
+            old = model.recommend(history, k=10, sampler=sampler, options={"beam": 6, **opts}, exclude=ex)
+        assert torch.equal(new[0], old[0]) and torch.allclose(new[1], old[1], atol=1e-5)
+        banned = [set()] * 8 if ex is None else [set(row) for row in ex.tolist()]
+        for row, out in zip(new[0].tolist(), banned, strict=True):
+            assert len(set(row)) == 10 and all(i >= 0 and i not in out for i in row)

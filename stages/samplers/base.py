@@ -6,6 +6,7 @@ The model's `recommend` runs one shared loop:
     state.extra["exclude"] = items each user must not get      # [B, N] bool
     while not sampler.done(state):
         state.logp[need] = model(tokens of the rows that need a fresh pass)   # [B, S, n, V]
+                           # (not `sampler.needless(state)` rows: their log-probs are not read)
         state = sampler.step(state, state.logp)
     items, scores = sampler.finish(state, k)
 
@@ -144,6 +145,11 @@ class DiffusionSampler(abc.ABC):
 
     def done(self, state: State) -> bool:
         return bool((state.tokens >= 0).all())
+
+    def needless(self, state: State) -> Tensor | None:
+        """[B, S] bool: rows whose model log-probs the next `step` does not read (the loop skips their
+        function evaluation and hands the step zeros there), or None when every row's are read."""
+        return None
 
     def finish(self, state: State, k: int) -> tuple[Tensor, Tensor]:
         """Top-k distinct items per user. Returns (items [B, k] int64, -1 = none; scores [B, k] float32)."""

@@ -19,7 +19,7 @@ from torch import Tensor
 from gdr_cli.errors import GdrError
 from stages.diffusion.schedules import Schedule
 from stages.samplers.base import DiffusionSampler, SamplerOptions, State, check_strategy
-from stages.samplers.cpd import beam_extend
+from stages.samplers.cpd import beam_extend, settled
 from stages.samplers.tweedie import TweedieSampler
 from stages.samplers.validity import CodeTable
 
@@ -95,6 +95,9 @@ class OrderedBeamSampler(DiffusionSampler):
 
     def done(self, state: State) -> bool:
         return state.step >= len(self.positions)
+
+    def needless(self, state: State) -> Tensor | None:
+        return settled(self.table, state, self.opts.renormalize)
 
     def step(self, state: State, logp: Tensor) -> State:
         n = state.tokens.shape[2]
