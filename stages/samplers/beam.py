@@ -75,17 +75,16 @@ def beam_search(
     for d, v in enumerate(trie.vocab_sizes):
         evals += b * width
         if cache is not None:
-            logp = model.next_logprobs(tokens[:, :, -1], cache).flatten(0, 1)  # [B*W', V]
+            step = model.next_logprobs(tokens[:, :, -1], cache, (offsets[d], offsets[d] + v)).flatten(0, 1)  # [B*W', V_d]
         else:
             rows = user.repeat_interleave(width)  # [B*W'] user of each decoder row
-            logp = model.decode_step(tokens.flatten(0, 1), hidden[rows], mask[rows])  # [B*W', V]
+            step = model.decode_step(tokens.flatten(0, 1), hidden[rows], mask[rows])[:, offsets[d] : offsets[d] + v]
         flat = nodes.flatten()
         child = torch.where(flat[:, None] >= 0, trie.children(d, flat.clamp(min=0)), -1)  # [B*W', V_d], -1 = no such code
         live = child >= 0 if constrained else torch.ones_like(child, dtype=torch.bool)
         if blocked is not None:
             rows = user.repeat_interleave(width)[:, None]
             live &= ~(trie.is_blocked(blocked[d + 1], d + 1, rows, child.clamp(min=0)) & (child >= 0))
-        step = logp[:, offsets[d] : offsets[d] + v]  # [B*W', V_d]
         cand = torch.where(live, scores.flatten()[:, None] + step, NEG_INF).view(b, width * v)
         scores, idx = cand.topk(min(beam, width * v), dim=1)  # [B, W]
         parent = idx // v  # [B, W] beam each candidate extends
