@@ -3,10 +3,16 @@
 One model pass on the all-masked code, then at every step each beam is extended by the joint
 best (beam × set of masked positions × digits) in log space, filling `digits_per_step` digits at
 once: with 2 per step a candidate is a pair of positions and the pair of digits some real item
-has there, scored log p(v1 at j1) + log p(v2 at j2) from the same pass. Candidates are
-enumerated per item, one per distinct partial code (`CodeTable.representatives`), so every
-beam stays a prefix of a real item; partial codes reached by different fill orders are merged
+has there, scored log p(v1 at j1) + log p(v2 at j2) from the same pass. With one digit per
+step the candidates are (beam, position, digit) triples whose digit some allowed item has with
+the beam's digits (`CodeTable.digit_counts`: [beams, positions, V] whatever the catalogue size);
+with more, they are enumerated per (beam, item) pair, one per distinct partial code
+(`CodeTable.representatives`), users chunked so that the counted pairs stay below CHUNK. Either
+way every beam stays a prefix of a real item; partial codes reached by different fill orders are merged
 (keeping the max), and so are partial codes that complete to the same set of items. The history encoding is computed once per user and shared by all beams.
+
+Model calls: a beam that only one item completes (renormalised scores) or a dead beam reads no
+log-probs, so the model is not run for it (`needless`).
 
 Widths: `first_beam` beams after the first step, max(`beam`, k) after every later one (DIFF_GRM
 decodes with 256 and 512). Scores: with `renormalize` on (the default) each digit's prediction
