@@ -199,3 +199,25 @@ def test_one_digit_candidates_equal_the_per_item_enumeration(
         banned = [set()] * 8 if ex is None else [set(row) for row in ex.tolist()]
         for row, out in zip(new[0].tolist(), banned, strict=True):
             assert len(set(row)) == 10 and all(i >= 0 and i not in out for i in row)
+
+
+@pytest.mark.parametrize("seed,vocab,n_items", [(7, [5, 4, 3], 50), (8, [3, 3, 3, 3], 70)])
+def test_item_groups_from_sorted_keys_equal_row_unique(seed: int, vocab: list[int], n_items: int) -> None:
+    """Groups of items sharing their digits on each position set, read from the sorted keys, equal
+    torch.unique over the code rows: first member, size, representatives and set keys."""
+    codes = random_table(seed, vocab, n_items)
+    codes[::3, -1] = 0  # more sharing
+    codes = torch.unique(codes, dim=0)[
+        torch.randperm(len(torch.unique(codes, dim=0)), generator=torch.Generator().manual_seed(seed))
+    ]
+    table = CodeTable(codes, vocab)
+    slow = CodeTable(codes, vocab)
+    slow.radix = None  # the row-unique construction
+    for t in range(2 ** len(vocab)):
+        keep = torch.tensor([(t >> j) & 1 for j in range(len(vocab))], dtype=torch.bool)
+        same = ((codes[:, None] == codes[None]) | ~keep).all(dim=-1)  # [N, N] items sharing digits on t
+        ids = torch.arange(len(codes))
+        assert table.rep_of()[t].tolist() == torch.where(same, ids, len(codes)).min(dim=1).values.tolist()
+        assert table.group_size()[t].tolist() == same.sum(dim=1).tolist()
+    assert torch.equal(table.representatives(), slow.representatives())
+    assert torch.equal(table.group_key(), slow.group_key())

@@ -273,20 +273,20 @@ class Tiger(Recommender):
             if i == 0:
                 q, k, v = cache.first_qkv[tokens].unbind(2)  # [B, W, H, dk]
             else:
-                y = _rms(self_layer.layer_norm, x)
+                y = self_layer.layer_norm(x)
                 q, k, v = (proj(y).view(b, w, cfg.num_heads, cfg.d_kv) for proj in (att.q, att.k, att.v))
             keys, values = cache.append(i, k, v)  # [B, W, t+1, H, dk]
             score = (q[:, :, None] * keys).sum(-1) + bias.T  # [B, W, t+1, H] (T5 does not scale q.k)
             out = (score.softmax(2)[..., None] * values).sum(2)  # [B, W, H, dk]
             x = x + att.o(out.flatten(2))
             att = cross_layer.EncDecAttention
-            q = att.q(_rms(cross_layer.layer_norm, x)).view(b, w, cfg.num_heads, cfg.d_kv).transpose(1, 2)  # [B, H, W, dk]
+            q = att.q(cross_layer.layer_norm(x)).view(b, w, cfg.num_heads, cfg.d_kv).transpose(1, 2)  # [B, H, W, dk]
             ck, cv = cache.cross[i]  # [B, H, S, dk]
             out = F.scaled_dot_product_attention(q, ck, cv, attn_mask=cache.bias, scale=1.0)  # [B, H, W, dk]
             x = x + att.o(out.transpose(1, 2).flatten(2))
-            x = x + _feed_forward(ff.DenseReluDense, _rms(ff.layer_norm, x))
+            x = x + _feed_forward(ff.DenseReluDense, ff.layer_norm(x))
         cache.length += 1
-        logits = self.logits(_rms(self.t5.decoder.final_layer_norm, x)).float()
+        logits = self.logits(self.t5.decoder.final_layer_norm(x)).float()
         if span is None:
             return logits.log_softmax(-1)
         return logits[..., span[0] : span[1]] - logits.logsumexp(-1, keepdim=True)
@@ -361,13 +361,6 @@ class DecodeCache:
                 self.selves[i] = (new[0, :, :, :t], new[1, :, :, :t])
             else:  # width changes: plain tensors, a buffer of the new width is made at the next append
                 self.selves[i] = (kv[0][user, parent], kv[1][user, parent])
-
-
-def _rms(norm: Any, x: Tensor) -> Tensor:
-    """T5's layer norm (root mean square, no bias) as torch's fused kernel: norm a `T5LayerNorm`, x [..., d]."""
-    if x.dtype != torch.float32 or norm.weight.dtype != torch.float32:
-        return norm(x)
-    return F.rms_norm(x, norm.weight.shape, norm.weight, norm.variance_epsilon)
 
 
 def _feed_forward(dense: Any, x: Tensor) -> Tensor:

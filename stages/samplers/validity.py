@@ -213,8 +213,15 @@ class CodeTable:
         rep_of = torch.zeros(2**n, self.n_items, dtype=torch.long, device=dev)
         size = torch.zeros(2**n, self.n_items, dtype=torch.long, device=dev)
         for t in range(2**n):  # once per table, 2^n ≤ 256 position sets
-            keep = torch.tensor([(t >> j) & 1 for j in range(n)], dtype=torch.bool, device=dev)
-            _, inverse, counts = torch.unique(self.codes * keep, dim=0, return_inverse=True, return_counts=True)
+            if self.radix is not None:  # groups = runs of equal keys in the sorted partial keys: O(N), no row sort
+                keys_t, items_t = self.part_keys[t], self.part_items[t]
+                start = torch.ones_like(keys_t, dtype=torch.bool)
+                start[1:] = keys_t[1:] != keys_t[:-1]
+                inverse = torch.empty_like(items_t).scatter_(0, items_t, start.long().cumsum(0) - 1)  # group of each item
+                counts = torch.bincount(inverse)
+            else:
+                keep = torch.tensor([(t >> j) & 1 for j in range(n)], dtype=torch.bool, device=dev)
+                _, inverse, counts = torch.unique(self.codes * keep, dim=0, return_inverse=True, return_counts=True)
             first = torch.full((len(counts),), self.n_items, device=dev).scatter_reduce(0, inverse, ids, reduce="amin")
             reps[t, first] = True
             rep_of[t], size[t] = first[inverse], counts[inverse]
