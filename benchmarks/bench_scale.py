@@ -13,6 +13,12 @@ small size's (printed as small/large users/s ratios).
     OMP_NUM_THREADS=1 python benchmarks/bench_scale.py                      # 10k vs 1M items (heavy: ~1 h on 2 cores)
     python benchmarks/bench_scale.py --quick                                 # 2k vs 20k items (a few minutes)
     python benchmarks/bench_scale.py --sizes 10000:1000 100000:10000 --sample-users 256
+    python benchmarks/bench_scale.py --sampling-only --sizes 10000:1 1000000:1   # samplers alone (minutes)
+
+`--sampling-only` skips the pipeline: randomly initialised tiger and diffusion models (default
+config sizes) over random codes (3 levels of ~N^(1/3) digits plus a collision digit, as rqkmeans
+with codebook auto makes them) decode random histories, each sampler in its own process, with the
+user's 20 history items excluded (`--exclude-history`, the heavier path).
 """
 
 from __future__ import annotations
@@ -86,6 +92,71 @@ def sample_child(args: argparse.Namespace) -> None:
     print(json.dumps({"users_per_s": len(users) / seconds, "calls_per_user": calls / len(users), "setup_s": warm}))
 
 
+def random_child(args: argparse.Namespace) -> None:
+    """In a fresh process: a random-init model over `--items` random codes decodes `--sample-users`
+    random histories (history excluded) -> one JSON line of users/s, calls per user and setup s."""
+    import torch
+
+    from stages.config.diffuse import DiffuseConfig
+    from stages.config.sample import SampleConfig
+    from stages.config.train_rec import TigerConfig
+    from stages.models.diffusion import MODEL_KEYS, DiffusionRecommender
+    from stages.models.tiger import Tiger
+    from stages.samplers.base import SamplerOptions
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    gen = torch.Generator().manual_seed(0)
+    n, level = args.items, max(2, round(args.items ** (1 / 3)))
+    head = torch.randint(0, level, (n, 3), generator=gen)
+    key = (head[:, 0] * level + head[:, 1]) * level + head[:, 2]
+    order = key.argsort(stable=True)
+    last = torch.empty_like(key)
+    last[order] = torch.arange(n) - torch.searchsorted(key[order], key[order])  # collision digit
+    codes, vocab = torch.cat([head, last[:, None]], 1), [level, level, level, int(last.max()) + 1]
+    if args.sampler == "beam":
+        sizes = TigerConfig().model_dump(exclude={"init", "beam", "train"})
+        model = Tiger.from_codes(codes, vocab, seed=0, **sizes).eval()
+    else:
+        sizes = DiffuseConfig().model_dump(include=MODEL_KEYS)
+        model = DiffusionRecommender.from_codes(codes, vocab, max_len=20, seed=0, **sizes).eval()
+    cfg = SampleConfig()
+    history = torch.randint(0, n, (args.sample_users, 20), generator=gen)
+    users = torch.arange(args.sample_users)
+    options = SamplerOptions.of(cfg)
+    warm = time.perf_counter()
+    model.recommend(history[:4], k=cfg.k, sampler=args.sampler, options=options, exclude=history[:4])
+    warm = time.perf_counter() - warm
+    start, calls = time.perf_counter(), 0.0
+    for lo in range(0, len(users), cfg.batch_size):
+        hi = min(lo + cfg.batch_size, len(users))
+        opts = SamplerOptions(**{**options.__dict__, "users": users[lo:hi]})
+        items, _ = model.recommend(history[lo:hi], k=cfg.k, sampler=args.sampler, options=opts, exclude=history[lo:hi])
+        assert bool((items >= 0).all()) and not bool((items[:, :, None] == history[lo:hi, None]).any())
+        calls += float(model.sample_stats.get("nfe", 0.0)) * (hi - lo)
+    seconds = time.perf_counter() - start
+    print(json.dumps({"users_per_s": len(users) / seconds, "calls_per_user": calls / len(users), "setup_s": warm}))
+
+
+def sample_stage(items: int, sampler: str, extra: list[str], args: argparse.Namespace, env: dict[str, str]) -> dict:
+    """One sampler in its own process (this script with --child) -> its JSON row plus s and peak GB."""
+    cmd = [sys.executable, __file__, "--child", "--sampler", sampler, "--sample-users", str(args.sample_users), *extra]
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    text = (proc.stdout.read() if proc.stdout else b"").decode(errors="replace")
+    _, status, usage = os.wait4(proc.pid, 0)
+    if status:
+        sys.stdout.write(text[-3000:])
+        raise SystemExit(f"failed: sample {sampler} at {items:,} items")
+    row = json.loads(text.strip().splitlines()[-1])
+    row.update(s=time.perf_counter() - start, gb=usage.ru_maxrss / 2**20)
+    print(
+        f"  {items:>9,} items  sample {sampler:<11} {row['s']:8.1f} s  peak {row['gb']:5.2f} GB  "
+        f"{row['users_per_s']:8.1f} users/s  {row['calls_per_user']:6.1f} calls/user  setup {row['setup_s']:.1f} s",
+        flush=True,
+    )
+    return row
+
+
 def run_size(items: int, users: int, args: argparse.Namespace, env: dict[str, str], root: Path) -> dict[str, dict]:
     """Every stage at one size -> {stage: {"s", "gb", ...}}."""
     cli = [sys.executable, "-m", "gdr_cli"]
@@ -128,20 +199,8 @@ def run_size(items: int, users: int, args: argparse.Namespace, env: dict[str, st
         out[what] = {"s": seconds, "gb": gb}
         print(f"  {items:>9,} items  {what:<18} {seconds:8.1f} s  peak {gb:5.2f} GB", flush=True)
     for run, sampler in SAMPLERS:
-        cmd = [sys.executable, __file__, "--child", "--data-dir", str(root), "--dataset", name, "--run", run,
-               "--sampler", sampler, "--sample-users", str(args.sample_users)]  # fmt: skip
-        start = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        text = (proc.stdout.read() if proc.stdout else b"").decode(errors="replace")
-        _, status, usage = os.wait4(proc.pid, 0)
-        if status:
-            sys.stdout.write(text[-3000:])
-            raise SystemExit(f"failed: sample {run} {sampler}")
-        row = json.loads(text.strip().splitlines()[-1])
-        row.update(s=time.perf_counter() - start, gb=usage.ru_maxrss / 2**20)
-        out[f"sample {sampler}"] = row
-        print(f"  {items:>9,} items  sample {sampler:<11} {row['s']:8.1f} s  peak {row['gb']:5.2f} GB  "
-              f"{row['users_per_s']:8.1f} users/s  {row['calls_per_user']:6.1f} calls/user  setup {row['setup_s']:.1f} s", flush=True)  # fmt: skip
+        extra = ["--data-dir", str(root), "--dataset", name, "--run", run]
+        out[f"sample {sampler}"] = sample_stage(items, sampler, extra, args, env)
     return out
 
 
@@ -158,13 +217,17 @@ def main() -> int:
     parser.add_argument("--sample-users", type=int, default=512, help="test users sampled per sampler")
     parser.add_argument("--data-dir", default=None, help="keep the data here (default: a temporary folder)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--sampling-only", action="store_true", help="random-init models over random codes: sampling alone"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--items", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--dataset", help=argparse.SUPPRESS)
     parser.add_argument("--run", help=argparse.SUPPRESS)
     parser.add_argument("--sampler", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        sample_child(args)
+        random_child(args) if args.items else sample_child(args)
         return 0
     if args.quick:
         args.sizes, args.steps, args.sample_users = (
@@ -174,9 +237,13 @@ def main() -> int:
         )
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "GDR_QUIET": "1", "PYTHONPATH": str(ROOT)}
     sizes = [tuple(int(x) for x in s.split(":")) for s in args.sizes]
-    with tempfile.TemporaryDirectory(prefix="gdr-scale-") as tmp:
-        root = Path(args.data_dir or tmp)
-        results = {items: run_size(items, users, args, env, root) for items, users in sizes}
+    if args.sampling_only:
+        results = {items: {f"sample {s}": sample_stage(items, s, ["--items", str(items)], args, env) for _, s in SAMPLERS}
+                   for items, _ in sizes}  # fmt: skip
+    else:
+        with tempfile.TemporaryDirectory(prefix="gdr-scale-") as tmp:
+            root = Path(args.data_dir or tmp)
+            results = {items: run_size(items, users, args, env, root) for items, users in sizes}
     (small, ref), *rest = results.items()
     worst = max((row["gb"] for res in results.values() for row in res.values()), default=0.0)
     print(f"\npeak RSS over every stage and size: {worst:.2f} GB (target < 8 GB)")
