@@ -157,20 +157,28 @@ def test_beam_lists_do_not_depend_on_the_chunk(sampler: str, opts: dict, monkeyp
 
 def test_user_chunks_bound_the_counted_candidates(monkeypatch: pytest.MonkeyPatch) -> None:
     import stages.samplers.cpd as cpd
+    from stages.samplers.validity import subsets
 
     codes = random_table(4, VOCAB, 300)
     table = CodeTable(codes, VOCAB)
     tokens = codes[torch.randint(0, 300, (12 * 3,), generator=torch.Generator().manual_seed(4))].clone().view(12, 3, 4)
     tokens[..., 1:] = -1  # one digit known: each beam matches ~300/6 items
-    sets = torch.eye(4, dtype=torch.bool)[1:]
-    monkeypatch.setattr(cpd, "CHUNK", 400)
-    per_user = table.pair_counts(tokens.view(-1, 4)).view(12, 3).sum(1) * 3
-    assert per_user.tolist() == [sum(int((codes[:, 0] == d).sum()) for d in row[:, 0].tolist()) * 3 for row in tokens]
-    chunks = cpd.user_chunks(table, tokens, sets, 1)
+    sets = subsets(4, 2)  # two digits per step: candidates per (beam, item) pair and set
+    monkeypatch.setattr(cpd, "CHUNK", 3000)
+    per_user = table.pair_counts(tokens.view(-1, 4)).view(12, 3).sum(1) * len(sets)
+    expect = [sum(int((codes[:, 0] == d).sum()) for d in row[:, 0].tolist()) * len(sets) for row in tokens]
+    assert per_user.tolist() == expect
+    chunks = cpd.user_chunks(table, tokens, sets, 2)
     assert chunks[0][0] == 0 and chunks[-1][1] == 12 and all(a[1] == b[0] for a, b in itertools.pairwise(chunks))
+    assert len(chunks) > 1
     for lo, hi in chunks:
-        assert hi - lo == 1 or int(per_user[lo:hi].sum()) <= 400
-        assert hi == 12 or int(per_user[lo : hi + 1].sum()) > 400  # greedy: the next user would not fit
+        assert hi - lo == 1 or int(per_user[lo:hi].sum()) <= 3000
+        assert hi == 12 or int(per_user[lo : hi + 1].sum()) > 3000  # greedy: the next user would not fit
+    # one digit per step: (beam, position, digit) candidates, s·P·V per user whatever the catalogue
+    one = torch.eye(4, dtype=torch.bool)[1:]
+    assert cpd.user_chunks(table, tokens, one, 1) == [
+        (lo, min(lo + 3000 // (3 * 3 * 6), 12)) for lo in range(0, 12, 3000 // 54)
+    ]
 
 
 ONE_DIGIT = [("cpd", {"digits_per_step": 1}), ("cpd", {"digits_per_step": 1, "renormalize": False}),
@@ -193,7 +201,7 @@ def test_one_digit_candidates_equal_the_per_item_enumeration(
     for ex in (None, exclude):
         new = model.recommend(history, k=10, sampler=sampler, options={"beam": 6, **opts}, exclude=ex)
         with monkeypatch.context() as m:
-            m.setattr(cpd, "_candidates_one_digit", cpd._candidates_by_item)
+            m.setattr(cpd, "_candidates_one_digit", lambda *args: cpd._candidates_by_item(*args[:8]))
             old = model.recommend(history, k=10, sampler=sampler, options={"beam": 6, **opts}, exclude=ex)
         assert torch.equal(new[0], old[0]) and torch.allclose(new[1], old[1], atol=1e-5)
         banned = [set()] * 8 if ex is None else [set(row) for row in ex.tolist()]

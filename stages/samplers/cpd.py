@@ -62,12 +62,31 @@ def beam_extend(table: CodeTable, state: State, logp: Tensor, sets: Tensor, widt
     c = min(width * math.comb(filled, size), s * table.n_items * sets.shape[0])  # enough for `width` distinct
     exclude = state.extra.get("exclude")  # [B, N] items no beam may complete to
     invalid = state.extra.get("invalid", exclude)  # [B, N] of those, the ones out of the validity structure
+    sparse = None
+    if exclude is not None and size == 1 and table.radix is not None:  # the one-digit path reads them as lists
+        sparse = (excluded_lists(state.extra, "exclude"), excluded_lists(state.extra, "invalid" if "invalid" in state.extra else "exclude"))
     parts = []
     for lo, hi in user_chunks(table, state.tokens, sets, size):  # chunks of users, each vectorised
         ex = None if exclude is None else (exclude[lo:hi], invalid[lo:hi])
-        parts.append(_extend(table, state.tokens[lo:hi], state.score[lo:hi], logp[lo:hi], sets, c, width, ex, renormalize))
+        lists = None if sparse is None else tuple(_users(ptr, items, lo, hi) for ptr, items in sparse)
+        parts.append(_extend(table, state.tokens[lo:hi], state.score[lo:hi], logp[lo:hi], sets, c, width, ex, renormalize, lists))
     tokens, score = (torch.cat(t) for t in zip(*parts, strict=True))
     return State(tokens=tokens, score=score, step=state.step + 1, extra=state.extra)
+
+
+def excluded_lists(extra: dict, name: str) -> tuple[Tensor, Tensor]:
+    """The [B, N] mask extra[name] as per-user lists (ptr [B+1], items [E]), computed once per state."""
+    if f"{name}_lists" not in extra:
+        user, item = extra[name].nonzero(as_tuple=True)
+        extra[f"{name}_lists"] = (torch.searchsorted(user, torch.arange(extra[name].shape[0] + 1, device=user.device)), item)
+    return extra[f"{name}_lists"]
+
+
+def _users(ptr: Tensor, items: Tensor, lo: int, hi: int) -> tuple[Tensor, Tensor]:
+    """Users lo..hi-1 of per-user lists -> (user in the chunk [E'], item [E'])."""
+    count = ptr[lo + 1 : hi + 1] - ptr[lo:hi]
+    user = torch.repeat_interleave(torch.arange(hi - lo, device=ptr.device), count)
+    return user, items[int(ptr[lo]) : int(ptr[hi])]
 
 
 def user_chunks(table: CodeTable, tokens: Tensor, sets: Tensor, size: int) -> list[tuple[int, int]]:
@@ -82,6 +101,9 @@ def user_chunks(table: CodeTable, tokens: Tensor, sets: Tensor, size: int) -> li
     if s == 1 and bool((tokens == tokens[:1]).all()):
         step = max(1, CHUNK // (p * min(table.n_items, table.vmax**size)))
         return [(lo, min(lo + step, b)) for lo in range(0, b, step)]
+    if size == 1 and table.radix is not None:  # (beam, position, digit) candidates: s·P·V per user
+        step = max(1, CHUNK // (s * p * table.vmax))
+        return [(lo, min(lo + step, b)) for lo in range(0, b, step)]
     per_user = table.pair_counts(tokens.reshape(b * s, n)).view(b, s).sum(dim=1) * p  # [B]
     ends = per_user.cumsum(0).tolist()
     out, lo, done = [], 0, 0
@@ -93,9 +115,10 @@ def user_chunks(table: CodeTable, tokens: Tensor, sets: Tensor, size: int) -> li
 
 
 def _extend(table: CodeTable, tokens: Tensor, score: Tensor, logp: Tensor, sets: Tensor, c: int, width: int,
-            excluded: tuple[Tensor, Tensor] | None, renormalize: bool) -> tuple[Tensor, Tensor]:
+            excluded: tuple[Tensor, Tensor] | None, renormalize: bool, lists: tuple | None = None) -> tuple[Tensor, Tensor]:
     """beam_extend on a chunk of users: tokens [b, s, n], score [b, s] -> ([b, w, n], [b, w]).
-    excluded: ([b, N] items never to complete, [b, N] items out of the renormalisation) or None.
+    excluded: ([b, N] items never to complete, [b, N] items out of the renormalisation) or None;
+    lists: the same as (user [E], item [E]) pairs, for the one-digit path (None: read from the masks).
 
     Candidates are scored only on the (beam, item) pairs still possible: after the first step a
     beam matches a handful of items, so the work is far below beams × catalogue.
@@ -104,7 +127,7 @@ def _extend(table: CodeTable, tokens: Tensor, score: Tensor, logp: Tensor, sets:
     if s == 1 and bool((tokens == tokens[:1]).all()):  # every user at the same code (the first step)
         return _extend_shared(table, tokens, score, logp, sets, c, width, excluded, renormalize)
     if int(sets[0].sum()) == 1 and table.radix is not None:  # one digit per step: (beam, position, digit)
-        top, parent, item, which = _candidates_one_digit(table, tokens, score, logp, sets, c, excluded, renormalize)
+        top, parent, item, which = _candidates_one_digit(table, tokens, score, logp, sets, c, excluded, renormalize, lists)
     else:
         top, parent, item, which = _candidates_by_item(table, tokens, score, logp, sets, c, excluded, renormalize)
     # a candidate's item is the representative of its new partial code: (position set, item) names it
@@ -122,7 +145,7 @@ def _extend(table: CodeTable, tokens: Tensor, score: Tensor, logp: Tensor, sets:
 
 
 def _candidates_one_digit(table: CodeTable, tokens: Tensor, score: Tensor, logp: Tensor, sets: Tensor, c: int,
-                          excluded: tuple[Tensor, Tensor] | None, renormalize: bool) -> tuple[Tensor, ...]:
+                          excluded: tuple[Tensor, Tensor] | None, renormalize: bool, lists: tuple | None = None) -> tuple[Tensor, ...]:
     """The c best one-digit extensions of each user's beams, enumerated as (beam, position, digit):
     [b, s·P·V] dense scores whatever the catalogue size. A digit is a candidate when some item not
     excluded for the user has it with the beam's digits (`CodeTable.digit_counts`), and is
@@ -132,8 +155,10 @@ def _candidates_one_digit(table: CodeTable, tokens: Tensor, score: Tensor, logp:
     r, p, v = b * s, sets.shape[0], logp.shape[-1]
     tok, lp, base = tokens.reshape(r, n), logp.reshape(r, n, v), score.reshape(r)
     exclude, invalid = excluded if excluded is not None else (None, None)
-    ex_pairs = _row_pairs(exclude, s) if exclude is not None else None
-    inv_pairs = ex_pairs if invalid is exclude else _row_pairs(invalid, s) if invalid is not None else None
+    if lists is None and exclude is not None:  # per-user lists from the masks
+        lists = tuple(m.nonzero(as_tuple=True) for m in (exclude, invalid))
+    ex_pairs = _row_pairs(*lists[0], s) if lists is not None else None
+    inv_pairs = ex_pairs if invalid is exclude else _row_pairs(*lists[1], s) if lists is not None else None
     value = torch.full((r, p, v), float("-inf"), device=logp.device)
     for q, j in enumerate(sets.nonzero()[:, 1].tolist()):  # the position each set fills (P ≤ n)
         rows = (tok[:, j] < 0).nonzero().squeeze(1)  # beams where j is still masked
@@ -159,10 +184,9 @@ def _candidates_one_digit(table: CodeTable, tokens: Tensor, score: Tensor, logp:
     return top, parent, table.part_items[full, lo], which
 
 
-def _row_pairs(mask: Tensor, s: int) -> tuple[Tensor, Tensor]:
-    """[b, N] bool items per user -> (beam row [E·s], item [E·s]) for the s beams of each user."""
-    user, item = mask.nonzero(as_tuple=True)
-    row = (user * s)[:, None] + torch.arange(s, device=mask.device)  # [E, s]
+def _row_pairs(user: Tensor, item: Tensor, s: int) -> tuple[Tensor, Tensor]:
+    """(user [E], item [E]) excluded pairs -> (beam row [E·s], item [E·s]) for the s beams of each user."""
+    row = (user * s)[:, None] + torch.arange(s, device=user.device)  # [E, s]
     return row.reshape(-1), item[:, None].expand(-1, s).reshape(-1)
 
 
