@@ -305,22 +305,27 @@ class DiffusionRecommender(Recommender):
         history_mask = self._history_mask(exclude) if exclude is not None else torch.zeros(b, self.codes.shape[0], dtype=torch.bool, device=dev)
         banned = history_mask.clone()
         possible = self.table().match(smp.prefix[None].to(dev))  # [1, N] items with the prefix
+        # banned items that have the prefix, per user: a user can get more while this is below the count
+        # of items with the prefix (found items always have it, so it grows by the items found)
+        left = int(possible.sum()) - (history_mask & possible).sum(dim=1)  # [B]
         items = torch.full((b, k), -1, dtype=torch.long, device=dev)
         scores = torch.full((b, k), float("-inf"), device=dev)
         ctx, rows, evals, rounds = self.encode(history), torch.arange(b, device=dev), 0, 0
         for rnd in range(k):  # each round adds ≥ 1 item to every user it runs for
             sub = Context([kv[:, rows] for kv in ctx.kv], ctx.keep[rows]) if rnd else ctx
             state = smp.init_state(len(rows), dev, users[rows], rnd)
-            if bool(banned[rows].any()):
-                state.extra["exclude"] = banned[rows]  # the history and the items found so far: never completed
-                state.extra["invalid"] = history_mask[rows]  # the history alone: out of the renormalisation too
+            if rnd or exclude is not None:
+                every = rnd == 0  # the first round runs for every user: the masks themselves, no copies
+                state.extra["exclude"] = banned if every else banned[rows]  # the history and the items found so far
+                state.extra["invalid"] = history_mask if every else history_mask[rows]  # the history alone: out of the renormalisation too
             state, calls = self._search(smp, sub, state, opts.use_cache)
             got, got_score = smp.finish(state, k)  # [r, k], none of them banned
             evals, rounds = evals + calls, rounds + 1
             merged, merged_score = top_distinct(torch.cat([items[rows], got], 1), torch.cat([scores[rows], got_score], 1), k)
             items[rows], scores[rows] = merged, merged_score
             banned[rows[:, None].expand_as(got)[got >= 0], got[got >= 0]] = True
-            short = (merged < 0).any(dim=1) & (possible & ~banned[rows]).any(dim=1)
+            left[rows] -= (got >= 0).sum(dim=1)  # found items are distinct, allowed and have the prefix
+            short = (merged < 0).any(dim=1) & (left[rows] > 0)
             rows = rows[short]
             if not len(rows):
                 break
