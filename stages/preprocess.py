@@ -21,7 +21,7 @@ from gdr_cli.paths import DataPaths
 from stages.config.preprocess import PreprocessConfig
 from stages.data.clean import Clean, clean
 from stages.data.sources import default_name, read_source
-from stages.data.split import leave_one_out, social_graph
+from stages.data.split import leave_one_out, social_graph, social_leave_one_out
 
 STEPS = ("read", "clean", "split", "social", "write")
 
@@ -91,7 +91,7 @@ def run(
         items = item_table(cl, bundle.items)
         bar.advance(task)
         social = social_graph(bundle.social, cl.users)
-        social_splits = leave_one_out(social, "friend")
+        social_splits = social_leave_one_out(social)
         bar.advance(task)
         stats = dataset_stats(cl, splits, social, social_splits)
         with staged_dir(paths.processed) as tmp:
