@@ -33,6 +33,20 @@ def test_token_layout_and_encoder_inputs() -> None:
     assert embed.shape == (1, 2, 16) and mask.tolist() == [[0, 1]]
 
 
+def test_item_embedding_joins_the_token_sum() -> None:
+    model = tiny(encoder_input="items", item_embedding=True, seed=2)
+    embed, _ = model.encoder_inputs(torch.tensor([[7, 5]]))
+    tokens = model.t5.shared(model.item_tokens(torch.tensor([5])))[0]  # [D, d] item 5's token embeddings
+    want = (tokens.sum(0) + model.item_embed.weight[5]) / 3**0.5  # D = 2 tokens + the item's own vector
+    assert torch.allclose(embed[0, 1], want)
+    # per-token input: the item's vector is added to each of its D positions
+    tok = tiny(encoder_input="tokens", item_embedding=True, seed=2)
+    embed, _ = tok.encoder_inputs(torch.tensor([[5]]))
+    want = (tok.t5.shared(tok.item_tokens(torch.tensor([5])))[0] + tok.item_embed.weight[5]) * 0.5**0.5
+    assert torch.allclose(embed[0], want)
+    assert tiny().item_embed is None and "item_embed.weight" not in tiny().state_dict()
+
+
 @pytest.mark.parametrize("encoder_input", ["tokens", "items"])
 def test_loss_decreases(encoder_input: str) -> None:
     model = tiny(encoder_input=encoder_input, seed=3).train()
