@@ -62,6 +62,9 @@ class TigerConfig(StageConfig):
         "TIGER reads only code tokens). Decoding stays over codes. Off: it did not help on MovieLens 100K or Last.fm 2K "
         "(validation NDCG@10 0.0521 vs 0.0546 and 0.0355 vs 0.0384, benchmarks/ablation_quality.md).",
     )
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=1, description="Label smoothing of the per-digit cross-entropy (DIFF_GRM uses 0.1 for its diffusion model); 0 = plain."
+    )
     init: str | None = Field(
         None, description="Local T5 checkpoint folder to start from (its architecture replaces the sizes above); None = from scratch."
     )

@@ -8,7 +8,7 @@ then one block per digit position d of vocab_sizes[d] tokens: token = 2 + offset
     history [B, L] item ids -> codes [B, L, D] -> encoder tokens [B, L*D] (pad where no item)
                                ('items' input: L positions, each the sum of its D token embeddings / sqrt(D))
     target  [B]    item id  -> labels [B, D];  decoder input = [pad, labels[:, :-1]]
-    loss = cross-entropy of the D next-token predictions (full-vocabulary softmax)
+    loss = cross-entropy of the D next-token predictions (full-vocabulary softmax, optional label smoothing)
 
 The model owns its item -> code table (buffer `codes`, saved with the weights), so a run folder
 rebuilds it; the trie of valid codes is derived from that table on first use.
@@ -78,6 +78,7 @@ class Tiger(Recommender):
         feed_forward: str = "relu",
         encoder_input: str = "tokens",
         item_embedding: bool = False,
+        label_smoothing: float = 0.0,
         scale_outputs: bool = True,
         seed: int = 0,
     ):
@@ -87,7 +88,7 @@ class Tiger(Recommender):
         if encoder_input not in ("tokens", "items"):
             raise GdrError(f"unknown encoder_input {encoder_input!r}", fix="use 'tokens' or 'items'")
         super().__init__(n_items=n_items, vocab_sizes=[int(v) for v in vocab_sizes], encoder_input=encoder_input,
-                         item_embedding=item_embedding, seed=seed, **sizes)
+                         item_embedding=item_embedding, label_smoothing=label_smoothing, seed=seed, **sizes)
         from transformers import T5ForConditionalGeneration
 
         self.n_digits = len(vocab_sizes)
@@ -212,7 +213,8 @@ class Tiger(Recommender):
         dec_in = F.pad(labels[:, :-1], (1, 0), value=PAD)  # [B, D], starts with the pad token
         out = self.t5.decoder(input_ids=dec_in, encoder_hidden_states=hidden, encoder_attention_mask=mask)
         logits = self.logits(out.last_hidden_state)  # [B, D, V]
-        return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten())
+        smooth = self.init_kwargs["label_smoothing"]
+        return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), label_smoothing=smooth)
 
     def token_logprobs(self, history: Tensor, items: Tensor) -> Tensor:
         """Teacher-forced log p(code of item | history), summed over digits: the exact score that beam
