@@ -93,7 +93,9 @@ class Diffkg(GraphRecommender):
         )  # fmt: skip
         ab = linear_var_alphas(steps, noise_scale, noise_min, noise_max)
         if not bool(((ab > 0) & (ab < 1)).all()):
-            raise GdrError("diffkg noise variances must lie in (0, 1)", fix="lower diffkg.noise_scale or diffkg.noise_max")
+            raise GdrError(
+                "diffkg noise variances must lie in (0, 1)", fix="lower diffkg.noise_scale or diffkg.noise_max"
+            )
         self.n_entities, self.n_layers, self.dropout, self.ssl_weight = n_entities, n_layers, dropout, ssl_weight
         self.temperature, self.steps, self.keep, self.ckgc_weight = temperature, steps, keep, ckgc_weight
         self.refresh_every, self.time_dim = refresh_every, time_dim
@@ -134,14 +136,20 @@ class Diffkg(GraphRecommender):
         msg = F.dropout(msg, self.dropout, self.training)
         q = self.item_emb.weight
         agg = q.new_zeros(q.shape).index_add_(0, item, msg)
-        deg = torch.zeros(self.n_items, dtype=q.dtype, device=q.device).index_add_(0, item, torch.ones_like(item, dtype=q.dtype))
+        deg = torch.zeros(self.n_items, dtype=q.dtype, device=q.device).index_add_(
+            0, item, torch.ones_like(item, dtype=q.dtype)
+        )
         return q + agg / deg.clamp(min=1)[:, None]
 
     def lightgcn(self, items0: Tensor) -> tuple[Tensor, Tensor]:
         """LightGCN over the training graph from [P ; items0], every layer's output summed. -> ([U, d], [N, d])"""
         users, items = self.interactions
-        du = torch.zeros(self.n_users, device=users.device).index_add_(0, users, torch.ones_like(users, dtype=torch.float32))
-        di = torch.zeros(self.n_items, device=users.device).index_add_(0, items, torch.ones_like(items, dtype=torch.float32))
+        du = torch.zeros(self.n_users, device=users.device).index_add_(
+            0, users, torch.ones_like(users, dtype=torch.float32)
+        )
+        di = torch.zeros(self.n_items, device=users.device).index_add_(
+            0, items, torch.ones_like(items, dtype=torch.float32)
+        )
         w = (du[users] * di[items]).rsqrt()[:, None]  # [R, 1] symmetric normalisation
         u, v = self.user_emb.weight, items0
         su, sv = u, v
@@ -248,7 +256,9 @@ def knowledge_graph(data: FamilyData) -> tuple[Tensor, Tensor, int]:
     path = processed.folder / "kg.parquet"
     dataset = processed.manifest.dataset
     if data.view == "social":
-        raise GdrError("diffkg recommends items from their attributes, not friends", fix="use --view item (or diffnet for friends)")
+        raise GdrError(
+            "diffkg recommends items from their attributes, not friends", fix="use --view item (or diffnet for friends)"
+        )
     if not path.exists():
         raise GdrError(f"dataset {dataset!r} has no knowledge graph (no kg.parquet: processed by an older gdr)", where=str(path),
                        fix=f"rerun `{processed.manifest.command}`")  # fmt: skip
@@ -295,5 +305,3 @@ class DiffkgFamily(ModelFamily):
     def stats(self, model: Any, data: FamilyData, cfg: Any) -> dict[str, Any]:
         return {"kg_edges": int(model.kg.shape[1]), "kg_entities": int(model.n_entities),
                 "refresh_every": int(model.refresh_every)}  # fmt: skip
-
-

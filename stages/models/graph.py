@@ -101,7 +101,10 @@ class GraphRecommender(Recommender, abc.ABC):
         self.check_sampler(sampler)
         users = getattr(options, "users", None)
         if users is None or len(users) != history.shape[0]:
-            raise GdrError(f"{self.kind} scores users by ID and got none", fix="pass options.users ([B] user ids), as `gdr sample` does")
+            raise GdrError(
+                f"{self.kind} scores users by ID and got none",
+                fix="pass options.users ([B] user ids), as `gdr sample` does",
+            )
         users = users.to(history.device).long()
         if int(users.max()) >= self.n_users or int(users.min()) < 0:
             raise GdrError(f"user id {int(users.max())} is outside this run's {self.n_users} users",
