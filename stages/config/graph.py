@@ -15,12 +15,12 @@ class GraphTrainConfig(TrainLoopConfig):
     """The shared loop's settings for BPR training on (user, positive item) pairs (one uniform negative each)."""
 
     lr: float = Field(
-        1e-3, gt=0, description="Peak AdamW learning rate; 1e-3 as DiffNet's and DiffKG's released code (Adam)."
+        1e-3, gt=0, description="Peak AdamW learning rate; 1e-3 as DiffKG's released code (Adam)."
     )
     weight_decay: float = Field(
         0.0,
         ge=0,
-        description="AdamW weight decay; 0: the model's own L2 term on the batch's embeddings (`reg`) regularises, as in both papers.",
+        description="AdamW weight decay; 0: the model's own L2 term on the batch's embeddings (`reg`) regularises, as BPR models do.",
     )
     batch_size: int = Field(
         1024, ge=1, description="(user, positive) pairs per optimiser step; 1024 as DiffKG's released code."
@@ -33,10 +33,10 @@ class GraphTrainConfig(TrainLoopConfig):
     warmup_steps: int = Field(
         0,
         ge=0,
-        description="Steps of linear learning-rate warm-up; 0: embedding models need none (neither paper warms up).",
+        description="Steps of linear learning-rate warm-up; 0: embedding models trained by BPR need none.",
     )
     min_lr_ratio: float = Field(
-        1.0, ge=0, le=1, description="Learning rate at the end of the cosine decay / lr; 1 = constant, as both papers."
+        1.0, ge=0, le=1, description="Learning rate at the end of the cosine decay / lr; 1 = constant, as DiffKG's released code."
     )
     eval_every: int = Field(
         0, ge=0, description="Optimiser steps between validations; 0 = once per epoch (epochs are short)."
