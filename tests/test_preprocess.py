@@ -31,7 +31,7 @@ def fixture_path(path: str, tmp: Path) -> Path:
     for f in (FIX / "lastfm").glob("*.dat.txt"):
         shutil.copy(f, out / f.name.removesuffix(".txt"))
     return out
-TABLES = ("interactions", "items", "users", "splits", "social", "social_splits")
+TABLES = ("interactions", "items", "users", "splits", "social", "social_splits", "kg")
 SCHEMAS = {
     "interactions": {"user": pl.Int32, "item": pl.Int32, "timestamp": pl.Int64},
     "items": {"item": pl.Int32, "raw_id": pl.String, "text": pl.String},
@@ -39,6 +39,7 @@ SCHEMAS = {
     "splits": {"user": pl.Int32, "train": pl.List(pl.Int32), "valid": pl.Int32, "test": pl.Int32},
     "social": {"user": pl.Int32, "friend": pl.Int32},
     "social_splits": {"user": pl.Int32, "train": pl.List(pl.Int32), "valid": pl.Int32, "test": pl.Int32},
+    "kg": {"item": pl.Int32, "relation": pl.String, "entity": pl.String},
 }
 LOOSE = PreprocessConfig(min_user_interactions=0, min_item_interactions=0)
 TINY = PreprocessConfig(synthetic=SyntheticConfig(users=300, items=120, mean_len=12))

@@ -24,6 +24,9 @@ def train_rec(
         bool, typer.Option("--resume", help="Continue an interrupted run from runs/.<run>.work/ (same config and inputs).")
     ] = False,
     init: Annotated[str | None, flag(C, "tiger.init", "--init")] = None,
+    interest_diffusion: Annotated[
+        bool | None, flag(C, "diffnet.interest_diffusion", "--interest-diffusion/--no-interest-diffusion")
+    ] = None,
     max_minutes: Annotated[float | None, flag(C, "train.max_minutes", "--max-minutes")] = None,
     lr: Annotated[float | None, flag(C, "train.lr", "--lr")] = None,
     batch_size: Annotated[int | None, flag(C, "train.batch_size", "--batch-size")] = None,
@@ -38,6 +41,7 @@ def train_rec(
         "view": view,
         "ids": ids,
         "tiger.init": init,
+        "diffnet.interest_diffusion": interest_diffusion,
         "train.max_minutes": max_minutes,
         "train.lr": lr,
         "train.batch_size": batch_size,

@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 
 from gdr_cli.config import StageConfig
 from stages.config.diffurec import DiffurecConfig
+from stages.config.graph import DiffkgConfig, DiffnetConfig
 from stages.config.seqrec import HstuConfig, SasrecConfig
 from stages.config.training import TrainLoopConfig
 
@@ -79,11 +80,12 @@ TRAIN_DEFAULTS: dict[str, type[TrainLoopConfig]] = {"pop": TrainLoopConfig}
 
 
 class TrainRecConfig(StageConfig):
-    model: Literal["pop", "sasrec", "hstu", "diffurec", "tiger"] = Field(
+    model: Literal["pop", "sasrec", "hstu", "diffurec", "tiger", "diffnet", "diffkg"] = Field(
         "pop",
         description="Recommender: 'pop' (most popular, the floor), 'sasrec' / 'hstu' (ID-embedding sequence models, "
         "the baselines), 'diffurec' (Gaussian diffusion over the next item's embedding), 'tiger' (autoregressive T5 over "
-        "item codes). The masked-diffusion model over codes is trained by `gdr diffuse`.",
+        "item codes), 'diffnet' (influence diffusion over the social graph; needs friends), 'diffkg' (knowledge-graph "
+        "diffusion; needs item attributes). The masked-diffusion model over codes is trained by `gdr diffuse`.",
     )
     view: Literal["item", "social"] = Field(
         "item",
@@ -105,6 +107,8 @@ class TrainRecConfig(StageConfig):
     sasrec: SasrecConfig = Field(default_factory=SasrecConfig, description="sasrec: sizes, dropout, loss and training loop.")
     hstu: HstuConfig = Field(default_factory=HstuConfig, description="hstu: sizes, dropout, loss and training loop.")
     diffurec: DiffurecConfig = Field(default_factory=DiffurecConfig, description="diffurec: model sizes, noise schedule and sampling steps.")
+    diffnet: DiffnetConfig = Field(default_factory=DiffnetConfig, description="diffnet: sizes, DiffNet++ interest diffusion and training loop.")
+    diffkg: DiffkgConfig = Field(default_factory=DiffkgConfig, description="diffkg: sizes, diffusion, contrastive term and training loop.")
 
     @model_validator(mode="after")
     def _model_train_defaults(self) -> TrainRecConfig:

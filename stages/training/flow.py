@@ -49,7 +49,8 @@ def load_data(paths: DataPaths, processed: Processed, req: TrainRequest) -> tupl
     max_len = req.max_len or req.family.default_max_len
     splits = view_splits(processed, req.view)
     data = FamilyData(
-        splits=splits, n_items=n_entities(processed, req.view), max_len=max_len, seed=req.seed, view=req.view
+        splits=splits, n_items=n_entities(processed, req.view), max_len=max_len, seed=req.seed, view=req.view,
+        processed=processed,
     )
     if req.family.needs_ids:
         from stages.ids.codeset import load_codeset
@@ -83,6 +84,7 @@ def train_family(paths: DataPaths, processed: Processed, req: TrainRequest) -> M
     validate = make_validator(
         val["history"], val["target"], k=10, batch_size=req.train.eval_batch_size, options=options, sampler=sampler,
         exclude=with_self(val["user"], None, req.view),  # social view: never the user themself
+        users=val["user"],  # models that score users by ID (graph models) read them from options.users
     )  # fmt: skip
     fingerprint = resume_fingerprint(req.stage_config, {k: v.sha256 for k, v in inputs.items()})
     result = fit(model=model, train=train, validate=validate, cfg=req.train, seed=req.seed, workdir=paths.work(req.name),
