@@ -18,6 +18,7 @@ def train_rec(
     set_: SetOpt = None,
     model: Annotated[str | None, flag(C, "model", "--model")] = None,
     view: Annotated[str | None, flag(C, "view", "--view")] = None,
+    train_split: Annotated[str | None, flag(C, "train_split", "--train-split")] = None,
     ids: Annotated[str | None, flag(C, "ids", "--ids")] = None,
     run: Annotated[str | None, typer.Option("--run", help="Run name (its folder under runs/); default: the model's name.")] = None,
     resume: Annotated[
@@ -36,6 +37,7 @@ def train_rec(
     flags = {
         "model": model,
         "view": view,
+        "train_split": train_split,
         "ids": ids,
         "tiger.init": init,
         "train.max_minutes": max_minutes,

@@ -87,6 +87,11 @@ class TrainRecConfig(StageConfig):
         None, ge=1,
         description="History items fed to the model; unset = the model's default (PROTOCOL.md: 20 for ID-generative models, 50 for SASRec-style).",
     )  # fmt: skip
+    train_split: str | None = Field(
+        None,
+        description="Training split: unset = the base split (processed/splits.parquet), or 'augmented/<name>' written by "
+        "`gdr augment` (pseudo items in training sequences; validation/test targets and histories stay the base split's).",
+    )
     seed: int = Field(42, description="Seed of initialisation, data order and dropout; same seed, same run.")
     train: TrainLoopConfig = Field(
         default_factory=TigerTrainConfig,
