@@ -19,8 +19,11 @@ def augment(
     method: Annotated[str | None, flag(C, "method", "--method")] = None,
     name: Annotated[
         str | None,
-        typer.Option("--name", help="Name of the augmented split (its folder under augmented/; train on it with "
-                     "--train-split augmented/NAME); default: the method."),
+        typer.Option(
+            "--name",
+            help="Name of the augmented split (its folder under augmented/; train on it with "
+            "--train-split augmented/NAME); default: the method.",
+        ),
     ] = None,
     base: Annotated[str | None, flag(C, "base", "--base")] = None,
     min_len: Annotated[int | None, flag(C, "min_len", "--min-len")] = None,

@@ -24,6 +24,15 @@ def train_rec(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue an interrupted run from runs/.<run>.work/ (same config and inputs).")
     ] = False,
+    plugin: Annotated[str | None, flag(C, "sasrec.plugin", "--plugin")] = None,
+    plugin_run: Annotated[str | None, flag(C, "sasrec.pdrec.run", "--plugin-run")] = None,
+    reweight: Annotated[bool | None, flag(C, "sasrec.pdrec.reweight", "--reweight/--no-reweight")] = None,
+    soft_positives: Annotated[
+        bool | None, flag(C, "sasrec.pdrec.soft_positives", "--soft-positives/--no-soft-positives")
+    ] = None,
+    tail_negatives: Annotated[
+        bool | None, flag(C, "sasrec.pdrec.tail_negatives", "--tail-negatives/--no-tail-negatives")
+    ] = None,
     init: Annotated[str | None, flag(C, "tiger.init", "--init")] = None,
     max_minutes: Annotated[float | None, flag(C, "train.max_minutes", "--max-minutes")] = None,
     lr: Annotated[float | None, flag(C, "train.lr", "--lr")] = None,
@@ -39,6 +48,11 @@ def train_rec(
         "view": view,
         "train_split": train_split,
         "ids": ids,
+        "sasrec.plugin": plugin,
+        "sasrec.pdrec.run": plugin_run,
+        "sasrec.pdrec.reweight": reweight,
+        "sasrec.pdrec.soft_positives": soft_positives,
+        "sasrec.pdrec.tail_negatives": tail_negatives,
         "tiger.init": init,
         "train.max_minutes": max_minutes,
         "train.lr": lr,

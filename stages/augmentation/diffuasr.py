@@ -137,9 +137,7 @@ def nearest_unseen(vectors: Tensor, items: Tensor, seen: Tensor) -> Tensor:
     return out
 
 
-def train_diffuasr(
-    net: DiffuasrNet, block: Tensor, guide: Tensor, *, cfg: DiffuasrConfig, seed: int
-) -> list[float]:
+def train_diffuasr(net: DiffuasrNet, block: Tensor, guide: Tensor, *, cfg: DiffuasrConfig, seed: int) -> list[float]:
     """Fit `net` on training blocks [N, M] and guides [N, G] for cfg.epochs (AdamW, constant lr); returns the
     mean loss of each epoch."""
     gen = torch.Generator().manual_seed(seed)

@@ -61,7 +61,9 @@ def open_train_split(paths: DataPaths, processed: Processed, value: str | None) 
     try:
         splits = pl.read_parquet(path)
     except (OSError, pl.exceptions.PolarsError) as exc:
-        raise GdrError(f"unreadable table: {exc}", where=str(path), fix=f"rebuild it with `{manifest.command}`") from None
+        raise GdrError(
+            f"unreadable table: {exc}", where=str(path), fix=f"rebuild it with `{manifest.command}`"
+        ) from None
     check_same_targets(base, splits, where=str(path))
     return TrainSplit(name, splits, input_ref(folder, paths.root, manifest))
 

@@ -103,6 +103,12 @@ class TrainRecConfig(StageConfig):
     diffurec: DiffurecConfig = Field(default_factory=DiffurecConfig, description="diffurec: model sizes, noise schedule and sampling steps.")
 
     @model_validator(mode="after")
+    def _plugin_model(self) -> TrainRecConfig:
+        if self.sasrec.plugin != "none" and self.model != "sasrec":
+            raise ValueError(f"plugin {self.sasrec.plugin!r} trains sasrec, not {self.model!r}")
+        return self
+
+    @model_validator(mode="after")
     def _model_train_defaults(self) -> TrainRecConfig:
         """The run's loop = the chosen model's own `train` (its defaults, or a preset's `train_rec.<model>.train`)
         updated by the `train_rec.train` keys that were set (YAML, --set, flags)."""
