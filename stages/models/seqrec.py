@@ -73,6 +73,14 @@ def negatives_loss(
     return F.cross_entropy(logits, torch.zeros(len(target), dtype=torch.int64, device=target.device))
 
 
+def tail_draws(pref: Tensor, threshold: Tensor, k: int, generator: torch.Generator) -> Tensor:
+    """k distinct items per row drawn uniformly from the tail {i: pref[b, i] <= threshold[b]} (rows whose tail
+    has fewer than k items fill up with the lowest random keys outside it). pref [B, N], threshold [B] -> [B, k]."""
+    keys = torch.rand(pref.shape, generator=generator, device=pref.device)
+    keys = keys.masked_fill(pref > threshold[:, None], -1.0)  # outside the tail: drawn last
+    return keys.topk(min(k, pref.shape[1]), dim=1).indices
+
+
 # ----- initialisation and helpers -----------------------------------------------------------------
 @torch.no_grad()
 def init_weights(module: nn.Module, gen: torch.Generator) -> None:
@@ -233,9 +241,7 @@ class SeqRecommender(Recommender, abc.ABC):
             gen = self.negatives_generator()
             if "tail_pref" in batch:
                 pref = batch["tail_pref"] @ self.plugin_items.to(query.device).T  # [B, N] plug-in scores
-                keys = torch.rand(pref.shape, generator=gen, device=query.device)
-                keys = keys.masked_fill(pref > batch["tail_thr"][:, None], -1.0)  # outside the tail: drawn last
-                neg = keys.topk(min(self.num_negatives, self.n_items), dim=1).indices  # [B, k] uniform from the tail
+                neg = tail_draws(pref, batch["tail_thr"], self.num_negatives, gen)
             else:
                 neg = torch.randint(self.n_items, (b, self.num_negatives), generator=gen, device=query.device)
         losses = self.window_losses(query, target.clamp(min=0), items, neg)  # [B, L]; padding masked by keep
