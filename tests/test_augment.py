@@ -18,8 +18,7 @@ from stages import augment, preprocess
 from stages.augmentation.diffuasr import nearest_unseen
 from stages.augmentation.splits import open_train_split
 from stages.config.augment import AugmentConfig
-from stages.config.preprocess import PreprocessConfig
-from stages.config.preprocess import SyntheticConfig
+from stages.config.preprocess import PreprocessConfig, SyntheticConfig
 from stages.data.sequences import leading_items, training_examples, training_futures
 from stages.inputs import open_processed
 
