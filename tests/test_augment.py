@@ -4,6 +4,7 @@ adds no history item twice, it never writes over its base, and `--train-split` e
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import polars as pl
@@ -178,6 +179,31 @@ def test_cli_augment_train_sample_evaluate(tmp_path: Path, capsys: pytest.Captur
         text = run.read_text()
         assert '"train_split": "augmented/aug"' in text and "synthetic/augmented/aug" in text
         assert main(["sample", "synthetic", *d, "--run", f"{model}-aug"]) == 0
+    assert main(["build-ids", "synthetic", *d, "--method", "random", "--ids", "rnd"]) == 0
+    assert (
+        main(
+            [
+                "diffuse",
+                "synthetic",
+                *d,
+                "--ids",
+                "rnd",
+                "--train-split",
+                "augmented/aug",
+                "--run",
+                "dif-aug",
+                "--epochs",
+                "1",
+            ]
+        )
+        == 0
+    )
+    manifest = json.loads((tmp_path / "synthetic" / "runs" / "dif-aug" / "manifest.json").read_text())
+    assert manifest["stats"]["train_split"] == "augmented/aug" and set(manifest["inputs"]) == {
+        "processed",
+        "ids",
+        "train_split",
+    }
     assert main(["train-rec", "synthetic", *d, "--model", "sasrec", "--train-split", "augmented/none"]) == 2
     assert "augmented/none" in capsys.readouterr().err
     assert main(["evaluate", "synthetic", *d]) == 0
