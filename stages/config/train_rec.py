@@ -98,6 +98,11 @@ class TrainRecConfig(StageConfig):
         None, ge=1,
         description="History items fed to the model; unset = the model's default (PROTOCOL.md: 20 for ID-generative models, 50 for SASRec-style).",
     )  # fmt: skip
+    train_split: str | None = Field(
+        None,
+        description="Training split: unset = the base split (processed/splits.parquet), or 'augmented/<name>' written by "
+        "`gdr augment` (pseudo items in training sequences; validation/test targets and histories stay the base split's).",
+    )
     seed: int = Field(42, description="Seed of initialisation, data order and dropout; same seed, same run.")
     train: TrainLoopConfig = Field(
         default_factory=TigerTrainConfig,
@@ -109,6 +114,12 @@ class TrainRecConfig(StageConfig):
     diffurec: DiffurecConfig = Field(default_factory=DiffurecConfig, description="diffurec: model sizes, noise schedule and sampling steps.")
     diffnet: DiffnetConfig = Field(default_factory=DiffnetConfig, description="diffnet: sizes, DiffNet++ interest diffusion and training loop.")
     diffkg: DiffkgConfig = Field(default_factory=DiffkgConfig, description="diffkg: sizes, diffusion, contrastive term and training loop.")
+
+    @model_validator(mode="after")
+    def _plugin_model(self) -> TrainRecConfig:
+        if self.sasrec.plugin != "none" and self.model != "sasrec":
+            raise ValueError(f"plugin {self.sasrec.plugin!r} trains sasrec, not {self.model!r}")
+        return self
 
     @model_validator(mode="after")
     def _model_train_defaults(self) -> TrainRecConfig:

@@ -406,7 +406,7 @@ class DiffusionFamily(ModelFamily):
         n = len(data.vocab_sizes or [])
         if n > MAX_DIGITS:
             return {"loss": cfg.loss}
-        val = eval_histories(data.splits, "valid", data.max_len, with_target=True)
+        val = eval_histories(data.eval_splits, "valid", data.max_len, with_target=True)
         device = next(model.parameters()).device
         bound = model.likelihood_bound(val["history"].to(device), val["target"].to(device)).mean().item()
         return {"loss": cfg.loss, "val_nll_bound_nats": round(bound, 6), "val_perplexity_per_digit": round(math.exp(bound / n), 6)}
