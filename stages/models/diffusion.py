@@ -340,7 +340,12 @@ class DiffusionRecommender(Recommender):
             if state.logp is None or state.fresh is None or not use_cache:
                 state.logp = state.logp if state.logp is not None else self.head_b.new_empty(b, s, n, self.vocab_ok.shape[1])
                 state.fresh = torch.zeros(b, s, dtype=torch.bool, device=state.tokens.device)
-            rows = (~state.fresh).flatten().nonzero().squeeze(1)  # rows needing a function evaluation
+            need = ~state.fresh
+            skip = smp.needless(state)  # rows whose log-probs the step does not read: no evaluation
+            if skip is not None and bool(skip.any()):
+                state.logp[skip] = 0.0
+                need &= ~skip
+            rows = need.flatten().nonzero().squeeze(1)  # rows needing a function evaluation
             if len(rows) == b * s:  # every row: a user's rows share its keys/values, no copy of the output
                 state.logp = self.denoise(ctx, s, state.tokens.reshape(b * s, n)).view(b, s, n, self.vocab_ok.shape[1])
                 evals += len(rows)

@@ -124,6 +124,7 @@ class Tiger(Recommender):
         self.check_codes(codes)
         self.codes.copy_(codes)
         self._trie = None
+        self.sample_stats: dict[str, float] = {}  # last recommend(): nfe (decoder rows per user), rounds
 
     def check_codes(self, codes: Tensor) -> None:
         """Raise a `GdrError` when `codes` [N, D] cannot be the code table of this model."""
@@ -266,9 +267,10 @@ class Tiger(Recommender):
         qkv = torch.stack([att.q(y), att.k(y), att.v(y)], 1).view(-1, 3, h, dk)  # [V, 3, H, dk]
         return DecodeCache(cross, bias, position.transpose(0, 1), qkv)  # position [D, H, D]: query position first
 
-    def next_logprobs(self, tokens: Tensor, cache: DecodeCache) -> Tensor:
+    def next_logprobs(self, tokens: Tensor, cache: DecodeCache, span: tuple[int, int] | None = None) -> Tensor:
         """Log-probs of the next token of every beam: tokens [B, W] (each beam's newest decoder input)
-        -> [B, W, V] float32. Extends `cache` by one position.
+        -> [B, W, V] float32, or only the vocabulary rows span = (lo, hi) -> [B, W, hi - lo] (still
+        normalised over the whole vocabulary; the beam reads one code level). Extends `cache` by one position.
 
         The decoder layers of `self.t5` run by hand on the newest position only: the same weights and
         arithmetic as the transformers decoder, without its per-call machinery. Each user's W beams are
@@ -298,7 +300,10 @@ class Tiger(Recommender):
             x = x + att.o(out.transpose(1, 2).flatten(2))
             x = x + _feed_forward(ff.DenseReluDense, ff.layer_norm(x))
         cache.length += 1
-        return self.logits(self.t5.decoder.final_layer_norm(x)).float().log_softmax(-1)
+        logits = self.logits(self.t5.decoder.final_layer_norm(x)).float()
+        if span is None:
+            return logits.log_softmax(-1)
+        return logits[..., span[0] : span[1]] - logits.logsumexp(-1, keepdim=True)
 
     def trie(self):
         """The trie of this model's item codes (built once per device and code table)."""
@@ -334,21 +339,42 @@ class DecodeCache:
     def __init__(self, cross: list[tuple[Tensor, Tensor]], bias: Tensor, position: Tensor, first_qkv: Tensor):
         self.cross, self.bias, self.position, self.first_qkv = cross, bias, position, first_qkv
         self.selves: list[tuple[Tensor, Tensor] | None] = [None] * len(cross)
+        self.buffers: list[Tensor | None] = [None] * len(cross)  # per layer [2, B, W, D, H, dk], filled up to length
         self.length = 0
 
     def append(self, i: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Add the newest position's k, v [B, W, H, dk] to layer i -> all keys, values [B, W, t+1, H, dk]."""
-        k, v = k[:, :, None], v[:, :, None]
-        past = self.selves[i]
-        if past is not None:
-            k, v = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2)
-        self.selves[i] = (k, v)
-        return k, v
+        """Add the newest position's k, v [B, W, H, dk] to layer i -> all keys, values [B, W, t+1, H, dk].
+        Written in place into a buffer of every position (no concatenation of the past)."""
+        b, w, h, dk = k.shape
+        t = self.length
+        buf = self.buffers[i]
+        if buf is None or buf.shape[2] != w:  # the beam width changed (after the first step): a new buffer
+            new = k.new_empty(2, b, w, self.position.shape[0], h, dk)
+            if t:
+                past = self.selves[i]
+                assert past is not None
+                new[0, :, :, :t], new[1, :, :, :t] = past  # [B, W, t, H, dk] each, already reordered
+            buf = self.buffers[i] = new
+        buf[0, :, :, t], buf[1, :, :, t] = k, v
+        self.selves[i] = (buf[0, :, :, : t + 1], buf[1, :, :, : t + 1])
+        return self.selves[i]  # type: ignore[return-value]
 
     def reorder(self, parent: Tensor) -> None:
         """Keep, for each user, the beams `parent` [B, W'] (indices into the current W beams)."""
         user = torch.arange(parent.shape[0], device=parent.device)[:, None]
-        self.selves = [None if kv is None else (kv[0][user, parent], kv[1][user, parent]) for kv in self.selves]
+        for i, kv in enumerate(self.selves):
+            if kv is None:
+                continue
+            buf = self.buffers[i]
+            t = kv[0].shape[2]
+            assert buf is not None
+            if buf.shape[2] == parent.shape[1]:  # same width: gather the past positions into a fresh buffer
+                new = torch.empty_like(buf)
+                new[:, :, :, :t] = buf[:, user, parent, :t]
+                self.buffers[i] = new
+                self.selves[i] = (new[0, :, :, :t], new[1, :, :, :t])
+            else:  # width changes: plain tensors, a buffer of the new width is made at the next append
+                self.selves[i] = (kv[0][user, parent], kv[1][user, parent])
 
 
 def _feed_forward(dense: Any, x: Tensor) -> Tensor:
