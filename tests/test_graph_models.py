@@ -229,3 +229,20 @@ def test_diffnet_run_round_trips(syn: Path) -> None:
     assert model.social.shape[1] > 0 and meta["view"] == "item"
     u, q = model.vectors()
     assert torch.isfinite(u).all() and u.shape[0] == model.n_users and q.shape[0] == model.n_items
+
+
+@pytest.mark.parametrize(("mode", "flag"), [("false", "--keep-history"), ("true", "--exclude-history")])
+def test_validation_ndcg_matches_sampled_lists_in_each_history_mode(
+    syn: Path, mode: str, flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The checkpoint's validation NDCG@10 is what `sample --split valid` (same history mode) + `evaluate` give."""
+    d = ["--data-dir", str(syn)]
+    run = f"dn-{mode}"
+    assert gdr("train-rec", "syn", "--model", "diffnet", "--run", run, "--epochs", "2",
+               "--set", f"diffnet.exclude_history={mode}", "--config", "tiny", *d) == 0  # fmt: skip
+    stats = json.loads((syn / "syn" / "runs" / run / "manifest.json").read_text())["stats"]
+    assert stats["validation_history"] == ("excluded" if mode == "true" else "kept")
+    assert gdr("sample", "syn", "--run", run, "--split", "valid", flag, "--k", "10", *d) == 0
+    capsys.readouterr()
+    assert gdr("evaluate", "syn", "--run", run, "--split", "valid", "--json", *d) == 0
+    assert json.loads(capsys.readouterr().out)[run]["ndcg@10"] == pytest.approx(stats["best_val_ndcg@10"], abs=1e-6)

@@ -293,10 +293,13 @@ class DiffkgFamily(ModelFamily):
         model = Diffkg(
             n_users=n_users_of(data), n_items=data.n_items, n_entities=len(entity_relation), n_relations=n_relations,
             n_kg=kg.shape[1], n_interactions=ui.shape[1], seed=data.seed, refresh_every=max(1, round(cfg.refresh_epochs * epoch)),
-            **cfg.model_dump(exclude={"train", "refresh_epochs"}),
+            **cfg.model_dump(exclude={"train", "refresh_epochs", "exclude_history"}),
         )  # fmt: skip
         model.set_graphs(kg, entity_relation, ui)
         return model
+
+    def validation_excludes_history(self, cfg: Any) -> bool:
+        return cfg.exclude_history
 
     def examples(self, data: FamilyData, cfg: Any) -> dict[str, Tensor]:
         users, items = training_pairs(data.splits)
