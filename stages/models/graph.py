@@ -106,7 +106,7 @@ class GraphRecommender(Recommender, abc.ABC):
                 fix="pass options.users ([B] user ids), as `gdr sample` does",
             )
         users = users.to(history.device).long()
-        if int(users.max()) >= self.n_users or int(users.min()) < 0:
+        if users.numel() and (int(users.max()) >= self.n_users or int(users.min()) < 0):
             raise GdrError(f"user id {int(users.max())} is outside this run's {self.n_users} users",
                            fix="sample the run on the dataset it was trained on")  # fmt: skip
         return top_k(self.scores(users), k, exclude)
