@@ -39,7 +39,7 @@ from stages.config.graph import DiffkgConfig, DiffkgTrainConfig
 from stages.models.diffurec import timestep_embedding
 from stages.models.family import FamilyData, ModelFamily
 from stages.models.graph import GraphRecommender, bpr_loss, n_users_of, training_pairs
-from stages.models.seqrec import _rank, init_weights
+from stages.models.seqrec import init_weights
 
 REFRESH_CHUNK = 512
 """Items per denoiser call when the denoised graph is rebuilt."""
@@ -226,12 +226,6 @@ class Diffkg(GraphRecommender):
         self.train(was)
 
     # ----- training ----------------------------------------------------------------------------------
-    def step_generator(self, device: torch.device) -> torch.Generator:
-        state = np.random.SeedSequence([self.seed & 0xFFFFFFFF, int(self.draws), _rank()]).generate_state(2, np.uint32)
-        if self.training:
-            self.draws += 1
-        return torch.Generator(device).manual_seed(int(state[0]) << 32 | int(state[1]))
-
     def loss(self, batch: dict[str, Tensor]) -> Tensor:
         users, pos = batch["user"], batch["item"]
         gen = self.step_generator(users.device)
