@@ -222,7 +222,8 @@ class Diffkg(GraphRecommender):
         device = self.denoised.device
         for lo in range(0, self.n_items, REFRESH_CHUNK):
             items = torch.arange(lo, min(lo + REFRESH_CHUNK, self.n_items), device=device)
-            self.denoised[items] = self.reverse(self.rows(items)).topk(min(self.keep, self.n_entities), dim=1).indices
+            top = self.reverse(self.rows(items)).topk(min(self.keep, self.n_entities), dim=1).indices
+            self.denoised[items] = F.pad(top, (0, self.keep - top.shape[1]), value=-1)  # keep > entities: -1 = none
         self.train(was)
 
     # ----- training ----------------------------------------------------------------------------------
