@@ -230,3 +230,48 @@ def test_diffnet_run_round_trips(syn: Path) -> None:
     assert model.social.shape[1] > 0 and meta["view"] == "item"
     u, q = model.vectors()
     assert torch.isfinite(u).all() and u.shape[0] == model.n_users and q.shape[0] == model.n_items
+
+
+@pytest.mark.parametrize(("mode", "flag"), [("false", "--keep-history"), ("true", "--exclude-history")])
+def test_validation_ndcg_matches_sampled_lists_in_each_history_mode(
+    syn: Path, mode: str, flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The checkpoint's validation NDCG@10 is what `sample --split valid` (same history mode) + `evaluate` give."""
+    d = ["--data-dir", str(syn)]
+    run = f"dn-{mode}"
+    assert gdr("train-rec", "syn", "--model", "diffnet", "--run", run, "--epochs", "2",
+               "--set", f"diffnet.exclude_history={mode}", "--config", "tiny", *d) == 0  # fmt: skip
+    stats = json.loads((syn / "syn" / "runs" / run / "manifest.json").read_text())["stats"]
+    assert stats["validation_history"] == ("excluded" if mode == "true" else "kept")
+    assert gdr("sample", "syn", "--run", run, "--split", "valid", flag, "--k", "10", *d) == 0
+    capsys.readouterr()
+    assert gdr("evaluate", "syn", "--run", run, "--split", "valid", "--json", *d) == 0
+    assert json.loads(capsys.readouterr().out)[run]["ndcg@10"] == pytest.approx(stats["best_val_ndcg@10"], abs=1e-6)
+
+
+def test_diffkg_resumes_bit_identical(
+    syn: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C mid-epoch, then --resume: the same weights and denoised graph as an uninterrupted run (the step
+    counter, the draws and the denoised graph, rebuilt every half epoch here, are all in the checkpoint)."""
+    from safetensors.torch import load_file
+
+    from stages.models.diffkg import Diffkg
+    from tests.test_learning import interrupt_at
+
+    args = ["--model", "diffkg", "--config", "tiny", "--epochs", "2", "--set", "diffkg.refresh_epochs=0.5",
+            "--data-dir", str(syn)]  # fmt: skip
+    assert gdr("train-rec", "syn", "--run", "kg-whole", *args) == 0
+    monkeypatch.setattr(Diffkg, "loss", interrupt_at(Diffkg, at=57))  # between checkpoints (every 20 steps)
+    assert gdr("train-rec", "syn", "--run", "kg-cut", *args) == 130
+    monkeypatch.undo()
+    assert gdr("train-rec", "syn", "--run", "kg-cut", "--resume", *args) == 0, capsys.readouterr().err
+    runs = syn / "syn" / "runs"
+    a, b = (
+        load_file(str(runs / "kg-whole" / "model.safetensors")),
+        load_file(str(runs / "kg-cut" / "model.safetensors")),
+    )
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert int(a["draws"]) > 0 and not torch.equal(a["denoised"][:, 0], torch.full_like(a["denoised"][:, 0], -1))
+    sa, sb = (json.loads((runs / r / "manifest.json").read_text())["stats"] for r in ("kg-whole", "kg-cut"))
+    assert all(sa[k] == sb[k] for k in ("best_val_ndcg@10", "best_step", "steps")) and sa["best_step"] > 57

@@ -14,9 +14,7 @@ from stages.config.training import TrainLoopConfig
 class GraphTrainConfig(TrainLoopConfig):
     """The shared loop's settings for BPR training on (user, positive item) pairs (one uniform negative each)."""
 
-    lr: float = Field(
-        1e-3, gt=0, description="Peak AdamW learning rate; 1e-3 as DiffKG's released code (Adam)."
-    )
+    lr: float = Field(1e-3, gt=0, description="Peak AdamW learning rate; 1e-3 as DiffKG's released code (Adam).")
     weight_decay: float = Field(
         0.0,
         ge=0,
@@ -36,7 +34,10 @@ class GraphTrainConfig(TrainLoopConfig):
         description="Steps of linear learning-rate warm-up; 0: embedding models trained by BPR need none.",
     )
     min_lr_ratio: float = Field(
-        1.0, ge=0, le=1, description="Learning rate at the end of the cosine decay / lr; 1 = constant, as DiffKG's released code."
+        1.0,
+        ge=0,
+        le=1,
+        description="Learning rate at the end of the cosine decay / lr; 1 = constant, as DiffKG's released code.",
     )
     eval_every: int = Field(
         0, ge=0, description="Optimiser steps between validations; 0 = once per epoch (epochs are short)."
@@ -57,6 +58,13 @@ class DiffnetConfig(StageConfig):
     )
     activation: Literal["relu", "sigmoid", "tanh"] = Field(
         "relu", description="DiffNet's layer non-linearity s(W [pooled friends, self]); relu (the paper leaves s open)."
+    )
+    exclude_history: bool = Field(
+        False,
+        description="Validate (select the checkpoint) with the user's training items removed from the ranking, as "
+        "`gdr sample --exclude-history`: set it for runs evaluated that way. A user-item model scores the items it was "
+        "trained on highest, so on data without repeat consumption (MovieLens) it is evaluated with history excluded, "
+        "as RecBole's general models (PROTOCOL.md); False = history kept (Last.fm has repeats).",
     )
     reg: float = Field(
         1e-4,
@@ -84,6 +92,13 @@ class DiffkgConfig(StageConfig):
     n_layers: int = Field(2, ge=1, description="LightGCN layers on the user-item graph; 2 (gnn_layer).")
     dropout: float = Field(
         0.1, ge=0, lt=1, description="Message dropout on knowledge-graph edges while training; 0.1 (mess_dropout_rate)."
+    )
+    exclude_history: bool = Field(
+        False,
+        description="Validate (select the checkpoint) with the user's training items removed from the ranking, as "
+        "`gdr sample --exclude-history`: set it for runs evaluated that way. A user-item model scores the items it was "
+        "trained on highest, so on data without repeat consumption (MovieLens) it is evaluated with history excluded, "
+        "as RecBole's general models (PROTOCOL.md); False = history kept (Last.fm has repeats).",
     )
     reg: float = Field(1e-7, ge=0, description="L2 weight on the batch's layer-0 embeddings; 1e-7 (reg).")
     ssl_weight: float = Field(

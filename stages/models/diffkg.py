@@ -39,7 +39,7 @@ from stages.config.graph import DiffkgConfig, DiffkgTrainConfig
 from stages.models.diffurec import timestep_embedding
 from stages.models.family import FamilyData, ModelFamily
 from stages.models.graph import GraphRecommender, bpr_loss, n_users_of, training_pairs
-from stages.models.seqrec import _rank, init_weights
+from stages.models.seqrec import init_weights
 
 REFRESH_CHUNK = 512
 """Items per denoiser call when the denoised graph is rebuilt."""
@@ -222,16 +222,11 @@ class Diffkg(GraphRecommender):
         device = self.denoised.device
         for lo in range(0, self.n_items, REFRESH_CHUNK):
             items = torch.arange(lo, min(lo + REFRESH_CHUNK, self.n_items), device=device)
-            self.denoised[items] = self.reverse(self.rows(items)).topk(min(self.keep, self.n_entities), dim=1).indices
+            top = self.reverse(self.rows(items)).topk(min(self.keep, self.n_entities), dim=1).indices
+            self.denoised[items] = F.pad(top, (0, self.keep - top.shape[1]), value=-1)  # keep > entities: -1 = none
         self.train(was)
 
     # ----- training ----------------------------------------------------------------------------------
-    def step_generator(self, device: torch.device) -> torch.Generator:
-        state = np.random.SeedSequence([self.seed & 0xFFFFFFFF, int(self.draws), _rank()]).generate_state(2, np.uint32)
-        if self.training:
-            self.draws += 1
-        return torch.Generator(device).manual_seed(int(state[0]) << 32 | int(state[1]))
-
     def loss(self, batch: dict[str, Tensor]) -> Tensor:
         users, pos = batch["user"], batch["item"]
         gen = self.step_generator(users.device)
@@ -293,10 +288,13 @@ class DiffkgFamily(ModelFamily):
         model = Diffkg(
             n_users=n_users_of(data), n_items=data.n_items, n_entities=len(entity_relation), n_relations=n_relations,
             n_kg=kg.shape[1], n_interactions=ui.shape[1], seed=data.seed, refresh_every=max(1, round(cfg.refresh_epochs * epoch)),
-            **cfg.model_dump(exclude={"train", "refresh_epochs"}),
+            **cfg.model_dump(exclude={"train", "refresh_epochs", "exclude_history"}),
         )  # fmt: skip
         model.set_graphs(kg, entity_relation, ui)
         return model
+
+    def validation_excludes_history(self, cfg: Any) -> bool:
+        return cfg.exclude_history
 
     def examples(self, data: FamilyData, cfg: Any) -> dict[str, Tensor]:
         users, items = training_pairs(data.splits)

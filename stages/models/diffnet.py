@@ -139,9 +139,12 @@ class DiffnetFamily(ModelFamily):
         social = social_edges(data)
         users, items = training_pairs(data.splits)
         model = Diffnet(n_users=n_users_of(data), n_items=data.n_items, n_social=social.shape[1], n_interactions=len(users),
-                        seed=data.seed, **cfg.model_dump(exclude={"train"}))  # fmt: skip
+                        seed=data.seed, **cfg.model_dump(exclude={"train", "exclude_history"}))  # fmt: skip
         model.set_graphs(social, torch.stack([users, items]))
         return model
+
+    def validation_excludes_history(self, cfg: Any) -> bool:
+        return cfg.exclude_history
 
     def examples(self, data: FamilyData, cfg: Any) -> dict[str, Tensor]:
         users, items = training_pairs(data.splits)

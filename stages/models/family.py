@@ -78,6 +78,11 @@ class ModelFamily(abc.ABC):
         """(sampler, options) that validation NDCG@10 passes to `model.recommend`; None = the model's default."""
         return None, None
 
+    def validation_excludes_history(self, cfg: Any) -> bool:
+        """True when validation ranks without the user's training items, as `gdr sample --exclude-history`
+        (for runs that will be evaluated that way); False = history kept (PROTOCOL.md's default)."""
+        return False
+
     def stats(self, model: Recommender, data: FamilyData, cfg: Any) -> dict[str, Any]:
         """Extra manifest stats of the trained model (e.g. a likelihood bound)."""
         return {}

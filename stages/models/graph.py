@@ -69,18 +69,19 @@ class GraphRecommender(Recommender, abc.ABC):
     def ego(self, users: Tensor, items: Tensor) -> Tensor:
         """Sum of squared ego (layer-0) embeddings of these users and items, for the L2 penalty."""
 
-    def negatives(self, n: int, device: torch.device) -> Tensor:
-        """n uniform item ids from a generator seeded by (seed, step, rank); advances the step when training."""
+    def step_generator(self, device: torch.device) -> torch.Generator:
+        """This training step's generator, seeded by (seed, step, rank); advances the step when training."""
         state = np.random.SeedSequence([self.seed & 0xFFFFFFFF, int(self.draws), _rank()]).generate_state(2, np.uint32)
         if self.training:
             self.draws += 1
-        gen = torch.Generator(device).manual_seed(int(state[0]) << 32 | int(state[1]))
-        return torch.randint(self.n_items, (n,), generator=gen, device=device)
+        return torch.Generator(device).manual_seed(int(state[0]) << 32 | int(state[1]))
 
     def bpr(self, batch: dict[str, Tensor]) -> Tensor:
         """BPR + L2 of a batch {"user": [B], "item": [B]} (one uniform negative per pair)."""
         users, pos = batch["user"], batch["item"]
-        neg = self.negatives(len(users), users.device)
+        neg = torch.randint(
+            self.n_items, (len(users),), generator=self.step_generator(users.device), device=users.device
+        )
         u, v = self.vectors()
         uu = u[users]
         loss = bpr_loss((uu * v[pos]).sum(-1), (uu * v[neg]).sum(-1))
@@ -106,7 +107,7 @@ class GraphRecommender(Recommender, abc.ABC):
                 fix="pass options.users ([B] user ids), as `gdr sample` does",
             )
         users = users.to(history.device).long()
-        if int(users.max()) >= self.n_users or int(users.min()) < 0:
+        if users.numel() and (int(users.max()) >= self.n_users or int(users.min()) < 0):
             raise GdrError(f"user id {int(users.max())} is outside this run's {self.n_users} users",
                            fix="sample the run on the dataset it was trained on")  # fmt: skip
         return top_k(self.scores(users), k, exclude)

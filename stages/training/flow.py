@@ -93,9 +93,13 @@ def train_family(paths: DataPaths, processed: Processed, req: TrainRequest) -> M
     train = family.examples(data, cfg)
     val = eval_histories(data.eval_splits, "valid", data.max_len, with_target=True)
     sampler, options = family.validation_options(cfg)
+    seen = None
+    if family.validation_excludes_history(cfg):  # the whole training history, as `sample --exclude-history`
+        longest = int(data.splits["train"].list.len().max() or 0)
+        seen = eval_histories(data.splits, "valid", max(longest, 1), with_target=False)["history"]
     validate = make_validator(
         val["history"], val["target"], k=10, batch_size=req.train.eval_batch_size, options=options, sampler=sampler,
-        exclude=with_self(val["user"], None, req.view),  # social view: never the user themself
+        exclude=with_self(val["user"], seen, req.view),  # social view: never the user themself
         users=val["user"],  # models that score users by ID (graph models) read them from options.users
     )  # fmt: skip
     fingerprint = resume_fingerprint(req.stage_config, {k: v.sha256 for k, v in inputs.items()})
@@ -112,7 +116,7 @@ def train_family(paths: DataPaths, processed: Processed, req: TrainRequest) -> M
         "model": family.kind, "view": req.view, "train_split": data.train_split, "params": sum(p.numel() for p in model.parameters()), "examples": n_examples,
         "items": data.n_items, "max_len": data.max_len, "best_val_ndcg@10": round(result.best_metric, 6),
         "best_step": result.best_step, "steps": result.steps, "epochs": round(result.steps / max(1, result.steps_per_epoch), 3),
-        "stop_reason": result.stop_reason,
+        "stop_reason": result.stop_reason, "validation_history": "excluded" if seen is not None else "kept",
         "examples_per_s": round(sum(r["examples_per_s"] for r in rows) / len(rows), 1) if rows else None,
     }  # fmt: skip
     if data.vocab_sizes is not None:
