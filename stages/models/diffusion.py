@@ -291,7 +291,8 @@ class DiffusionRecommender(Recommender):
         fewer than k items (duplicate samples, beams merging into the same items) gets another
         round of the sampler with the items found so far excluded too; each round adds at least
         one, so exactly k come out whenever the catalogue minus the excluded items allows. The
-        lists are merged by score (path log-probabilities).
+        lists are merged by score (path log-probabilities). Unconstrained (`options.constrained`
+        off, `--no-constraint`): one search over every code; codes of no item come back as -2.
         """
         from stages.samplers import make_sampler
         from stages.samplers.base import SamplerOptions, top_distinct
@@ -321,6 +322,9 @@ class DiffusionRecommender(Recommender):
             state, calls = self._search(smp, sub, state, opts.use_cache)
             got, got_score = smp.finish(state, k)  # [r, k], none of them banned
             evals, rounds = evals + calls, rounds + 1
+            if not opts.constrained:  # one search: its codes, invalid ones (-2) included, are the list
+                items, scores = got, got_score
+                break
             merged, merged_score = top_distinct(torch.cat([items[rows], got], 1), torch.cat([scores[rows], got_score], 1), k)
             items[rows], scores[rows] = merged, merged_score
             banned[rows[:, None].expand_as(got)[got >= 0], got[got >= 0]] = True
@@ -416,7 +420,7 @@ class DiffusionFamily(ModelFamily):
         n = len(data.vocab_sizes or [])
         if n > MAX_DIGITS:
             return {"loss": cfg.loss}
-        val = eval_histories(data.splits, "valid", data.max_len, with_target=True)
+        val = eval_histories(data.eval_splits, "valid", data.max_len, with_target=True)
         device = next(model.parameters()).device
         bound = model.likelihood_bound(val["history"].to(device), val["target"].to(device)).mean().item()
         return {"loss": cfg.loss, "val_nll_bound_nats": round(bound, 6), "val_perplexity_per_digit": round(math.exp(bound / n), 6)}

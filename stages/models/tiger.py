@@ -8,7 +8,7 @@ then one block per digit position d of vocab_sizes[d] tokens: token = 2 + offset
     history [B, L] item ids -> codes [B, L, D] -> encoder tokens [B, L*D] (pad where no item)
                                ('items' input: L positions, each the sum of its D token embeddings / sqrt(D))
     target  [B]    item id  -> labels [B, D];  decoder input = [pad, labels[:, :-1]]
-    loss = cross-entropy of the D next-token predictions (full-vocabulary softmax)
+    loss = cross-entropy of the D next-token predictions (full-vocabulary softmax, optional label smoothing)
 
 The model owns its item -> code table (buffer `codes`, saved with the weights), so a run folder
 rebuilds it; the trie of valid codes is derived from that table on first use.
@@ -77,6 +77,8 @@ class Tiger(Recommender):
         dropout: float = 0.1,
         feed_forward: str = "relu",
         encoder_input: str = "tokens",
+        item_embedding: bool = False,
+        label_smoothing: float = 0.0,
         scale_outputs: bool = True,
         seed: int = 0,
     ):
@@ -86,13 +88,15 @@ class Tiger(Recommender):
         if encoder_input not in ("tokens", "items"):
             raise GdrError(f"unknown encoder_input {encoder_input!r}", fix="use 'tokens' or 'items'")
         super().__init__(n_items=n_items, vocab_sizes=[int(v) for v in vocab_sizes], encoder_input=encoder_input,
-                         seed=seed, **sizes)
+                         item_embedding=item_embedding, label_smoothing=label_smoothing, seed=seed, **sizes)
         from transformers import T5ForConditionalGeneration
 
         self.n_digits = len(vocab_sizes)
         self.vocab_size = FIRST_CODE_TOKEN + sum(vocab_sizes)
         with torch.random.fork_rng(devices=[]):  # T5's own init draws from the global RNG; keep it untouched
             self.t5 = T5ForConditionalGeneration(t5_config(self.vocab_size, **sizes))
+        # optional [N, d] table of the history items' own identities (encoder side only; decoding stays over codes)
+        self.item_embed = torch.nn.Embedding(n_items, d_model) if item_embedding else None
         self.init_weights(torch.Generator().manual_seed(seed))
         offsets = torch.tensor([0, *vocab_sizes[:-1]], dtype=torch.int64).cumsum(0) + FIRST_CODE_TOKEN
         self.register_buffer("codes", torch.zeros(n_items, self.n_digits, dtype=torch.int64))  # [N, D] item -> code
@@ -148,6 +152,8 @@ class Tiger(Recommender):
                 p.fill_(1.0)
             else:
                 p.copy_(torch.randn(p.shape, generator=gen) * std)
+        if self.item_embed is not None:
+            self.item_embed.weight.copy_(torch.randn(self.item_embed.weight.shape, generator=gen))
 
     @torch.no_grad()
     def load_pretrained(self, folder: Path) -> None:
@@ -183,13 +189,20 @@ class Tiger(Recommender):
 
         'tokens': S = L*D, one position per code token (as in TIGER). 'items': S = L, one position
         per item holding the sum of its D token embeddings / sqrt(D) (4x shorter, much cheaper).
+        With `item_embedding`, each item's own learned vector joins its token embeddings (in the
+        sum, or added to each of its D positions) and the sum is scaled by 1/sqrt(D+1).
         A user with no history attends to one pad position, so attention is always defined.
         """
         tokens = self.item_tokens(history)  # [B, L, D]
         embed = self.t5.shared(tokens)  # [B, L, D, d]
+        own = None if self.item_embed is None else self.item_embed(history.clamp(min=0))  # [B, L, d]
         if self.init_kwargs["encoder_input"] == "items":
-            embed, mask = embed.sum(2) * self.n_digits**-0.5, history >= 0  # [B, L, d], [B, L]
+            parts = embed.sum(2) if own is None else embed.sum(2) + own
+            embed = parts * (self.n_digits + (own is not None)) ** -0.5  # [B, L, d]
+            mask = history >= 0  # [B, L]
         else:
+            if own is not None:
+                embed = (embed + own[:, :, None]) * 0.5**0.5
             embed, mask = embed.flatten(1, 2), tokens.flatten(1) != PAD  # [B, L*D, d], [B, L*D]
         mask[:, -1] |= ~mask.any(dim=1)
         return embed, mask.long()
@@ -201,7 +214,8 @@ class Tiger(Recommender):
         dec_in = F.pad(labels[:, :-1], (1, 0), value=PAD)  # [B, D], starts with the pad token
         out = self.t5.decoder(input_ids=dec_in, encoder_hidden_states=hidden, encoder_attention_mask=mask)
         logits = self.logits(out.last_hidden_state)  # [B, D, V]
-        return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten())
+        smooth = self.init_kwargs["label_smoothing"]
+        return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), label_smoothing=smooth)
 
     def token_logprobs(self, history: Tensor, items: Tensor) -> Tensor:
         """Teacher-forced log p(code of item | history), summed over digits: the exact score that beam

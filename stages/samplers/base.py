@@ -58,7 +58,7 @@ class SamplerOptions:
     prefix: Any = None
     use_cache: bool = True
     renormalize: bool = True
-    constrained: bool = True  # tiger beam: trie-constrained (False: every code, invalid ones come back as INVALID)
+    constrained: bool = True  # only codes of real items (False: every code, invalid ones come back as INVALID, -2)
     sample_steps: int | None = None  # diffurec: reverse steps (None = the run's own)
     seed: int = 0
     users: Tensor | None = None  # [B] int64 user IDs keying each user's noise; None = row index
@@ -119,7 +119,11 @@ class DiffusionSampler(abc.ABC):
     def allowed_digits(self, state: State, tokens: Tensor, rows: Tensor, j: int) -> Tensor:
         """Digits each row may take at position j: some item not excluded for its user has them with the
         row's other filled digits. tokens: [B*S, n] the state's rows; rows: [r] the rows asked -> [r, V] bool.
-        Memory follows r·V and the rows' excluded items, not the catalogue (`CodeTable.digit_counts`)."""
+        Memory follows r·V and the rows' excluded items, not the catalogue (`CodeTable.digit_counts`).
+        Unconstrained (`constrained` off): every digit of position j's codebook."""
+        if not self.opts.constrained:
+            ok = torch.arange(self.table.vmax, device=tokens.device) < self.table.vocab_sizes[j]
+            return ok.expand(len(rows), -1)
         excluded = None
         if "exclude" in state.extra:
             s = tokens.shape[0] // max(1, state.extra["exclude"].shape[0])
@@ -152,7 +156,12 @@ class DiffusionSampler(abc.ABC):
         return None
 
     def finish(self, state: State, k: int) -> tuple[Tensor, Tensor]:
-        """Top-k distinct items per user. Returns (items [B, k] int64, -1 = none; scores [B, k] float32)."""
+        """Top-k distinct items per user. Returns (items [B, k] int64, -1 = none; scores [B, k] float32).
+        Unconstrained: codes of no item are kept as INVALID (-2), one per distinct code (`free.py`)."""
+        if not self.opts.constrained:
+            from stages.samplers.free import free_finish
+
+            return free_finish(self.table, state, k)
         b, s, n = state.tokens.shape
         items = self.table.item_of(state.tokens.reshape(-1, n)).view(b, s)
         drop = items < 0

@@ -38,6 +38,7 @@ from torch import Tensor
 from gdr_cli.errors import GdrError
 from stages.diffusion.schedules import Schedule
 from stages.samplers.base import DiffusionSampler, SamplerOptions, State
+from stages.samplers.free import free_extend
 from stages.samplers.validity import CHUNK, CodeTable, bits, subsets
 
 NEG = -1e9
@@ -373,10 +374,12 @@ class CPDSampler(DiffusionSampler):
         return state.step >= self.total
 
     def needless(self, state: State) -> Tensor | None:
-        return settled(self.table, state, self.opts.renormalize)
+        return settled(self.table, state, self.opts.renormalize) if self.opts.constrained else None
 
     def step(self, state: State, logp: Tensor) -> State:
         n = state.tokens.shape[2]
         size = min(self.d, int((self.prefix < 0).sum()) - self.d * state.step)  # digits still masked
         width = self.first_width if state.step == 0 else self.width
+        if not self.opts.constrained:
+            return free_extend(self.table, state, logp, subsets(n, size, logp.device), width)
         return beam_extend(self.table, state, logp, subsets(n, size, logp.device), width, self.opts.renormalize)

@@ -20,6 +20,7 @@ from gdr_cli.errors import GdrError
 from stages.diffusion.schedules import Schedule
 from stages.samplers.base import DiffusionSampler, SamplerOptions, State, check_strategy
 from stages.samplers.cpd import beam_extend, settled
+from stages.samplers.free import free_extend
 from stages.samplers.tweedie import TweedieSampler
 from stages.samplers.validity import CodeTable
 
@@ -97,11 +98,13 @@ class OrderedBeamSampler(DiffusionSampler):
         return state.step >= len(self.positions)
 
     def needless(self, state: State) -> Tensor | None:
-        return settled(self.table, state, self.opts.renormalize)
+        return settled(self.table, state, self.opts.renormalize) if self.opts.constrained else None
 
     def step(self, state: State, logp: Tensor) -> State:
         n = state.tokens.shape[2]
         sets = torch.zeros(1, n, dtype=torch.bool, device=logp.device)
         sets[0, self.positions[state.step]] = True
         width = self.first_width if state.step == 0 else self.width
+        if not self.opts.constrained:
+            return free_extend(self.table, state, logp, sets, width)
         return beam_extend(self.table, state, logp, sets, width, self.opts.renormalize)
