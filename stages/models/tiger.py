@@ -4,11 +4,16 @@ writes the code of the next one, digit by digit.
 Token layout (one flat vocabulary): 0 = pad (also the decoder's start token, as in T5),
 1 = eos (kept for T5's conventions; codes have a fixed length D so it is never produced),
 then one block per digit position d of vocab_sizes[d] tokens: token = 2 + offset[d] + digit.
+Textual IDs (`gdr train-gen`, `vocab_kind="shared"`) are codes over ONE word vocabulary: every
+position uses the same block, token = 2 + word id (one model family, two ID kinds).
 
     history [B, L] item ids -> codes [B, L, D] -> encoder tokens [B, L*D] (pad where no item)
                                ('items' input: L positions, each the sum of its D token embeddings / sqrt(D))
     target  [B]    item id  -> labels [B, D];  decoder input = [pad, labels[:, :-1]]
     loss = cross-entropy of the D next-token predictions (full-vocabulary softmax)
+
+`batch["history_embeds"]` [B, L, D, d_model], when given, replaces the history's token embeddings
+(IDGenRec: the ID generator's probabilities x this model's embedding matrix, so the loss reaches it).
 
 The model owns its item -> code table (buffer `codes`, saved with the weights), so a run folder
 rebuilds it; the trie of valid codes is derived from that table on first use.
@@ -78,6 +83,7 @@ class Tiger(Recommender):
         feed_forward: str = "relu",
         encoder_input: str = "tokens",
         scale_outputs: bool = True,
+        vocab_kind: str = "digits",
         seed: int = 0,
     ):
         sizes = dict(d_model=d_model, d_kv=d_kv, d_ff=d_ff, n_heads=n_heads, n_layers=n_layers,
@@ -85,16 +91,20 @@ class Tiger(Recommender):
                      scale_outputs=scale_outputs)  # fmt: skip
         if encoder_input not in ("tokens", "items"):
             raise GdrError(f"unknown encoder_input {encoder_input!r}", fix="use 'tokens' or 'items'")
+        shared = vocab_kind == "shared"
+        if vocab_kind not in ("digits", "shared") or (shared and len(set(vocab_sizes)) > 1):
+            raise GdrError(f"bad vocab_kind {vocab_kind!r} for vocab sizes {list(vocab_sizes)}",
+                           fix="'digits' (a block per digit) or 'shared' (one word vocabulary, equal sizes)")  # fmt: skip
         super().__init__(n_items=n_items, vocab_sizes=[int(v) for v in vocab_sizes], encoder_input=encoder_input,
-                         seed=seed, **sizes)
+                         seed=seed, **sizes, **({"vocab_kind": vocab_kind} if shared else {}))
         from transformers import T5ForConditionalGeneration
 
         self.n_digits = len(vocab_sizes)
-        self.vocab_size = FIRST_CODE_TOKEN + sum(vocab_sizes)
+        self.vocab_size = FIRST_CODE_TOKEN + (vocab_sizes[0] if shared else sum(vocab_sizes))
         with torch.random.fork_rng(devices=[]):  # T5's own init draws from the global RNG; keep it untouched
             self.t5 = T5ForConditionalGeneration(t5_config(self.vocab_size, **sizes))
         self.init_weights(torch.Generator().manual_seed(seed))
-        offsets = torch.tensor([0, *vocab_sizes[:-1]], dtype=torch.int64).cumsum(0) + FIRST_CODE_TOKEN
+        offsets = torch.tensor([0, *vocab_sizes[:-1]], dtype=torch.int64).cumsum(0) * (not shared) + FIRST_CODE_TOKEN
         self.register_buffer("codes", torch.zeros(n_items, self.n_digits, dtype=torch.int64))  # [N, D] item -> code
         self.register_buffer("offsets", offsets, persistent=False)  # [D] first token of each digit block
         self._trie: Any = None
@@ -177,15 +187,20 @@ class Tiger(Recommender):
         tokens = self.codes[items.clamp(min=0)] + self.offsets  # [..., D]
         return torch.where((items >= 0)[..., None], tokens, PAD)
 
-    def encoder_inputs(self, history: Tensor) -> tuple[Tensor, Tensor]:
-        """history [B, L] -> (input embeddings [B, S, d_model], attention mask [B, S] int64).
+    def word_embeddings(self) -> Tensor:
+        """[W, d_model] embedding rows of the shared word block (textual IDs): word w is token 2 + w."""
+        return self.t5.shared.weight[FIRST_CODE_TOKEN:]
+
+    def encoder_inputs(self, history: Tensor, embeds: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """history [B, L] -> (input embeddings [B, S, d_model], attention mask [B, S] int64);
+        `embeds` [B, L, D, d_model] replaces the token embeddings of the history (soft IDs).
 
         'tokens': S = L*D, one position per code token (as in TIGER). 'items': S = L, one position
         per item holding the sum of its D token embeddings / sqrt(D) (4x shorter, much cheaper).
         A user with no history attends to one pad position, so attention is always defined.
         """
         tokens = self.item_tokens(history)  # [B, L, D]
-        embed = self.t5.shared(tokens)  # [B, L, D, d]
+        embed = self.t5.shared(tokens) if embeds is None else embeds  # [B, L, D, d]
         if self.init_kwargs["encoder_input"] == "items":
             embed, mask = embed.sum(2) * self.n_digits**-0.5, history >= 0  # [B, L, d], [B, L]
         else:
@@ -195,7 +210,7 @@ class Tiger(Recommender):
 
     # ----- training ----------------------------------------------------------------------------
     def loss(self, batch: dict[str, Tensor]) -> Tensor:
-        hidden, mask = self.encode(batch["history"])  # [B, S, d], [B, S]
+        hidden, mask = self.encode(batch["history"], batch.get("history_embeds"))  # [B, S, d], [B, S]
         labels = self.item_tokens(batch["target"])  # [B, D]
         dec_in = F.pad(labels[:, :-1], (1, 0), value=PAD)  # [B, D], starts with the pad token
         out = self.t5.decoder(input_ids=dec_in, encoder_hidden_states=hidden, encoder_attention_mask=mask)
@@ -215,9 +230,9 @@ class Tiger(Recommender):
         return logp.gather(-1, labels[..., None]).squeeze(-1).sum(-1).view(b, m)
 
     # ----- decoding (used by the beam search) ---------------------------------------------------
-    def encode(self, history: Tensor) -> tuple[Tensor, Tensor]:
-        """history [B, L] -> (encoder states [B, S, d_model], mask [B, S])."""
-        embed, mask = self.encoder_inputs(history)
+    def encode(self, history: Tensor, embeds: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """history [B, L] -> (encoder states [B, S, d_model], mask [B, S]); `embeds` as in `encoder_inputs`."""
+        embed, mask = self.encoder_inputs(history, embeds)
         return self.t5.encoder(inputs_embeds=embed, attention_mask=mask).last_hidden_state, mask
 
     def logits(self, hidden: Tensor) -> Tensor:
@@ -391,7 +406,8 @@ class TigerFamily(ModelFamily):
     def build(self, data: FamilyData, cfg: TigerConfig) -> Tiger:
         assert data.codes is not None and data.vocab_sizes is not None
         sizes = cfg.model_dump(exclude={"init", "beam", "train"})
-        return Tiger.from_codes(data.codes, data.vocab_sizes, init=cfg.init, seed=data.seed, **sizes)
+        kind = "shared" if data.id_kind == "text" else "digits"
+        return Tiger.from_codes(data.codes, data.vocab_sizes, init=cfg.init, seed=data.seed, vocab_kind=kind, **sizes)
 
     def examples(self, data: FamilyData, cfg: TigerConfig) -> dict[str, Tensor]:
         from stages.data.sequences import training_examples
