@@ -98,10 +98,17 @@ def open_session(*, paths: DataPaths, processed: Processed, config: TrainGenConf
 
 def completed_rounds(paths: DataPaths, view: str, rounds: int) -> int:
     """Rounds 1..r whose generator and recommender runs are both written (the resume point is r + 1)."""
+    from gdr_cli.manifest import check_fresh
+
     done = 0
     for r in range(1, rounds + 1):
         gen, rec = names(view, r)
         if not ((paths.run(gen) / "manifest.json").is_file() and (paths.run(rec) / "manifest.json").is_file()):
+            break
+        try:  # a round built on an earlier round that has since been rebuilt is not done
+            for name in (gen, rec):
+                check_fresh(read_manifest(paths.run(name), what="run", fix=""), paths.root, what=f"run {name!r}")
+        except GdrError:
             break
         done = r
     return done

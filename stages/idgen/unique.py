@@ -5,7 +5,8 @@ Round after round, every unassigned entity proposes its next untried beam. A pro
 ID already assigned is rejected; among equal proposals the one with the higher beam score (then the
 lower entity id) wins and the others move on to their next beam. An entity whose beams are all
 taken falls back to its best beam with the last word replaced by the lowest word id that makes it
-unique (`fallback`, counted). Each round is tensor code over all entities.
+unique, or when none does the last two words, ... (`fallback`, counted). Each round is tensor code
+over all entities.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def assign_unique(beams: Tensor, scores: Tensor, *, first_word: int, n_words: in
     `fallback` entities given the last-word rule, `collisions_first` entities whose best beam was
     shared with another entity, `collisions_final` (0 by construction, checked).
     """
-    n, b, length = beams.shape
+    n, b, _ = beams.shape
     ids = beams[:, 0].clone()
     done = torch.zeros(n, dtype=torch.bool)
     ptr = torch.zeros(n, dtype=torch.int64)
@@ -64,18 +65,9 @@ def assign_unique(beams: Tensor, scores: Tensor, *, first_word: int, n_words: in
         done[todo[win]] = True
         ptr[todo[lose]] += 1
     left = (~done).nonzero().flatten()
-    for e in left.tolist():  # rare: every beam of e was taken; walk the last word (not a hot path)
-        cand = beams[e, 0].clone()
-        taken = ids[done]
-        word = first_word
-        while True:
-            if word >= n_words:
-                raise GdrError(f"no unique ID left for entity {e}", fix="raise train_gen.id_len or train_gen.beams")
-            cand[-1] = word
-            if not _rows_equal_any(cand[None], taken)[0]:
-                break
-            word += 1
-        ids[e], done[e] = cand, True
+    for e in left.tolist():  # rare: every beam of e was taken (not a hot path)
+        ids[e] = _free_near(beams[e, 0], ids[done], first_word=first_word, n_words=n_words)
+        done[e] = True
     _, counts = torch.unique(ids, dim=0, return_counts=True)
     stats = {
         "collisions_first": first,
@@ -84,3 +76,19 @@ def assign_unique(beams: Tensor, scores: Tensor, *, first_word: int, n_words: in
         "collisions_final": int((counts - 1).sum()),
     }
     return ids, stats
+
+
+def _free_near(best: Tensor, taken: Tensor, *, first_word: int, n_words: int) -> Tensor:
+    """The first ID not in `taken` [K, L] that keeps the longest prefix of `best` [L]: its last word
+    replaced (words in id order), else its last two words, ... -> [L] int64."""
+    length = best.shape[0]
+    base = n_words - first_word
+    for j in range(1, length + 1):
+        count = min(base**j, taken.shape[0] + 1)  # among K + 1 suffixes at least one is free
+        idx = torch.arange(count)
+        digits = torch.stack([(idx // base**p) % base for p in reversed(range(j))], 1) + first_word  # [count, j]
+        cand = torch.cat([best[: length - j].expand(count, -1), digits], 1)
+        free = ~_rows_equal_any(cand, taken)
+        if free.any():
+            return cand[free.nonzero()[0, 0]]
+    raise GdrError("no unique ID left", fix="raise train_gen.id_len")
