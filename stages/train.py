@@ -44,7 +44,9 @@ def ensure_processed(paths: DataPaths, config: PreprocessConfig, raw_input: Path
         return
     from stages import preprocess
 
-    console.print(f"train: no processed data for {paths.dataset!r} under {paths.root}; running `gdr preprocess {paths.dataset}` first")
+    console.print(
+        f"train: no processed data for {paths.dataset!r} under {paths.root}; running `gdr preprocess {paths.dataset}` first"
+    )
     preprocess.run(source=paths.dataset, data_dir=paths.root, config=config, input=raw_input)
 
 
@@ -58,7 +60,12 @@ def metrics_table(view: str, r: int, split: str, metrics: dict[str, Any], timing
     table = Table(title=f"round {r} · {view} view · {split}", title_justify="left")
     for col in ["run", *keys, "generator s", "recommender s"]:
         table.add_column(col, justify="right")
-    table.add_row(metrics["run"], *(f"{metrics[k]:.4f}" for k in keys), f"{timing['generator_s']:.0f}", f"{timing['recommender_s']:.0f}")
+    table.add_row(
+        metrics["run"],
+        *(f"{metrics[k]:.4f}" for k in keys),
+        f"{timing['generator_s']:.0f}",
+        f"{timing['recommender_s']:.0f}",
+    )
     return table
 
 
@@ -124,8 +131,14 @@ def run(*, dataset: str, data_dir: Path, view: str, gen: TrainGenConfig, preproc
             if (v, r) in done_eval:
                 continue
             rec = train_gen.names(v, r)[1]
-            sample_stage.run(dataset=dataset, data_dir=paths.root, run_name=rec, config=sample.model_copy(update={"view": v}))
-            results = evaluate_stage.run(dataset=dataset, data_dir=paths.root, config=evaluate.model_copy(update={"view": v, "split": sample.split}))
+            sample_stage.run(
+                dataset=dataset, data_dir=paths.root, run_name=rec, config=sample.model_copy(update={"view": v})
+            )
+            results = evaluate_stage.run(
+                dataset=dataset,
+                data_dir=paths.root,
+                config=evaluate.model_copy(update={"view": v, "split": sample.split}),
+            )
             metrics = {"run": rec, **{k: float(x) for k, x in results[rec].items() if "@" in k}}
             console.print(metrics_table(v, r, sample.split, metrics, timing))
             rows = [row for row in rows if (row["view"], row["round"]) != (v, r)]

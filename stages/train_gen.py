@@ -33,13 +33,13 @@ from stages.config.sample import SampleConfig
 from stages.config.train_gen import TrainGenConfig
 from stages.data.sequences import eval_histories, training_examples
 from stages.data.views import n_entities, view_note, view_splits, with_self
-from stages.ids.codeset import CodeSet
 from stages.idgen.generator import IdGenerator, generate_all
 from stages.idgen.joint import Keywords, round_model
 from stages.idgen.texts import item_texts, keyword_targets, profile_texts
 from stages.idgen.tokenizer import FILE as TOKENIZER_FILE
 from stages.idgen.tokenizer import SPECIALS, encode_texts, load_tokenizer, train_tokenizer, words
 from stages.idgen.unique import assign_unique
+from stages.ids.codeset import CodeSet
 from stages.inputs import Processed, open_processed
 from stages.models.tiger import Tiger
 from stages.training.checkpoint import has_checkpoint
@@ -93,7 +93,9 @@ def open_session(*, paths: DataPaths, processed: Processed, config: TrainGenConf
         texts = profile_texts(processed, texts, config.profile_items)
     text = encode_texts(tokenizer, texts, config.tokenizer.max_text_len)
     empty = sum(1 for t in texts if not t.strip())
-    return Session(paths=paths, processed=processed, config=config, view=config.view, tokenizer=tokenizer, text=text, empty=empty)
+    return Session(
+        paths=paths, processed=processed, config=config, view=config.view, tokenizer=tokenizer, text=text, empty=empty
+    )
 
 
 def completed_rounds(paths: DataPaths, view: str, rounds: int) -> int:
@@ -146,7 +148,9 @@ def load_generator(folder: Path, dataset: str) -> tuple[IdGenerator, Any]:
         gen.load_state_dict(load_file(str(folder / GEN_WEIGHTS)))
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise GdrError(f"corrupted generator checkpoint: {first}", where=str(folder), fix="retrain it with `gdr train-gen`") from None
+        raise GdrError(
+            f"corrupted generator checkpoint: {first}", where=str(folder), fix="retrain it with `gdr train-gen`"
+        ) from None
     return gen, load_tokenizer(folder)
 
 
@@ -204,7 +208,9 @@ def generator_phase(s: Session, r: int, *, resume: bool) -> dict[str, Any]:
     else:
         assert s.gen is not None and s.rec is not None
         prev = s.paths.run(names(s.view, r - 1)[1])
-        inputs["recommender"] = input_ref(prev, s.paths.root, read_manifest(prev, what="previous round", fix="rerun without --resume"))
+        inputs["recommender"] = input_ref(
+            prev, s.paths.root, read_manifest(prev, what="previous round", fix="rerun without --resume")
+        )
         module = round_model("id", s.gen, s.rec, s.text, temperature=cfg.temperature)
         ex = training_examples(splits, cfg.max_len)
         train = {"history": ex["history"], "target": ex["target"]}
@@ -219,7 +225,9 @@ def generator_phase(s: Session, r: int, *, resume: bool) -> dict[str, Any]:
     beams, scores = generate_all(s.gen, s.text, beams=cfg.beams, batch_size=cfg.generator.generate_batch_size)
     ids, id_stats = assign_unique(beams, scores, first_word=len(SPECIALS), n_words=len(s.words))
     if id_stats["collisions_final"]:
-        raise GdrError(f"{id_stats['collisions_final']} IDs still collide after clash resolution", fix="raise train_gen.beams")
+        raise GdrError(
+            f"{id_stats['collisions_final']} IDs still collide after clash resolution", fix="raise train_gen.beams"
+        )
     key = "item" if s.view == "item" else "user"
     s.codeset = CodeSet(ids.numpy(), [len(s.words)] * cfg.id_len, key=key, kind="text", tokens=s.words)
     gen_seconds = time.perf_counter() - clock
@@ -260,7 +268,9 @@ def recommender_phase(s: Session, r: int, *, resume: bool) -> dict[str, Any]:
     codes = s.codeset.as_tensor()
     if s.rec is None:
         sizes = cfg.recommender.model_dump(exclude={"init", "beam", "train"})
-        s.rec = Tiger.from_codes(codes, s.codeset.vocab_sizes, init=cfg.recommender.init, seed=cfg.seed, vocab_kind="shared", **sizes)
+        s.rec = Tiger.from_codes(
+            codes, s.codeset.vocab_sizes, init=cfg.recommender.init, seed=cfg.seed, vocab_kind="shared", **sizes
+        )
     else:
         s.rec.set_codes(codes)
     module = round_model("rec", s.gen, s.rec, s.text)
@@ -271,7 +281,9 @@ def recommender_phase(s: Session, r: int, *, resume: bool) -> dict[str, Any]:
               "ids": input_ref(ids_folder, s.paths.root, read_manifest(ids_folder, what="ID set", fix="rerun train-gen"))}  # fmt: skip
     if r > 1:
         prev = s.paths.run(names(s.view, r - 1)[1])
-        inputs["previous"] = input_ref(prev, s.paths.root, read_manifest(prev, what="previous round", fix="rerun without --resume"))
+        inputs["previous"] = input_ref(
+            prev, s.paths.root, read_manifest(prev, what="previous round", fix="rerun without --resume")
+        )
     loop = cfg.recommender.train.model_copy(update={"max_epochs": cfg.rec_epochs})
     result = _fit(s, module, {"history": ex["history"], "target": ex["target"]}, _validator(s, splits), loop, rec_name,
                   {k: v.sha256 for k, v in inputs.items()}, resume)  # fmt: skip
@@ -313,7 +325,11 @@ def run_round(s: Session, r: int, *, resume: bool = False) -> dict[str, Any]:
     clock = time.perf_counter()
     if resume and r > 1 and (s.gen is None or s.rec is None):
         restore(s, r - 1)
-    gen_done = resume and (s.paths.run(gen_name) / "manifest.json").is_file() and (s.paths.ids(gen_name) / "manifest.json").is_file()
+    gen_done = (
+        resume
+        and (s.paths.run(gen_name) / "manifest.json").is_file()
+        and (s.paths.ids(gen_name) / "manifest.json").is_file()
+    )
     if gen_done:
         from stages.ids.codeset import load_codeset
 

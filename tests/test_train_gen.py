@@ -19,12 +19,12 @@ import pytest
 import torch
 
 from gdr_cli.app import main
-from stages.ids.codeset import CodeSet
 from stages.idgen.generator import IdGenerator
 from stages.idgen.joint import round_model
 from stages.idgen.texts import keyword_targets
 from stages.idgen.tokenizer import EMPTY, PAD, SPECIALS, UNK, encode_texts, train_tokenizer, words
 from stages.idgen.unique import assign_unique
+from stages.ids.codeset import CodeSet
 from stages.models.tiger import Tiger
 
 SYN = ["--set", "synthetic.users=120", "--set", "synthetic.items=50", "--set", "synthetic.clusters=5",
@@ -96,7 +96,8 @@ def test_textual_tiger_shares_one_word_block() -> None:
     assert rec.vocab_size == 2 + 20 and rec.offsets.tolist() == [2, 2, 2]
     assert rec.item_tokens(torch.tensor([1])).tolist() == [(rec.codes[1] + 2).tolist()]
     items, scores = rec.recommend(torch.tensor([[0, 1, 2], [-1, 3, 4]]), k=5)
-    assert all(len(set(row)) == 5 and min(row) >= 0 for row in items.tolist())  # distinct real items under the trie
+    assert all(len(set(row)) == 5 and min(row) >= 0 for row in items.tolist())
+    assert torch.isfinite(scores).all() and (scores[:, :-1] >= scores[:, 1:]).all()  # best first  # distinct real items under the trie
 
 
 def test_gradient_reaches_the_generator_in_the_id_round_only() -> None:

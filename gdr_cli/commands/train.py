@@ -19,21 +19,36 @@ def train(
     set_: SetOpt = None,
     view: Annotated[
         Literal["item", "social", "both"],
-        typer.Option("--view", help="What to train: 'item' (next item), 'social' (next friend) or 'both' (the two, round by round)."),
+        typer.Option(
+            "--view",
+            help="What to train: 'item' (next item), 'social' (next friend) or 'both' (the two, round by round).",
+        ),
     ] = "item",
     rounds: Annotated[int | None, flag(C, "rounds", "--rounds")] = None,
     id_epochs: Annotated[int | None, flag(C, "id_epochs", "--id-epochs")] = None,
     rec_epochs: Annotated[int | None, flag(C, "rec_epochs", "--rec-epochs")] = None,
     id_len: Annotated[int | None, flag(C, "id_len", "--id-len")] = None,
     max_minutes: Annotated[
-        float | None, typer.Option("--max-minutes", help="Wall-clock budget of each training phase in minutes (generator and recommender loops).")
+        float | None,
+        typer.Option(
+            "--max-minutes",
+            help="Wall-clock budget of each training phase in minutes (generator and recommender loops).",
+        ),
     ] = None,
     seed: Annotated[int | None, flag(C, "seed", "--seed")] = None,
     raw_input: Annotated[
-        Path | None, typer.Option("--input", "-i", help="Raw data for `preprocess` when the processed data is missing (see `gdr preprocess --help`).")
+        Path | None,
+        typer.Option(
+            "--input",
+            "-i",
+            help="Raw data for `preprocess` when the processed data is missing (see `gdr preprocess --help`).",
+        ),
     ] = None,
     resume: Annotated[
-        bool, typer.Option("--resume", help="Continue at the round (and phase checkpoint) where an interrupted `gdr train` stopped.")
+        bool,
+        typer.Option(
+            "--resume", help="Continue at the round (and phase checkpoint) where an interrupted `gdr train` stopped."
+        ),
     ] = False,
 ) -> None:
     """--set keys name their stage section: --set train_gen.rounds=3, --set sample.k=20."""
@@ -55,6 +70,9 @@ def train(
     if sections:
         from gdr_cli.errors import GdrError
 
-        raise GdrError(f"--set key of unknown section {next(iter(sections))!r}", fix="use train_gen.*, preprocess.*, sample.* or evaluate.*")
+        raise GdrError(
+            f"--set key of unknown section {next(iter(sections))!r}",
+            fix="use train_gen.*, preprocess.*, sample.* or evaluate.*",
+        )
     stage.run(dataset=dataset, data_dir=data_dir, view=view, gen=gen, preprocess=pre, sample=sample, evaluate=evaluate,
               resume=resume, raw_input=raw_input)  # fmt: skip

@@ -25,7 +25,10 @@ def train_gen(
     init: Annotated[str | None, flag(C, "generator.init", "--init")] = None,
     seed: Annotated[int | None, flag(C, "seed", "--seed")] = None,
     resume: Annotated[
-        bool, typer.Option("--resume", help="Continue at the first round without both runs (inside a phase from its checkpoint).")
+        bool,
+        typer.Option(
+            "--resume", help="Continue at the first round without both runs (inside a phase from its checkpoint)."
+        ),
     ] = False,
 ) -> None:
     from stages import train_gen as stage

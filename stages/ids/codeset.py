@@ -71,9 +71,8 @@ class CodeSet:
             raise ValueError("a code digit lies outside its vocabulary")
         if self.kind not in KINDS:
             raise ValueError(f"unknown ID kind {self.kind!r}")
-        if self.kind == "text":
-            if self.tokens is None or any(v != len(self.tokens) for v in self.vocab_sizes):
-                raise ValueError("a textual ID set needs its words, and every position's vocabulary is all of them")
+        if self.kind == "text" and (self.tokens is None or any(v != len(self.tokens) for v in self.vocab_sizes)):
+            raise ValueError("a textual ID set needs its words, and every position's vocabulary is all of them")
 
     @property
     def shared_vocab(self) -> bool:
