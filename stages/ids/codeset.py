@@ -176,6 +176,8 @@ def build_fix(dataset: str, name: str, view: str) -> str:
     """The command that (re)builds ID set `name` (method = the name when it is a known method)."""
     from stages.ids.methods import METHODS
 
+    if name.startswith("gen-"):  # a textual ID set of `gdr train-gen`
+        return f"rebuild it with `gdr train-gen {dataset}{' --view social' if view == 'social' else ''}`"
     base = name.removesuffix("-social")
     method = base if base in METHODS else "rqkmeans"
     social = " --view social" if view == "social" else ""
