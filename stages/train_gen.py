@@ -222,7 +222,9 @@ def generator_phase(s: Session, r: int, *, resume: bool) -> dict[str, Any]:
     s.gen.eval()
 
     clock = time.perf_counter()
-    beams, scores = generate_all(s.gen, s.text, beams=cfg.beams, batch_size=cfg.generator.generate_batch_size)
+    beams, scores = generate_all(
+        s.gen, s.text, beams=cfg.beams, batch_size=cfg.generator.generate_batch_size, diversity=cfg.diversity
+    )
     ids, id_stats = assign_unique(beams, scores, first_word=len(SPECIALS), n_words=len(s.words))
     if id_stats["collisions_final"]:
         raise GdrError(
@@ -235,7 +237,7 @@ def generator_phase(s: Session, r: int, *, resume: bool) -> dict[str, Any]:
         "view": s.view, "round": r, "phase": "keywords" if r == 1 else "soft-ids", "selection_metric": metric,
         "best_metric": round(result.best_metric, 6), "steps": result.steps, "entities": int(s.text.shape[0]),
         "empty_text": s.empty, "empty_text_rule": "reads the single token [EMPTY]; its ID is made unique by the clash resolution",
-        "id_len": cfg.id_len, "beams": cfg.beams, "words": len(s.words), **id_stats, "generate_s": round(gen_seconds, 2),
+        "id_len": cfg.id_len, "beams": cfg.beams, "diversity": cfg.diversity, "words": len(s.words), **id_stats, "generate_s": round(gen_seconds, 2),
         "train_s": round(result.log[-1]["wall_s"], 2) if result.log else 0.0,
         "params": sum(p.numel() for p in s.gen.parameters()),
     }  # fmt: skip

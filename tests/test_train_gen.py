@@ -97,7 +97,9 @@ def test_textual_tiger_shares_one_word_block() -> None:
     assert rec.item_tokens(torch.tensor([1])).tolist() == [(rec.codes[1] + 2).tolist()]
     items, scores = rec.recommend(torch.tensor([[0, 1, 2], [-1, 3, 4]]), k=5)
     assert all(len(set(row)) == 5 and min(row) >= 0 for row in items.tolist())
-    assert torch.isfinite(scores).all() and (scores[:, :-1] >= scores[:, 1:]).all()  # best first  # distinct real items under the trie
+    assert (
+        torch.isfinite(scores).all() and (scores[:, :-1] >= scores[:, 1:]).all()
+    )  # best first  # distinct real items under the trie
 
 
 def test_gradient_reaches_the_generator_in_the_id_round_only() -> None:
@@ -236,3 +238,25 @@ def test_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "'syn'" in line and "'lone'" in line and "generator" in line
     assert main(["train-gen", "syn", "-c", "tiny", "--init", str(tmp_path / "nowhere"), *d]) != 0
     assert "T5" in error_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("diversity", [0.0, 100.0])
+def test_generator_beams_are_distinct_sorted_and_scored_exactly(diversity: float) -> None:
+    gen, _, text = _pair(n_items=6, n_words=12)
+    gen.eval()
+    ids, scores = gen.beam(text, beams=5, diversity=diversity)
+    assert ids.shape == (6, 5, 3) and (ids >= len(SPECIALS)).all()  # never a special token
+    assert (scores[:, :-1] >= scores[:, 1:]).all()  # best first
+    for row in ids.tolist():
+        assert len({tuple(x) for x in row}) == 5  # distinct candidates
+        if diversity:
+            assert len({x[0] for x in row}) == 5  # a large penalty makes every group start with another word
+    # each score is the exact teacher-forced log-probability of its ID
+    with torch.no_grad():
+        logp = gen.word_logits(text.repeat_interleave(5, 0), ids.flatten(0, 1)).log_softmax(-1)
+        exact = logp.gather(-1, ids.flatten(0, 1)[..., None]).squeeze(-1).sum(-1).view(6, 5)
+    assert torch.allclose(scores, exact, atol=1e-4)
+    if not diversity:  # one beam is the greedy path: each word the argmax after the previous ones
+        greedy = gen.beam(text, beams=1)[0][:, 0]
+        with torch.no_grad():
+            assert torch.equal(gen.word_logits(text, greedy).argmax(-1), greedy)

@@ -98,6 +98,13 @@ class TrainGenConfig(StageConfig):
         ge=1,
         description="Candidate IDs per entity from beam search; a clash moves an entity to its next beam (10 resolves all clashes seen on Last.fm 2K).",
     )
+    diversity: float = Field(
+        1.0,
+        ge=0,
+        description="Diverse beam search (IDGenRec's diverse ID generation): each of the `beams` groups pays this much log-prob "
+        "per earlier group that chose the same word at the same step, so an entity's candidate IDs differ and a clash has "
+        "real alternatives; 0 = plain beam search. 1 outweighs the typical gap between a small generator's top words.",
+    )
     temperature: float = Field(
         1.0,
         gt=0,

@@ -62,15 +62,18 @@ class IdGenerator(nn.Module):
         return _mask_specials(out.logits.float())
 
     @torch.no_grad()
-    def beam(self, text: Tensor, *, beams: int) -> tuple[Tensor, Tensor]:
+    def beam(self, text: Tensor, *, beams: int, diversity: float = 0.0) -> tuple[Tensor, Tensor]:
         """The `beams` most likely IDs of each text by beam search over `id_len` words.
 
         text [U, T] -> (ids [U, B, L] int64, distinct per row, best first; scores [U, B] float32 total log-probs).
         Every step is one decoder call on all rows and beams at once (L is a few words: no cache needed).
+        `diversity` > 0: diverse (group) beam search instead, one beam per group (see `_diverse`).
         """
         u = text.shape[0]
         mask = (text != PAD).long()
         hidden = self.t5.encoder(input_ids=text, attention_mask=mask).last_hidden_state  # [U, T, d]
+        if diversity > 0:
+            return self._diverse(hidden, mask, beams, diversity)
         width = 1
         seqs = torch.full((u, 1, 1), PAD, dtype=torch.int64, device=text.device)  # [U, W', t] decoder inputs
         scores = torch.zeros(u, 1, device=text.device)
@@ -87,6 +90,37 @@ class IdGenerator(nn.Module):
             width = scores.shape[1]
         return seqs[:, :, 1:], scores
 
+    def _next_logprobs(self, seqs: Tensor, hidden: Tensor, mask: Tensor) -> Tensor:
+        """Word log-probs after each prefix. seqs [U, G, t], hidden [U, T, d] -> [U, G, W] float32."""
+        u, g, _ = seqs.shape
+        out = self.t5.decoder(input_ids=seqs.flatten(0, 1), encoder_hidden_states=hidden.repeat_interleave(g, 0),
+                              encoder_attention_mask=mask.repeat_interleave(g, 0))  # fmt: skip
+        logp = self.t5.lm_head(_scaled(self, out.last_hidden_state[:, -1])).float()
+        return _mask_specials(logp).log_softmax(-1).view(u, g, -1)
+
+    def _diverse(self, hidden: Tensor, mask: Tensor, groups: int, diversity: float) -> tuple[Tensor, Tensor]:
+        """Diverse beam search with one beam per group (Hamming diversity): at every step group j takes the
+        word maximising its log-prob minus `diversity` x (times groups 0..j-1 chose that word at this step),
+        so candidate IDs differ from their first word on. -> (ids [U, G, L] best total log-prob first, scores [U, G])."""
+        u = hidden.shape[0]
+        rows = torch.arange(u, device=hidden.device)
+        seqs = torch.full((u, groups, 1), PAD, dtype=torch.int64, device=hidden.device)
+        scores = torch.zeros(u, groups, device=hidden.device)
+        for _ in range(self.id_len):
+            logp = self._next_logprobs(seqs, hidden, mask)  # [U, G, W] one decoder call for all groups
+            counts = torch.zeros(u, self.vocab_size, device=hidden.device)
+            picks = []
+            for j in range(groups):  # groups are sequential by definition (each sees the earlier ones' words)
+                pick = (logp[:, j] - diversity * counts).argmax(-1)  # [U]
+                counts[rows, pick] += 1
+                picks.append(pick)
+            word = torch.stack(picks, 1)  # [U, G]
+            scores = scores + logp.gather(2, word[..., None]).squeeze(-1)
+            seqs = torch.cat([seqs, word[..., None]], 2)
+        order = scores.argsort(dim=1, descending=True, stable=True)
+        ids = seqs[:, :, 1:].gather(1, order[..., None].expand(-1, -1, self.id_len))
+        return ids, scores.gather(1, order)
+
 
 def _scaled(model: IdGenerator, hidden: Tensor) -> Tensor:
     """T5 scales tied output embeddings by d_model^-0.5 before the LM head."""
@@ -99,11 +133,16 @@ def _mask_specials(logits: Tensor) -> Tensor:
     return torch.cat([torch.full_like(logits[..., : len(SPECIALS)], NEG_INF), logits[..., len(SPECIALS) :]], -1)
 
 
-def generate_all(model: IdGenerator, text: Tensor, *, beams: int, batch_size: int) -> tuple[Tensor, Tensor]:
+def generate_all(
+    model: IdGenerator, text: Tensor, *, beams: int, batch_size: int, diversity: float = 0.0
+) -> tuple[Tensor, Tensor]:
     """`beam` over all entities in batches: text [N, T] -> (ids [N, B, L], scores [N, B]) on the CPU."""
     was = model.training
     model.eval()
     dev = next(model.parameters()).device
-    parts = [model.beam(text[lo : lo + batch_size].to(dev), beams=beams) for lo in range(0, text.shape[0], batch_size)]
+    parts = [
+        model.beam(text[lo : lo + batch_size].to(dev), beams=beams, diversity=diversity)
+        for lo in range(0, text.shape[0], batch_size)
+    ]
     model.train(was)
     return torch.cat([p[0].cpu() for p in parts]), torch.cat([p[1].cpu() for p in parts])
