@@ -260,3 +260,19 @@ def test_generator_beams_are_distinct_sorted_and_scored_exactly(diversity: float
         greedy = gen.beam(text, beams=1)[0][:, 0]
         with torch.no_grad():
             assert torch.equal(gen.word_logits(text, greedy).argmax(-1), greedy)
+
+
+def test_trie_children_by_edge_runs_equal_the_dense_table() -> None:
+    """A shared word vocabulary makes the trie sparse; its scatter lookup must equal the dense table."""
+    from stages.ids.trie import Trie
+
+    g = torch.Generator().manual_seed(0)
+    codes = torch.unique(torch.randint(0, 40, (2000, 3), generator=g), dim=0)
+    dense, sparse = Trie(codes, [40] * 3), Trie(codes, [40] * 3, dense_limit=0)
+    assert all(t is None for t in sparse.tables)
+    for d in range(3):
+        nodes = torch.randint(0, dense.n_nodes[d], (300,), generator=g)
+        assert torch.equal(sparse.children(d, nodes), dense.children(d, nodes))
+    # every real code is a path of the trie, and a digit that no code has at the root is -1
+    root = sparse.children(0, torch.tensor([0]))[0]
+    assert set((root >= 0).nonzero().flatten().tolist()) == set(codes[:, 0].tolist())
