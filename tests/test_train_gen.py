@@ -141,9 +141,9 @@ def _dataset(root: Path, name: str = "syn", extra: list[str] | None = None) -> l
     return d
 
 
-def _check_round(root: Path, view: str, r: int) -> None:
+def _check_round(root: Path, view: str, r: int, dataset: str = "syn") -> None:
     who = "item" if view == "item" else "friend"
-    home = root / "syn"
+    home = root / dataset
     ids_folder = home / "ids" / f"gen-{who}-round{r}"
     cs = CodeSet.load(ids_folder)
     assert cs.kind == "text" and cs.tokens is not None and cs.tokens[: len(SPECIALS)] == list(SPECIALS)
@@ -203,10 +203,19 @@ def test_train_item_view_and_resume_after_a_kill_mid_round(tmp_path: Path, monke
         CodeSet.load(killed / "syn" / "ids" / "gen-item-round2").codes.tolist()  # fmt: skip
 
 
-def test_train_social_and_both_views(tmp_path: Path) -> None:
+def test_train_social_and_both_views(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fresh = [
+        "--data-dir",
+        str(tmp_path / "fresh"),
+    ]  # no processed data: `gdr train` preprocesses (source = dataset name)
+    sizes = [arg if arg == "--set" else f"preprocess.{arg}" for arg in SYN]  # --set preprocess.synthetic.users=120 ...
+    assert main(["train", "synthetic", "--view", "social", "-c", "tiny", "--rounds", "1", *sizes, *fresh]) == 0
+    assert "running `gdr preprocess synthetic` first" in capsys.readouterr().err
+    _check_round(tmp_path / "fresh", "social", 1, dataset="synthetic")
+    users = pl.read_parquet(tmp_path / "fresh" / "synthetic" / "processed" / "users.parquet").height
+    assert users <= 120  # the --set preprocess.synthetic.* sizes reached preprocess
+
     d = _dataset(tmp_path)
-    assert main(["train", "syn", "--view", "social", "-c", "tiny", "--rounds", "1", *d]) == 0
-    _check_round(tmp_path, "social", 1)
     assert main(["train", "syn", "--view", "both", "-c", "tiny", *d]) == 0
     for view in ("item", "social"):
         for r in (1, 2):
@@ -276,3 +285,35 @@ def test_trie_children_by_edge_runs_equal_the_dense_table() -> None:
     # every real code is a path of the trie, and a digit that no code has at the root is -1
     root = sparse.children(0, torch.tensor([0]))[0]
     assert set((root >= 0).nonzero().flatten().tolist()) == set(codes[:, 0].tolist())
+
+
+def test_items_without_text_get_unique_ids_by_the_stated_rule(tmp_path: Path) -> None:
+    d = _dataset(tmp_path)
+    items_path = tmp_path / "syn" / "processed" / "items.parquet"
+    items = pl.read_parquet(items_path)
+    blank = items["item"] < 6
+    items.with_columns(pl.when(blank).then(pl.lit(None)).otherwise(pl.col("text")).alias("text")).write_parquet(
+        items_path
+    )
+    assert main(["train-gen", "syn", "-c", "tiny", "--rounds", "1", *d]) == 0
+    stats = json.loads((tmp_path / "syn" / "runs" / "gen-item-round1" / "manifest.json").read_text())["stats"]
+    assert stats["empty_text"] == 6 and "[EMPTY]" in stats["empty_text_rule"] and stats["collisions_final"] == 0
+    codes = CodeSet.load(tmp_path / "syn" / "ids" / "gen-item-round1").codes
+    assert np.unique(codes, axis=0).shape[0] == codes.shape[0]
+    # the six text-less items read the same input, so at most one keeps its best beam: the rest retried
+    assert stats["retried"] >= 5
+
+
+def test_generator_starts_from_a_local_pretrained_t5(tmp_path: Path) -> None:
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    cfg = T5Config(vocab_size=50, d_model=16, d_kv=8, d_ff=32, num_layers=1, num_decoder_layers=1, num_heads=2)
+    with torch.random.fork_rng():
+        torch.manual_seed(5)
+        T5ForConditionalGeneration(cfg).save_pretrained(tmp_path / "t5")
+    hf = T5ForConditionalGeneration.from_pretrained(tmp_path / "t5")
+    gen = IdGenerator.create(n_words=30, id_len=2, init=tmp_path / "t5", seed=0, d_model=64)
+    assert gen.t5.config.d_model == 16  # the checkpoint's architecture wins over the sizes given
+    assert torch.equal(gen.t5.shared.weight, hf.shared.weight[:30])  # embeddings cut to the word vocabulary
+    block = "encoder.block.0.layer.0.SelfAttention.q.weight"
+    assert torch.equal(gen.t5.state_dict()[block], hf.state_dict()[block])
