@@ -211,7 +211,7 @@ def generator_phase(s: Session, r: int, *, resume: bool) -> dict[str, Any]:
         inputs["recommender"] = input_ref(
             prev, s.paths.root, read_manifest(prev, what="previous round", fix="rerun without --resume")
         )
-        module = round_model("id", s.gen, s.rec, s.text, temperature=cfg.temperature)
+        module = round_model("id", s.gen, s.rec, s.text, temperature=cfg.temperature, anchor=cfg.anchor)
         ex = training_examples(splits, cfg.max_len)
         train = {"history": ex["history"], "target": ex["target"]}
         validate = _validator(s, splits)

@@ -317,3 +317,16 @@ def test_generator_starts_from_a_local_pretrained_t5(tmp_path: Path) -> None:
     assert torch.equal(gen.t5.shared.weight, hf.shared.weight[:30])  # embeddings cut to the word vocabulary
     block = "encoder.block.0.layer.0.SelfAttention.q.weight"
     assert torch.equal(gen.t5.state_dict()[block], hf.state_dict()[block])
+
+
+def test_anchor_adds_the_generators_cross_entropy_on_the_current_ids() -> None:
+    gen, rec, text = _pair()
+    batch = {"history": torch.tensor([[-1, 0, 1], [2, 3, 4]]), "target": torch.tensor([5, 6])}
+    plain, anchored = round_model("id", gen, rec, text), round_model("id", gen, rec, text, anchor=0.5)
+    plain.eval(), anchored.eval()  # no dropout: the two forward passes see the same models
+    with torch.no_grad():
+        items = torch.tensor([0, 1, 2, 3, 4])  # the history's items (padding reads item 0, already there)
+        ce = torch.nn.functional.cross_entropy(
+            gen.word_logits(text[items], rec.codes[items]).flatten(0, 1), rec.codes[items].flatten()
+        )
+        assert torch.allclose(anchored(batch), plain(batch) + 0.5 * ce, atol=1e-5)
