@@ -84,7 +84,7 @@ def setup(args: argparse.Namespace) -> list[tuple[Tiger, torch.Tensor, str]]:
     processed = open_processed(DataPaths(root, "ml"))
     codes, vocab = random_codes(processed.n_items)
     hist = eval_histories(processed.table("splits"), "test", 20, with_target=False)["history"]
-    default = TigerConfig().model_dump(exclude={"init", "beam"})
+    default = TigerConfig().model_dump(exclude={"init", "beam", "train"})
     return [
         (Tiger.from_codes(codes, vocab, seed=0, **{**default, **PAPER}).eval(), hist, "random init, TIGER paper sizes"),
         (Tiger.from_codes(codes, vocab, seed=0, **default).eval(), hist, "random init, train_rec.tiger default sizes"),

@@ -3,6 +3,7 @@
     <root>/raw/<dataset>/                 raw inputs and downloads
     <root>/<dataset>/processed/           preprocess: interactions, items, users, splits, social
     <root>/<dataset>/ids/<ids>/           build-ids: one code per item (or user)
+    <root>/<dataset>/augmented/<name>/    augment: an augmented training split (splits.parquet)
     <root>/<dataset>/runs/<run>/          train-rec / diffuse: checkpoint + config + curves
     <root>/<dataset>/runs/.<run>.work/    a run in progress (resume checkpoints)
     <root>/<dataset>/recs/<run>/<split>/  sample: top-K table
@@ -53,6 +54,9 @@ class DataPaths:
 
     def ids(self, name: str) -> Path:
         return self.home / "ids" / check_name("ID set", name)
+
+    def augmented(self, name: str) -> Path:
+        return self.home / "augmented" / check_name("augmented split", name)
 
     def run(self, name: str) -> Path:
         return self.home / "runs" / check_name("run", name)

@@ -29,6 +29,6 @@ def run(
     request = TrainRequest(
         stage="diffuse", family=model_family("diffusion"), section=config, train=config.train, stage_config=config,
         ids=config.ids, max_len=config.max_len, seed=config.seed, name=run_name or "diffusion", resume=resume,
-        view=config.view,
+        view=config.view, train_split=config.train_split,
     )  # fmt: skip
     return train_family(paths, processed, request)

@@ -1,7 +1,8 @@
 """`gdr preprocess`: a raw source -> `<root>/<dataset>/processed/` (ARCHITECTURE.md, Tables).
 
 Reads the source into a raw bundle, cleans it (exact-duplicate drop, k-core, compact ids, time
-sort), splits it leave-one-out, restricts and splits the friend graph, and writes every table
+sort), splits it leave-one-out, restricts and splits the friend graph, builds the item knowledge
+graph (`stages/data/kg.py`) from the source's item attributes, and writes every table
 through a staged folder with the manifest last, so a failed run leaves the old folder intact.
 """
 
@@ -20,10 +21,11 @@ from gdr_cli.manifest import Manifest, Stopwatch, command_line, dump_config, wri
 from gdr_cli.paths import DataPaths
 from stages.config.preprocess import PreprocessConfig
 from stages.data.clean import Clean, clean
+from stages.data.kg import kg_stats, kg_table
 from stages.data.sources import default_name, read_source
-from stages.data.split import leave_one_out, social_graph
+from stages.data.split import leave_one_out, social_graph, social_leave_one_out
 
-STEPS = ("read", "clean", "split", "social", "write")
+STEPS = ("read", "clean", "split", "social + kg", "write")
 
 
 def item_table(cl: Clean, raw_items: pl.DataFrame | None) -> pl.DataFrame:
@@ -91,12 +93,13 @@ def run(
         items = item_table(cl, bundle.items)
         bar.advance(task)
         social = social_graph(bundle.social, cl.users)
-        social_splits = leave_one_out(social, "friend")
+        social_splits = social_leave_one_out(social)
+        kg = kg_table(bundle.attributes, cl.items, cl.users, cl.interactions)
         bar.advance(task)
-        stats = dataset_stats(cl, splits, social, social_splits)
+        stats = {**dataset_stats(cl, splits, social, social_splits), **kg_stats(kg)}
         with staged_dir(paths.processed) as tmp:
             for file, frame in (("interactions", cl.interactions), ("items", items), ("users", cl.users),
-                                ("splits", splits), ("social", social), ("social_splits", social_splits)):
+                                ("splits", splits), ("social", social), ("social_splits", social_splits), ("kg", kg)):
                 write_parquet(tmp / f"{file}.parquet", frame)
             manifest = Manifest(
                 stage="preprocess", dataset=paths.dataset, name=paths.dataset, command=command_line(),

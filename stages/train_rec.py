@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from gdr_cli.console import console
+from gdr_cli.errors import GdrError
 from gdr_cli.io import staged_dir
 from gdr_cli.manifest import Manifest, Stopwatch, check_fresh, command_line, dump_config, write_manifest
 from gdr_cli.paths import DataPaths
@@ -43,31 +44,45 @@ def run(
     request = TrainRequest(
         stage="train_rec", family=family, section=getattr(config, config.model), train=config.train, stage_config=config,
         ids=config.ids, max_len=config.max_len, seed=config.seed, name=name, resume=resume, view=config.view,
+        train_split=config.train_split,
     )  # fmt: skip
     return train_family(paths, processed, request)
 
 
 def _count_pop(paths: DataPaths, processed: Processed, config: TrainRecConfig, name: str) -> Manifest:
+    from stages.augmentation.splits import BASE, open_train_split, split_name
+
     clock = Stopwatch()
     splits = view_splits(processed, config.view)
     n = n_entities(processed, config.view)
+    inputs = {"processed": processed.ref}
+    train_split = split_name(config.train_split)
+    if train_split != BASE:
+        if config.view != "item":
+            raise GdrError("an augmented training split holds item sequences, not friend lists",
+                           where=f"--train-split {config.train_split}", fix="use --view item, or drop --train-split")  # fmt: skip
+        chosen = open_train_split(paths, processed, config.train_split)
+        splits = chosen.splits
+        inputs["train_split"] = chosen.ref  # type: ignore[assignment]
     train_items = torch.from_numpy(splits["train"].explode().drop_nulls().to_numpy().astype("int64"))
     model = Popularity(n_items=n)
     model.fit_counts(train_items)
     stats = {
         "model": "pop",
         "view": config.view,
+        "train_split": train_split,
         "params": 0,
         "train_interactions": int(train_items.numel()),
         "items": n,
     }
     with staged_dir(paths.run(name)) as tmp:
-        save_model(tmp, model, meta={"dataset": paths.dataset, "max_len": config.max_len or 20, "view": config.view})
+        save_model(tmp, model, meta={"dataset": paths.dataset, "max_len": config.max_len or 20, "view": config.view,
+                                        "train_split": train_split})  # fmt: skip
         write_manifest(
             tmp,
             Manifest(
                 stage="train_rec", dataset=paths.dataset, name=name, command=command_line(), config=dump_config(config),
-                seed=config.seed, inputs={"processed": processed.ref}, stats=stats, wall_time_s=clock.seconds(),
+                seed=config.seed, inputs=inputs, stats=stats, wall_time_s=clock.seconds(),
             ),
         )  # fmt: skip
     what = "friendships" if config.view == "social" else "interactions"

@@ -65,6 +65,7 @@ def test_invalid_yaml_names_line(tmp_path: Path) -> None:
 def test_presets_load() -> None:
     """Every preset's every section resolves into its stage config (unknown keys would be errors)."""
     from gdr_cli.config import REPO_CONFIGS, load_config_file
+    from stages.config.augment import AugmentConfig
     from stages.config.build_ids import BuildIdsConfig
     from stages.config.diffuse import DiffuseConfig
     from stages.config.evaluate import EvaluateConfig
@@ -73,7 +74,7 @@ def test_presets_load() -> None:
     from stages.config.train_gen import TrainGenConfig
     from stages.config.train_rec import TrainRecConfig
 
-    classes = {"preprocess": PreprocessConfig, "build_ids": BuildIdsConfig, "train_rec": TrainRecConfig,
+    classes = {"preprocess": PreprocessConfig, "build_ids": BuildIdsConfig, "augment": AugmentConfig, "train_rec": TrainRecConfig,
                "train_gen": TrainGenConfig, "diffuse": DiffuseConfig, "sample": SampleConfig, "evaluate": EvaluateConfig}  # fmt: skip
     presets = sorted(p.stem for p in REPO_CONFIGS.glob("*.yaml"))
     assert {"tiny", "default"} <= set(presets)

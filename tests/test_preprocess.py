@@ -14,7 +14,7 @@ from gdr_cli.app import main
 from stages.config.preprocess import PreprocessConfig, SyntheticConfig
 from stages.data.bundle import frame_bundle
 from stages.data.clean import clean, first_distinct, k_core
-from stages.data.split import leave_one_out, social_graph
+from stages.data.split import leave_one_out, social_graph, social_leave_one_out
 from stages.data.synthetic import generate
 from stages.preprocess import run
 
@@ -31,7 +31,7 @@ def fixture_path(path: str, tmp: Path) -> Path:
     for f in (FIX / "lastfm").glob("*.dat.txt"):
         shutil.copy(f, out / f.name.removesuffix(".txt"))
     return out
-TABLES = ("interactions", "items", "users", "splits", "social", "social_splits")
+TABLES = ("interactions", "items", "users", "splits", "social", "social_splits", "kg")
 SCHEMAS = {
     "interactions": {"user": pl.Int32, "item": pl.Int32, "timestamp": pl.Int64},
     "items": {"item": pl.Int32, "raw_id": pl.String, "text": pl.String},
@@ -39,6 +39,7 @@ SCHEMAS = {
     "splits": {"user": pl.Int32, "train": pl.List(pl.Int32), "valid": pl.Int32, "test": pl.Int32},
     "social": {"user": pl.Int32, "friend": pl.Int32},
     "social_splits": {"user": pl.Int32, "train": pl.List(pl.Int32), "valid": pl.Int32, "test": pl.Int32},
+    "kg": {"item": pl.Int32, "relation": pl.String, "entity": pl.String},
 }
 LOOSE = PreprocessConfig(min_user_interactions=0, min_item_interactions=0)
 TINY = PreprocessConfig(synthetic=SyntheticConfig(users=300, items=120, mean_len=12))
@@ -101,6 +102,26 @@ def test_clean_compacts_numeric_ids_and_keeps_tie_order():
     assert cl.items["raw_id"].to_list() == ["a", "b", "c"]
     # user "10" (id 1): b and a tie at t=5 -> input order b, a
     assert cl.interactions.filter(pl.col("user") == 1)["item"].to_list() == [1, 0, 2]
+
+
+def test_social_split_removes_held_out_edges_from_both_ends():
+    # friend lists in input order; 0: 1 2 3 4 | 1: 0 2 3 | 2: 0 1 3 | 3: 0 1 2 | 4: 0 1 2 3
+    pairs = {0: [1, 2, 3, 4], 1: [0, 2, 3], 2: [0, 1, 3], 3: [0, 1, 2], 4: [0, 1, 2, 3]}
+    seq = pl.DataFrame(
+        [(u, f) for u, fs in pairs.items() for f in fs], schema={"user": pl.Int32, "friend": pl.Int32}, orient="row"
+    )
+    out = social_leave_one_out(seq)
+    # held out (valid, test): 0:(3,4) 1:(2,3) 2:(1,3) 3:(1,2) 4:(2,3); each also leaves the friend's list
+    assert out.to_dicts() == [
+        {"user": 0, "train": [1, 2], "valid": 3, "test": 4},
+        {"user": 1, "train": [0], "valid": 2, "test": 3},
+        {"user": 2, "train": [0], "valid": 1, "test": 3},
+        # 3's list [0] loses 0 (0's valid friend is 3): nothing left, 3 is dropped
+        {"user": 4, "train": [1], "valid": 2, "test": 3},  # 0 left: 4 is 0's test friend
+    ]
+    held = {(r["user"], f) for r in out.to_dicts() for f in (r["valid"], r["test"])}
+    train = {(r["user"], f) for r in out.to_dicts() for f in r["train"]}
+    assert not {(f, u) for u, f in held} & train  # no held-out friendship in any training list
 
 
 def test_leave_one_out_by_hand():
@@ -204,7 +225,8 @@ def test_fixture_item_text_and_social(tmp_path):
     assert fm["items"]["text"][0] == "Björk 10"
     assert fm["interactions"]["timestamp"][0] == 1238536800 + 100  # ms -> s
     # 1-2, 1-3, 1-4, 2-3, 3-4 (4-4 self loop and unknown 9 dropped)
-    assert fm["social"].height == 10 and fm["social_splits"]["user"].to_list() == [0, 2]
+    # user 2's only training friend is 0, whose valid friend is 2: that edge leaves 2's list, 2 is dropped
+    assert fm["social"].height == 10 and fm["social_splits"]["user"].to_list() == [0]
     assert fm["social_splits"].row(0) == (0, [1], 2, 3)
     run(source="recbole", data_dir=tmp_path, config=LOOSE, input=FIX / "recbole", name="rb")
     rb = load(tmp_path, "rb")

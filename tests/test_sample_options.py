@@ -9,6 +9,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+import torch
 
 from gdr_cli.app import main
 from gdr_cli.errors import GdrError
@@ -205,10 +206,48 @@ def test_unconstrained_tiger_writes_invalid_codes_that_evaluate_counts(root: Pat
     assert out["t-free"]["invalid_rate"] == pytest.approx(n_null / free.height) and out["t"]["invalid_rate"] == 0.0
 
 
-def test_no_constraint_is_for_tiger_beam_only(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("sampler", ["cpd", "ordered-beam", "tweedie", "ordered"])
+def test_unconstrained_diffusion_samplers_write_invalid_codes(root: Path, capsys: pytest.CaptureFixture[str], sampler: str) -> None:
+    """--no-constraint for the diffusion samplers: codes of no item are null rows, evaluate counts them; the
+    constrained lists of the same run have none."""
+    name = f"free-{sampler}"
+    assert sample(root, "d", "--sampler", sampler, "--no-constraint", "-k", "10", "--beam", "10", "--name", name) == 0, (
+        capsys.readouterr().err
+    )
+    free = pl.read_parquet(root / "toy" / "recs" / name / "valid" / "recs.parquet")
+    assert free["item"].null_count() > 0
+    valid = free.drop_nulls("item")
+    assert valid.group_by("user").agg(pl.col("item").n_unique() == pl.len())["item"].all()  # distinct items
     capsys.readouterr()
-    assert sample(root, "d", "--no-constraint") == 2
-    assert "--constrained does not apply to sampler 'cpd'" in error_line(capsys.readouterr().err)
+    assert main(["evaluate", "toy", "--data-dir", str(root), "--split", "valid", "--json", "--run", name]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out[name]["invalid_rate"] == pytest.approx(free["item"].null_count() / free.height)
+
+
+def test_free_beam_step_is_the_brute_force_top() -> None:
+    from stages.samplers.base import State
+    from stages.samplers.free import INVALID, free_extend, free_finish
+    from stages.samplers.validity import CodeTable, subsets
+
+    codes = torch.tensor([[0, 1], [2, 3], [1, 0]])  # 3 items; vocab sizes 3 and 4: position 0 has no digit 3
+    table = CodeTable(codes, [3, 4])
+    gen = torch.Generator().manual_seed(0)
+    logp = torch.randn(2, 1, 2, 4, generator=gen).log_softmax(-1)  # [B, S, n, V]
+    start = State(tokens=torch.full((2, 1, 2), -1), score=torch.zeros(2, 1))
+    both = free_extend(table, start, logp, subsets(2, 2), width=5)  # both digits in one step
+    for u in range(2):
+        brute = sorted(((float(logp[u, 0, 0, a] + logp[u, 0, 1, c]), (a, c)) for a in range(3) for c in range(4)),
+                       reverse=True)[:5]  # fmt: skip
+        assert [tuple(t) for t in both.tokens[u].tolist()] == [code for _, code in brute]
+        assert both.score[u].tolist() == pytest.approx([v for v, _ in brute])
+    # one digit per step: (a, c) is reached in two orders and kept once, with the larger score
+    one = free_extend(table, start, logp, subsets(2, 1), width=12)
+    two = free_extend(table, one, logp.expand(-1, one.tokens.shape[1], -1, -1), subsets(2, 1), width=12)
+    rows = [tuple(t) for t in two.tokens[0].tolist()]
+    assert len(set(rows)) == 12 and all(a >= 0 and c >= 0 for a, c in rows)
+    items, _ = free_finish(table, two, 12)
+    named = {(0, 1): 0, (2, 3): 1, (1, 0): 2}
+    assert items[0].tolist() == [named.get(code, INVALID) for code in rows]  # ranks kept, 9 codes of no item
 
 
 def test_model_specific_options_survive_the_sampler_options() -> None:

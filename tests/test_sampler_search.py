@@ -122,7 +122,8 @@ def test_first_beam_is_the_width_of_the_first_step() -> None:
 
 def test_first_beam_counts_function_evaluations() -> None:
     m = tiny_model()
-    m.recommend(HISTORY, k=2, sampler="cpd", options={"beam": 5, "first_beam": 2, "digits_per_step": 1})
+    opts = {"beam": 5, "first_beam": 2, "digits_per_step": 1, "renormalize": False}  # raw: every live beam runs
+    m.recommend(HISTORY, k=2, sampler="cpd", options=opts)
     assert m.sample_stats["rounds"] == 1 and m.sample_stats["nfe"] == 1 + 2 + 5
 
 

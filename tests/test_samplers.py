@@ -13,6 +13,7 @@ from stages.diffusion.corruption import MASK
 from stages.models.diffusion import DiffusionRecommender
 from stages.samplers import make_sampler
 from stages.samplers.base import SamplerOptions, top_distinct
+from stages.samplers.cpd import CPDSampler
 from stages.samplers.validity import CodeTable
 
 
@@ -143,11 +144,22 @@ def test_ordered_beam_with_wide_beam_is_exact_chain_rule(model: DiffusionRecomme
     assert torch.allclose(brute[items[0]], brute.sort(descending=True).values)
 
 
-def test_cpd_throughput_structure_two_digits_per_step(model: DiffusionRecommender) -> None:
-    model.recommend(HISTORY, k=5, sampler="cpd", options={"beam": 5, "digits_per_step": 2})
+def test_cpd_throughput_structure_two_digits_per_step(model: DiffusionRecommender, monkeypatch: pytest.MonkeyPatch) -> None:
+    raw = {"beam": 5, "renormalize": False}  # raw scores read every live beam's log-probs
+    model.recommend(HISTORY, k=5, sampler="cpd", options={**raw, "digits_per_step": 2})
     assert model.sample_stats["nfe"] == 1 + 5  # one pass on the all-masked code, then one per beam
-    model.recommend(HISTORY, k=5, sampler="cpd", options={"beam": 5, "digits_per_step": 1})
+    model.recommend(HISTORY, k=5, sampler="cpd", options={**raw, "digits_per_step": 1})
     assert model.sample_stats["nfe"] == 1 + 5 + 5
+    # renormalised, a beam only one item completes scores 0 whatever the model says: no pass for it
+    for d in (1, 2):
+        fast = model.recommend(HISTORY, k=5, sampler="cpd", options={"beam": 5, "digits_per_step": d})
+        calls = model.sample_stats["nfe"]
+        with monkeypatch.context() as m:
+            m.setattr(CPDSampler, "needless", lambda self, state: None)
+            every = model.recommend(HISTORY, k=5, sampler="cpd", options={"beam": 5, "digits_per_step": d})
+            assert model.sample_stats["nfe"] == {1: 11, 2: 6}[d] and calls < model.sample_stats["nfe"]
+        # same lists; scores equal up to float rounding (a subset of rows runs as its own batch)
+        assert torch.equal(fast[0], every[0]) and torch.allclose(fast[1], every[1], atol=1e-5)
 
 
 @pytest.mark.parametrize("sampler", ["tweedie", "euler"])

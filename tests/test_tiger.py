@@ -33,6 +33,35 @@ def test_token_layout_and_encoder_inputs() -> None:
     assert embed.shape == (1, 2, 16) and mask.tolist() == [[0, 1]]
 
 
+def test_item_embedding_joins_the_token_sum() -> None:
+    model = tiny(encoder_input="items", item_embedding=True, seed=2)
+    embed, _ = model.encoder_inputs(torch.tensor([[7, 5]]))
+    tokens = model.t5.shared(model.item_tokens(torch.tensor([5])))[0]  # [D, d] item 5's token embeddings
+    want = (tokens.sum(0) + model.item_embed.weight[5]) / 3**0.5  # D = 2 tokens + the item's own vector
+    assert torch.allclose(embed[0, 1], want)
+    # per-token input: the item's vector is added to each of its D positions
+    tok = tiny(encoder_input="tokens", item_embedding=True, seed=2)
+    embed, _ = tok.encoder_inputs(torch.tensor([[5]]))
+    want = (tok.t5.shared(tok.item_tokens(torch.tensor([5])))[0] + tok.item_embed.weight[5]) * 0.5**0.5
+    assert torch.allclose(embed[0], want)
+    assert tiny().item_embed is None and "item_embed.weight" not in tiny().state_dict()
+
+
+def test_label_smoothing_loss_by_hand() -> None:
+    plain, smooth = tiny(seed=4), tiny(seed=4, label_smoothing=0.2)
+    batch = {"history": torch.tensor([[3, 5], [-1, 7]]), "target": torch.tensor([1, 10])}
+    hidden, mask = plain.encode(batch["history"])
+    labels = plain.item_tokens(batch["target"])
+    dec_in = torch.nn.functional.pad(labels[:, :-1], (1, 0), value=PAD)
+    out = plain.t5.decoder(input_ids=dec_in, encoder_hidden_states=hidden, encoder_attention_mask=mask)
+    logp = plain.logits(out.last_hidden_state).float().log_softmax(-1)  # [2, D, V]
+    nll = -logp.gather(-1, labels[..., None]).mean()
+    uniform = -logp.mean()  # cross-entropy against the uniform distribution over V
+    plain.eval(), smooth.eval()
+    assert plain.loss(batch).item() == pytest.approx(nll.item(), rel=1e-5)
+    assert smooth.loss(batch).item() == pytest.approx((0.8 * nll + 0.2 * uniform).item(), rel=1e-5)
+
+
 @pytest.mark.parametrize("encoder_input", ["tokens", "items"])
 def test_loss_decreases(encoder_input: str) -> None:
     model = tiny(encoder_input=encoder_input, seed=3).train()

@@ -64,7 +64,7 @@ def test_tiger_train_resume_sample(root: Path, capsys: pytest.CaptureFixture[str
     assert stats["n_digits"] == 3 and stats["stop_reason"] == "max-epochs" and stats["examples_per_s"] > 0
     assert {"model.safetensors", "model.json", "train_log.parquet", "curve.png"} <= set(manifest["outputs"])
     model, meta = load_model(run)
-    assert model.kind == "tiger" and meta == {"dataset": "toy", "max_len": 6, "ids": "rnd", "view": "item"}
+    assert model.kind == "tiger" and meta == {"dataset": "toy", "max_len": 6, "ids": "rnd", "view": "item", "train_split": "base"}
 
     first = (run / "model.safetensors").read_bytes()  # resuming the finished run rebuilds the same weights
     assert main([*tiger_args(root), "--resume", "--max-minutes", "5"]) == 0, capsys.readouterr().err

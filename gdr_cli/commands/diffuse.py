@@ -18,6 +18,7 @@ def diffuse(
     set_: SetOpt = None,
     ids: Annotated[str | None, flag(C, "ids", "--ids")] = None,
     view: Annotated[str | None, flag(C, "view", "--view")] = None,
+    train_split: Annotated[str | None, flag(C, "train_split", "--train-split")] = None,
     loss: Annotated[str | None, flag(C, "loss", "--loss")] = None,
     schedule: Annotated[str | None, flag(C, "schedule", "--schedule")] = None,
     run: Annotated[str | None, typer.Option("--run", help="Run name (its folder under runs/); default: diffusion.")] = None,
@@ -34,7 +35,7 @@ def diffuse(
     from stages import diffuse as stage
 
     flags = {
-        "ids": ids, "view": view, "loss": loss, "schedule": schedule, "train.max_minutes": max_minutes, "train.lr": lr,
+        "ids": ids, "view": view, "train_split": train_split, "loss": loss, "schedule": schedule, "train.max_minutes": max_minutes, "train.lr": lr,
         "train.batch_size": batch_size, "train.max_epochs": epochs, "seed": seed, "train.device": device,
         "augment_factor": augment_factor, "mask_prob": mask_prob,
     }  # fmt: skip

@@ -18,12 +18,25 @@ def train_rec(
     set_: SetOpt = None,
     model: Annotated[str | None, flag(C, "model", "--model")] = None,
     view: Annotated[str | None, flag(C, "view", "--view")] = None,
+    train_split: Annotated[str | None, flag(C, "train_split", "--train-split")] = None,
     ids: Annotated[str | None, flag(C, "ids", "--ids")] = None,
     run: Annotated[str | None, typer.Option("--run", help="Run name (its folder under runs/); default: the model's name.")] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue an interrupted run from runs/.<run>.work/ (same config and inputs).")
     ] = False,
+    plugin: Annotated[str | None, flag(C, "sasrec.plugin", "--plugin")] = None,
+    plugin_run: Annotated[str | None, flag(C, "sasrec.pdrec.run", "--plugin-run")] = None,
+    reweight: Annotated[bool | None, flag(C, "sasrec.pdrec.reweight", "--reweight/--no-reweight")] = None,
+    soft_positives: Annotated[
+        bool | None, flag(C, "sasrec.pdrec.soft_positives", "--soft-positives/--no-soft-positives")
+    ] = None,
+    tail_negatives: Annotated[
+        bool | None, flag(C, "sasrec.pdrec.tail_negatives", "--tail-negatives/--no-tail-negatives")
+    ] = None,
     init: Annotated[str | None, flag(C, "tiger.init", "--init")] = None,
+    interest_diffusion: Annotated[
+        bool | None, flag(C, "diffnet.interest_diffusion", "--interest-diffusion/--no-interest-diffusion")
+    ] = None,
     max_minutes: Annotated[float | None, flag(C, "train.max_minutes", "--max-minutes")] = None,
     lr: Annotated[float | None, flag(C, "train.lr", "--lr")] = None,
     batch_size: Annotated[int | None, flag(C, "train.batch_size", "--batch-size")] = None,
@@ -36,8 +49,15 @@ def train_rec(
     flags = {
         "model": model,
         "view": view,
+        "train_split": train_split,
         "ids": ids,
+        "sasrec.plugin": plugin,
+        "sasrec.pdrec.run": plugin_run,
+        "sasrec.pdrec.reweight": reweight,
+        "sasrec.pdrec.soft_positives": soft_positives,
+        "sasrec.pdrec.tail_negatives": tail_negatives,
         "tiger.init": init,
+        "diffnet.interest_diffusion": interest_diffusion,
         "train.max_minutes": max_minutes,
         "train.lr": lr,
         "train.batch_size": batch_size,

@@ -36,6 +36,11 @@ class DiffuseConfig(StageConfig):
         description="What is recommended: 'item' (the next item) or 'social' (the next friend, from social_splits.parquet; "
         "the ID set must then be built with `gdr build-ids --view social`).",
     )
+    train_split: str | None = Field(
+        None,
+        description="Training split: unset = the base split (processed/splits.parquet), or 'augmented/<name>' written by "
+        "`gdr augment` (pseudo items in training sequences; validation/test targets and histories stay the base split's).",
+    )
     max_len: int = Field(20, ge=1, description="History items fed to the encoder (PROTOCOL.md: 20 for ID-generative models).")
     seed: int = Field(42, description="Seed of initialisation, data order, dropout and training masks; same seed, same run.")
     loss: Literal["k_dce", "t_dce", "t_dse", "lambda_dce", "diffgrm"] = Field(

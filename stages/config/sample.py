@@ -90,9 +90,10 @@ class SampleConfig(StageConfig):
     )
     constrained: bool = Field(
         True,
-        description="tiger beam search: keep only prefixes of real item codes (the trie). --no-constraint searches every "
-        "code, to measure what the constraint buys: codes that name no item are written as null items and counted in "
-        "evaluate's invalid_rate.",
+        description="Keep only (prefixes of) real item codes: tiger's trie, the diffusion samplers' code table. "
+        "--no-constraint searches every code, to measure what the constraint buys: codes that name no item are written "
+        "as null items and counted in evaluate's invalid_rate (diffusion samplers: one search, history items dropped "
+        "after it, so a list can hold fewer than k items).",
     )
     use_cache: bool = Field(
         True, description="tweedie/euler: reuse logits of rows whose tokens did not change (fewer model calls)."
@@ -125,7 +126,7 @@ APPLIES: dict[str, tuple[str, ...]] = {
     "order": ("ordered", "ordered-beam"),
     "prefix": DIFFUSION,
     "use_cache": ("tweedie", "euler"),
-    "constrained": ("beam",),
+    "constrained": ("beam", *DIFFUSION),
 }
 """Sampler-specific options and the samplers that read them; every other option applies to all."""
 

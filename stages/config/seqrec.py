@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from gdr_cli.config import StageConfig
+from stages.config.pdrec import PdrecConfig
 from stages.config.training import TrainLoopConfig
 
 Loss = Literal["softmax", "sampled_softmax", "negatives"]
@@ -104,6 +105,24 @@ class SasrecConfig(SeqrecConfig):
         description="Dropout on embeddings, attention weights and block outputs; 0.5 as RecBole's SASRec: "
         "small datasets such as MovieLens 100K overfit quickly without it.",
     )  # fmt: skip
+    plugin: Literal["none", "pdrec"] = Field(
+        "none", description="Training plug-in: 'none', or 'pdrec' (PDRec, AAAI 2024: a trained DiffuRec run, pdrec.run, "
+        "reweights history, adds soft positives and draws tail negatives; the saved model stays plain SASRec).",
+    )  # fmt: skip
+    pdrec: PdrecConfig = Field(
+        default_factory=PdrecConfig, description="pdrec: the DiffuRec run and the three switches."
+    )
+
+    @model_validator(mode="after")
+    def _plugin_loss(self) -> SasrecConfig:
+        if self.plugin == "pdrec":
+            if self.loss == "sampled_softmax":
+                raise ValueError("plugin 'pdrec' needs loss 'softmax' or 'negatives'")
+            if self.pdrec.tail_negatives and self.loss != "negatives":
+                raise ValueError(
+                    "pdrec.tail_negatives draws negatives: set loss to 'negatives' (or turn tail_negatives off)"
+                )
+        return self
 
 
 class HstuConfig(SeqrecConfig):

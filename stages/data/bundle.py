@@ -10,6 +10,9 @@ import polars as pl
 INTERACTIONS_SCHEMA = {"user": pl.String, "item": pl.String, "timestamp": pl.Int64, "order": pl.Int64}
 ITEMS_SCHEMA = {"raw_id": pl.String, "text": pl.String}
 SOCIAL_SCHEMA = {"user": pl.String, "friend": pl.String}
+ATTRIBUTES_SCHEMA = {"raw_id": pl.String, "relation": pl.String, "entity": pl.String}
+"""Item -> attribute edges (e.g. genre, year, tag); optional extra columns user:str, timestamp:int64 mark an
+edge that comes from one interaction (a Last.fm tag), so that held-out interactions give no edge."""
 
 
 @dataclass
@@ -22,6 +25,8 @@ class RawBundle:
     origin: the file or folder read, for messages and the manifest.
     diagnose: called when collecting `interactions` fails or yields nulls; re-reads the input
         slowly and raises a `GdrError` naming the first bad line (returns if it finds none).
+    attributes: item -> attribute edges (ATTRIBUTES_SCHEMA, + user/timestamp for per-interaction
+        ones), or None when the source has no item attributes; `preprocess` turns them into kg.parquet.
     """
 
     interactions: pl.LazyFrame
@@ -29,6 +34,7 @@ class RawBundle:
     social: pl.DataFrame | None
     origin: str
     diagnose: Callable[[], None] | None = None
+    attributes: pl.DataFrame | None = None
 
 
 def empty_items() -> pl.DataFrame:

@@ -125,3 +125,34 @@ def training_windows(splits: pl.DataFrame, max_len: int, stride: int | None = No
     back = per_user[row] - 1 - (np.arange(len(row), dtype=np.int64) - first[row])  # [W] windows after this one
     ends = starts[row] + lengths[row] - back * stride  # [W] flat index after the window's last item
     return _windows(items, lengths, row, ends, max_len + 1)
+
+
+def _reversed(items: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The flat item array with every sequence reversed in place. [M] -> [M]."""
+    owner = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
+    offset = np.arange(len(items), dtype=np.int64) - starts[owner]
+    return items[starts[owner] + lengths[owner] - 1 - offset]
+
+
+def training_futures(splits: pl.DataFrame, length: int) -> torch.Tensor:
+    """For every example of `training_examples` (position i >= 1 of each training sequence, same order): the
+    `length` items from i on (item i first), right-padded with -1. Returns [N, length] int64.
+
+    Windows of the reversed sequences, flipped: items i..i+length-1 are the `length` reversed items before
+    reversed index n - i."""
+    _check(splits, length, ("user", "train"))
+    items, starts, lengths = _flatten(splits["train"])
+    per_user = np.maximum(lengths - 1, 0)
+    row = np.repeat(np.arange(len(lengths), dtype=np.int64), per_user)
+    first = np.cumsum(per_user) - per_user
+    pos = np.arange(int(per_user.sum()), dtype=np.int64) - first[row] + 1  # [N] position i >= 1
+    ends = starts[row] + lengths[row] - pos
+    return _windows(_reversed(items, starts, lengths), lengths, row, ends, length).flip(1)
+
+
+def leading_items(splits: pl.DataFrame, length: int) -> torch.Tensor:
+    """The first `length` items of each training sequence (table order), right-padded with -1. [U, length] int64."""
+    _check(splits, length, ("user", "train"))
+    items, starts, lengths = _flatten(splits["train"])
+    rows = np.arange(len(lengths), dtype=np.int64)
+    return _windows(_reversed(items, starts, lengths), lengths, rows, starts + lengths, length).flip(1)

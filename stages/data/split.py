@@ -1,7 +1,9 @@
 """Leave-one-out splits (PROTOCOL.md §1) of interactions and of the friend graph.
 
 Interactions: per user in time order, last item = test, second-to-last = valid, the rest = train.
-Friends: the same over each user's friends in input order (users with < 3 friends are left out).
+Friends: the same over each user's friends in input order (users with < 3 friends are left out);
+a friendship is one undirected edge, so a held-out friend v of u also leaves v's training list
+(otherwise u would still be listed among v's friends, and the edge would leak into training).
 """
 
 from __future__ import annotations
@@ -58,3 +60,29 @@ def social_graph(raw: pl.DataFrame | None, users: pl.DataFrame) -> pl.DataFrame:
         .collect()
         .cast(schema)
     )
+
+
+def social_leave_one_out(social: pl.DataFrame) -> pl.DataFrame:
+    """Leave-one-out over friend sequences (`social` rows user/friend in per-user order) without leakage.
+
+    Every held-out edge (u, v) (v = u's valid or test friend) is removed from v's training list as
+    well; users whose training list becomes empty are dropped (nothing to recommend from).
+    """
+    split = leave_one_out(social, "friend")
+    held = pl.concat([
+        split.select(pl.col("valid").alias("user"), pl.col("user").alias("friend")),
+        split.select(pl.col("test").alias("user"), pl.col("user").alias("friend")),
+    ])
+    train = (
+        split.lazy()
+        .select("user", pl.col("train").alias("friend"))
+        .explode("friend")
+        .with_row_index("pos")
+        .join(held.lazy(), on=["user", "friend"], how="anti")
+        .drop_nulls("friend")
+        .sort("pos")
+        .group_by("user", maintain_order=True)
+        .agg(pl.col("friend").alias("train"))
+    )
+    out = split.lazy().drop("train").join(train, on="user", how="inner").sort("user").collect()
+    return out.cast(SPLIT_SCHEMA).select(list(SPLIT_SCHEMA))

@@ -5,6 +5,7 @@ a home cluster and walks a Markov chain over clusters: stay (prob `stay`), move 
 cluster (c+1 mod C), return home, or jump anywhere; each step emits a popular-leaning item of
 the current cluster. Item text is words from the cluster's vocabulary (plus some noise words).
 Friends are drawn mostly from the same home cluster (homophily), so communities share tastes.
+The item attributes (knowledge graph) are the words of the item's text (relation 'word').
 Everything is vectorised over users; the only loop runs over sequence positions.
 """
 
@@ -99,6 +100,14 @@ def _texts(cfg: SyntheticConfig, cluster_of: np.ndarray, rng: np.random.Generato
     words = vocab[np.where(rng.random((n, cfg.words)) < NOISE_WORDS, noise, own)]
     frame = pl.DataFrame({f"w{j}": words[:, j] for j in range(cfg.words)})
     return frame.select(pl.concat_str(pl.all(), separator=" ")).to_series().to_list()
+
+
+def attributes(items: pl.DataFrame) -> pl.DataFrame:
+    """Item -> word edges (raw_id, relation 'word', entity) of the generated item texts (words of the
+    item's cluster vocabulary, some noise): the synthetic knowledge graph."""
+    return items.select(
+        "raw_id", pl.lit("word").alias("relation"), pl.col("text").str.split(" ").alias("entity")
+    ).explode("entity")
 
 
 def generate(cfg: SyntheticConfig, seed: int) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:

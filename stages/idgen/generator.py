@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stages.idgen.tokenizer import PAD, SPECIALS
-from stages.models.tiger import Tiger, _drop_tied, _restore_tied, pretrained_sizes, t5_config
+from stages.models.tiger import Tiger, _drop_tied, _restore_tied, init_t5, pretrained_sizes, t5_config
 
 NEG_INF = float("-inf")
 
@@ -40,7 +40,7 @@ class IdGenerator(nn.Module):
         self.vocab_size, self.id_len = n_words, id_len
         with torch.random.fork_rng(devices=[]):  # T5's own init draws from the global RNG; keep it untouched
             self.t5 = T5ForConditionalGeneration(t5_config(n_words, **sizes))
-        Tiger.init_weights(self, torch.Generator().manual_seed(seed))  # type: ignore[arg-type]  # same T5 init, same fields
+        init_t5(self.t5, self.init_kwargs, torch.Generator().manual_seed(seed))  # tiger's T5 initialisation
         self.register_state_dict_post_hook(_drop_tied)
         self.register_load_state_dict_pre_hook(_restore_tied)
 

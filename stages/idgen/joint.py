@@ -68,14 +68,14 @@ class SoftIds(nn.Module):
     def encode(self, history: Tensor) -> tuple[Tensor, Tensor]:
         return self.rec.encode(history, self.history_embeds(history))
 
-    def start_decoding(self, hidden: Tensor, mask: Tensor) -> Any:
-        return self.rec.start_decoding(hidden, mask)
+    def start_decoding(self, *args: Any, **kwargs: Any) -> Any:
+        return self.rec.start_decoding(*args, **kwargs)
 
-    def next_logprobs(self, tokens: Tensor, cache: Any) -> Tensor:
-        return self.rec.next_logprobs(tokens, cache)
+    def next_logprobs(self, *args: Any, **kwargs: Any) -> Tensor:
+        return self.rec.next_logprobs(*args, **kwargs)
 
-    def decode_step(self, tokens: Tensor, hidden: Tensor, mask: Tensor) -> Tensor:
-        return self.rec.decode_step(tokens, hidden, mask)
+    def decode_step(self, *args: Any, **kwargs: Any) -> Tensor:
+        return self.rec.decode_step(*args, **kwargs)
 
     @torch.no_grad()
     def recommend(self, history: Tensor, *, k: int, sampler: str | None = None, options: Any = None,

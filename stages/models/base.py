@@ -18,6 +18,9 @@ class Recommender(nn.Module, abc.ABC):
     """Registry name, e.g. 'pop', 'tiger', 'diffusion'."""
     samplers: ClassVar[tuple[str, ...]] = ()
     """Samplers `recommend` accepts; the first is the default."""
+    needs_users: ClassVar[bool] = False
+    """True when `recommend` scores users by ID (graph models): it reads `options.users` ([B] int64), which
+    `gdr sample` and validation pass."""
 
     def __init__(self, **init_kwargs: Any):
         super().__init__()

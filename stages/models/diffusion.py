@@ -291,7 +291,8 @@ class DiffusionRecommender(Recommender):
         fewer than k items (duplicate samples, beams merging into the same items) gets another
         round of the sampler with the items found so far excluded too; each round adds at least
         one, so exactly k come out whenever the catalogue minus the excluded items allows. The
-        lists are merged by score (path log-probabilities).
+        lists are merged by score (path log-probabilities). Unconstrained (`options.constrained`
+        off, `--no-constraint`): one search over every code; codes of no item come back as -2.
         """
         from stages.samplers import make_sampler
         from stages.samplers.base import SamplerOptions, top_distinct
@@ -317,6 +318,9 @@ class DiffusionRecommender(Recommender):
             state, calls = self._search(smp, sub, state, opts.use_cache)
             got, got_score = smp.finish(state, k)  # [r, k], none of them banned
             evals, rounds = evals + calls, rounds + 1
+            if not opts.constrained:  # one search: its codes, invalid ones (-2) included, are the list
+                items, scores = got, got_score
+                break
             merged, merged_score = top_distinct(torch.cat([items[rows], got], 1), torch.cat([scores[rows], got_score], 1), k)
             items[rows], scores[rows] = merged, merged_score
             banned[rows[:, None].expand_as(got)[got >= 0], got[got >= 0]] = True
@@ -340,7 +344,12 @@ class DiffusionRecommender(Recommender):
             if state.logp is None or state.fresh is None or not use_cache:
                 state.logp = state.logp if state.logp is not None else self.head_b.new_empty(b, s, n, self.vocab_ok.shape[1])
                 state.fresh = torch.zeros(b, s, dtype=torch.bool, device=state.tokens.device)
-            rows = (~state.fresh).flatten().nonzero().squeeze(1)  # rows needing a function evaluation
+            need = ~state.fresh
+            skip = smp.needless(state)  # rows whose log-probs the step does not read: no evaluation
+            if skip is not None and bool(skip.any()):
+                state.logp[skip] = 0.0
+                need &= ~skip
+            rows = need.flatten().nonzero().squeeze(1)  # rows needing a function evaluation
             if len(rows) == b * s:  # every row: a user's rows share its keys/values, no copy of the output
                 state.logp = self.denoise(ctx, s, state.tokens.reshape(b * s, n)).view(b, s, n, self.vocab_ok.shape[1])
                 evals += len(rows)
@@ -406,7 +415,7 @@ class DiffusionFamily(ModelFamily):
         n = len(data.vocab_sizes or [])
         if n > MAX_DIGITS:
             return {"loss": cfg.loss}
-        val = eval_histories(data.splits, "valid", data.max_len, with_target=True)
+        val = eval_histories(data.eval_splits, "valid", data.max_len, with_target=True)
         device = next(model.parameters()).device
         bound = model.likelihood_bound(val["history"].to(device), val["target"].to(device)).mean().item()
         return {"loss": cfg.loss, "val_nll_bound_nats": round(bound, 6), "val_perplexity_per_digit": round(math.exp(bound / n), 6)}

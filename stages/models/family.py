@@ -16,7 +16,7 @@ Two methods (`build`, `examples`); everything else is declared as class attribut
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import polars as pl
@@ -42,6 +42,15 @@ class FamilyData:
     vocab_sizes: list[int] | None = None  # per-digit vocabulary sizes, when needs_ids
     view: str = "item"  # "social": splits are friend lists and the "items" (n_items, codes) are users
     id_kind: str = "codes"  # "text": codes are word ids over one shared vocabulary (`gdr train-gen`)
+    processed: Any = None  # stages.inputs.Processed: the other tables (social graph, kg) for graph models
+    train_split: str = "base"  # "base" or "augmented/<name>" (`--train-split`): where `splits.train` comes from
+    base_splits: pl.DataFrame | None = None  # the base split when training on an augmented one (validation histories)
+    extra: dict[str, Any] = field(default_factory=dict)  # what `ModelFamily.prepare` loaded (e.g. a plugin's signals)
+
+    @property
+    def eval_splits(self) -> pl.DataFrame:
+        """The split validation histories come from: always the base split (pseudo items only ever train)."""
+        return self.splits if self.base_splits is None else self.base_splits
 
 
 class ModelFamily(abc.ABC):
@@ -60,6 +69,11 @@ class ModelFamily(abc.ABC):
         """Training tensors sharing their first dimension; `fit` slices batches of them and calls
         `model.loss(batch)`. E.g. `{"history": [N, L], "target": [N]}` (every prefix) or
         `{"seq": [N, L + 1]}` (whole sequences, a loss at every position)."""
+
+    def prepare(self, data: FamilyData, cfg: Any, paths: Any, processed: Any) -> dict[str, Any]:
+        """Load extra upstream artifacts into `data.extra` before `build` (e.g. a plugin run); returns their
+        manifest input refs by role. `paths` is the run's DataPaths, `processed` the opened processed data."""
+        return {}
 
     def validation_options(self, cfg: Any) -> tuple[str | None, Any]:
         """(sampler, options) that validation NDCG@10 passes to `model.recommend`; None = the model's default."""

@@ -22,6 +22,8 @@ SPEC = "model.json"
 
 def model_classes() -> dict[str, type[Recommender]]:
     """Every registered model kind -> class (imported here so the registry is the one list)."""
+    from stages.models.diffkg import Diffkg
+    from stages.models.diffnet import Diffnet
     from stages.models.diffurec import Diffurec
     from stages.models.diffusion import DiffusionRecommender
     from stages.models.hstu import Hstu
@@ -29,19 +31,22 @@ def model_classes() -> dict[str, type[Recommender]]:
     from stages.models.sasrec import Sasrec
     from stages.models.tiger import Tiger
 
-    classes: list[type[Recommender]] = [Popularity, Sasrec, Hstu, Diffurec, Tiger, DiffusionRecommender]
+    classes: list[type[Recommender]] = [Popularity, Sasrec, Hstu, Diffurec, Tiger, DiffusionRecommender, Diffnet, Diffkg]
     return {c.kind: c for c in classes}
 
 
 def model_families() -> dict[str, ModelFamily]:
     """Every gradient-trained model family by kind: what `train_family` needs to train it."""
+    from stages.models.diffkg import DiffkgFamily
+    from stages.models.diffnet import DiffnetFamily
     from stages.models.diffurec import DiffurecFamily
     from stages.models.diffusion import DiffusionFamily
     from stages.models.hstu import HstuFamily
     from stages.models.sasrec import SasrecFamily
     from stages.models.tiger import TigerFamily
 
-    families: list[ModelFamily] = [SasrecFamily(), HstuFamily(), DiffurecFamily(), TigerFamily(), DiffusionFamily()]
+    families: list[ModelFamily] = [SasrecFamily(), HstuFamily(), DiffurecFamily(), TigerFamily(), DiffusionFamily(),
+                                   DiffnetFamily(), DiffkgFamily()]
     return {f.kind: f for f in families}
 
 

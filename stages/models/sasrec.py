@@ -89,10 +89,31 @@ class SasrecFamily(ModelFamily):
     train_config: ClassVar[type[SeqrecTrainConfig]] = SeqrecTrainConfig
     default_max_len: ClassVar[int] = 50
 
+    def prepare(self, data: FamilyData, cfg: Any, paths: Any, processed: Any) -> dict[str, Any]:
+        if cfg.plugin != "pdrec":
+            return {}
+        from stages.models.pdrec import prepare_pdrec
+
+        data.extra["pdrec"], refs = prepare_pdrec(paths, processed, data, cfg.pdrec)
+        return refs
+
     def build(self, data: FamilyData, cfg: Any) -> Sasrec:
-        return Sasrec(
-            n_items=data.n_items, max_len=data.max_len, seed=data.seed, **cfg.model_dump(exclude={"window_overlap", "train"})
-        )
+        model = Sasrec(n_items=data.n_items, max_len=data.max_len, seed=data.seed,
+                       **cfg.model_dump(exclude={"window_overlap", "train", "plugin", "pdrec"}))  # fmt: skip
+        if cfg.plugin == "pdrec":
+            model.plugin_items = data.extra["pdrec"]["signals"].items
+            model.plugin_beta = cfg.pdrec.positive_weight
+        return model
 
     def examples(self, data: FamilyData, cfg: Any) -> dict[str, Tensor]:
-        return window_examples(data, int(cfg.window_overlap * data.max_len))
+        min_history = int(cfg.window_overlap * data.max_len)
+        if cfg.plugin != "pdrec":
+            return window_examples(data, min_history)
+        from stages.models.pdrec import pdrec_windows
+
+        plug = data.extra["pdrec"]
+        out = pdrec_windows(data.splits, plug["signals"], plug["weights"], cfg.pdrec, data.max_len,
+                            data.max_len - min_history)  # fmt: skip
+        if min_history:
+            out["context"] = torch.full((out["seq"].shape[0],), min_history, dtype=torch.int64)
+        return out

@@ -38,6 +38,8 @@ from stages.models.family import FamilyData
 from stages.models.popularity import exclude_items
 
 LOSSES = ("softmax", "sampled_softmax", "negatives")
+PLUGIN_COLUMNS = frozenset({"weight", "extra", "tail_pref", "tail_thr"})
+"""Training-window columns a plug-in (PDRec) adds; `SeqRecommender.plugin_loss` reads them."""
 INIT_STD = 0.02
 """Standard deviation of the truncated-normal initialisation (cut at 2 std), as BERT-style recommenders."""
 
@@ -69,6 +71,14 @@ def negatives_loss(
     negs = torch.einsum("pd,pkd->pk", query, items[neg]).masked_fill(neg == target[:, None], float("-inf"))
     logits = torch.cat([pos, negs], 1).float() / temperature  # [P, 1 + k]
     return F.cross_entropy(logits, torch.zeros(len(target), dtype=torch.int64, device=target.device))
+
+
+def tail_draws(pref: Tensor, threshold: Tensor, k: int, generator: torch.Generator) -> Tensor:
+    """k distinct items per row drawn uniformly from the tail {i: pref[b, i] <= threshold[b]} (rows whose tail
+    has fewer than k items fill up with the lowest random keys outside it). pref [B, N], threshold [B] -> [B, k]."""
+    keys = torch.rand(pref.shape, generator=generator, device=pref.device)
+    keys = keys.masked_fill(pref > threshold[:, None], -1.0)  # outside the tail: drawn last
+    return keys.topk(min(k, pref.shape[1]), dim=1).indices
 
 
 # ----- initialisation and helpers -----------------------------------------------------------------
@@ -171,6 +181,8 @@ class SeqRecommender(Recommender, abc.ABC):
         self.pos_emb = nn.Embedding(max_len, d_model)
         self.drop = nn.Dropout(dropout)
         self.register_buffer("draws", torch.zeros((), dtype=torch.int64))  # training steps of the 'negatives' loss
+        self.plugin_items: Tensor | None = None  # [N, d'] a plug-in's item table (tail negatives); not saved
+        self.plugin_beta = 0.0  # weight of a plug-in's soft positives; not saved
 
     # ----- the encoder -----------------------------------------------------------------------------
     @abc.abstractmethod
@@ -201,6 +213,8 @@ class SeqRecommender(Recommender, abc.ABC):
             keep = (target >= 0) & (seq[:, :-1] >= 0)  # a real target after a real item (not a user's first)
             if "context" in batch:  # leading targets that an earlier window trains: history only here
                 keep &= torch.arange(target.shape[1], device=seq.device) >= batch["context"][:, None]
+            if len(PLUGIN_COLUMNS & batch.keys()):
+                return self.plugin_loss(batch, query, target, keep)
         else:
             query = self.queries(fit_history(batch["history"], self.max_len))[:, -1:]  # [B, 1, d]
             target = batch["target"][:, None]
@@ -213,6 +227,47 @@ class SeqRecommender(Recommender, abc.ABC):
             return in_batch_loss(query, target, items, self.temperature)
         return negatives_loss(query, target, items[: self.n_items], self.temperature, self.num_negatives,
                               self.negatives_generator())  # fmt: skip
+
+    def plugin_loss(self, batch: dict[str, Tensor], query: Tensor, target: Tensor, keep: Tensor) -> Tensor:
+        """Loss of whole windows with a training plug-in's columns (PDRec, `stages/models/pdrec.py`):
+        `weight` [B, L] per-target loss weights (weighted mean), `extra` [B, k] soft positives of the window's
+        last query (each weighted `plugin_beta`, -1 = none), `tail_pref` [B, d'] / `tail_thr` [B] negatives
+        drawn from the items the plug-in scores <= the threshold (shared by a window's positions).
+        Losses 'softmax' and 'negatives' only."""
+        items = self.item_vectors()  # [N, d]
+        b = target.shape[0]
+        neg = None
+        if self.loss_name == "negatives":
+            gen = self.negatives_generator()
+            if "tail_pref" in batch:
+                pref = batch["tail_pref"] @ self.plugin_items.to(query.device).T  # [B, N] plug-in scores
+                neg = tail_draws(pref, batch["tail_thr"], self.num_negatives, gen)
+            else:
+                neg = torch.randint(self.n_items, (b, self.num_negatives), generator=gen, device=query.device)
+        losses = self.window_losses(query, target.clamp(min=0), items, neg)  # [B, L]; padding masked by keep
+        weight = batch["weight"] if "weight" in batch else torch.ones_like(losses)
+        weight = weight * keep
+        total = (losses * weight).sum() / weight.sum().clamp(min=1e-12)
+        if "extra" in batch:
+            extra = batch["extra"]  # [B, k]
+            ex_keep = extra >= 0
+            if bool(ex_keep.any()):
+                q = query[:, -1:].expand(b, extra.shape[1], -1)  # [B, k, d]: the window's last query
+                ex = self.window_losses(q, extra.clamp(min=0), items, neg)[ex_keep]
+                total = total + self.plugin_beta * ex.mean()
+        return total
+
+    def window_losses(self, query: Tensor, target: Tensor, items: Tensor, neg: Tensor | None) -> Tensor:
+        """Per-position losses [B, L] of queries [B, L, d] and targets [B, L] (>= 0); softmax over the catalogue
+        `items` [N, d], or over the target and the window's negatives `neg` [B, k] (hits masked)."""
+        if neg is None:
+            logits = (query @ items.T).float() / self.temperature  # [B, L, N]
+            return F.cross_entropy(logits.transpose(1, 2), target, reduction="none")
+        pos = (query * items[target]).sum(-1, keepdim=True)  # [B, L, 1]
+        negs = torch.einsum("bld,bkd->blk", query, items[neg])  # [B, L, k]
+        negs = negs.masked_fill(neg[:, None, :] == target[..., None], float("-inf"))
+        logits = torch.cat([pos, negs], -1).float() / self.temperature
+        return F.cross_entropy(logits.transpose(1, 2), torch.zeros_like(target), reduction="none")
 
     def negatives_generator(self) -> torch.Generator:
         """Generator of this training step's negatives, seeded by (seed, step, rank); advances the step."""

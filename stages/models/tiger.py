@@ -10,7 +10,7 @@ position uses the same block, token = 2 + word id (one model family, two ID kind
     history [B, L] item ids -> codes [B, L, D] -> encoder tokens [B, L*D] (pad where no item)
                                ('items' input: L positions, each the sum of its D token embeddings / sqrt(D))
     target  [B]    item id  -> labels [B, D];  decoder input = [pad, labels[:, :-1]]
-    loss = cross-entropy of the D next-token predictions (full-vocabulary softmax)
+    loss = cross-entropy of the D next-token predictions (full-vocabulary softmax, optional label smoothing)
 
 `batch["history_embeds"]` [B, L, D, d_model], when given, replaces the history's token embeddings
 (IDGenRec: the ID generator's probabilities x this model's embedding matrix, so the loss reaches it).
@@ -82,6 +82,8 @@ class Tiger(Recommender):
         dropout: float = 0.1,
         feed_forward: str = "relu",
         encoder_input: str = "tokens",
+        item_embedding: bool = False,
+        label_smoothing: float = 0.0,
         scale_outputs: bool = True,
         vocab_kind: str = "digits",
         seed: int = 0,
@@ -96,13 +98,16 @@ class Tiger(Recommender):
             raise GdrError(f"bad vocab_kind {vocab_kind!r} for vocab sizes {list(vocab_sizes)}",
                            fix="'digits' (a block per digit) or 'shared' (one word vocabulary, equal sizes)")  # fmt: skip
         super().__init__(n_items=n_items, vocab_sizes=[int(v) for v in vocab_sizes], encoder_input=encoder_input,
-                         seed=seed, **sizes, **({"vocab_kind": vocab_kind} if shared else {}))
+                         item_embedding=item_embedding, label_smoothing=label_smoothing, seed=seed, **sizes,
+                         **({"vocab_kind": vocab_kind} if shared else {}))
         from transformers import T5ForConditionalGeneration
 
         self.n_digits = len(vocab_sizes)
         self.vocab_size = FIRST_CODE_TOKEN + (vocab_sizes[0] if shared else sum(vocab_sizes))
         with torch.random.fork_rng(devices=[]):  # T5's own init draws from the global RNG; keep it untouched
             self.t5 = T5ForConditionalGeneration(t5_config(self.vocab_size, **sizes))
+        # optional [N, d] table of the history items' own identities (encoder side only; decoding stays over codes)
+        self.item_embed = torch.nn.Embedding(n_items, d_model) if item_embedding else None
         self.init_weights(torch.Generator().manual_seed(seed))
         offsets = torch.tensor([0, *vocab_sizes[:-1]], dtype=torch.int64).cumsum(0) * (not shared) + FIRST_CODE_TOKEN
         self.register_buffer("codes", torch.zeros(n_items, self.n_digits, dtype=torch.int64))  # [N, D] item -> code
@@ -130,6 +135,7 @@ class Tiger(Recommender):
         self.check_codes(codes)
         self.codes.copy_(codes)
         self._trie = None
+        self.sample_stats: dict[str, float] = {}  # last recommend(): nfe (decoder rows per user), rounds
 
     def check_codes(self, codes: Tensor) -> None:
         """Raise a `GdrError` when `codes` [N, D] cannot be the code table of this model."""
@@ -145,18 +151,9 @@ class Tiger(Recommender):
     @torch.no_grad()
     def init_weights(self, gen: torch.Generator) -> None:
         """T5's initialisation (Mesh TensorFlow scales), drawn from `gen` for reproducibility."""
-        d, kv, h, ff = (self.init_kwargs[k] for k in ("d_model", "d_kv", "n_heads", "d_ff"))
-        for name, p in self.t5.named_parameters():
-            leaf = name.rsplit(".", 2)[-2]
-            std = {
-                "shared": 1.0, "q": (d * kv) ** -0.5, "k": d**-0.5, "v": d**-0.5, "o": (h * kv) ** -0.5,
-                "wi": d**-0.5, "wi_0": d**-0.5, "wi_1": d**-0.5, "wo": ff**-0.5,
-                "relative_attention_bias": d**-0.5, "lm_head": d**-0.5,
-            }.get(leaf)  # fmt: skip
-            if std is None:  # layer norms
-                p.fill_(1.0)
-            else:
-                p.copy_(torch.randn(p.shape, generator=gen) * std)
+        init_t5(self.t5, self.init_kwargs, gen)
+        if self.item_embed is not None:
+            self.item_embed.weight.copy_(torch.randn(self.item_embed.weight.shape, generator=gen))
 
     @torch.no_grad()
     def load_pretrained(self, folder: Path) -> None:
@@ -197,13 +194,20 @@ class Tiger(Recommender):
 
         'tokens': S = L*D, one position per code token (as in TIGER). 'items': S = L, one position
         per item holding the sum of its D token embeddings / sqrt(D) (4x shorter, much cheaper).
+        With `item_embedding`, each item's own learned vector joins its token embeddings (in the
+        sum, or added to each of its D positions) and the sum is scaled by 1/sqrt(D+1).
         A user with no history attends to one pad position, so attention is always defined.
         """
         tokens = self.item_tokens(history)  # [B, L, D]
         embed = self.t5.shared(tokens) if embeds is None else embeds  # [B, L, D, d]
+        own = None if self.item_embed is None else self.item_embed(history.clamp(min=0))  # [B, L, d]
         if self.init_kwargs["encoder_input"] == "items":
-            embed, mask = embed.sum(2) * self.n_digits**-0.5, history >= 0  # [B, L, d], [B, L]
+            parts = embed.sum(2) if own is None else embed.sum(2) + own
+            embed = parts * (self.n_digits + (own is not None)) ** -0.5  # [B, L, d]
+            mask = history >= 0  # [B, L]
         else:
+            if own is not None:
+                embed = (embed + own[:, :, None]) * 0.5**0.5
             embed, mask = embed.flatten(1, 2), tokens.flatten(1) != PAD  # [B, L*D, d], [B, L*D]
         mask[:, -1] |= ~mask.any(dim=1)
         return embed, mask.long()
@@ -215,7 +219,8 @@ class Tiger(Recommender):
         dec_in = F.pad(labels[:, :-1], (1, 0), value=PAD)  # [B, D], starts with the pad token
         out = self.t5.decoder(input_ids=dec_in, encoder_hidden_states=hidden, encoder_attention_mask=mask)
         logits = self.logits(out.last_hidden_state)  # [B, D, V]
-        return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten())
+        smooth = self.init_kwargs["label_smoothing"]
+        return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), label_smoothing=smooth)
 
     def token_logprobs(self, history: Tensor, items: Tensor) -> Tensor:
         """Teacher-forced log p(code of item | history), summed over digits: the exact score that beam
@@ -267,9 +272,10 @@ class Tiger(Recommender):
         qkv = torch.stack([att.q(y), att.k(y), att.v(y)], 1).view(-1, 3, h, dk)  # [V, 3, H, dk]
         return DecodeCache(cross, bias, position.transpose(0, 1), qkv)  # position [D, H, D]: query position first
 
-    def next_logprobs(self, tokens: Tensor, cache: DecodeCache) -> Tensor:
+    def next_logprobs(self, tokens: Tensor, cache: DecodeCache, span: tuple[int, int] | None = None) -> Tensor:
         """Log-probs of the next token of every beam: tokens [B, W] (each beam's newest decoder input)
-        -> [B, W, V] float32. Extends `cache` by one position.
+        -> [B, W, V] float32, or only the vocabulary rows span = (lo, hi) -> [B, W, hi - lo] (still
+        normalised over the whole vocabulary; the beam reads one code level). Extends `cache` by one position.
 
         The decoder layers of `self.t5` run by hand on the newest position only: the same weights and
         arithmetic as the transformers decoder, without its per-call machinery. Each user's W beams are
@@ -299,7 +305,10 @@ class Tiger(Recommender):
             x = x + att.o(out.transpose(1, 2).flatten(2))
             x = x + _feed_forward(ff.DenseReluDense, ff.layer_norm(x))
         cache.length += 1
-        return self.logits(self.t5.decoder.final_layer_norm(x)).float().log_softmax(-1)
+        logits = self.logits(self.t5.decoder.final_layer_norm(x)).float()
+        if span is None:
+            return logits.log_softmax(-1)
+        return logits[..., span[0] : span[1]] - logits.logsumexp(-1, keepdim=True)
 
     def trie(self):
         """The trie of this model's item codes (built once per device and code table)."""
@@ -335,21 +344,42 @@ class DecodeCache:
     def __init__(self, cross: list[tuple[Tensor, Tensor]], bias: Tensor, position: Tensor, first_qkv: Tensor):
         self.cross, self.bias, self.position, self.first_qkv = cross, bias, position, first_qkv
         self.selves: list[tuple[Tensor, Tensor] | None] = [None] * len(cross)
+        self.buffers: list[Tensor | None] = [None] * len(cross)  # per layer [2, B, W, D, H, dk], filled up to length
         self.length = 0
 
     def append(self, i: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Add the newest position's k, v [B, W, H, dk] to layer i -> all keys, values [B, W, t+1, H, dk]."""
-        k, v = k[:, :, None], v[:, :, None]
-        past = self.selves[i]
-        if past is not None:
-            k, v = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2)
-        self.selves[i] = (k, v)
-        return k, v
+        """Add the newest position's k, v [B, W, H, dk] to layer i -> all keys, values [B, W, t+1, H, dk].
+        Written in place into a buffer of every position (no concatenation of the past)."""
+        b, w, h, dk = k.shape
+        t = self.length
+        buf = self.buffers[i]
+        if buf is None or buf.shape[2] != w:  # the beam width changed (after the first step): a new buffer
+            new = k.new_empty(2, b, w, self.position.shape[0], h, dk)
+            if t:
+                past = self.selves[i]
+                assert past is not None
+                new[0, :, :, :t], new[1, :, :, :t] = past  # [B, W, t, H, dk] each, already reordered
+            buf = self.buffers[i] = new
+        buf[0, :, :, t], buf[1, :, :, t] = k, v
+        self.selves[i] = (buf[0, :, :, : t + 1], buf[1, :, :, : t + 1])
+        return self.selves[i]  # type: ignore[return-value]
 
     def reorder(self, parent: Tensor) -> None:
         """Keep, for each user, the beams `parent` [B, W'] (indices into the current W beams)."""
         user = torch.arange(parent.shape[0], device=parent.device)[:, None]
-        self.selves = [None if kv is None else (kv[0][user, parent], kv[1][user, parent]) for kv in self.selves]
+        for i, kv in enumerate(self.selves):
+            if kv is None:
+                continue
+            buf = self.buffers[i]
+            t = kv[0].shape[2]
+            assert buf is not None
+            if buf.shape[2] == parent.shape[1]:  # same width: gather the past positions into a fresh buffer
+                new = torch.empty_like(buf)
+                new[:, :, :, :t] = buf[:, user, parent, :t]
+                self.buffers[i] = new
+                self.selves[i] = (new[0, :, :, :t], new[1, :, :, :t])
+            else:  # width changes: plain tensors, a buffer of the new width is made at the next append
+                self.selves[i] = (kv[0][user, parent], kv[1][user, parent])
 
 
 def _feed_forward(dense: Any, x: Tensor) -> Tensor:
@@ -370,6 +400,24 @@ def _restore_tied(module: Tiger, state: dict[str, Tensor], prefix: str, *args: A
     if shared is not None:
         for key in TIED:
             state.setdefault(prefix + key, shared)
+
+
+@torch.no_grad()
+def init_t5(t5: Any, sizes: dict[str, Any], gen: torch.Generator) -> None:
+    """T5's initialisation (Mesh TensorFlow scales) of every weight of `t5`, drawn from `gen`
+    (sizes: d_model, d_kv, n_heads, d_ff). Shared by tiger and the textual-ID generator."""
+    d, kv, h, ff = (sizes[k] for k in ("d_model", "d_kv", "n_heads", "d_ff"))
+    for name, p in t5.named_parameters():
+        leaf = name.rsplit(".", 2)[-2]
+        std = {
+            "shared": 1.0, "q": (d * kv) ** -0.5, "k": d**-0.5, "v": d**-0.5, "o": (h * kv) ** -0.5,
+            "wi": d**-0.5, "wi_0": d**-0.5, "wi_1": d**-0.5, "wo": ff**-0.5,
+            "relative_attention_bias": d**-0.5, "lm_head": d**-0.5,
+        }.get(leaf)  # fmt: skip
+        if std is None:  # layer norms
+            p.fill_(1.0)
+        else:
+            p.copy_(torch.randn(p.shape, generator=gen) * std)
 
 
 def pretrained_sizes(folder: Path) -> dict[str, Any]:

@@ -6,6 +6,7 @@ The model's `recommend` runs one shared loop:
     state.extra["exclude"] = items each user must not get      # [B, N] bool
     while not sampler.done(state):
         state.logp[need] = model(tokens of the rows that need a fresh pass)   # [B, S, n, V]
+                           # (not `sampler.needless(state)` rows: their log-probs are not read)
         state = sampler.step(state, state.logp)
     items, scores = sampler.finish(state, k)
 
@@ -57,7 +58,7 @@ class SamplerOptions:
     prefix: Any = None
     use_cache: bool = True
     renormalize: bool = True
-    constrained: bool = True  # tiger beam: trie-constrained (False: every code, invalid ones come back as INVALID)
+    constrained: bool = True  # only codes of real items (False: every code, invalid ones come back as INVALID, -2)
     sample_steps: int | None = None  # diffurec: reverse steps (None = the run's own)
     seed: int = 0
     users: Tensor | None = None  # [B] int64 user IDs keying each user's noise; None = row index
@@ -115,14 +116,32 @@ class DiffusionSampler(abc.ABC):
         """This step's Gumbel noise per user -> [B, *shape]."""
         return -torch.log(-torch.log(self.uniform(state, purpose, shape)))
 
-    def allowed_items(self, state: State, tokens: Tensor) -> Tensor:
-        """Items each row may still become: consistent with its digits and not excluded for its user.
-        tokens: [B*S, n] the state's rows -> [B*S, N] bool."""
-        match = self.table.match(tokens)
+    def allowed_digits(self, state: State, tokens: Tensor, rows: Tensor, j: int) -> Tensor:
+        """Digits each row may take at position j: some item not excluded for its user has them with the
+        row's other filled digits. tokens: [B*S, n] the state's rows; rows: [r] the rows asked -> [r, V] bool.
+        Memory follows r·V and the rows' excluded items, not the catalogue (`CodeTable.digit_counts`).
+        Unconstrained (`constrained` off): every digit of position j's codebook."""
+        if not self.opts.constrained:
+            ok = torch.arange(self.table.vmax, device=tokens.device) < self.table.vocab_sizes[j]
+            return ok.expand(len(rows), -1)
+        excluded = None
         if "exclude" in state.extra:
             s = tokens.shape[0] // max(1, state.extra["exclude"].shape[0])
-            match &= ~state.extra["exclude"].repeat_interleave(s, dim=0)
-        return match
+            excluded = self._excluded_pairs(state, rows // s)
+        return self.table.digit_counts(tokens[rows], j, excluded) > 0
+
+    @staticmethod
+    def _excluded_pairs(state: State, user: Tensor) -> tuple[Tensor, Tensor]:
+        """(query [E], item [E]): the excluded items of each query's user. user: [r] row index in the batch."""
+        if "excluded_csr" not in state.extra:  # once per state: [B, N] mask -> items grouped by user
+            u, item = state.extra["exclude"].nonzero(as_tuple=True)
+            ptr = torch.searchsorted(u, torch.arange(state.extra["exclude"].shape[0] + 1, device=u.device))
+            state.extra["excluded_csr"] = (ptr, item)
+        ptr, item = state.extra["excluded_csr"]
+        start, count = ptr[user], ptr[user + 1] - ptr[user]
+        query = torch.repeat_interleave(torch.arange(len(user), device=user.device), count)
+        within = torch.arange(len(query), device=user.device) - torch.repeat_interleave(count.cumsum(0) - count, count)
+        return query, item[start[query] + within]
 
     @abc.abstractmethod
     def step(self, state: State, logp: Tensor) -> State:
@@ -131,8 +150,18 @@ class DiffusionSampler(abc.ABC):
     def done(self, state: State) -> bool:
         return bool((state.tokens >= 0).all())
 
+    def needless(self, state: State) -> Tensor | None:
+        """[B, S] bool: rows whose model log-probs the next `step` does not read (the loop skips their
+        function evaluation and hands the step zeros there), or None when every row's are read."""
+        return None
+
     def finish(self, state: State, k: int) -> tuple[Tensor, Tensor]:
-        """Top-k distinct items per user. Returns (items [B, k] int64, -1 = none; scores [B, k] float32)."""
+        """Top-k distinct items per user. Returns (items [B, k] int64, -1 = none; scores [B, k] float32).
+        Unconstrained: codes of no item are kept as INVALID (-2), one per distinct code (`free.py`)."""
+        if not self.opts.constrained:
+            from stages.samplers.free import free_finish
+
+            return free_finish(self.table, state, k)
         b, s, n = state.tokens.shape
         items = self.table.item_of(state.tokens.reshape(-1, n)).view(b, s)
         drop = items < 0

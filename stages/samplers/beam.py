@@ -71,19 +71,20 @@ def beam_search(
     scores = torch.zeros(b, 1, device=dev)  # [B, W'] total log-prob of each beam
     nodes = torch.zeros(b, 1, dtype=torch.int64, device=dev)  # [B, W'] trie node of each beam
     tokens = torch.full((b, 1, 1), PAD, dtype=torch.int64, device=dev)  # [B, W', t] decoder inputs
+    evals = 0  # decoder rows run (model calls), summed over users
     for d, v in enumerate(trie.vocab_sizes):
+        evals += b * width
         if cache is not None:
-            logp = model.next_logprobs(tokens[:, :, -1], cache).flatten(0, 1)  # [B*W', V]
+            step = model.next_logprobs(tokens[:, :, -1], cache, (offsets[d], offsets[d] + v)).flatten(0, 1)  # [B*W', V_d]
         else:
             rows = user.repeat_interleave(width)  # [B*W'] user of each decoder row
-            logp = model.decode_step(tokens.flatten(0, 1), hidden[rows], mask[rows])  # [B*W', V]
+            step = model.decode_step(tokens.flatten(0, 1), hidden[rows], mask[rows])[:, offsets[d] : offsets[d] + v]
         flat = nodes.flatten()
         child = torch.where(flat[:, None] >= 0, trie.children(d, flat.clamp(min=0)), -1)  # [B*W', V_d], -1 = no such code
         live = child >= 0 if constrained else torch.ones_like(child, dtype=torch.bool)
         if blocked is not None:
             rows = user.repeat_interleave(width)[:, None]
             live &= ~(trie.is_blocked(blocked[d + 1], d + 1, rows, child.clamp(min=0)) & (child >= 0))
-        step = logp[:, offsets[d] : offsets[d] + v]  # [B*W', V_d]
         cand = torch.where(live, scores.flatten()[:, None] + step, NEG_INF).view(b, width * v)
         scores, idx = cand.topk(min(beam, width * v), dim=1)  # [B, W]
         parent = idx // v  # [B, W] beam each candidate extends
@@ -97,6 +98,7 @@ def beam_search(
             cache.reorder(parent)
         width = scores.shape[1]
     width = scores.shape[1]
+    model.sample_stats = {"nfe": evals / max(b, 1), "function_evals": evals, "rounds": 1}
     items = torch.where(nodes >= 0, trie.items(nodes), INVALID)  # [B, W] sorted by score
     items = torch.where(torch.isfinite(scores), items, -1)
     if width < k:

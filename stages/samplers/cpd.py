@@ -3,10 +3,16 @@
 One model pass on the all-masked code, then at every step each beam is extended by the joint
 best (beam × set of masked positions × digits) in log space, filling `digits_per_step` digits at
 once: with 2 per step a candidate is a pair of positions and the pair of digits some real item
-has there, scored log p(v1 at j1) + log p(v2 at j2) from the same pass. Candidates are
-enumerated per item, one per distinct partial code (`CodeTable.representatives`), so every
-beam stays a prefix of a real item; partial codes reached by different fill orders are merged
+has there, scored log p(v1 at j1) + log p(v2 at j2) from the same pass. With one digit per
+step the candidates are (beam, position, digit) triples whose digit some allowed item has with
+the beam's digits (`CodeTable.digit_counts`: [beams, positions, V] whatever the catalogue size);
+with more, they are enumerated per (beam, item) pair, one per distinct partial code
+(`CodeTable.representatives`), users chunked so that the counted pairs stay below CHUNK. Either
+way every beam stays a prefix of a real item; partial codes reached by different fill orders are merged
 (keeping the max), and so are partial codes that complete to the same set of items. The history encoding is computed once per user and shared by all beams.
+
+Model calls: a beam that only one item completes (renormalised scores) or a dead beam reads no
+log-probs, so the model is not run for it (`needless`).
 
 Widths: `first_beam` beams after the first step, max(`beam`, k) after every later one (DIFF_GRM
 decodes with 256 and 512). Scores: with `renormalize` on (the default) each digit's prediction
@@ -23,6 +29,7 @@ its first allowed item), so a beam is kept only if some allowed item completes i
 
 from __future__ import annotations
 
+import bisect
 import math
 
 import torch
@@ -31,6 +38,7 @@ from torch import Tensor
 from gdr_cli.errors import GdrError
 from stages.diffusion.schedules import Schedule
 from stages.samplers.base import DiffusionSampler, SamplerOptions, State
+from stages.samplers.free import free_extend
 from stages.samplers.validity import CHUNK, CodeTable, bits, subsets
 
 NEG = -1e9
@@ -44,10 +52,10 @@ def beam_extend(table: CodeTable, state: State, logp: Tensor, sets: Tensor, widt
     masked positions are used); state.extra["exclude"]: [B, N] bool items never to complete;
     state.extra["invalid"] (default: the same): the excluded items that are also out of the
     renormalisation (the user's history, not the items an earlier round found, so that the
-    rounds' scores stay comparable). Users are processed in chunks so that the candidates (at most beams · items · sets) stay
-    below CHUNK.
+    rounds' scores stay comparable). Users are processed in chunks so that their candidates (the
+    beams' matching items × sets, counted first) stay below CHUNK: memory follows CHUNK, not the catalogue.
     """
-    b, s, n = state.tokens.shape
+    b, s, _ = state.tokens.shape
     if b == 0:  # no users: nothing to extend
         return State(tokens=state.tokens, score=state.score, step=state.step + 1, extra=state.extra)
     size = int(sets[0].sum())
@@ -55,18 +63,34 @@ def beam_extend(table: CodeTable, state: State, logp: Tensor, sets: Tensor, widt
     c = min(width * math.comb(filled, size), s * table.n_items * sets.shape[0])  # enough for `width` distinct
     exclude = state.extra.get("exclude")  # [B, N] items no beam may complete to
     invalid = state.extra.get("invalid", exclude)  # [B, N] of those, the ones out of the validity structure
-    step = max(1, CHUNK // (s * table.n_items * sets.shape[0]))
-    if s > 1 and step < b:  # later steps: beams match a few items each, the candidates are sparse
-        pairs = len(table.pairs(state.tokens.reshape(b * s, n))[0])
-        if 8 * pairs < b * s * table.n_items and pairs * sets.shape[0] <= CHUNK:
-            step = b  # all users at once (the candidates stay below CHUNK)
     parts = []
-    for lo in range(0, b, step):  # chunks of users, each vectorised
-        hi = min(lo + step, b)
+    for lo, hi in user_chunks(table, state.tokens, sets, size):  # chunks of users, each vectorised
         ex = None if exclude is None else (exclude[lo:hi], invalid[lo:hi])
         parts.append(_extend(table, state.tokens[lo:hi], state.score[lo:hi], logp[lo:hi], sets, c, width, ex, renormalize))
     tokens, score = (torch.cat(t) for t in zip(*parts, strict=True))
     return State(tokens=tokens, score=score, step=state.step + 1, extra=state.extra)
+
+
+def user_chunks(table: CodeTable, tokens: Tensor, sets: Tensor, size: int) -> list[tuple[int, int]]:
+    """Consecutive user ranges [lo, hi) whose candidates stay below CHUNK (at least one user each).
+
+    tokens: [B, S, n]. A user's candidates are its (beam, item) pairs × position sets, counted by
+    binary search without building them; on the first step (every user at the same code) they are
+    the distinct partial codes, at most sets × V^size whatever the catalogue size.
+    """
+    b, s, n = tokens.shape
+    p = sets.shape[0]
+    if s == 1 and bool((tokens == tokens[:1]).all()):
+        step = max(1, CHUNK // (p * min(table.n_items, table.vmax**size)))
+        return [(lo, min(lo + step, b)) for lo in range(0, b, step)]
+    per_user = table.pair_counts(tokens.reshape(b * s, n)).view(b, s).sum(dim=1) * p  # [B]
+    ends = per_user.cumsum(0).tolist()
+    out, lo, done = [], 0, 0
+    while lo < b:
+        hi = max(lo + 1, bisect.bisect_right(ends, done + CHUNK, lo))
+        out.append((lo, hi))
+        lo, done = hi, ends[hi - 1]
+    return out
 
 
 def _extend(table: CodeTable, tokens: Tensor, score: Tensor, logp: Tensor, sets: Tensor, c: int, width: int,
@@ -77,9 +101,87 @@ def _extend(table: CodeTable, tokens: Tensor, score: Tensor, logp: Tensor, sets:
     Candidates are scored only on the (beam, item) pairs still possible: after the first step a
     beam matches a handful of items, so the work is far below beams × catalogue.
     """
-    b, s, n = tokens.shape
+    _, s, n = tokens.shape
     if s == 1 and bool((tokens == tokens[:1]).all()):  # every user at the same code (the first step)
         return _extend_shared(table, tokens, score, logp, sets, c, width, excluded, renormalize)
+    if int(sets[0].sum()) == 1 and table.radix is not None:  # one digit per step: (beam, position, digit)
+        top, parent, item, which = _candidates_one_digit(table, tokens, score, logp, sets, c, excluded, renormalize)
+    else:
+        top, parent, item, which = _candidates_by_item(table, tokens, score, logp, sets, c, excluded, renormalize)
+    # a candidate's item is the representative of its new partial code: (position set, item) names it
+    filled = bits(tokens >= 0)  # [b, s]
+    full = filled.gather(1, parent) | bits(sets)[which]  # [b, C] position set after the step
+    # partial codes that complete to the same set of items are one candidate, whichever digits
+    # are filled (a code only one item has is that item): the beam keeps `width` distinct ones
+    key = table.group_key()[full, item]  # [b, C]
+    ordered, order = key.sort(dim=1, stable=True)  # equal codes adjacent, the best (earliest) first
+    dup = torch.zeros_like(top, dtype=torch.bool).scatter_(1, order[:, 1:], ordered[:, 1:] == ordered[:, :-1])
+    best, keep = top.masked_fill(dup, float("-inf")).topk(min(width, top.shape[1]), dim=1)
+    parent, item, which = parent.gather(1, keep), item.gather(1, keep), which.gather(1, keep)
+    new = tokens.gather(1, parent[..., None].expand(-1, -1, n))
+    return torch.where(sets[which], table.codes[item], new), best  # [b, w, n]
+
+
+def _candidates_one_digit(table: CodeTable, tokens: Tensor, score: Tensor, logp: Tensor, sets: Tensor, c: int,
+                          excluded: tuple[Tensor, Tensor] | None, renormalize: bool) -> tuple[Tensor, ...]:
+    """The c best one-digit extensions of each user's beams, enumerated as (beam, position, digit):
+    [b, s·P·V] dense scores whatever the catalogue size. A digit is a candidate when some item not
+    excluded for the user has it with the beam's digits (`CodeTable.digit_counts`), and is
+    renormalised over the digits some item outside `invalid` has. -> (top [b, C], parent [b, C],
+    representative item [b, C], set index [b, C])."""
+    b, s, n = tokens.shape
+    r, p, v = b * s, sets.shape[0], logp.shape[-1]
+    tok, lp, base = tokens.reshape(r, n), logp.reshape(r, n, v), score.reshape(r)
+    exclude, invalid = excluded if excluded is not None else (None, None)
+    ex_pairs = _row_pairs(exclude, s) if exclude is not None else None
+    inv_pairs = ex_pairs if invalid is exclude else _row_pairs(invalid, s) if invalid is not None else None
+    value = torch.full((r, p, v), float("-inf"), device=logp.device)
+    for q, j in enumerate(sets.nonzero()[:, 1].tolist()):  # the position each set fills (P ≤ n)
+        rows = (tok[:, j] < 0).nonzero().squeeze(1)  # beams where j is still masked
+        if not len(rows):
+            continue
+        ok = table.digit_counts(tok[rows], j, _subset(ex_pairs, rows)) > 0  # [m, V] candidates
+        g = lp[rows, j]
+        if renormalize:
+            norm = ok if inv_pairs is ex_pairs else table.digit_counts(tok[rows], j, _subset(inv_pairs, rows)) > 0
+            g = torch.log_softmax(g.masked_fill(~norm, float("-inf")), dim=-1)
+        value[rows, q] = torch.where(ok, base[rows, None] + g.clamp(min=NEG), float("-inf"))
+    top, idx = value.view(b, s * p * v).topk(min(c, s * p * v), dim=1)
+    parent, which, digit = idx // (p * v), (idx // v) % p, idx % v
+    new = tokens.gather(1, parent[..., None].expand(-1, -1, n)).clone()  # [b, C, n]
+    at = sets[which]  # [b, C, n]
+    new[at] = digit.reshape(-1)
+    full = bits(new >= 0)  # [b, C] a representative: the first item with the new partial code
+    key = (new.clamp(min=0) * table.radix).sum(dim=-1)
+    lo = torch.zeros_like(key)
+    for t in full.unique().tolist():
+        here = full == t
+        lo[here] = torch.searchsorted(table.part_keys[t], key[here]).clamp(max=table.n_items - 1)
+    return top, parent, table.part_items[full, lo], which
+
+
+def _row_pairs(mask: Tensor, s: int) -> tuple[Tensor, Tensor]:
+    """[b, N] bool items per user -> (beam row [E·s], item [E·s]) for the s beams of each user."""
+    user, item = mask.nonzero(as_tuple=True)
+    row = (user * s)[:, None] + torch.arange(s, device=mask.device)  # [E, s]
+    return row.reshape(-1), item[:, None].expand(-1, s).reshape(-1)
+
+
+def _subset(pairs: tuple[Tensor, Tensor] | None, rows: Tensor) -> tuple[Tensor, Tensor] | None:
+    """(row, item) pairs restricted to `rows` [m] (sorted), renumbered as positions in `rows`."""
+    if pairs is None:
+        return None
+    pos = torch.searchsorted(rows, pairs[0]).clamp(max=len(rows) - 1)
+    hit = rows[pos] == pairs[0]
+    return pos[hit], pairs[1][hit]
+
+
+def _candidates_by_item(table: CodeTable, tokens: Tensor, score: Tensor, logp: Tensor, sets: Tensor, c: int,
+                        excluded: tuple[Tensor, Tensor] | None, renormalize: bool) -> tuple[Tensor, ...]:
+    """The c best extensions of each user's beams, enumerated per (beam, item) pair still possible
+    (after the first step a beam matches a handful of items, so the work is far below beams ×
+    catalogue) and per position set -> (top [b, C], parent [b, C], item [b, C], set index [b, C])."""
+    b, s, n = tokens.shape
     r, n_items, p = b * s, table.n_items, sets.shape[0]
     tok = tokens.reshape(r, n)
     exclude, invalid = excluded if excluded is not None else (None, None)
@@ -113,18 +215,7 @@ def _extend(table: CodeTable, tokens: Tensor, score: Tensor, logp: Tensor, sets:
         total = torch.full((b, s * n_items * p), float("-inf"), device=logp.device)
         total[user, slot] = value
         top, idx = total.topk(c, dim=1)
-    parent, item, which = idx // (n_items * p), (idx // p) % n_items, idx % p
-    # a candidate's item is the representative of its new partial code: (position set, item) names it
-    full = filled.view(b, s).gather(1, parent) | bits(sets)[which]  # [b, C] position set after the step
-    # partial codes that complete to the same set of items are one candidate, whichever digits
-    # are filled (a code only one item has is that item): the beam keeps `width` distinct ones
-    key = table.group_key()[full, item]  # [b, C]
-    ordered, order = key.sort(dim=1, stable=True)  # equal codes adjacent, the best (earliest) first
-    dup = torch.zeros_like(top, dtype=torch.bool).scatter_(1, order[:, 1:], ordered[:, 1:] == ordered[:, :-1])
-    best, keep = top.masked_fill(dup, float("-inf")).topk(min(width, c), dim=1)
-    parent, item, which = parent.gather(1, keep), item.gather(1, keep), which.gather(1, keep)
-    new = tokens.gather(1, parent[..., None].expand(-1, -1, n))
-    return torch.where(sets[which], table.codes[item], new), best  # [b, w, n]
+    return top, idx // (n_items * p), (idx // p) % n_items, idx % p
 
 
 def _first_allowed(table: CodeTable, row: Tensor, item: Tensor, full: Tensor, exclude: Tensor, user: Tensor) -> Tensor:
@@ -231,6 +322,18 @@ def _top_per_user(value: Tensor, user: Tensor, slot: Tensor, b: int, c: int) -> 
     return top, idx
 
 
+def settled(table: CodeTable, state: State, renormalize: bool) -> Tensor | None:
+    """[B, S] bool: beams whose extension scores do not depend on the model — dead beams (-inf), and,
+    renormalising, beams only one item completes (every remaining digit then scores exactly 0)."""
+    b, s, n = state.tokens.shape
+    if s == 1 and bool((state.tokens == state.tokens[:1]).all()):  # the first step: one shared pass
+        return None
+    dead = torch.isinf(state.score)
+    if not renormalize:
+        return dead
+    return dead | (table.pair_counts(state.tokens.reshape(b * s, n)).view(b, s) <= 1)
+
+
 class CPDSampler(DiffusionSampler):
     name = "cpd"
 
@@ -246,8 +349,13 @@ class CPDSampler(DiffusionSampler):
     def done(self, state: State) -> bool:
         return state.step >= self.total
 
+    def needless(self, state: State) -> Tensor | None:
+        return settled(self.table, state, self.opts.renormalize) if self.opts.constrained else None
+
     def step(self, state: State, logp: Tensor) -> State:
         n = state.tokens.shape[2]
         size = min(self.d, int((self.prefix < 0).sum()) - self.d * state.step)  # digits still masked
         width = self.first_width if state.step == 0 else self.width
+        if not self.opts.constrained:
+            return free_extend(self.table, state, logp, subsets(n, size, logp.device), width)
         return beam_extend(self.table, state, logp, subsets(n, size, logp.device), width, self.opts.renormalize)

@@ -19,7 +19,8 @@ from torch import Tensor
 from gdr_cli.errors import GdrError
 from stages.diffusion.schedules import Schedule
 from stages.samplers.base import DiffusionSampler, SamplerOptions, State, check_strategy
-from stages.samplers.cpd import beam_extend
+from stages.samplers.cpd import beam_extend, settled
+from stages.samplers.free import free_extend
 from stages.samplers.tweedie import TweedieSampler
 from stages.samplers.validity import CodeTable
 
@@ -71,12 +72,11 @@ class OrderedSampler(TweedieSampler):
         r, v = b * s, logp.shape[-1]
         tok = state.tokens.reshape(r, n).clone()
         at = state.extra["order"][:, :, state.step].reshape(r)  # [R] the digit each row fills now
-        match = self.allowed_items(state, tok)  # [R, N]
         ok = torch.zeros(r, v, dtype=torch.bool, device=logp.device)
         for j in range(n):  # digit positions (n ≤ 8): the allowed digits of the rows filling j
             rows = (at == j).nonzero().squeeze(1)
             if len(rows):
-                ok[rows] = self.table.allowed_at(match[rows], j)
+                ok[rows] = self.allowed_digits(state, tok, rows, j)
         lj = logp.reshape(r, n, v)[torch.arange(r, device=logp.device), at]  # [R, V]
         pick = self.draw(lj, ok, self.gumbel(state, 1, (s, v)).reshape(r, v))  # [R]
         tok[torch.arange(r, device=tok.device), at] = pick
@@ -97,9 +97,14 @@ class OrderedBeamSampler(DiffusionSampler):
     def done(self, state: State) -> bool:
         return state.step >= len(self.positions)
 
+    def needless(self, state: State) -> Tensor | None:
+        return settled(self.table, state, self.opts.renormalize) if self.opts.constrained else None
+
     def step(self, state: State, logp: Tensor) -> State:
         n = state.tokens.shape[2]
         sets = torch.zeros(1, n, dtype=torch.bool, device=logp.device)
         sets[0, self.positions[state.step]] = True
         width = self.first_width if state.step == 0 else self.width
+        if not self.opts.constrained:
+            return free_extend(self.table, state, logp, sets, width)
         return beam_extend(self.table, state, logp, sets, width, self.opts.renormalize)

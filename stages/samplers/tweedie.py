@@ -57,15 +57,15 @@ class TweedieSampler(DiffusionSampler):
         old = state.tokens.reshape(r, n)
         tok, score = old.clone(), state.score.reshape(r).clone()
         reveal = (tok < 0) & (u < p)  # [R, n]
-        match = self.allowed_items(state, tok)  # [R, N]
         lp = logp.reshape(r, n, v)
-        for j in range(n):  # digit positions (n ≤ 8), each step vectorised over all rows
-            ok = self.table.allowed_at(match, j)  # [R, V]
-            pick = self.draw(lp[:, j], ok, noise[:, j])  # [R]
-            rows = reveal[:, j]
-            tok[:, j] = torch.where(rows, pick, tok[:, j])
-            score = score + torch.where(rows, self.digit_score(lp[:, j], ok, pick), torch.zeros_like(score))
-            match &= ~rows[:, None] | (self.table.codes[:, j][None] == pick[:, None])
+        for j in range(n):  # digit positions (n ≤ 8), each step vectorised over the rows revealing j
+            rows = reveal[:, j].nonzero().squeeze(1)
+            if not len(rows):
+                continue
+            ok = self.allowed_digits(state, tok, rows, j)  # [r, V] given the digits revealed so far
+            pick = self.draw(lp[rows, j], ok, noise[rows, j])  # [r]
+            tok[rows, j] = pick
+            score[rows] += self.digit_score(lp[rows, j], ok, pick)
         fresh = ~(tok != old).any(dim=1)
         return State(tok.view(b, s, n), score.view(b, s), logp=logp, fresh=fresh.view(b, s), step=i + 1, extra=state.extra)
 

@@ -1,9 +1,12 @@
 """Which digits are still possible: the item-code table as a constraint on decoding.
 
 A token v is allowed at position j of a partial code iff some real item has v at j together
-with every digit already filled. Vectorised as an item-match mask [R, N] (items consistent with
-the filled digits) scattered onto each position's codebook; rows are chunked so that R·N·n
-stays bounded (fine for catalogues up to ~1e5 items).
+with every digit already filled (and is not excluded for the row's user). With int64 code keys
+(`radix`) that is a count: for every position set T the items are sorted by their digits on T,
+so the items with given digits on T and v at j are one run found by binary search, and
+`digit_counts` answers [R, V] counts with memory R·V, whatever the catalogue size. Without
+int64 keys (codebooks too large to pack), an item-match mask [R, N] is built in row chunks so
+that R·N·n stays below CHUNK.
 """
 
 from __future__ import annotations
@@ -59,6 +62,14 @@ class CodeTable:
         """
         if self.radix is None:
             return self.match(tokens).nonzero(as_tuple=True)
+        sets, lo, hi = self._runs(tokens)
+        count = hi - lo
+        rows = torch.repeat_interleave(torch.arange(len(lo), device=lo.device), count)
+        within = torch.arange(len(rows), device=lo.device) - torch.repeat_interleave(count.cumsum(0) - count, count)
+        return rows, self.part_items[sets[rows], lo[rows] + within]
+
+    def _runs(self, tokens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Each row's run of matching items in part_keys[its filled set] -> (set [R], lo [R], hi [R])."""
         sets = bits(tokens >= 0)  # [R]
         key = (tokens.clamp(min=0) * self.radix).sum(dim=1)  # [R]
         lo, hi = torch.zeros_like(key), torch.zeros_like(key)
@@ -66,10 +77,14 @@ class CodeTable:
             at = sets == t
             lo[at] = torch.searchsorted(self.part_keys[t], key[at])
             hi[at] = torch.searchsorted(self.part_keys[t], key[at], right=True)
-        count = hi - lo
-        rows = torch.repeat_interleave(torch.arange(len(key), device=key.device), count)
-        within = torch.arange(len(rows), device=key.device) - torch.repeat_interleave(count.cumsum(0) - count, count)
-        return rows, self.part_items[sets[rows], lo[rows] + within]
+        return sets, lo, hi
+
+    def pair_counts(self, tokens: Tensor) -> Tensor:
+        """How many items have every filled digit of each row: tokens [R, n] -> [R] int64 (no pairs built)."""
+        if self.radix is None:
+            return torch.cat([self.match(part).sum(dim=1) for part in tokens.split(self._row_chunk())] + [tokens.new_zeros(0)])
+        _, lo, hi = self._runs(tokens)
+        return hi - lo
 
     def allowed(self, tokens: Tensor, pairs: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """Allowed token per position. tokens: [R, n] (and optionally their `pairs`) -> [R, n, V] bool."""
@@ -77,6 +92,39 @@ class CodeTable:
         ok = torch.zeros(tokens.shape[0], self.n_digits, self.vmax, dtype=torch.bool, device=tokens.device)
         ok[rows[:, None], torch.arange(self.n_digits, device=tokens.device), self.codes[items]] = True
         return ok
+
+    def digit_counts(self, tokens: Tensor, j: int, excluded: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """How many allowed items have each digit at position j and the row's other filled digits.
+
+        tokens: [R, n] (-1 = free; position j is read as free); excluded: (row [E], item [E]) pairs
+        of items not allowed for a row, or None -> [R, V] int64. Memory R·V (plus E·n), not R·N:
+        one binary search per (row, digit) in the items sorted by their digits on (filled ∪ {j}).
+        """
+        r, v, dev = tokens.shape[0], self.vocab_sizes[j], tokens.device
+        other = tokens.clone()
+        other[:, j] = -1
+        if self.radix is None:  # no int64 keys: count over a chunked item-match mask
+            counts = torch.zeros(r, self.vmax, dtype=torch.long, device=dev)
+            for lo in range(0, r, self._row_chunk()):
+                match = self.match(other[lo : lo + self._row_chunk()])
+                if excluded is not None:
+                    at = (excluded[0] >= lo) & (excluded[0] < lo + len(match))
+                    match[excluded[0][at] - lo, excluded[1][at]] = False
+                counts[lo : lo + len(match)].scatter_add_(1, self.codes[:, j].expand(len(match), -1), match.long())
+            return counts
+        sets = bits(other >= 0) | (1 << j)  # [R] position set of each query
+        query = (other.clamp(min=0) * self.radix).sum(dim=1)[:, None] + torch.arange(v, device=dev) * self.radix[j]  # [R, v]
+        counts = torch.zeros(r, self.vmax, dtype=torch.long, device=dev)
+        for t in sets.unique().tolist():  # distinct position sets (≤ 2^n), each a sorted key table
+            at = (sets == t).nonzero().squeeze(1)
+            keys = self.part_keys[t]
+            counts[at, :v] = torch.searchsorted(keys, query[at], right=True) - torch.searchsorted(keys, query[at])
+        if excluded is not None and len(excluded[0]):  # excluded items with the row's other digits: not counted
+            row, item = excluded
+            code = self.codes[item]  # [E, n]
+            fits = ((other[row] < 0) | (other[row] == code)).all(dim=1)
+            counts.index_put_((row[fits], code[fits, j]), torch.full_like(row[fits], -1), accumulate=True)
+        return counts
 
     def allowed_at(self, match: Tensor, j: int) -> Tensor:
         """Allowed tokens at position j given an item-match mask [R, N] -> [R, V] bool."""
@@ -165,8 +213,15 @@ class CodeTable:
         rep_of = torch.zeros(2**n, self.n_items, dtype=torch.long, device=dev)
         size = torch.zeros(2**n, self.n_items, dtype=torch.long, device=dev)
         for t in range(2**n):  # once per table, 2^n ≤ 256 position sets
-            keep = torch.tensor([(t >> j) & 1 for j in range(n)], dtype=torch.bool, device=dev)
-            _, inverse, counts = torch.unique(self.codes * keep, dim=0, return_inverse=True, return_counts=True)
+            if self.radix is not None:  # groups = runs of equal keys in the sorted partial keys: O(N), no row sort
+                keys_t, items_t = self.part_keys[t], self.part_items[t]
+                start = torch.ones_like(keys_t, dtype=torch.bool)
+                start[1:] = keys_t[1:] != keys_t[:-1]
+                inverse = torch.empty_like(items_t).scatter_(0, items_t, start.long().cumsum(0) - 1)  # group of each item
+                counts = torch.bincount(inverse)
+            else:
+                keep = torch.tensor([(t >> j) & 1 for j in range(n)], dtype=torch.bool, device=dev)
+                _, inverse, counts = torch.unique(self.codes * keep, dim=0, return_inverse=True, return_counts=True)
             first = torch.full((len(counts),), self.n_items, device=dev).scatter_reduce(0, inverse, ids, reduce="amin")
             reps[t, first] = True
             rep_of[t], size[t] = first[inverse], counts[inverse]

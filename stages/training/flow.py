@@ -37,6 +37,7 @@ class TrainRequest:
     name: str
     resume: bool = False
     view: str = "item"  # "item" (splits) or "social" (social_splits: the "items" are users)
+    train_split: str | None = None  # None / "base" or "augmented/<name>" (item view only)
 
 
 def load_data(paths: DataPaths, processed: Processed, req: TrainRequest) -> tuple[FamilyData, dict[str, InputRef]]:
@@ -45,12 +46,23 @@ def load_data(paths: DataPaths, processed: Processed, req: TrainRequest) -> tupl
     The view picks the split table and the catalogue: in the social view the sequences are friend
     lists and the "items" are the users (the ID set must be one built with `--view social`).
     """
+    from stages.augmentation.splits import BASE, open_train_split, split_name
+
     inputs = {"processed": processed.ref}
     max_len = req.max_len or req.family.default_max_len
     splits = view_splits(processed, req.view)
     data = FamilyData(
-        splits=splits, n_items=n_entities(processed, req.view), max_len=max_len, seed=req.seed, view=req.view
+        splits=splits, n_items=n_entities(processed, req.view), max_len=max_len, seed=req.seed, view=req.view,
+        processed=processed,
     )
+    if split_name(req.train_split) != BASE:
+        if req.view != "item":
+            raise GdrError("an augmented training split holds item sequences, not friend lists",
+                           where=f"--train-split {req.train_split}", fix="use --view item, or drop --train-split")  # fmt: skip
+        chosen = open_train_split(paths, processed, req.train_split)
+        data.splits, data.base_splits, data.train_split = chosen.splits, splits, chosen.name
+        if chosen.ref is not None:
+            inputs["train_split"] = chosen.ref
     if req.family.needs_ids:
         from stages.ids.codeset import load_codeset
 
@@ -64,6 +76,7 @@ def load_data(paths: DataPaths, processed: Processed, req: TrainRequest) -> tupl
         inputs["ids"] = input_ref(paths.ids(req.ids), paths.root, ids_manifest)
         data.codes, data.vocab_sizes = codeset.as_tensor(), list(codeset.vocab_sizes)
         data.id_kind = codeset.kind
+    inputs.update(req.family.prepare(data, req.section, paths, processed))
     return data, inputs
 
 
@@ -79,11 +92,12 @@ def train_family(paths: DataPaths, processed: Processed, req: TrainRequest) -> M
     data, inputs = load_data(paths, processed, req)
     model = family.build(data, cfg)
     train = family.examples(data, cfg)
-    val = eval_histories(data.splits, "valid", data.max_len, with_target=True)
+    val = eval_histories(data.eval_splits, "valid", data.max_len, with_target=True)
     sampler, options = family.validation_options(cfg)
     validate = make_validator(
         val["history"], val["target"], k=10, batch_size=req.train.eval_batch_size, options=options, sampler=sampler,
         exclude=with_self(val["user"], None, req.view),  # social view: never the user themself
+        users=val["user"],  # models that score users by ID (graph models) read them from options.users
     )  # fmt: skip
     fingerprint = resume_fingerprint(req.stage_config, {k: v.sha256 for k, v in inputs.items()})
     result = fit(model=model, train=train, validate=validate, cfg=req.train, seed=req.seed, workdir=paths.work(req.name),
@@ -96,7 +110,7 @@ def train_family(paths: DataPaths, processed: Processed, req: TrainRequest) -> M
     rows = [r for r in result.log if r.get("examples_per_s")]
     n_examples = int(next(iter(train.values())).shape[0])
     stats = {
-        "model": family.kind, "view": req.view, "params": sum(p.numel() for p in model.parameters()), "examples": n_examples,
+        "model": family.kind, "view": req.view, "train_split": data.train_split, "params": sum(p.numel() for p in model.parameters()), "examples": n_examples,
         "items": data.n_items, "max_len": data.max_len, "best_val_ndcg@10": round(result.best_metric, 6),
         "best_step": result.best_step, "steps": result.steps, "epochs": round(result.steps / max(1, result.steps_per_epoch), 3),
         "stop_reason": result.stop_reason,
@@ -110,6 +124,7 @@ def train_family(paths: DataPaths, processed: Processed, req: TrainRequest) -> M
         "max_len": data.max_len,
         "ids": req.ids if family.needs_ids else None,
         "view": req.view,
+        "train_split": data.train_split,
     }
     with staged_dir(paths.run(req.name)) as tmp:
         save_run(folder=tmp, model=model, result=result, meta=meta)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from stages.metrics.ranking import ndcg_sum
+from stages.samplers.base import SamplerOptions
 from stages.training.loop import Validator
 
 
@@ -18,13 +20,15 @@ def _device(model: nn.Module) -> torch.device:
 
 
 def make_validator(histories: Tensor, targets: Tensor, *, k: int = 10, batch_size: int, options: Any = None,
-                   sampler: str | None = None, exclude: Tensor | None = None) -> Validator:
+                   sampler: str | None = None, exclude: Tensor | None = None, users: Tensor | None = None) -> Validator:
     """A `Validator` over users `rank::world` of (histories [U, L] int64, targets [U] int64).
 
     Calls `model.recommend(history_batch, k=k, sampler=sampler, options=options, exclude=exclude_batch)`
     in batches of `batch_size` users and returns (sum of NDCG@k over the shard, users in the shard).
     exclude: [U, M] int64 ids never to recommend to each user (-1 = padding; the social view passes the
     user themself), removed during the search; None = nothing.
+    users: [U] int64 user IDs, handed to models with `needs_users` (graph models score a user by ID) as
+    `options.users`, as `gdr sample` does; other models get `options` unchanged.
     """
     if histories.shape[0] != targets.shape[0]:
         raise ValueError(f"histories {tuple(histories.shape)} and targets {tuple(targets.shape)} disagree on users")
@@ -36,10 +40,13 @@ def make_validator(histories: Tensor, targets: Tensor, *, k: int = 10, batch_siz
         hist = histories[rank::world].to(device)  # [U_r, L]
         tgt = targets[rank::world].to(device)  # [U_r]
         ex = None if exclude is None else exclude[rank::world].to(device)  # [U_r, M]
+        by_id = users is not None and getattr(model, "needs_users", False)
+        usr = users[rank::world].to(device) if by_id else None  # [U_r]
         total = 0.0
         for lo in range(0, len(hist), batch_size):
             extra = {} if ex is None else {"exclude": ex[lo:lo + batch_size]}  # fmt: skip
-            items, _ = model.recommend(hist[lo:lo + batch_size], k=k, sampler=sampler, options=options, **extra)
+            opts = replace(SamplerOptions.of(options), users=usr[lo:lo + batch_size]) if usr is not None else options  # fmt: skip
+            items, _ = model.recommend(hist[lo:lo + batch_size], k=k, sampler=sampler, options=opts, **extra)
             total += ndcg_sum(items, tgt[lo:lo + batch_size], k=k)
         return total, len(hist)
 

@@ -4,7 +4,8 @@ amazon-books: `ratings_Books.csv`, no header, `user,item,rating,timestamp` (22.5
 real file); scanned lazily so only the three needed columns are ever materialised.
 amazon-2014: `reviews_<Cat>_5.json.gz` (JSON lines with reviewerID, asin, unixReviewTime) and
 optional `meta_<Cat>.json.gz`, whose lines are JSON or Python-literal dicts; item text is the
-title, brand and categories.
+title, brand and categories; knowledge-graph attributes are the categories (every level of every
+category path, relation 'category') and the brand ('brand'). The Books ratings CSV has no metadata.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import polars as pl
 
 from gdr_cli.errors import GdrError
 from stages.config.preprocess import PreprocessConfig
-from stages.data.bundle import INTERACTIONS_SCHEMA, RawBundle
+from stages.data.bundle import ATTRIBUTES_SCHEMA, INTERACTIONS_SCHEMA, RawBundle
 from stages.data.sources.common import check_fields, diagnose_delimited, find_input, gzip_lines, scan_delimited
 
 REVIEW_FIELDS = {"reviewerID": pl.String, "asin": pl.String, "unixReviewTime": pl.Int64}
@@ -80,9 +81,9 @@ def _first_bad_review(lines: list[bytes]) -> int:
     return 0
 
 
-def _meta(path: Path, keep: set[str]) -> pl.DataFrame:
-    """raw_id/text of the items in `keep`; lines are JSON or Python-literal dicts (the 2014 dumps use both)."""
-    ids, texts = [], []
+def _meta(path: Path, keep: set[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(raw_id/text, attributes) of the items in `keep`; lines are JSON or Python-literal dicts (the 2014 dumps use both)."""
+    ids, texts, edges = [], [], []
     for lineno, line in enumerate(gzip_lines(path), start=1):
         m = _ASIN.search(line)
         if m is None or m.group(1).decode() not in keep:
@@ -99,7 +100,11 @@ def _meta(path: Path, keep: set[str]) -> pl.DataFrame:
         parts = [obj.get("title"), obj.get("brand"), ", ".join(dict.fromkeys(cats)) or None]
         ids.append(str(obj["asin"]))
         texts.append(" | ".join(str(p) for p in parts if p) or None)
-    return pl.DataFrame({"raw_id": ids, "text": texts}, schema={"raw_id": pl.String, "text": pl.String})
+        edges += [(ids[-1], "category", str(c)) for c in dict.fromkeys(cats)]
+        if obj.get("brand"):
+            edges.append((ids[-1], "brand", str(obj["brand"])))
+    items = pl.DataFrame({"raw_id": ids, "text": texts}, schema={"raw_id": pl.String, "text": pl.String})
+    return items, pl.DataFrame(edges, schema=ATTRIBUTES_SCHEMA, orient="row")
 
 
 def read_2014(input: Path | None, *, config: PreprocessConfig, cache: Path) -> RawBundle:
@@ -117,5 +122,5 @@ def read_2014(input: Path | None, *, config: PreprocessConfig, cache: Path) -> R
         pl.col("reviewerID").alias("user"), pl.col("asin").alias("item"), pl.col("unixReviewTime").alias("timestamp")
     ).with_row_index("order").select(list(INTERACTIONS_SCHEMA)).with_columns(pl.col("order").cast(pl.Int64))
     meta = next((p for p in (folder / f"meta_{cat}.json.gz", folder / f"meta_{cat}.json") if p.is_file()), None)
-    items = _meta(meta, set(frame["asin"].unique().to_list())) if meta is not None else None
-    return RawBundle(interactions=lf, items=items, social=None, origin=str(reviews))
+    items, attributes = _meta(meta, set(frame["asin"].unique().to_list())) if meta is not None else (None, None)
+    return RawBundle(interactions=lf, items=items, social=None, origin=str(reviews), attributes=attributes)

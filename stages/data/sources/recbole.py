@@ -4,7 +4,9 @@ Headers look like `user_id:token	item_id:token	rating:float	timestamp:float`. Th
 columns are the first `token` fields whose names contain "user" / "item"; the time column is
 `timestamp` (float or int; without one, file order is time). Item text joins every other
 `token`/`token_seq` field of the `.item` file ("Toy Story, 1995, Animation Children's Comedy")
-except `item_code` (the ID codes `gdr export --ids` writes).
+except `item_code` (the ID codes `gdr export --ids` writes). The knowledge graph's attributes are the
+`.item` token / token_seq fields that are not free text (`is_attribute`): in RecBole's ml-100k,
+`release_year` and `class` (the genres).
 The `.net` file's first two `token` fields are (user, friend). `.item` / `.net` files that are not
 UTF-8, have a line with fewer fields than the header or an empty id fail with the file and line,
 as the `.inter` file does. `.user` files are not read (no table keeps user features).
@@ -20,8 +22,11 @@ import polars as pl
 
 from gdr_cli.errors import GdrError
 from stages.config.preprocess import PreprocessConfig
-from stages.data.bundle import RawBundle
+from stages.data.bundle import ATTRIBUTES_SCHEMA, RawBundle
 from stages.data.sources.common import diagnose_delimited, find_input, first_line, read_side, scan_delimited
+
+TEXT_WORDS = ("title", "name", "text", "desc", "review")
+"""`.item` fields whose name holds one of these are free text: item text, never knowledge-graph attributes."""
 
 
 def atomic_files(input: Path | None, cache: Path) -> Path:
@@ -73,14 +78,33 @@ def read_inter(path: Path) -> tuple[pl.LazyFrame, Callable[[], None]]:
     return lf, diagnose
 
 
-def read_item(path: Path) -> pl.DataFrame:
+def is_attribute(name: str, kind: str) -> bool:
+    """A `.item` field that names item attributes (knowledge-graph entities): a token or token_seq field
+    that is not free text (title, name, description) nor the ID codes gdr exports."""
+    return kind in ("token", "token_seq") and name != "item_code" and not any(w in name for w in TEXT_WORDS)
+
+
+def read_item(path: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(items raw_id/text, attributes ATTRIBUTES_SCHEMA): every attribute field is a relation named after
+    it; a token field gives one entity, a token_seq field one per space-separated token."""
     fields = header(path)
     key = _field(fields, "item", path)
     text_cols = [f"_{i}" for i, (n, k) in enumerate(fields) if i != key and k in ("token", "token_seq") and n != "item_code"]
     frame = read_side(path, "\t", len(fields), {i: f"_{i}" for i in range(len(fields))}, keys=[f"_{key}"],
                       names=" ".join(f"{n}:{k}" for n, k in fields))
     text = pl.concat_str([pl.col(c).str.strip_chars() for c in text_cols], separator=", ", ignore_nulls=True) if text_cols else pl.lit(None, pl.String)
-    return frame.select(pl.col(f"_{key}").alias("raw_id"), pl.when(text != "").then(text).alias("text"))  # no text: null
+    items = frame.select(pl.col(f"_{key}").alias("raw_id"), pl.when(text != "").then(text).alias("text"))  # no text: null
+    parts = [
+        frame.select(
+            pl.col(f"_{key}").alias("raw_id"),
+            pl.lit(n).alias("relation"),
+            (pl.col(f"_{i}").str.split(" ") if k == "token_seq" else pl.concat_list(pl.col(f"_{i}"))).alias("entity"),
+        ).explode("entity")
+        for i, (n, k) in enumerate(fields)
+        if i != key and is_attribute(n, k)
+    ]
+    attributes = pl.concat(parts) if parts else pl.DataFrame(schema=ATTRIBUTES_SCHEMA)
+    return items, attributes.cast(ATTRIBUTES_SCHEMA)
 
 
 def read_net(path: Path) -> pl.DataFrame:
@@ -96,12 +120,14 @@ def read_atomic(inter: Path) -> RawBundle:
     """A bundle from `<name>.inter` and its optional `.item` / `.net` siblings."""
     lf, diagnose = read_inter(inter)
     item, net = inter.with_suffix(".item"), inter.with_suffix(".net")
+    items, attributes = read_item(item) if item.is_file() else (None, None)
     return RawBundle(
         interactions=lf,
-        items=read_item(item) if item.is_file() else None,
+        items=items,
         social=read_net(net) if net.is_file() else None,
         origin=str(inter),
         diagnose=diagnose,
+        attributes=attributes,
     )
 
 

@@ -6,9 +6,10 @@ from pathlib import Path
 
 from stages.config.preprocess import PreprocessConfig
 from stages.data.bundle import RawBundle, frame_bundle
-from stages.data.synthetic import generate
+from stages.data.synthetic import attributes, generate
 
 
 def read(input: Path | None, *, config: PreprocessConfig, cache: Path) -> RawBundle:
     inter, items, social = generate(config.synthetic, config.seed)
-    return frame_bundle(inter, items=items, social=social, origin=f"synthetic(seed={config.seed})")
+    return frame_bundle(inter, items=items, social=social, origin=f"synthetic(seed={config.seed})",
+                        attributes=attributes(items))
