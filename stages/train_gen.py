@@ -175,7 +175,7 @@ def _fit(s: Session, module: torch.nn.Module, train: dict[str, Tensor], validate
     work = s.paths.work(run)
     fingerprint = resume_fingerprint(s.config, {**inputs, "run": run})
     return fit(model=module, train=train, validate=validate, cfg=loop, seed=s.config.seed, workdir=work,
-               resume=resume and has_checkpoint(work), fingerprint=fingerprint, desc=f"train-gen {run}")  # fmt: skip
+               resume=resume and has_checkpoint(work), fingerprint=fingerprint, desc=f"train-gen {run}" + (" (val = keyword accuracy)" if isinstance(module, Keywords) else ""))  # fmt: skip
 
 
 def _validator(s: Session, splits: Any) -> Any:
