@@ -330,3 +330,23 @@ def test_anchor_adds_the_generators_cross_entropy_on_the_current_ids() -> None:
             gen.word_logits(text[items], rec.codes[items]).flatten(0, 1), rec.codes[items].flatten()
         )
         assert torch.allclose(anchored(batch), plain(batch) + 0.5 * ce, atol=1e-5)
+
+
+def test_social_view_with_textual_ids_learns_above_social_popularity(tmp_path: Path) -> None:
+    """A homophilous synthetic friend graph (90% of friends share the home cluster, whose items' words
+    make the users' profiles): the textual-ID friend recommender beats the most-connected users."""
+    d = ["--data-dir", str(tmp_path)]
+    graph = ["--set", "synthetic.users=200", "--set", "synthetic.items=60", "--set", "synthetic.clusters=8",
+             "--set", "synthetic.friends=12", "--set", "synthetic.homophily=0.9"]  # fmt: skip
+    assert main(["preprocess", "synthetic", "--name", "syn", *graph, *d]) == 0
+    assert main(["train-rec", "syn", "--model", "pop", "--view", "social", "--run", "spop", *d]) == 0
+    assert main(["sample", "syn", "--run", "spop", "--split", "valid", *d]) == 0
+    assert main(["train", "syn", "--view", "social", "-c", "tiny", "--rounds", "1", "--rec-epochs", "6",
+                 "--set", "train_gen.keyword_epochs=30", "--set", "train_gen.recommender.train.lr=3e-3",
+                 "--set", "sample.split=valid", *d]) == 0  # fmt: skip
+    metrics = tmp_path / "syn" / "metrics"
+    ndcg = {
+        run: json.loads((metrics / run / "social-valid" / "metrics.json").read_text())["ndcg@10"]
+        for run in ("spop", "rec-social-round1")
+    }
+    assert ndcg["rec-social-round1"] > 1.5 * ndcg["spop"], ndcg
