@@ -71,10 +71,11 @@ def test_presets_load() -> None:
     from stages.config.evaluate import EvaluateConfig
     from stages.config.preprocess import PreprocessConfig
     from stages.config.sample import SampleConfig
+    from stages.config.train_gen import TrainGenConfig
     from stages.config.train_rec import TrainRecConfig
 
     classes = {"preprocess": PreprocessConfig, "build_ids": BuildIdsConfig, "augment": AugmentConfig, "train_rec": TrainRecConfig,
-               "diffuse": DiffuseConfig, "sample": SampleConfig, "evaluate": EvaluateConfig}  # fmt: skip
+               "train_gen": TrainGenConfig, "diffuse": DiffuseConfig, "sample": SampleConfig, "evaluate": EvaluateConfig}  # fmt: skip
     presets = sorted(p.stem for p in REPO_CONFIGS.glob("*.yaml"))
     assert {"tiny", "default"} <= set(presets)
     def leaves(tree: dict, prefix: str = "") -> dict:

@@ -4,6 +4,11 @@ On disk (`<root>/<dataset>/ids/<name>/codes.parquet`): `item:int32` (or `user:in
 `code:list[int32]`, every row of the same length D; the per-digit vocabulary sizes travel in the
 Parquet schema metadata (`gdr.vocab_sizes`), so the file alone rebuilds the `CodeSet`.
 
+Two kinds of ID set share this format: `codes` (`gdr build-ids`: digit d has its own vocabulary of
+vocab_sizes[d] values) and `text` (`gdr train-gen`: every position is a word of ONE shared word
+vocabulary, so all vocab_sizes are equal; `gdr.kind` and the words `gdr.tokens` travel in the
+metadata too, so an ID reads back as its phrase).
+
 Other stages call `load_codeset(paths, name)`: it checks the ID set belongs to this dataset and
 view, matches the processed catalogue and is not stale, and returns `(CodeSet, Manifest)`.
 """
@@ -29,6 +34,11 @@ CODES = "codes.parquet"
 VIEWS = {"item": "item", "social": "user"}
 """View -> key column of codes.parquet (and the processed table it must match)."""
 _META = b"gdr.vocab_sizes"
+_KIND = b"gdr.kind"
+_TOKENS = b"gdr.tokens"
+KINDS = ("codes", "text")
+ID_STAGES = ("build_ids", "train_gen")
+"""Stages whose output folders are ID sets."""
 
 
 @dataclass
@@ -39,11 +49,16 @@ class CodeSet:
     vocab_sizes: D ints, the size of each digit's vocabulary (the last digit separates
     entities that share the first D-1 digits).
     key: "item" or "user" — what a row is.
+    kind: "codes" (per-digit vocabularies) or "text" (one shared word vocabulary: a row is a phrase of
+    word ids, every vocab_sizes[d] = len(tokens)).
+    tokens: for kind "text", the word of each word id (for display); None for codes.
     """
 
     codes: np.ndarray
     vocab_sizes: list[int]
     key: str = field(default="item")
+    kind: str = field(default="codes")
+    tokens: list[str] | None = field(default=None)
 
     def __post_init__(self) -> None:
         self.codes = np.asarray(self.codes, dtype=np.int64)
@@ -54,6 +69,23 @@ class CodeSet:
             raise ValueError(f"{len(self.vocab_sizes)} vocab sizes for {self.codes.shape[1]} digits")
         if self.codes.size and ((self.codes < 0).any() or (self.codes >= np.asarray(self.vocab_sizes)).any()):
             raise ValueError("a code digit lies outside its vocabulary")
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown ID kind {self.kind!r}")
+        if self.kind == "text" and (self.tokens is None or any(v != len(self.tokens) for v in self.vocab_sizes)):
+            raise ValueError("a textual ID set needs its words, and every position's vocabulary is all of them")
+
+    @property
+    def shared_vocab(self) -> bool:
+        """True when every position draws from one shared vocabulary (textual IDs)."""
+        return self.kind == "text"
+
+    def phrases(self, rows: np.ndarray | None = None) -> list[str]:
+        """The IDs of `rows` (default all) as text: words joined by spaces (digits for codes)."""
+        codes = self.codes if rows is None else self.codes[rows]
+        if self.tokens is None:
+            return [" ".join(map(str, c)) for c in codes.tolist()]
+        words = np.asarray(self.tokens, dtype=object)
+        return [" ".join(w) for w in words[codes].tolist()]
 
     @property
     def n_digits(self) -> int:
@@ -90,7 +122,10 @@ class CodeSet:
                 "code": pa.ListArray.from_arrays(offsets, flat),
             }
         )
-        table = table.replace_schema_metadata({_META: json.dumps(self.vocab_sizes).encode()})
+        meta = {_META: json.dumps(self.vocab_sizes).encode(), _KIND: self.kind.encode()}
+        if self.tokens is not None:
+            meta[_TOKENS] = json.dumps(self.tokens).encode()
+        table = table.replace_schema_metadata(meta)
         path = Path(folder) / CODES
         with atomic_path(path) as tmp:
             pq.write_table(table, tmp, compression="zstd")
@@ -126,10 +161,13 @@ class CodeSet:
         d = int(lengths[0]) if len(ids) else 0
         codes = np.empty((len(ids), d), dtype=np.int64)
         codes[ids] = lists.flatten().to_numpy().reshape(len(ids), d)
-        meta = (table.schema.metadata or {}).get(_META)
+        metadata = table.schema.metadata or {}
+        meta = metadata.get(_META)
         vocab = json.loads(meta) if meta else (codes.max(axis=0) + 1).tolist()
+        kind = metadata.get(_KIND, b"codes").decode()
+        tokens = json.loads(metadata[_TOKENS]) if _TOKENS in metadata else None
         try:
-            return cls(codes, vocab, key=key)
+            return cls(codes, vocab, key=key, kind=kind, tokens=tokens)
         except ValueError as exc:
             raise GdrError(f"invalid codes: {exc}", where=str(path), fix="rebuild it with `gdr build-ids`") from None
 
@@ -138,6 +176,8 @@ def build_fix(dataset: str, name: str, view: str) -> str:
     """The command that (re)builds ID set `name` (method = the name when it is a known method)."""
     from stages.ids.methods import METHODS
 
+    if name.startswith("gen-"):  # a textual ID set of `gdr train-gen`
+        return f"rebuild it with `gdr train-gen {dataset}{' --view social' if view == 'social' else ''}`"
     base = name.removesuffix("-social")
     method = base if base in METHODS else "rqkmeans"
     social = " --view social" if view == "social" else ""
@@ -156,7 +196,7 @@ def load_codeset(paths: DataPaths, name: str, *, view: str = "item") -> tuple[Co
     folder = paths.ids(name)
     fix = build_fix(paths.dataset, name, view)
     manifest = read_manifest(folder, what=f"ID set {name!r} of dataset {paths.dataset!r}", fix=fix)
-    if manifest.stage != "build_ids":
+    if manifest.stage not in ID_STAGES:
         raise GdrError(f"{folder} was written by stage {manifest.stage!r}, not build_ids", where=str(folder), fix=fix)
     if manifest.dataset != paths.dataset:
         raise GdrError(

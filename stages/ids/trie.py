@@ -3,8 +3,9 @@
 Nodes at depth d are the distinct length-d prefixes of the N codes (depth 0 = the root, node 0;
 depth D = the leaves, one per item). Children of depth-d nodes are numbered by the sorted edge
 key `parent * vocab_sizes[d] + digit`, so the sorted keys alone answer "child of (node, digit)"
-with `torch.searchsorted`; when nodes x vocabulary is small the same answer is also kept as a
-dense [n_nodes, V_d] table (one gather). Either way a whole batch of beams gets its allowed
+with `torch.searchsorted` (and each node's edges form one run of them, so a batch of nodes gets its
+children by scattering only the real edges); when nodes x vocabulary is small the same answer is
+also kept as a dense [n_nodes, V_d] table (one gather). Either way a whole batch of beams gets its allowed
 digits and next nodes in one call, with no Python loop over beams or tokens.
 """
 
@@ -45,6 +46,7 @@ class Trie:
         self.n_nodes = [1]
         self.keys: list[Tensor] = []  # per depth: [n_nodes[d+1]] sorted edge keys parent * V_d + digit
         self.tables: list[Tensor | None] = []  # per depth: [n_nodes[d], V_d] child id, -1 = no edge
+        self.starts: list[Tensor] = []  # per depth: [n_nodes[d] + 1] first edge of each node in keys[d]
         paths = [torch.zeros(n, dtype=torch.int64, device=codes.device)]  # node of each item per depth
         for d, v in enumerate(self.vocab_sizes):
             keys, child = torch.unique(paths[-1] * v + codes[:, d], sorted=True, return_inverse=True)
@@ -55,6 +57,8 @@ class Trie:
                 table[keys] = torch.arange(keys.numel(), device=codes.device)
                 table = table.view(self.n_nodes[d], v)
             self.tables.append(table)
+            # CSR: the children of node j are keys[starts[j]:starts[j+1]] (keys are sorted by parent first)
+            self.starts.append(torch.searchsorted(keys, torch.arange(self.n_nodes[d] + 1, device=codes.device) * v))
             self.n_nodes.append(int(keys.numel()))
             paths.append(child)
         if self.n_nodes[-1] != n:
@@ -77,9 +81,14 @@ class Trie:
         if table is not None:
             return table[nodes]
         v = self.vocab_sizes[d]
-        query = nodes[:, None] * v + torch.arange(v, device=nodes.device)  # [M, V_d]
-        pos, found = _lookup(self.keys[d], query)
-        return torch.where(found, pos, -1)
+        start, end = self.starts[d][nodes], self.starts[d][nodes + 1]  # [M] each node's edges in keys[d]
+        count = end - start
+        row = torch.repeat_interleave(torch.arange(nodes.numel(), device=nodes.device), count)  # [E]
+        first = torch.cumsum(count, 0) - count  # [M] where each node's edges start in the flat list
+        pos = start[row] + torch.arange(row.numel(), device=nodes.device) - first[row]  # [E] child ids
+        out = torch.full((nodes.numel(), v), -1, dtype=torch.int64, device=nodes.device)
+        out[row, self.keys[d][pos] % v] = pos  # only the real edges are written: O(M * V_d + E), no search per digit
+        return out
 
     def items(self, leaves: Tensor) -> Tensor:
         """Item of each leaf id (any shape); -1 stays -1."""

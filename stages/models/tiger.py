@@ -4,11 +4,16 @@ writes the code of the next one, digit by digit.
 Token layout (one flat vocabulary): 0 = pad (also the decoder's start token, as in T5),
 1 = eos (kept for T5's conventions; codes have a fixed length D so it is never produced),
 then one block per digit position d of vocab_sizes[d] tokens: token = 2 + offset[d] + digit.
+Textual IDs (`gdr train-gen`, `vocab_kind="shared"`) are codes over ONE word vocabulary: every
+position uses the same block, token = 2 + word id (one model family, two ID kinds).
 
     history [B, L] item ids -> codes [B, L, D] -> encoder tokens [B, L*D] (pad where no item)
                                ('items' input: L positions, each the sum of its D token embeddings / sqrt(D))
     target  [B]    item id  -> labels [B, D];  decoder input = [pad, labels[:, :-1]]
     loss = cross-entropy of the D next-token predictions (full-vocabulary softmax, optional label smoothing)
+
+`batch["history_embeds"]` [B, L, D, d_model], when given, replaces the history's token embeddings
+(IDGenRec: the ID generator's probabilities x this model's embedding matrix, so the loss reaches it).
 
 The model owns its item -> code table (buffer `codes`, saved with the weights), so a run folder
 rebuilds it; the trie of valid codes is derived from that table on first use.
@@ -80,6 +85,7 @@ class Tiger(Recommender):
         item_embedding: bool = False,
         label_smoothing: float = 0.0,
         scale_outputs: bool = True,
+        vocab_kind: str = "digits",
         seed: int = 0,
     ):
         sizes = dict(d_model=d_model, d_kv=d_kv, d_ff=d_ff, n_heads=n_heads, n_layers=n_layers,
@@ -87,18 +93,23 @@ class Tiger(Recommender):
                      scale_outputs=scale_outputs)  # fmt: skip
         if encoder_input not in ("tokens", "items"):
             raise GdrError(f"unknown encoder_input {encoder_input!r}", fix="use 'tokens' or 'items'")
+        shared = vocab_kind == "shared"
+        if vocab_kind not in ("digits", "shared") or (shared and len(set(vocab_sizes)) > 1):
+            raise GdrError(f"bad vocab_kind {vocab_kind!r} for vocab sizes {list(vocab_sizes)}",
+                           fix="'digits' (a block per digit) or 'shared' (one word vocabulary, equal sizes)")  # fmt: skip
         super().__init__(n_items=n_items, vocab_sizes=[int(v) for v in vocab_sizes], encoder_input=encoder_input,
-                         item_embedding=item_embedding, label_smoothing=label_smoothing, seed=seed, **sizes)
+                         item_embedding=item_embedding, label_smoothing=label_smoothing, seed=seed, **sizes,
+                         **({"vocab_kind": vocab_kind} if shared else {}))
         from transformers import T5ForConditionalGeneration
 
         self.n_digits = len(vocab_sizes)
-        self.vocab_size = FIRST_CODE_TOKEN + sum(vocab_sizes)
+        self.vocab_size = FIRST_CODE_TOKEN + (vocab_sizes[0] if shared else sum(vocab_sizes))
         with torch.random.fork_rng(devices=[]):  # T5's own init draws from the global RNG; keep it untouched
             self.t5 = T5ForConditionalGeneration(t5_config(self.vocab_size, **sizes))
         # optional [N, d] table of the history items' own identities (encoder side only; decoding stays over codes)
         self.item_embed = torch.nn.Embedding(n_items, d_model) if item_embedding else None
         self.init_weights(torch.Generator().manual_seed(seed))
-        offsets = torch.tensor([0, *vocab_sizes[:-1]], dtype=torch.int64).cumsum(0) + FIRST_CODE_TOKEN
+        offsets = torch.tensor([0, *vocab_sizes[:-1]], dtype=torch.int64).cumsum(0) * (not shared) + FIRST_CODE_TOKEN
         self.register_buffer("codes", torch.zeros(n_items, self.n_digits, dtype=torch.int64))  # [N, D] item -> code
         self.register_buffer("offsets", offsets, persistent=False)  # [D] first token of each digit block
         self._trie: Any = None
@@ -140,18 +151,7 @@ class Tiger(Recommender):
     @torch.no_grad()
     def init_weights(self, gen: torch.Generator) -> None:
         """T5's initialisation (Mesh TensorFlow scales), drawn from `gen` for reproducibility."""
-        d, kv, h, ff = (self.init_kwargs[k] for k in ("d_model", "d_kv", "n_heads", "d_ff"))
-        for name, p in self.t5.named_parameters():
-            leaf = name.rsplit(".", 2)[-2]
-            std = {
-                "shared": 1.0, "q": (d * kv) ** -0.5, "k": d**-0.5, "v": d**-0.5, "o": (h * kv) ** -0.5,
-                "wi": d**-0.5, "wi_0": d**-0.5, "wi_1": d**-0.5, "wo": ff**-0.5,
-                "relative_attention_bias": d**-0.5, "lm_head": d**-0.5,
-            }.get(leaf)  # fmt: skip
-            if std is None:  # layer norms
-                p.fill_(1.0)
-            else:
-                p.copy_(torch.randn(p.shape, generator=gen) * std)
+        init_t5(self.t5, self.init_kwargs, gen)
         if self.item_embed is not None:
             self.item_embed.weight.copy_(torch.randn(self.item_embed.weight.shape, generator=gen))
 
@@ -184,8 +184,13 @@ class Tiger(Recommender):
         tokens = self.codes[items.clamp(min=0)] + self.offsets  # [..., D]
         return torch.where((items >= 0)[..., None], tokens, PAD)
 
-    def encoder_inputs(self, history: Tensor) -> tuple[Tensor, Tensor]:
-        """history [B, L] -> (input embeddings [B, S, d_model], attention mask [B, S] int64).
+    def word_embeddings(self) -> Tensor:
+        """[W, d_model] embedding rows of the shared word block (textual IDs): word w is token 2 + w."""
+        return self.t5.shared.weight[FIRST_CODE_TOKEN:]
+
+    def encoder_inputs(self, history: Tensor, embeds: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """history [B, L] -> (input embeddings [B, S, d_model], attention mask [B, S] int64);
+        `embeds` [B, L, D, d_model] replaces the token embeddings of the history (soft IDs).
 
         'tokens': S = L*D, one position per code token (as in TIGER). 'items': S = L, one position
         per item holding the sum of its D token embeddings / sqrt(D) (4x shorter, much cheaper).
@@ -194,7 +199,7 @@ class Tiger(Recommender):
         A user with no history attends to one pad position, so attention is always defined.
         """
         tokens = self.item_tokens(history)  # [B, L, D]
-        embed = self.t5.shared(tokens)  # [B, L, D, d]
+        embed = self.t5.shared(tokens) if embeds is None else embeds  # [B, L, D, d]
         own = None if self.item_embed is None else self.item_embed(history.clamp(min=0))  # [B, L, d]
         if self.init_kwargs["encoder_input"] == "items":
             parts = embed.sum(2) if own is None else embed.sum(2) + own
@@ -209,7 +214,7 @@ class Tiger(Recommender):
 
     # ----- training ----------------------------------------------------------------------------
     def loss(self, batch: dict[str, Tensor]) -> Tensor:
-        hidden, mask = self.encode(batch["history"])  # [B, S, d], [B, S]
+        hidden, mask = self.encode(batch["history"], batch.get("history_embeds"))  # [B, S, d], [B, S]
         labels = self.item_tokens(batch["target"])  # [B, D]
         dec_in = F.pad(labels[:, :-1], (1, 0), value=PAD)  # [B, D], starts with the pad token
         out = self.t5.decoder(input_ids=dec_in, encoder_hidden_states=hidden, encoder_attention_mask=mask)
@@ -230,9 +235,9 @@ class Tiger(Recommender):
         return logp.gather(-1, labels[..., None]).squeeze(-1).sum(-1).view(b, m)
 
     # ----- decoding (used by the beam search) ---------------------------------------------------
-    def encode(self, history: Tensor) -> tuple[Tensor, Tensor]:
-        """history [B, L] -> (encoder states [B, S, d_model], mask [B, S])."""
-        embed, mask = self.encoder_inputs(history)
+    def encode(self, history: Tensor, embeds: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """history [B, L] -> (encoder states [B, S, d_model], mask [B, S]); `embeds` as in `encoder_inputs`."""
+        embed, mask = self.encoder_inputs(history, embeds)
         return self.t5.encoder(inputs_embeds=embed, attention_mask=mask).last_hidden_state, mask
 
     def logits(self, hidden: Tensor) -> Tensor:
@@ -397,6 +402,24 @@ def _restore_tied(module: Tiger, state: dict[str, Tensor], prefix: str, *args: A
             state.setdefault(prefix + key, shared)
 
 
+@torch.no_grad()
+def init_t5(t5: Any, sizes: dict[str, Any], gen: torch.Generator) -> None:
+    """T5's initialisation (Mesh TensorFlow scales) of every weight of `t5`, drawn from `gen`
+    (sizes: d_model, d_kv, n_heads, d_ff). Shared by tiger and the textual-ID generator."""
+    d, kv, h, ff = (sizes[k] for k in ("d_model", "d_kv", "n_heads", "d_ff"))
+    for name, p in t5.named_parameters():
+        leaf = name.rsplit(".", 2)[-2]
+        std = {
+            "shared": 1.0, "q": (d * kv) ** -0.5, "k": d**-0.5, "v": d**-0.5, "o": (h * kv) ** -0.5,
+            "wi": d**-0.5, "wi_0": d**-0.5, "wi_1": d**-0.5, "wo": ff**-0.5,
+            "relative_attention_bias": d**-0.5, "lm_head": d**-0.5,
+        }.get(leaf)  # fmt: skip
+        if std is None:  # layer norms
+            p.fill_(1.0)
+        else:
+            p.copy_(torch.randn(p.shape, generator=gen) * std)
+
+
 def pretrained_sizes(folder: Path) -> dict[str, Any]:
     """The architecture of a local T5 checkpoint, as `Tiger` sizes (so the run rebuilds without it)."""
     from transformers import T5Config
@@ -431,7 +454,8 @@ class TigerFamily(ModelFamily):
     def build(self, data: FamilyData, cfg: TigerConfig) -> Tiger:
         assert data.codes is not None and data.vocab_sizes is not None
         sizes = cfg.model_dump(exclude={"init", "beam", "train"})
-        return Tiger.from_codes(data.codes, data.vocab_sizes, init=cfg.init, seed=data.seed, **sizes)
+        kind = "shared" if data.id_kind == "text" else "digits"
+        return Tiger.from_codes(data.codes, data.vocab_sizes, init=cfg.init, seed=data.seed, vocab_kind=kind, **sizes)
 
     def examples(self, data: FamilyData, cfg: TigerConfig) -> dict[str, Tensor]:
         from stages.data.sequences import training_examples
