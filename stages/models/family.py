@@ -41,6 +41,7 @@ class FamilyData:
     codes: Tensor | None = None  # [N_items, D] int64 item codes, when needs_ids
     vocab_sizes: list[int] | None = None  # per-digit vocabulary sizes, when needs_ids
     view: str = "item"  # "social": splits are friend lists and the "items" (n_items, codes) are users
+    paths: Any = None  # DataPaths of the dataset, for families that read another artifact (tiger's other-view run)
 
 
 class ModelFamily(abc.ABC):

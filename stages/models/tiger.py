@@ -30,6 +30,7 @@ from gdr_cli.errors import GdrError
 from stages.config.train_rec import TigerConfig, TigerTrainConfig
 from stages.models.base import Recommender
 from stages.models.family import FamilyData, ModelFamily
+from stages.models.tiger_corruption import CorruptionTraining
 
 PAD, EOS, FIRST_CODE_TOKEN = 0, 1, 2
 TIED = ("t5.encoder.embed_tokens.weight", "t5.decoder.embed_tokens.weight", "t5.lm_head.weight")
@@ -79,14 +80,16 @@ class Tiger(Recommender):
         encoder_input: str = "tokens",
         scale_outputs: bool = True,
         seed: int = 0,
+        corruption: dict[str, Any] | None = None,
     ):
         sizes = dict(d_model=d_model, d_kv=d_kv, d_ff=d_ff, n_heads=n_heads, n_layers=n_layers,
                      n_decoder_layers=n_decoder_layers, dropout=dropout, feed_forward=feed_forward,
                      scale_outputs=scale_outputs)  # fmt: skip
         if encoder_input not in ("tokens", "items"):
             raise GdrError(f"unknown encoder_input {encoder_input!r}", fix="use 'tokens' or 'items'")
+        extra = {} if corruption is None else {"corruption": dict(corruption)}  # absent = the plain model
         super().__init__(n_items=n_items, vocab_sizes=[int(v) for v in vocab_sizes], encoder_input=encoder_input,
-                         seed=seed, **sizes)
+                         seed=seed, **sizes, **extra)
         from transformers import T5ForConditionalGeneration
 
         self.n_digits = len(vocab_sizes)
@@ -98,6 +101,11 @@ class Tiger(Recommender):
         self.register_buffer("codes", torch.zeros(n_items, self.n_digits, dtype=torch.int64))  # [N, D] item -> code
         self.register_buffer("offsets", offsets, persistent=False)  # [D] first token of each digit block
         self._trie: Any = None
+        self.corruption: CorruptionTraining | None = None  # training-time input corruption (tiger_corruption.py)
+        if corruption is not None:
+            per_position = self.n_digits if encoder_input == "items" else 1
+            self.corruption = CorruptionTraining(vocab_size=self.vocab_size, d_model=d_model, per_position=per_position,
+                                                 seed=seed, **corruption)  # fmt: skip
         self.register_state_dict_post_hook(_drop_tied)
         self.register_load_state_dict_pre_hook(_restore_tied)
         self.register_load_state_dict_post_hook(lambda module, keys: setattr(module, "_trie", None))
@@ -177,24 +185,36 @@ class Tiger(Recommender):
         tokens = self.codes[items.clamp(min=0)] + self.offsets  # [..., D]
         return torch.where((items >= 0)[..., None], tokens, PAD)
 
-    def encoder_inputs(self, history: Tensor) -> tuple[Tensor, Tensor]:
+    def encoder_inputs(
+        self, history: Tensor, tokens: Tensor | None = None, timesteps: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """history [B, L] -> (input embeddings [B, S, d_model], attention mask [B, S] int64).
 
         'tokens': S = L*D, one position per code token (as in TIGER). 'items': S = L, one position
         per item holding the sum of its D token embeddings / sqrt(D) (4x shorter, much cheaper).
         A user with no history attends to one pad position, so attention is always defined.
+        `tokens` [B, L, D]: input ids to use instead of the history's codes (a corrupted copy).
+        With corruption training, [TIMESTEP_t] comes first (S + 1 positions; `timesteps` [B], None = 0,
+        the clean input: sampling and validation always read t = 0).
         """
-        tokens = self.item_tokens(history)  # [B, L, D]
-        embed = self.t5.shared(tokens)  # [B, L, D, d]
+        tokens = self.item_tokens(history) if tokens is None else tokens  # [B, L, D]
+        if self.corruption is None:
+            embed = self.t5.shared(tokens)  # [B, L, D, d]
+        else:
+            embed = self.corruption.embed(self.t5.shared, tokens)
         if self.init_kwargs["encoder_input"] == "items":
             embed, mask = embed.sum(2) * self.n_digits**-0.5, history >= 0  # [B, L, d], [B, L]
         else:
             embed, mask = embed.flatten(1, 2), tokens.flatten(1) != PAD  # [B, L*D, d], [B, L*D]
         mask[:, -1] |= ~mask.any(dim=1)
+        if self.corruption is not None:
+            embed, mask = self.corruption.prepend_timestep(embed, mask, timesteps)
         return embed, mask.long()
 
     # ----- training ----------------------------------------------------------------------------
     def loss(self, batch: dict[str, Tensor]) -> Tensor:
+        if self.corruption is not None and self.training:
+            return self.corruption.loss(self, batch)  # CE + noise-head BCE + cross-view KL on a corrupted batch
         hidden, mask = self.encode(batch["history"])  # [B, S, d], [B, S]
         labels = self.item_tokens(batch["target"])  # [B, D]
         dec_in = F.pad(labels[:, :-1], (1, 0), value=PAD)  # [B, D], starts with the pad token
@@ -390,8 +410,18 @@ class TigerFamily(ModelFamily):
 
     def build(self, data: FamilyData, cfg: TigerConfig) -> Tiger:
         assert data.codes is not None and data.vocab_sizes is not None
-        sizes = cfg.model_dump(exclude={"init", "beam", "train"})
-        return Tiger.from_codes(data.codes, data.vocab_sizes, init=cfg.init, seed=data.seed, **sizes)
+        from stages.models.tiger_corruption import CORRUPTION_KEYS, corruption_kwargs, other_view
+
+        sizes = cfg.model_dump(exclude={"init", "beam", "train", *CORRUPTION_KEYS})
+        if not cfg.use_diffusion:
+            return Tiger.from_codes(data.codes, data.vocab_sizes, init=cfg.init, seed=data.seed, **sizes)
+        pool, other = other_view(data, cfg)
+        model = Tiger.from_codes(data.codes, data.vocab_sizes, init=cfg.init, seed=data.seed,
+                                 corruption=corruption_kwargs(cfg, len(pool)), **sizes)  # fmt: skip
+        assert model.corruption is not None
+        model.corruption.cross_tokens.copy_(pool)
+        model.corruption.set_other(other)
+        return model
 
     def examples(self, data: FamilyData, cfg: TigerConfig) -> dict[str, Tensor]:
         from stages.data.sequences import training_examples

@@ -37,6 +37,7 @@ class TrainRequest:
     name: str
     resume: bool = False
     view: str = "item"  # "item" (splits) or "social" (social_splits: the "items" are users)
+    on_validation: Any = None  # fit's hook (step, val_ndcg@10) after each validation, e.g. `gdr tune`'s pruning
 
 
 def load_data(paths: DataPaths, processed: Processed, req: TrainRequest) -> tuple[FamilyData, dict[str, InputRef]]:
@@ -49,7 +50,7 @@ def load_data(paths: DataPaths, processed: Processed, req: TrainRequest) -> tupl
     max_len = req.max_len or req.family.default_max_len
     splits = view_splits(processed, req.view)
     data = FamilyData(
-        splits=splits, n_items=n_entities(processed, req.view), max_len=max_len, seed=req.seed, view=req.view
+        splits=splits, n_items=n_entities(processed, req.view), max_len=max_len, seed=req.seed, view=req.view, paths=paths
     )
     if req.family.needs_ids:
         from stages.ids.codeset import load_codeset
@@ -86,7 +87,7 @@ def train_family(paths: DataPaths, processed: Processed, req: TrainRequest) -> M
     )  # fmt: skip
     fingerprint = resume_fingerprint(req.stage_config, {k: v.sha256 for k, v in inputs.items()})
     result = fit(model=model, train=train, validate=validate, cfg=req.train, seed=req.seed, workdir=paths.work(req.name),
-                 resume=req.resume, fingerprint=fingerprint, desc=f"{req.stage.replace('_', '-')} {req.name} ({family.kind})")  # fmt: skip
+                 resume=req.resume, fingerprint=fingerprint, on_validation=req.on_validation, desc=f"{req.stage.replace('_', '-')} {req.name} ({family.kind})")  # fmt: skip
     if not D.is_primary():
         return None
 
