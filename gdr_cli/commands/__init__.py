@@ -6,7 +6,7 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
-    from gdr_cli.commands import build_ids, diffuse, evaluate, export, preprocess, sample, train_rec
+    from gdr_cli.commands import build_ids, diffuse, evaluate, export, preprocess, sample, train_rec, tune
 
     app.command("preprocess", help="Raw dumps or your own logs -> clean interactions, item text, social graph, leave-one-out splits.")(preprocess.preprocess)
     app.command("build-ids", help="Item (or user) IDs as short token codes: residual k-means, RQ-VAE, random, sequential, collaborative.")(build_ids.build_ids)
@@ -14,4 +14,5 @@ def register(app: typer.Typer) -> None:
     app.command("diffuse", help="Train the masked discrete-diffusion recommender over item codes (time-free RADD denoiser).")(diffuse.diffuse)
     app.command("sample", help="Top-K recommendations for the validation or test users from a trained run.")(sample.sample)
     app.command("evaluate", help="Recall/NDCG/MRR@K of sampled recommendations; compares runs in one table.")(evaluate.evaluate)
+    app.command("tune", help="Hyper-parameter search (Optuna, extra gdr[tune]) over train-rec runs on validation NDCG@10, with pruning and a persistent study.")(tune.tune)
     app.command("export", help="A processed dataset (+ ID codes, recommendations) as RecBole atomic files, an IDGenRec/SASRec folder or Parquet tables.")(export.export)
