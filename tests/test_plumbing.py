@@ -71,9 +71,10 @@ def test_presets_load() -> None:
     from stages.config.preprocess import PreprocessConfig
     from stages.config.sample import SampleConfig
     from stages.config.train_rec import TrainRecConfig
+    from stages.config.tune import TuneConfig
 
     classes = {"preprocess": PreprocessConfig, "build_ids": BuildIdsConfig, "train_rec": TrainRecConfig,
-               "diffuse": DiffuseConfig, "sample": SampleConfig, "evaluate": EvaluateConfig}  # fmt: skip
+               "diffuse": DiffuseConfig, "sample": SampleConfig, "evaluate": EvaluateConfig, "tune": TuneConfig}  # fmt: skip
     presets = sorted(p.stem for p in REPO_CONFIGS.glob("*.yaml"))
     assert {"tiny", "default"} <= set(presets)
     def leaves(tree: dict, prefix: str = "") -> dict:
