@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from gdr_cli.errors import GdrError
 
-SECTIONS = ("preprocess", "build_ids", "augment", "train_rec", "train_gen", "diffuse", "sample", "evaluate")
+SECTIONS = ("preprocess", "build_ids", "augment", "train_rec", "train_gen", "diffuse", "sample", "evaluate", "tune")
 """Stage sections a config file may contain."""
 
 REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"

@@ -269,7 +269,12 @@ def recommender_phase(s: Session, r: int, *, resume: bool) -> dict[str, Any]:
     gen_name, rec_name = names(s.view, r)
     codes = s.codeset.as_tensor()
     if s.rec is None:
-        sizes = cfg.recommender.model_dump(exclude={"init", "beam", "train"})
+        from stages.models.tiger_corruption import CORRUPTION_KEYS
+
+        if cfg.recommender.use_diffusion:
+            raise GdrError("corruption training (use_diffusion) is not available for the textual-ID recommender yet",
+                           where="train_gen.recommender.use_diffusion", fix="set it to 0, or use train-rec --model tiger")  # fmt: skip
+        sizes = cfg.recommender.model_dump(exclude={"init", "beam", "train", *CORRUPTION_KEYS})
         s.rec = Tiger.from_codes(
             codes, s.codeset.vocab_sizes, init=cfg.recommender.init, seed=cfg.seed, vocab_kind="shared", **sizes
         )

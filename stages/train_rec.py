@@ -12,6 +12,7 @@ the run's meta records the view, so `sample` and `evaluate` use the same one.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -29,9 +30,11 @@ from stages.models.registry import model_family, save_model
 
 
 def run(
-    *, dataset: str, data_dir: Path, config: TrainRecConfig, run_name: str | None = None, resume: bool = False
+    *, dataset: str, data_dir: Path, config: TrainRecConfig, run_name: str | None = None, resume: bool = False,
+    on_validation: Callable[[int, float], None] | None = None,
 ) -> Manifest | None:
-    """Train `config.model` on `dataset`; returns the manifest of `runs/<run_name>` (None on non-primary ranks)."""
+    """Train `config.model` on `dataset`; returns the manifest of `runs/<run_name>` (None on non-primary ranks).
+    `on_validation(step, val_ndcg@10)` is called after each validation (`gdr tune` reports and prunes there)."""
     from stages.training.flow import TrainRequest, train_family
 
     paths = DataPaths(data_dir, dataset)
@@ -45,6 +48,7 @@ def run(
         stage="train_rec", family=family, section=getattr(config, config.model), train=config.train, stage_config=config,
         ids=config.ids, max_len=config.max_len, seed=config.seed, name=name, resume=resume, view=config.view,
         train_split=config.train_split,
+        on_validation=on_validation,
     )  # fmt: skip
     return train_family(paths, processed, request)
 

@@ -73,9 +73,11 @@ def test_presets_load() -> None:
     from stages.config.sample import SampleConfig
     from stages.config.train_gen import TrainGenConfig
     from stages.config.train_rec import TrainRecConfig
+    from stages.config.tune import TuneConfig
 
     classes = {"preprocess": PreprocessConfig, "build_ids": BuildIdsConfig, "augment": AugmentConfig, "train_rec": TrainRecConfig,
-               "train_gen": TrainGenConfig, "diffuse": DiffuseConfig, "sample": SampleConfig, "evaluate": EvaluateConfig}  # fmt: skip
+               "train_gen": TrainGenConfig, "diffuse": DiffuseConfig, "sample": SampleConfig, "evaluate": EvaluateConfig,
+               "tune": TuneConfig}  # fmt: skip
     presets = sorted(p.stem for p in REPO_CONFIGS.glob("*.yaml"))
     assert {"tiny", "default"} <= set(presets)
     def leaves(tree: dict, prefix: str = "") -> dict:

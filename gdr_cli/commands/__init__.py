@@ -17,6 +17,7 @@ def register(app: typer.Typer) -> None:
         train,
         train_gen,
         train_rec,
+        tune,
     )
 
     app.command("preprocess", help="Raw dumps or your own logs -> clean interactions, item text, social graph, leave-one-out splits.")(preprocess.preprocess)
@@ -28,4 +29,5 @@ def register(app: typer.Typer) -> None:
     app.command("sample", help="Top-K recommendations for the validation or test users from a trained run.")(sample.sample)
     app.command("evaluate", help="Recall/NDCG/MRR@K of sampled recommendations; compares runs in one table.")(evaluate.evaluate)
     app.command("train", help="The IDGenRec pipeline in one command: textual IDs, alternating rounds, sample + evaluate after each round (--view item|social|both).")(train.train)
+    app.command("tune", help="Hyper-parameter search (Optuna, extra gdr[tune]) over train-rec runs on validation NDCG@10, with pruning and a persistent study.")(tune.tune)
     app.command("export", help="A processed dataset (+ ID codes, recommendations) as RecBole atomic files, an IDGenRec/SASRec folder or Parquet tables.")(export.export)

@@ -43,6 +43,15 @@ def train_rec(
     epochs: Annotated[int | None, flag(C, "train.max_epochs", "--epochs")] = None,
     seed: Annotated[int | None, flag(C, "seed", "--seed")] = None,
     device: Annotated[str | None, flag(C, "train.device", "--device")] = None,
+    use_diffusion: Annotated[int | None, flag(C, "tiger.use_diffusion", "--use-diffusion")] = None,
+    diffusion_timesteps: Annotated[int | None, flag(C, "tiger.diffusion_timesteps", "--diffusion-timesteps")] = None,
+    diffusion_beta_max: Annotated[float | None, flag(C, "tiger.diffusion_beta_max", "--diffusion-beta-max")] = None,
+    diffusion_cross_prob: Annotated[float | None, flag(C, "tiger.diffusion_cross_prob", "--diffusion-cross-prob")] = None,
+    lambda_mask: Annotated[float | None, flag(C, "tiger.lambda_mask", "--lambda-mask")] = None,
+    lambda_kl: Annotated[float | None, flag(C, "tiger.lambda_kl", "--lambda-kl")] = None,
+    noise_head_dropout: Annotated[float | None, flag(C, "tiger.noise_head_dropout", "--noise-head-dropout")] = None,
+    other_view_run: Annotated[str | None, flag(C, "tiger.other_view_run", "--other-view-run")] = None,
+    other_view_ids: Annotated[str | None, flag(C, "tiger.other_view_ids", "--other-view-ids")] = None,
 ) -> None:
     from stages import train_rec as stage
 
@@ -64,6 +73,15 @@ def train_rec(
         "train.max_epochs": epochs,
         "seed": seed,
         "train.device": device,
+        "tiger.use_diffusion": use_diffusion,
+        "tiger.diffusion_timesteps": diffusion_timesteps,
+        "tiger.diffusion_beta_max": diffusion_beta_max,
+        "tiger.diffusion_cross_prob": diffusion_cross_prob,
+        "tiger.lambda_mask": lambda_mask,
+        "tiger.lambda_kl": lambda_kl,
+        "tiger.noise_head_dropout": noise_head_dropout,
+        "tiger.other_view_run": other_view_run,
+        "tiger.other_view_ids": other_view_ids,
     }
     cfg = resolve(C, section="train_rec", config_file=config, sets=set_, flags=flags)
     stage.run(dataset=dataset, data_dir=data_dir, config=cfg, run_name=run, resume=resume)

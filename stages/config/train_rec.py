@@ -71,6 +71,38 @@ class TigerConfig(StageConfig):
         None, description="Local T5 checkpoint folder to start from (its architecture replaces the sizes above); None = from scratch."
     )
     beam: int = Field(20, ge=10, description="Beam width of the constrained beam search used for validation NDCG@10 (at least 10).")
+    use_diffusion: int = Field(
+        0, ge=0, le=1,
+        description="1 = corruption training: the input code tokens are corrupted by a discrete forward process, "
+        "[TIMESTEP_t] is prepended to the encoder input (t = 0, the clean input, at sampling and validation), and a "
+        "noise head learns the corrupted positions; 0 = off (training exactly as without the feature, the default).",
+    )  # fmt: skip
+    diffusion_timesteps: int = Field(
+        100, ge=1, description="T: timesteps of the corruption schedule (t uniform in 0..T-1 per example; T extra input tokens)."
+    )
+    diffusion_beta_max: float = Field(
+        0.1, ge=0, le=1,
+        description="beta_max of the linear schedule beta_t = t/(T-1) * beta_max; a token is corrupted with probability "
+        "1 - prod_{s<=t}(1 - beta_s) (0.1 with T=100: from 0 at t=0 to ~99.4% at t=99).",
+    )  # fmt: skip
+    diffusion_cross_prob: float = Field(
+        0.5, ge=0, le=1,
+        description="Probability that a corrupted token becomes a token of the other view's exclusive vocabulary "
+        "(other_view_run / other_view_ids) instead of a uniformly random token of this view's vocabulary.",
+    )  # fmt: skip
+    lambda_mask: float = Field(0.1, ge=0, description="Weight of the noise head's BCE (corrupted or not, per non-padding token) in the loss.")
+    lambda_kl: float = Field(
+        0.1, ge=0, description="Weight of KL(P_this || P_other) against the frozen other-view model (other_view_run); no KL without one."
+    )
+    noise_head_dropout: float = Field(0.1, ge=0, lt=1, description="Dropout inside the noise head (Linear -> GELU -> Dropout -> Linear).")
+    other_view_run: str | None = Field(
+        None,
+        description="Run (folder under runs/) of a tiger trained on the other view: its codes give the cross-view tokens and, "
+        "frozen, it is the other side of the KL term; None = no KL.",
+    )
+    other_view_ids: str | None = Field(
+        None, description="ID set of the other view (folder under ids/) giving the cross-view tokens when no other_view_run is given."
+    )
     train: TigerTrainConfig = Field(
         default_factory=lambda: TigerTrainConfig(), description="tiger's training loop (`train_rec.train` keys given for a run override it)."
     )

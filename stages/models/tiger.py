@@ -35,6 +35,7 @@ from gdr_cli.errors import GdrError
 from stages.config.train_rec import TigerConfig, TigerTrainConfig
 from stages.models.base import Recommender
 from stages.models.family import FamilyData, ModelFamily
+from stages.models.tiger_corruption import CorruptionTraining
 
 PAD, EOS, FIRST_CODE_TOKEN = 0, 1, 2
 TIED = ("t5.encoder.embed_tokens.weight", "t5.decoder.embed_tokens.weight", "t5.lm_head.weight")
@@ -87,6 +88,7 @@ class Tiger(Recommender):
         scale_outputs: bool = True,
         vocab_kind: str = "digits",
         seed: int = 0,
+        corruption: dict[str, Any] | None = None,
     ):
         sizes = dict(d_model=d_model, d_kv=d_kv, d_ff=d_ff, n_heads=n_heads, n_layers=n_layers,
                      n_decoder_layers=n_decoder_layers, dropout=dropout, feed_forward=feed_forward,
@@ -97,9 +99,11 @@ class Tiger(Recommender):
         if vocab_kind not in ("digits", "shared") or (shared and len(set(vocab_sizes)) > 1):
             raise GdrError(f"bad vocab_kind {vocab_kind!r} for vocab sizes {list(vocab_sizes)}",
                            fix="'digits' (a block per digit) or 'shared' (one word vocabulary, equal sizes)")  # fmt: skip
+        extra = {} if corruption is None else {"corruption": dict(corruption)}  # absent = the plain model
+        if shared:
+            extra["vocab_kind"] = vocab_kind
         super().__init__(n_items=n_items, vocab_sizes=[int(v) for v in vocab_sizes], encoder_input=encoder_input,
-                         item_embedding=item_embedding, label_smoothing=label_smoothing, seed=seed, **sizes,
-                         **({"vocab_kind": vocab_kind} if shared else {}))
+                         item_embedding=item_embedding, label_smoothing=label_smoothing, seed=seed, **sizes, **extra)
         from transformers import T5ForConditionalGeneration
 
         self.n_digits = len(vocab_sizes)
@@ -113,6 +117,11 @@ class Tiger(Recommender):
         self.register_buffer("codes", torch.zeros(n_items, self.n_digits, dtype=torch.int64))  # [N, D] item -> code
         self.register_buffer("offsets", offsets, persistent=False)  # [D] first token of each digit block
         self._trie: Any = None
+        self.corruption: CorruptionTraining | None = None  # training-time input corruption (tiger_corruption.py)
+        if corruption is not None:
+            per_position = self.n_digits if encoder_input == "items" else 1
+            self.corruption = CorruptionTraining(vocab_size=self.vocab_size, d_model=d_model, per_position=per_position,
+                                                 seed=seed, **corruption)  # fmt: skip
         self.register_state_dict_post_hook(_drop_tied)
         self.register_load_state_dict_pre_hook(_restore_tied)
         self.register_load_state_dict_post_hook(lambda module, keys: setattr(module, "_trie", None))
@@ -188,7 +197,9 @@ class Tiger(Recommender):
         """[W, d_model] embedding rows of the shared word block (textual IDs): word w is token 2 + w."""
         return self.t5.shared.weight[FIRST_CODE_TOKEN:]
 
-    def encoder_inputs(self, history: Tensor, embeds: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def encoder_inputs(
+        self, history: Tensor, embeds: Tensor | None = None, tokens: Tensor | None = None, timesteps: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """history [B, L] -> (input embeddings [B, S, d_model], attention mask [B, S] int64);
         `embeds` [B, L, D, d_model] replaces the token embeddings of the history (soft IDs).
 
@@ -197,9 +208,17 @@ class Tiger(Recommender):
         With `item_embedding`, each item's own learned vector joins its token embeddings (in the
         sum, or added to each of its D positions) and the sum is scaled by 1/sqrt(D+1).
         A user with no history attends to one pad position, so attention is always defined.
+        `tokens` [B, L, D]: input ids to use instead of the history's codes (a corrupted copy).
+        With corruption training, [TIMESTEP_t] comes first (S + 1 positions; `timesteps` [B], None = 0,
+        the clean input: sampling and validation always read t = 0).
         """
-        tokens = self.item_tokens(history)  # [B, L, D]
-        embed = self.t5.shared(tokens) if embeds is None else embeds  # [B, L, D, d]
+        tokens = self.item_tokens(history) if tokens is None else tokens  # [B, L, D]
+        if embeds is not None:
+            embed = embeds  # [B, L, D, d]
+        elif self.corruption is None:
+            embed = self.t5.shared(tokens)  # [B, L, D, d]
+        else:
+            embed = self.corruption.embed(self.t5.shared, tokens)
         own = None if self.item_embed is None else self.item_embed(history.clamp(min=0))  # [B, L, d]
         if self.init_kwargs["encoder_input"] == "items":
             parts = embed.sum(2) if own is None else embed.sum(2) + own
@@ -210,10 +229,14 @@ class Tiger(Recommender):
                 embed = (embed + own[:, :, None]) * 0.5**0.5
             embed, mask = embed.flatten(1, 2), tokens.flatten(1) != PAD  # [B, L*D, d], [B, L*D]
         mask[:, -1] |= ~mask.any(dim=1)
+        if self.corruption is not None:
+            embed, mask = self.corruption.prepend_timestep(embed, mask, timesteps)
         return embed, mask.long()
 
     # ----- training ----------------------------------------------------------------------------
     def loss(self, batch: dict[str, Tensor]) -> Tensor:
+        if self.corruption is not None and self.training:
+            return self.corruption.loss(self, batch)  # CE + noise-head BCE + cross-view KL on a corrupted batch
         hidden, mask = self.encode(batch["history"], batch.get("history_embeds"))  # [B, S, d], [B, S]
         labels = self.item_tokens(batch["target"])  # [B, D]
         dec_in = F.pad(labels[:, :-1], (1, 0), value=PAD)  # [B, D], starts with the pad token
@@ -453,9 +476,19 @@ class TigerFamily(ModelFamily):
 
     def build(self, data: FamilyData, cfg: TigerConfig) -> Tiger:
         assert data.codes is not None and data.vocab_sizes is not None
-        sizes = cfg.model_dump(exclude={"init", "beam", "train"})
+        from stages.models.tiger_corruption import CORRUPTION_KEYS, corruption_kwargs, other_view
+
+        sizes = cfg.model_dump(exclude={"init", "beam", "train", *CORRUPTION_KEYS})
         kind = "shared" if data.id_kind == "text" else "digits"
-        return Tiger.from_codes(data.codes, data.vocab_sizes, init=cfg.init, seed=data.seed, vocab_kind=kind, **sizes)
+        if not cfg.use_diffusion:
+            return Tiger.from_codes(data.codes, data.vocab_sizes, init=cfg.init, seed=data.seed, vocab_kind=kind, **sizes)
+        pool, other = other_view(data, cfg)
+        model = Tiger.from_codes(data.codes, data.vocab_sizes, init=cfg.init, seed=data.seed, vocab_kind=kind,
+                                 corruption=corruption_kwargs(cfg, len(pool)), **sizes)  # fmt: skip
+        assert model.corruption is not None
+        model.corruption.cross_tokens.copy_(pool)
+        model.corruption.set_other(other)
+        return model
 
     def examples(self, data: FamilyData, cfg: TigerConfig) -> dict[str, Tensor]:
         from stages.data.sequences import training_examples

@@ -38,6 +38,7 @@ class TrainRequest:
     resume: bool = False
     view: str = "item"  # "item" (splits) or "social" (social_splits: the "items" are users)
     train_split: str | None = None  # None / "base" or "augmented/<name>" (item view only)
+    on_validation: Any = None  # fit's hook (step, val_ndcg@10) after each validation, e.g. `gdr tune`'s pruning
 
 
 def load_data(paths: DataPaths, processed: Processed, req: TrainRequest) -> tuple[FamilyData, dict[str, InputRef]]:
@@ -53,7 +54,7 @@ def load_data(paths: DataPaths, processed: Processed, req: TrainRequest) -> tupl
     splits = view_splits(processed, req.view)
     data = FamilyData(
         splits=splits, n_items=n_entities(processed, req.view), max_len=max_len, seed=req.seed, view=req.view,
-        processed=processed,
+        processed=processed, paths=paths,
     )
     if split_name(req.train_split) != BASE:
         if req.view != "item":
@@ -105,7 +106,7 @@ def train_family(paths: DataPaths, processed: Processed, req: TrainRequest) -> M
     )  # fmt: skip
     fingerprint = resume_fingerprint(req.stage_config, {k: v.sha256 for k, v in inputs.items()})
     result = fit(model=model, train=train, validate=validate, cfg=req.train, seed=req.seed, workdir=paths.work(req.name),
-                 resume=req.resume, fingerprint=fingerprint, desc=f"{req.stage.replace('_', '-')} {req.name} ({family.kind})")  # fmt: skip
+                 resume=req.resume, fingerprint=fingerprint, on_validation=req.on_validation, desc=f"{req.stage.replace('_', '-')} {req.name} ({family.kind})")  # fmt: skip
     if not D.is_primary():
         return None
 

@@ -37,6 +37,9 @@ from stages.training.trackers import NoTracker, Tracker, make_tracker
 
 Validator = Callable[[nn.Module, int, int], tuple[float, int]]
 """validate(model, rank, world_size) -> (sum of NDCG@10 over this rank's shard of validation users, users in it)."""
+ValidationHook = Callable[[int, float], None]
+"""on_validation(step, val_ndcg@10), called on rank 0 after each validation (e.g. Optuna's report and
+pruning: an exception it raises ends training, the run folder is not written)."""
 
 LOG_FILE = "train.log"
 DEVICE_DATA_BYTES = 2 << 30
@@ -64,8 +67,9 @@ def epoch_order(seed: int, epoch: int, n: int) -> Tensor:
 
 class _Trainer:
     def __init__(self, *, model: nn.Module, train: dict[str, Tensor], validate: Validator, cfg: TrainLoopConfig,
-                 seed: int, workdir: Path, fingerprint: dict | None, desc: str):
+                 seed: int, workdir: Path, fingerprint: dict | None, desc: str, on_validation: ValidationHook | None = None):
         self.cfg, self.seed, self.workdir, self.desc, self.validate = cfg, seed, Path(workdir), desc, validate
+        self.on_validation = on_validation
         self.fingerprint_dict, self.fingerprint = fingerprint, fingerprint_json(fingerprint)
         self.device = resolve_device(cfg.device, D.dist_info().local_rank)
         self.info = D.init_distributed(self.device)
@@ -110,6 +114,10 @@ class _Trainer:
         self.loss_sum, self.loss_n, self.window_examples = 0.0, 0, 0
         self.loss_buf = torch.zeros(cfg.log_every, dtype=torch.float32, device=self.device)
         self.buf_n = 0
+        # separate loss terms, when the model sets `loss_terms` (a dict of detached scalars) in its loss
+        self.term_names: list[str] = []
+        self.term_buf: Tensor | None = None  # [log_every, n_terms]
+        self.term_sum: dict[str, float] = {}
         self.t_start = self.t_row = time.perf_counter()
         self.order: Tensor | None = None
         self.logfile: Any = None
@@ -161,6 +169,7 @@ class _Trainer:
             "loss_n": self.loss_n,
             "window_examples": self.window_examples,
             "stop_reason": self.stop_reason,
+            "term_sum": self.term_sum,
         })
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -180,6 +189,7 @@ class _Trainer:
         for key in ("best_state", "best_metric", "best_step", "bad_evals", "step", "epoch", "pos", "log",
                     "last_val_step", "loss_sum", "loss_n", "window_examples", "stop_reason"):
             setattr(self, key, state[key])
+        self.term_sum = dict(state.get("term_sum", {}))
         self.wall_before = state["wall_s"]
         self.t_start = self.t_row = time.perf_counter()
         self.write(f"resumed at step {self.step} (epoch {self.epoch}, {self.pos} examples into it)")
@@ -205,9 +215,20 @@ class _Trainer:
         self.opt.zero_grad(set_to_none=True)
         return loss.detach()
 
+    def buffer_terms(self, terms: dict[str, Tensor]) -> None:
+        """Keep this step's loss terms on the device, in the row `buf_n` of the loss buffer."""
+        if self.term_buf is None:
+            self.term_names = list(terms)
+            self.term_buf = torch.zeros(len(self.loss_buf), len(terms), dtype=torch.float32, device=self.device)
+        self.term_buf[self.buf_n] = torch.stack([terms[k].float() for k in self.term_names])
+
     def flush(self) -> None:
         """Move buffered losses to the host; stop on the first non-finite one (on every rank)."""
         n, self.buf_n = self.buf_n, 0
+        if self.term_buf is not None and n:
+            sums = self.term_buf[:n].double().sum(0).cpu().tolist()
+            for name, value in zip(self.term_names, sums, strict=True):
+                self.term_sum[name] = self.term_sum.get(name, 0.0) + value
         losses = self.loss_buf[:n].double().cpu()
         first_step = self.step - n + 1
         bad = (~torch.isfinite(losses)).nonzero().flatten()
@@ -266,8 +287,10 @@ class _Trainer:
         """Log row of the window since the last one; examples/s over its training time (until `t_end`)."""
         self.flush()
         loss_sum, loss_n, examples = self.loss_sum, self.loss_n, self.window_examples
+        names = sorted(self.term_sum)
+        term_sums = [self.term_sum[k] for k in names]
         if self.info.enabled:
-            loss_sum, loss_n, examples = D.all_reduce_sum([loss_sum, loss_n, examples])
+            loss_sum, loss_n, examples, *term_sums = D.all_reduce_sum([loss_sum, loss_n, examples, *term_sums])
         row = {
             "step": self.step,
             "epoch": round(self.step / self.steps_per_epoch, 4),
@@ -277,11 +300,13 @@ class _Trainer:
             "val_ndcg@10": val,
             "wall_s": round(self.wall(), 3),
         }
+        row.update({k: v / loss_n for k, v in zip(names, term_sums, strict=True)} if loss_n else {})
         self.log.append(row)
         if self.primary:
             self.tracker.log(row)
         self.loss_sum, self.loss_n, self.window_examples = 0.0, 0, 0
-        loss = "-" if row["loss"] is None else f"{row['loss']:.4f}"
+        self.term_sum = {}
+        loss = "-" if row["loss"] is None else f"{row['loss']:.4f}" + terms_text(row)
         val_text = "" if val is None else f" val_ndcg@10 {val:.4f} (best {self.best_metric:.4f} @ {self.best_step})"
         self.write(f"step {self.step} epoch {row['epoch']:.2f} loss {loss} lr {row['lr']:.3g} "
                    f"ex/s {row['examples_per_s']:,.0f}{val_text}")
@@ -358,6 +383,9 @@ class _Trainer:
                     if self.buf_n == len(self.loss_buf):
                         self.flush()  # holds steps up to self.step
                     self.loss_buf[self.buf_n] = loss  # no host sync: read back at the next flush
+                    terms = getattr(self.model, "loss_terms", None)  # set by the model's loss, if it splits it
+                    if terms:
+                        self.buffer_terms(terms)
                     self.buf_n += 1
                     self.step += 1
                     self.pos += len(idx)
@@ -378,9 +406,11 @@ class _Trainer:
                         self.stop_reason = "budget"
                     val_due = val_due or bool(self.stop_reason)  # the last step is always validated
                     val = self.run_validation() if val_due else None  # may stop early
+                    if val is not None and self.on_validation is not None and self.primary:
+                        self.on_validation(self.step, val)
                     if sync_point or val_due:
                         row = self.add_row(val, t_end)
-                        bar.update(task, loss="-" if row["loss"] is None else f"{row['loss']:.4f}",
+                        bar.update(task, loss="-" if row["loss"] is None else f"{row['loss']:.4f}" + terms_text(row),
                                    val=f"{self.best_metric:.4f}" if self.best_step else "-")
                     if self.stop_reason:
                         self.write(f"stopped: {self.stop_reason} at step {self.step}")
@@ -400,14 +430,23 @@ class _Trainer:
                 raise
 
 
+def terms_text(row: dict) -> str:
+    """' (ce 3.81 mask 0.512 kl 0.103)' from a log row's `loss_*` terms; '' when it has none."""
+    terms = [f"{k.removeprefix('loss_')} {v:.4g}" for k, v in row.items() if k.startswith("loss_") and v is not None]
+    return f" ({' '.join(terms)})" if terms else ""
+
+
 def fit(*, model: nn.Module, train: dict[str, Tensor], validate: Validator, cfg: TrainLoopConfig, seed: int,
-        workdir: Path, resume: bool = False, fingerprint: dict | None = None, desc: str = "train") -> FitResult:
+        workdir: Path, resume: bool = False, fingerprint: dict | None = None, desc: str = "train",
+        on_validation: ValidationHook | None = None) -> FitResult:
     """Train `model` (whose `model(batch)` is the scalar loss) on the `train` tensors; select on `validate`.
 
     train: dict of tensors sharing dim 0 (e.g. history [N, L] int64, target [N] int64); a batch is
     the same dict sliced on the batch's indices and moved to the device. The model is left on the
     device with the weights of the last step; `FitResult.best_state` has the best validation ones.
+    A model that sets `loss_terms` (dict of detached scalars) in its loss gets each term logged
+    (log rows, train.log, progress bar). `on_validation(step, ndcg)` is called after each validation.
     """
     trainer = _Trainer(model=model, train=train, validate=validate, cfg=cfg, seed=seed, workdir=workdir,
-                       fingerprint=fingerprint, desc=desc)
+                       fingerprint=fingerprint, desc=desc, on_validation=on_validation)
     return trainer.run(resume)

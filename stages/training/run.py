@@ -40,8 +40,11 @@ def resume_fingerprint(config: Any, inputs: dict[str, str]) -> dict[str, Any]:
 
 
 def log_frame(log: list[dict]) -> pl.DataFrame:
-    """The training log rows as a table (one row per log point or validation)."""
-    return pl.DataFrame([{k: row.get(k) for k in LOG_SCHEMA} for row in log], schema=LOG_SCHEMA)
+    """The training log rows as a table (one row per log point or validation); separate loss terms
+    (`loss_ce`, `loss_mask`, `loss_kl`, ... when the model reports them) become Float64 columns."""
+    terms = sorted({k for row in log for k in row if k.startswith("loss_")})
+    schema = {**LOG_SCHEMA, **dict.fromkeys(terms, pl.Float64)}
+    return pl.DataFrame([{k: row.get(k) for k in schema} for row in log], schema=schema)
 
 
 def plot_curve(path: Path, log: pl.DataFrame, title: str = "") -> None:
