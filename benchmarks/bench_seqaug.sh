@@ -3,7 +3,7 @@
 # dataset (benchmarks/seqaug.md has the numbers). Short runs for a shared 2-core CPU: SASRec's epochs are capped
 # (EPOCHS, default 8; its own default is 200 with early stopping), DiffuRec trains one epoch, DiffuASR two or five.
 #   benchmarks/bench_seqaug.sh DATA_ROOT movielens-100k /path/to/ml-100k ml-100k 8 5
-#   benchmarks/bench_seqaug.sh DATA_ROOT lastfm-2k /path/to/hetrec2011-lastfm-2k lastfm-2k 5 2
+#   benchmarks/bench_seqaug.sh DATA_ROOT lastfm-2k /path/to/hetrec2011-lastfm-2k lastfm-2k 8 2
 set -e
 R=$1 SOURCE=$2 INPUT=$3 D=$4 EPOCHS=${5:-8} AUG_EPOCHS=${6:-5}
 G="python -m gdr_cli"
