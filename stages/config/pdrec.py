@@ -28,13 +28,18 @@ class PdrecConfig(StageConfig):
         "(needs loss 'negatives').",
     )  # fmt: skip
     reweight_strength: float = Field(
-        1.0, ge=0, le=1,
+        0.5, ge=0, le=1,
         description="α of w_j = 1 + α (ω_j - 1), ω_j = τ_j π_j / mean_user(τ π) (mean 1 per user): π_j = softmax over the user's "
-        "training items of their DiffuRec scores / preference_temperature, τ_j the time weight; 0 = plain SASRec weights.",
+        "training items of their DiffuRec scores / preference_temperature, τ_j the time weight; 0 = plain SASRec weights. "
+        "0.5: with α = 1 and temperature 1 a MovieLens 100K user's weights spread from 0.03 to 2.5 (10th-90th percentile, "
+        "max 159: most ratings of a user share a day, so τ is 0.1 for most of them) and validation NDCG@10 fell from "
+        "0.052 to 0.043 after 8 epochs.",
     )  # fmt: skip
     preference_temperature: float = Field(
-        1.0, gt=0, description="Temperature of the preference softmax π over a user's training items (DiffuRec scores are inner "
-        "products of LayerNorm-ed vectors, spread ~±10 on MovieLens 100K)."
+        5.0, gt=0,
+        description="Temperature of the preference softmax π over a user's training items. DiffuRec's scores of a user's "
+        "training items spread with a standard deviation of ~1.25 on MovieLens 100K: 5 keeps π within a factor ~e^1.5 "
+        "of uniform for most items (temperature 1 made it nearly one-hot).",
     )  # fmt: skip
     time_min: float = Field(
         0.1, gt=0, le=1,

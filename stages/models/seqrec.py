@@ -244,7 +244,13 @@ class SeqRecommender(Recommender, abc.ABC):
                 neg = tail_draws(pref, batch["tail_thr"], self.num_negatives, gen)
             else:
                 neg = torch.randint(self.n_items, (b, self.num_negatives), generator=gen, device=query.device)
-        losses = self.window_losses(query, target.clamp(min=0), items, neg)  # [B, L]; padding masked by keep
+        if neg is None:  # full softmax: only the kept positions (half of a window is context)
+            losses = torch.zeros(target.shape, dtype=torch.float32, device=query.device)
+            losses[keep] = F.cross_entropy(
+                (query[keep] @ items.T).float() / self.temperature, target[keep], reduction="none"
+            )
+        else:
+            losses = self.window_losses(query, target.clamp(min=0), items, neg)  # [B, L]; padding masked by keep
         weight = batch["weight"] if "weight" in batch else torch.ones_like(losses)
         weight = weight * keep
         total = (losses * weight).sum() / weight.sum().clamp(min=1e-12)
