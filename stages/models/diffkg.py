@@ -37,8 +37,8 @@ from torch import Tensor, nn
 from gdr_cli.errors import GdrError
 from stages.config.graph import DiffkgConfig, DiffkgTrainConfig
 from stages.models.diffurec import timestep_embedding
-from stages.models.family import FamilyData, ModelFamily
-from stages.models.graph import GraphRecommender, bpr_loss, n_users_of, training_pairs
+from stages.models.family import FamilyData
+from stages.models.graph import GraphRecommender, PairFamily, bpr_loss, n_users_of, training_pairs
 from stages.models.seqrec import init_weights
 
 REFRESH_CHUNK = 512
@@ -273,7 +273,7 @@ def knowledge_graph(data: FamilyData) -> tuple[Tensor, Tensor, int]:
     return pairs, torch.from_numpy(entities["rid"].to_numpy().astype(np.int64)), relations.height
 
 
-class DiffkgFamily(ModelFamily):
+class DiffkgFamily(PairFamily):
     """`train-rec --model diffkg`: BPR pairs of the training split; the knowledge graph from kg.parquet."""
 
     kind: ClassVar[str] = "diffkg"
@@ -292,13 +292,6 @@ class DiffkgFamily(ModelFamily):
         )  # fmt: skip
         model.set_graphs(kg, entity_relation, ui)
         return model
-
-    def validation_excludes_history(self, cfg: Any) -> bool:
-        return cfg.exclude_history
-
-    def examples(self, data: FamilyData, cfg: Any) -> dict[str, Tensor]:
-        users, items = training_pairs(data.splits)
-        return {"user": users, "item": items}
 
     def stats(self, model: Any, data: FamilyData, cfg: Any) -> dict[str, Any]:
         return {"kg_edges": int(model.kg.shape[1]), "kg_entities": int(model.n_entities),

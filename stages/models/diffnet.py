@@ -32,8 +32,8 @@ from torch import Tensor, nn
 from gdr_cli.errors import GdrError
 from stages.config.graph import DiffnetConfig, GraphTrainConfig
 from stages.data.views import FRIEND_SOURCES
-from stages.models.family import FamilyData, ModelFamily
-from stages.models.graph import GraphRecommender, mean_aggregate, n_users_of, training_pairs
+from stages.models.family import FamilyData
+from stages.models.graph import GraphRecommender, PairFamily, mean_aggregate, n_users_of, training_pairs
 from stages.models.seqrec import init_weights
 
 ACTIVATIONS = {"relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh}
@@ -128,7 +128,7 @@ def social_edges(data: FamilyData) -> Tensor:
     return torch.from_numpy(social.select("user", "friend").to_numpy().T.astype("int64").copy())
 
 
-class DiffnetFamily(ModelFamily):
+class DiffnetFamily(PairFamily):
     """`train-rec --model diffnet`: BPR on the (user, item) pairs of the training split (friend pairs in the social view)."""
 
     kind: ClassVar[str] = "diffnet"
@@ -142,13 +142,6 @@ class DiffnetFamily(ModelFamily):
                         seed=data.seed, **cfg.model_dump(exclude={"train", "exclude_history"}))  # fmt: skip
         model.set_graphs(social, torch.stack([users, items]))
         return model
-
-    def validation_excludes_history(self, cfg: Any) -> bool:
-        return cfg.exclude_history
-
-    def examples(self, data: FamilyData, cfg: Any) -> dict[str, Tensor]:
-        users, items = training_pairs(data.splits)
-        return {"user": users, "item": items}
 
     def stats(self, model: Any, data: FamilyData, cfg: Any) -> dict[str, Any]:
         return {"social_edges": int(model.social.shape[1]) // 2, "interaction_edges": int(model.interactions.shape[1])}

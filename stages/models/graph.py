@@ -25,7 +25,7 @@ from torch import Tensor
 
 from gdr_cli.errors import GdrError
 from stages.models.base import Recommender
-from stages.models.family import FamilyData
+from stages.models.family import FamilyData, ModelFamily
 from stages.models.seqrec import _rank, top_k
 
 
@@ -118,3 +118,15 @@ def n_users_of(data: FamilyData) -> int:
     if data.processed is None:
         return int(data.splits["user"].max()) + 1
     return data.processed.n_users
+
+
+class PairFamily(ModelFamily):
+    """A graph model in the train flow: BPR over the training split's (user, item) pairs, validation with the
+    user's training items excluded when the config's `exclude_history` says so."""
+
+    def validation_excludes_history(self, cfg: Any) -> bool:
+        return cfg.exclude_history
+
+    def examples(self, data: FamilyData, cfg: Any) -> dict[str, Tensor]:
+        users, items = training_pairs(data.splits)
+        return {"user": users, "item": items}
