@@ -2,6 +2,8 @@
 
 pop:          item counts of the training sequences (no gradient training); in the social view the
               number of training friend lists a user appears in (the most-connected users).
+friendpop:    counts among the user's friends in the training friend graph (`stages/models/friendpop.py`):
+              friends' training items (item view) or shared friends (social view); ties by popularity.
 every other:  a model family (`stages/models/registry.py`) trained by the shared flow
               (`stages/training/flow.py`): examples -> `fit` (validation NDCG@10, early stopping,
               resume, DDP under torchrun) -> runs/<run>/ with the best weights, log, curve, manifest.
@@ -15,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import polars as pl
 import torch
 
 from gdr_cli.console import console
@@ -25,6 +28,7 @@ from gdr_cli.paths import DataPaths
 from stages.config.train_rec import TrainRecConfig
 from stages.data.views import n_entities, view_note, view_splits
 from stages.inputs import Processed, open_processed
+from stages.models.friendpop import FriendPopularity, unique_edges
 from stages.models.popularity import Popularity
 from stages.models.registry import model_family, save_model
 
@@ -41,8 +45,8 @@ def run(
     processed = open_processed(paths)
     check_fresh(processed.manifest, paths.root, what="processed data")
     name = run_name or config.model
-    if config.model == "pop":
-        return _count_pop(paths, processed, config, name)
+    if config.model in ("pop", "friendpop"):
+        return _count(paths, processed, config, name)
     family = model_family(config.model)
     request = TrainRequest(
         stage="train_rec", family=family, section=getattr(config, config.model), train=config.train, stage_config=config,
@@ -53,7 +57,30 @@ def run(
     return train_family(paths, processed, request)
 
 
-def _count_pop(paths: DataPaths, processed: Processed, config: TrainRecConfig, name: str) -> Manifest:
+def _friend_counts(
+    processed: Processed, view: str, splits: pl.DataFrame, train_items: torch.Tensor, n: int
+) -> tuple[FriendPopularity, dict[str, int]]:
+    """friendpop over the training friend graph: M = the training (user, item) pairs (item view) or the graph
+    itself (social view); the tie-break prior = item training counts, or degree in the graph."""
+    from stages.models.diffnet import training_friendships
+    from stages.models.graph import training_pairs
+
+    n_users = processed.n_users
+    raw = training_friendships(processed, view, splits, why="friendpop counts what friends did")
+    social = unique_edges(raw[0], raw[1], n_users)
+    if view == "social":
+        touched = social
+        prior = torch.bincount(social[0], minlength=n_users).float()
+    else:
+        users, items = training_pairs(splits)
+        touched = unique_edges(users, items, n)
+        prior = torch.bincount(train_items, minlength=n).float()
+    model = FriendPopularity(n_users=n_users, n_items=n, n_social=social.shape[1], n_touched=touched.shape[1], view=view)
+    model.fit(social, touched, prior)
+    return model, {"social_edges": int(social.shape[1]) // 2, "touched_pairs": int(touched.shape[1])}
+
+
+def _count(paths: DataPaths, processed: Processed, config: TrainRecConfig, name: str) -> Manifest:
     from stages.augmentation.splits import BASE, open_train_split, split_name
 
     clock = Stopwatch()
@@ -69,16 +96,20 @@ def _count_pop(paths: DataPaths, processed: Processed, config: TrainRecConfig, n
         splits = chosen.splits
         inputs["train_split"] = chosen.ref  # type: ignore[assignment]
     train_items = torch.from_numpy(splits["train"].explode().drop_nulls().to_numpy().astype("int64"))
-    model = Popularity(n_items=n)
-    model.fit_counts(train_items)
     stats = {
-        "model": "pop",
+        "model": config.model,
         "view": config.view,
         "train_split": train_split,
         "params": 0,
         "train_interactions": int(train_items.numel()),
         "items": n,
     }
+    if config.model == "friendpop":
+        model, extra = _friend_counts(processed, config.view, splits, train_items, n)
+        stats.update(extra)
+    else:
+        model = Popularity(n_items=n)
+        model.fit_counts(train_items)
     with staged_dir(paths.run(name)) as tmp:
         save_model(tmp, model, meta={"dataset": paths.dataset, "max_len": config.max_len or 20, "view": config.view,
                                         "train_split": train_split})  # fmt: skip
@@ -91,7 +122,7 @@ def _count_pop(paths: DataPaths, processed: Processed, config: TrainRecConfig, n
         )  # fmt: skip
     what = "friendships" if config.view == "social" else "interactions"
     console.print(
-        f"train-rec: {name} (pop) on {paths.dataset}{view_note(config.view)}: counts from "
+        f"train-rec: {name} ({config.model}) on {paths.dataset}{view_note(config.view)}: counts from "
         f"{stats['train_interactions']:,} training {what} -> {paths.run(name)}"
     )
     return Manifest.model_validate_json((paths.run(name) / "manifest.json").read_text())

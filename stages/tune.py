@@ -103,9 +103,9 @@ def run(*, dataset: str, data_dir: Path, config: TuneConfig, base: TrainRecConfi
     paths = DataPaths(data_dir, dataset)
     processed = open_processed(paths)
     check_fresh(processed.manifest, paths.root, what="processed data")
-    if base.model == "pop":
+    if base.model in ("pop", "friendpop"):
         raise GdrError(
-            "pop has nothing to tune", fix="choose a trained model: --model tiger (or sasrec, hstu, diffurec)"
+            f"{base.model} has nothing to tune", fix="choose a trained model: --model tiger (or sasrec, hstu, diffurec)"
         )
     base_data = json.loads(base.model_dump_json())
     check_space(base_data, config.space)

@@ -108,14 +108,16 @@ class TigerConfig(StageConfig):
     )
 
 
-TRAIN_DEFAULTS: dict[str, type[TrainLoopConfig]] = {"pop": TrainLoopConfig}
-"""Training-loop defaults of models whose section has no `train` of its own (pop)."""
+TRAIN_DEFAULTS: dict[str, type[TrainLoopConfig]] = {"pop": TrainLoopConfig, "friendpop": TrainLoopConfig}
+"""Training-loop defaults of models whose section has no `train` of its own (pop, friendpop)."""
 
 
 class TrainRecConfig(StageConfig):
-    model: Literal["pop", "sasrec", "hstu", "diffurec", "tiger", "diffnet", "diffkg"] = Field(
+    model: Literal["pop", "friendpop", "sasrec", "hstu", "diffurec", "tiger", "diffnet", "diffkg"] = Field(
         "pop",
-        description="Recommender: 'pop' (most popular, the floor), 'sasrec' / 'hstu' (ID-embedding sequence models, "
+        description="Recommender: 'pop' (most popular, the floor), 'friendpop' (most popular among the user's friends "
+        "in the training friend graph, or most shared friends in the social view; needs friends), "
+        "'sasrec' / 'hstu' (ID-embedding sequence models, "
         "the baselines), 'diffurec' (Gaussian diffusion over the next item's embedding), 'tiger' (autoregressive T5 over "
         "item codes), 'diffnet' (influence diffusion over the social graph; needs friends), 'diffkg' (knowledge-graph "
         "diffusion; needs item attributes). The masked-diffusion model over codes is trained by `gdr diffuse`.",

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from gdr_cli.errors import GdrError
 from stages.config.graph import DiffnetConfig, GraphTrainConfig
 from stages.data.views import FRIEND_SOURCES
+from stages.inputs import Processed
 from stages.models.family import FamilyData
 from stages.models.graph import GraphRecommender, PairFamily, mean_aggregate, n_users_of, training_pairs
 from stages.models.seqrec import init_weights
@@ -110,19 +111,24 @@ class Diffnet(GraphRecommender):
 
 
 def social_edges(data: FamilyData) -> Tensor:
-    """The diffusion graph [2, E] int64 (user, friend), both directions: every friendship of `social.parquet`
-    in the item view; in the social view without the validation and test friendships of the social split
-    (in either direction), so no held-out edge is ever diffused over. No friendship -> a one-line error."""
-    processed = data.processed
+    """The diffusion graph of a diffnet run: `training_friendships` of its view's splits."""
+    return training_friendships(data.processed, data.view, data.splits, why="diffnet diffuses over friendships")
+
+
+def training_friendships(processed: Processed, view: str, splits: pl.DataFrame, *, why: str) -> Tensor:
+    """The training friend graph [2, E] int64 (user, friend), both directions: every friendship of `social.parquet`
+    in the item view (it holds no friendship out); in the social view without the validation and test friendships
+    of `splits` (the social split, in either direction), so no held-out edge is ever used. No friendship -> a
+    one-line error (`why` says what needs them)."""
     social = processed.table("social") if (processed.folder / "social.parquet").exists() else None
     if social is None or social.height == 0:
         raise GdrError(
-            f"dataset {processed.manifest.dataset!r} has no social graph (diffnet diffuses over friendships)",
+            f"dataset {processed.manifest.dataset!r} has no social graph ({why})",
             where=str(processed.folder / "social.parquet"),
             fix=f"train another model, or preprocess a source with friends: {FRIEND_SOURCES}",
         )
-    if data.view == "social":
-        held = data.splits.select("user", pl.concat_list("valid", "test").alias("friend")).explode("friend")
+    if view == "social":
+        held = splits.select("user", pl.concat_list("valid", "test").alias("friend")).explode("friend")
         held = pl.concat([held, held.select(pl.col("friend").alias("user"), pl.col("user").alias("friend"))])
         social = social.join(held.cast(social.schema), on=["user", "friend"], how="anti", maintain_order="left")
     return torch.from_numpy(social.select("user", "friend").to_numpy().T.astype("int64").copy())

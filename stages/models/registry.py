@@ -26,12 +26,14 @@ def model_classes() -> dict[str, type[Recommender]]:
     from stages.models.diffnet import Diffnet
     from stages.models.diffurec import Diffurec
     from stages.models.diffusion import DiffusionRecommender
+    from stages.models.friendpop import FriendPopularity
     from stages.models.hstu import Hstu
     from stages.models.popularity import Popularity
     from stages.models.sasrec import Sasrec
     from stages.models.tiger import Tiger
 
-    classes: list[type[Recommender]] = [Popularity, Sasrec, Hstu, Diffurec, Tiger, DiffusionRecommender, Diffnet, Diffkg]
+    classes: list[type[Recommender]] = [Popularity, FriendPopularity, Sasrec, Hstu, Diffurec, Tiger, DiffusionRecommender,
+                                        Diffnet, Diffkg]
     return {c.kind: c for c in classes}
 
 
