@@ -7,13 +7,16 @@ export reproduces the same splits (tests/test_export.py checks the round trip):
   cannot reorder them, and they truncate back to the same integer), `.item` (`item_id:token
   text:token_seq`, whitespace in text collapsed to spaces), `.net` (`user_id:token friend_id:token`,
   both directions, edges ordered so that first mentions give each user's friend order back, see
-  `edge_order`) when there is a social graph.
+  `edge_order`) when there is a social graph, and the knowledge graph (`kg.parquet`) when there is one as
+  RecBole's `.kg` (`head_id:token relation_id:token tail_id:token`) + `.link` (`item_id:token
+  entity_id:token`, each item its own entity: its raw id).
 - `sequences`: IDGenRec / SASRec folder: `user_sequence.txt` (`user item item ...`, time order),
   `item_plain_text.txt` (`item<TAB>text`), `friend_sequence.txt` (`user friend ...`, each user's
   friends in gdr's order) when social. `preprocess` orders friends by first mention in the file,
-  so the friend graph comes back whole but the friend order (social_splits) may not.
-- `parquet`: interactions (user, item, timestamp), items (raw_id, text), splits and social tables
-  with raw ids as strings; with `--recs NAME` also `recs.parquet` (user, rank, item, score; item
+  so the friend graph comes back whole but the friend order (social_splits) may not. The knowledge
+  graph goes to `item_kg.txt` (`item<TAB>relation<TAB>entity`) when there is one.
+- `parquet`: interactions (user, item, timestamp), items (raw_id, text), splits, social and kg (item,
+  relation, entity) tables with raw ids as strings; with `--recs NAME` also `recs.parquet` (user, rank, item, score; item
   null = invalid code) of that run's `--split` recommendations.
 `--ids NAME` adds the ID set's codes: `codes.parquet` (parquet), `item_codes.txt` (sequences,
 `item c1 c2 ...`), an `item_code:token_seq` field in `.item` (recbole; the reader keeps it out of
@@ -42,6 +45,7 @@ from gdr_cli.manifest import (
     write_manifest,
 )
 from gdr_cli.paths import DataPaths
+from stages.data.kg import KG_SCHEMA
 from stages.inputs import Processed, open_processed
 
 FORMATS = ("recbole", "sequences", "parquet")
@@ -191,9 +195,11 @@ def _inter_timestamps(inter: pl.DataFrame) -> pl.Expr:
 
 
 def _write_recbole(
-    tmp: Path, stem: str, inter: pl.DataFrame, items: pl.DataFrame, social: pl.DataFrame, codes: pl.DataFrame | None
-) -> None:
-    for frame, col, what in ((inter, "user", "user"), (items, "raw_id", "item")):
+    tmp: Path, stem: str, inter: pl.DataFrame, items: pl.DataFrame, social: pl.DataFrame, codes: pl.DataFrame | None,
+    kg: pl.DataFrame,
+) -> None:  # fmt: skip
+    for frame, col, what in ((inter, "user", "user"), (items, "raw_id", "item"), (kg, "relation", "kg relation"),
+                             (kg, "entity", "kg entity")):  # fmt: skip
         _check_tokens(frame, col, what, "RecBole", r"[\t\r\n]")
     table = inter.with_columns(_inter_timestamps(inter))
     lines = table.select(
@@ -210,11 +216,18 @@ def _write_recbole(
     if social.height:
         rows = social.select(pl.concat_str(["user", "friend"], separator="\t")).to_series()
         _write_lines(tmp / f"{stem}.net", "user_id:token\tfriend_id:token", rows)
+    if kg.height:
+        rows = kg.select(pl.concat_str(["item", "relation", "entity"], separator="\t")).to_series()
+        _write_lines(tmp / f"{stem}.kg", "head_id:token\trelation_id:token\ttail_id:token", rows)
+        link = kg.select("item").unique(maintain_order=True)
+        rows = link.select(pl.concat_str(["item", "item"], separator="\t")).to_series()
+        _write_lines(tmp / f"{stem}.link", "item_id:token\tentity_id:token", rows)
 
 
 def _write_sequences(
-    tmp: Path, inter: pl.DataFrame, items: pl.DataFrame, social: pl.DataFrame, codes: pl.DataFrame | None
-) -> None:
+    tmp: Path, inter: pl.DataFrame, items: pl.DataFrame, social: pl.DataFrame, codes: pl.DataFrame | None,
+    kg: pl.DataFrame,
+) -> None:  # fmt: skip
     for frame, col, what in ((inter, "user", "user"), (items, "raw_id", "item")):
         _check_tokens(frame, col, what, "user_sequence.txt", r"\s")
     seqs = inter.group_by("user", maintain_order=True).agg(pl.col("item"))
@@ -234,6 +247,11 @@ def _write_sequences(
             None,
             friends.select(pl.concat_str([pl.col("user"), pl.col("friend").list.join(" ")], separator=" ")).to_series(),
         )
+    if kg.height:
+        for col, what in (("relation", "kg relation"), ("entity", "kg entity")):
+            _check_tokens(kg, col, what, "item_kg.txt", r"[\t\r\n]")
+        rows = kg.select(pl.concat_str(["item", "relation", "entity"], separator="\t")).to_series()
+        _write_lines(tmp / "item_kg.txt", None, rows)
     if codes is not None:
         _write_lines(
             tmp / "item_codes.txt",
@@ -288,6 +306,8 @@ def run(
     edges = edge_order(social_ids) if format == "recbole" else social_ids
     edges = edges.select(_raw(edges, "user", users).alias("user"), _raw(edges, "friend", users).alias("friend"))
     raw_items = items.select("raw_id", "text")
+    kg_ids = processed.table("kg") if (processed.folder / "kg.parquet").exists() else pl.DataFrame(schema=KG_SCHEMA)
+    kg = kg_ids.select(_raw(kg_ids, "item", items).alias("item"), "relation", "entity")
     codes = None
     if ids is not None:
         codes, view, ref = _codes(paths, ids, processed)
@@ -301,9 +321,9 @@ def run(
 
     with staged_dir(out) as tmp:
         if format == "recbole":
-            _write_recbole(tmp, out.name, inter, raw_items, edges, codes)
+            _write_recbole(tmp, out.name, inter, raw_items, edges, codes, kg)
         elif format == "sequences":
-            _write_sequences(tmp, inter, raw_items, social, codes)
+            _write_sequences(tmp, inter, raw_items, social, codes, kg)
         else:
             write_parquet(tmp / "interactions.parquet", inter)
             write_parquet(tmp / "items.parquet", raw_items)
@@ -320,6 +340,7 @@ def run(
                     ),
                 )
             write_parquet(tmp / "social.parquet", social)
+            write_parquet(tmp / "kg.parquet", kg)
             if codes is not None:
                 write_parquet(tmp / "codes.parquet", codes)
             if plain_recs is not None:
@@ -330,6 +351,7 @@ def run(
             "items": items.height,
             "interactions": inter.height,
             "social_edges": social.height // 2,
+            "kg_edges": kg.height,
             "ids": ids,
             "recs": recs,
             "split": split if recs else None,

@@ -19,7 +19,7 @@ def tables(root: Path, dataset: str) -> dict[str, pl.DataFrame]:
     folder = root / dataset / "processed"
     return {
         name: pl.read_parquet(folder / f"{name}.parquet")
-        for name in ("users", "items", "splits", "social", "social_splits", "interactions")
+        for name in ("users", "items", "splits", "social", "social_splits", "interactions", "kg")
     }
 
 
@@ -44,6 +44,7 @@ def raw_view(root: Path, dataset: str) -> dict[str, object]:
         "text": {items[i]: x for i, x in t["items"].select("item", "text").iter_rows()},
         "social": {(users[u], users[f]) for u, f in t["social"].iter_rows()},
         "social_splits": split("social_splits", users),
+        "kg": {(items[i], r, e) for i, r, e in t["kg"].select("item", "relation", "entity").iter_rows()},
     }
 
 
@@ -80,7 +81,9 @@ def check_round_trip(root: Path, dataset: str, fmt: str, tmp: Path) -> None:
     before, after = raw_view(root, dataset), raw_view(root, f"{dataset}-{fmt}-back")
     assert after["splits"] == before["splits"]
     assert after["sequences"] == before["sequences"]
+    assert before["kg"], "the dataset has a knowledge graph to carry"
     if fmt != "parquet":
+        assert after["kg"] == before["kg"]  # the .kg/.link (recbole) or item_kg.txt (sequences) edges read back
         norm = {k: " ".join(v.split()) or None if v else None for k, v in before["text"].items()}
         assert after["text"] == norm
         assert after["social"] == before["social"]
@@ -92,6 +95,9 @@ def check_round_trip(root: Path, dataset: str, fmt: str, tmp: Path) -> None:
         items = pl.read_parquet(out / "items.parquet")
         assert dict(items.iter_rows()) == before["text"]
         assert set(pl.read_parquet(out / "social.parquet").iter_rows()) == before["social"]
+        kg = pl.read_parquet(out / "kg.parquet")
+        assert kg.schema == {"item": pl.String, "relation": pl.String, "entity": pl.String}
+        assert set(kg.iter_rows()) == before["kg"] and kg.height == len(before["kg"])
 
 
 @pytest.mark.parametrize("fmt", ["recbole", "sequences", "parquet"])
@@ -177,7 +183,14 @@ def test_foreign_folder_is_refused_unless_force(synthetic: Path, tmp_path: Path,
     assert main([*argv, "--force"]) == 0
     assert "notes.txt" not in {p.name for p in out.iterdir()}
     assert main([*argv[:3], "recbole", *argv[4:]]) == 0  # an earlier export is replaced without --force
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "mine.inter", "mine.item", "mine.net"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "manifest.json",
+        "mine.inter",
+        "mine.item",
+        "mine.kg",
+        "mine.link",
+        "mine.net",
+    ]
     assert not list(tmp_path.glob(".mine.*"))  # no staging leftovers
 
 

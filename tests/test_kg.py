@@ -87,3 +87,26 @@ def test_real_movielens_kg(tmp_path, ml100k_dir, name) -> None:
     assert set(kg["relation"].unique()) == {"class", "release_year"}
     assert {"Comedy", "Drama", "Thriller"} <= set(kg.filter(pl.col("relation") == "class")["entity"])
     assert m.stats["kg_items"] >= 0.99 * m.stats["items"]
+
+
+def test_recbole_kg_and_link_files(tmp_path, capsys) -> None:
+    """A RecBole `.kg` + `.link` pair (what `gdr export --format recbole` writes): edges whose head is an item's
+    entity become that item's attributes; a head that names no item (an entity -> entity edge) is ignored."""
+    from gdr_cli.app import main
+
+    src = tmp_path / "rb"
+    src.mkdir()
+    (src / "rb.inter").write_text("user_id:token\titem_id:token\ttimestamp:float\n"
+                                  + "".join(f"{u}\t{i}\t{t}\n" for u in "ab" for t, i in enumerate(["x", "y", "z"])))  # fmt: skip
+    (src / "rb.kg").write_text("head_id:token\trelation_id:token\ttail_id:token\n"
+                               "m.x\tgenre\thip hop\nm.y\tgenre\thip hop\nm.z\tgenre\tjazz\nm.hiphop\tpart_of\tmusic\n")  # fmt: skip
+    (src / "rb.link").write_text("item_id:token\tentity_id:token\nx\tm.x\ny\tm.y\nz\tm.z\n")
+    run(source="recbole", data_dir=tmp_path, config=LOOSE, input=src, name="rb")
+    items = dict(pl.read_parquet(tmp_path / "rb" / "processed" / "items.parquet").select("raw_id", "item").iter_rows())
+    # 'jazz' links one item only (dropped), 'music' hangs off no item
+    assert kg_rows(tmp_path, "rb") == sorted([(items["x"], "genre", "hip hop"), (items["y"], "genre", "hip hop")])
+    (src / "rb.link").unlink()
+    capsys.readouterr()
+    assert main(["preprocess", "recbole", "--input", str(src), "--name", "rb2", "--data-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and ".link" in err and "rb.kg" in err

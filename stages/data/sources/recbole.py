@@ -7,7 +7,9 @@ columns are the first `token` fields whose names contain "user" / "item"; the ti
 except `item_code` (the ID codes `gdr export --ids` writes). The knowledge graph's attributes are the
 `.item` token / token_seq fields that are not free text (`is_attribute`): in RecBole's ml-100k,
 `release_year` and `class` (the genres).
-The `.net` file's first two `token` fields are (user, friend). `.item` / `.net` files that are not
+A RecBole knowledge graph (`.kg`: head_id, relation_id, tail_id; `.link`: item_id, entity_id) adds
+the edges whose head is an item's entity (item -> relation -> tail); `gdr export --format recbole`
+writes the kg table that way (each item its own entity). The `.net` file's first two `token` fields are (user, friend). `.item` / `.net` files that are not
 UTF-8, have a line with fewer fields than the header or an empty id fail with the file and line,
 as the `.inter` file does. `.user` files are not read (no table keeps user features).
 """
@@ -116,11 +118,37 @@ def read_net(path: Path) -> pl.DataFrame:
                      names=" ".join(f"{n}:{k}" for n, k in fields))
 
 
+def _named(fields: list[tuple[str, str]], word: str, fallback: int, path: Path) -> int:
+    """Index of the first `token` field whose name holds `word`, else field `fallback` (a positional header)."""
+    hits = [i for i, (name, kind) in enumerate(fields) if word in name and kind == "token"]
+    if hits:
+        return hits[0]
+    if fallback < len(fields):
+        return fallback
+    raise GdrError(f"no {word} field", where=f"{path}:1", fix=f"the header needs a {word}_id:token field")
+
+
+def read_kg(kg: Path, link: Path) -> pl.DataFrame:
+    """Item -> attribute edges (ATTRIBUTES_SCHEMA) of a `.kg` file whose heads are items' entities in `.link`."""
+    if not link.is_file():
+        raise GdrError("a .kg file needs its .link file (item_id:token entity_id:token)", where=str(kg),
+                       fix=f"add {link.name}, or remove {kg.name}")  # fmt: skip
+    kf, lf = header(kg), header(link)
+    cols = {_named(kf, "head", 0, kg): "head", _named(kf, "relation", 1, kg): "relation", _named(kf, "tail", 2, kg): "entity"}
+    edges = read_side(kg, "\t", len(kf), cols, keys=["head", "relation"], names=" ".join(f"{n}:{k}" for n, k in kf))
+    pairs = read_side(link, "\t", len(lf), {_named(lf, "item", 0, link): "raw_id", _named(lf, "entity", 1, link): "head"},
+                      keys=["raw_id", "head"], names=" ".join(f"{n}:{k}" for n, k in lf))  # fmt: skip
+    return pairs.join(edges, on="head", how="inner", maintain_order="left").select(list(ATTRIBUTES_SCHEMA))
+
+
 def read_atomic(inter: Path) -> RawBundle:
-    """A bundle from `<name>.inter` and its optional `.item` / `.net` siblings."""
+    """A bundle from `<name>.inter` and its optional `.item` / `.net` / `.kg` + `.link` siblings."""
     lf, diagnose = read_inter(inter)
-    item, net = inter.with_suffix(".item"), inter.with_suffix(".net")
+    item, net, kg = inter.with_suffix(".item"), inter.with_suffix(".net"), inter.with_suffix(".kg")
     items, attributes = read_item(item) if item.is_file() else (None, None)
+    if kg.is_file():
+        graph = read_kg(kg, inter.with_suffix(".link"))
+        attributes = graph if attributes is None else pl.concat([attributes, graph])
     return RawBundle(
         interactions=lf,
         items=items,

@@ -2,8 +2,10 @@
 
 Each `user_sequence.txt` line is `user item item ...` in time order; the timestamp is the
 position in the line. `item_plain_text.txt` lines are `item<whitespace or tab>text`;
-`friend_sequence.txt` lines are `user friend friend ...` (friends in that order). Bytes that are
-not UTF-8 fail with the file and line.
+`friend_sequence.txt` lines are `user friend friend ...` (friends in that order). The optional
+`item_kg.txt` (written by `gdr export --format sequences`) holds item -> attribute edges, one
+`item<TAB>relation<TAB>entity` per line (the knowledge graph). Bytes that are not UTF-8 fail with the
+file and line.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ import polars as pl
 
 from gdr_cli.errors import GdrError
 from stages.config.preprocess import PreprocessConfig
-from stages.data.bundle import INTERACTIONS_SCHEMA, RawBundle
-from stages.data.sources.common import find_input, utf8_bytes
+from stages.data.bundle import ATTRIBUTES_SCHEMA, INTERACTIONS_SCHEMA, RawBundle
+from stages.data.sources.common import find_input, short_line, utf8_bytes
 
 SEQUENCES = "user_sequence.txt"
+KG = "item_kg.txt"
 
 
 def _lines(path: Path) -> pl.DataFrame:
@@ -58,5 +61,21 @@ def read(input: Path | None, *, config: PreprocessConfig, cache: Path) -> RawBun
         social = _lines(friends).select(
             pl.col("tokens").list.first().alias("user"), pl.col("tokens").list.slice(1).alias("friend")
         ).explode("friend").drop_nulls()
+    kg = folder / KG
+    attributes = _kg_lines(kg) if kg.is_file() else None
     return RawBundle(interactions=inter.lazy().select(list(INTERACTIONS_SCHEMA)), items=items, social=social,
-                     origin=str(path))
+                     origin=str(path), attributes=attributes)
+
+
+def _kg_lines(path: Path) -> pl.DataFrame:
+    """Item -> attribute edges (ATTRIBUTES_SCHEMA) of an `item_kg.txt`: `item<TAB>relation<TAB>entity` lines."""
+    data = utf8_bytes(path)
+    hit = short_line(data, "\t", 3, skip=0)
+    if hit is not None:
+        raise GdrError(f"expected 3 tab-separated fields (item, relation, entity), found {hit[1]}",
+                       where=f"{path}:{hit[0]}", fix="fix or remove that line")
+    if not data.strip():
+        return pl.DataFrame(schema=ATTRIBUTES_SCHEMA)
+    frame = pl.read_csv(data, has_header=False, separator="\t", quote_char=None, new_columns=list(ATTRIBUTES_SCHEMA),
+                        schema=ATTRIBUTES_SCHEMA, truncate_ragged_lines=True)
+    return frame.drop_nulls("raw_id")
