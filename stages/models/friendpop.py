@@ -1,7 +1,8 @@
 """Popularity among friends: the social baseline every social recommender must beat.
 
-With S the training friend graph (binary, symmetric, [U, U]) and M the binary "who touched what" matrix
-of the view ([U, N]):
+With S the training friend graph (binary, symmetric, [U, U]: every friendship in the item view, which holds
+no friendship out, the graph DiffNet's item view diffuses over; in the social view without any validation or
+test friendship, in either direction) and M the binary "who touched what" matrix of the view ([U, N]):
 
     item view:   M[f, i] = 1 if friend f has item i in their TRAINING sequence (validation and test items of
                  nobody count); score(u, i) = (S M)[u, i] = how many of u's friends interacted with i.
