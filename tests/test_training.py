@@ -428,3 +428,48 @@ def test_no_validation_users_is_a_user_error(data: dict, tmp_path: Path) -> None
     none = {"train": data["train"], "valid": {k: v[:0] for k, v in data["valid"].items()}}
     with pytest.raises(GdrError, match="validation has no users"):
         run_fit(new_model(), none, tmp_path, cfg(max_steps=3))
+
+
+class Recording(BagRec):
+    """Records its weights (fp32 copies) at every training forward: the weights after each step."""
+
+    def __init__(self):
+        super().__init__(dropout=0.0)
+        self.seen: list[list[Tensor]] = []
+
+    def loss(self, batch: dict[str, Tensor]) -> Tensor:
+        self.seen.append([p.detach().clone() for p in self.parameters()])
+        return super().loss(batch)
+
+
+def test_ema_weights_are_the_hand_computed_moving_average(data: dict, tmp_path: Path) -> None:
+    decay, steps = 0.9, 12
+    model = new_model(Recording)
+    c = cfg(ema_decay=decay, max_steps=steps, eval_every=steps, patience=0)
+    res = run_fit(model, data, tmp_path, c)
+    final = [p.detach().clone() for p in model.parameters()]
+    trajectory = [*model.seen[1:], final]  # weights after steps 1..steps
+    avg = [p.clone() for p in model.seen[0]]  # the initial weights
+    for s, weights in enumerate(trajectory):
+        d = min(decay, (1 + s) / (10 + s))
+        avg = [d * a + (1 - d) * w for a, w in zip(avg, weights, strict=True)]
+    names = [n for n, _ in model.named_parameters()]
+    for name, expected in zip(names, avg, strict=True):
+        torch.testing.assert_close(res.best_state[name], expected, rtol=1e-5, atol=1e-6)
+    # the model keeps its raw last-step weights, which differ from their average
+    assert not torch.allclose(final[0], avg[0], atol=1e-4)
+
+
+def test_ema_run_resumes_bit_identically(data: dict, tmp_path: Path) -> None:
+    c = cfg(max_epochs=3, patience=2, ema_decay=0.95)
+    fp = {"config": c.model_dump(), "data": "abc"}
+    ref_model = new_model()
+    ref = run_fit(ref_model, data, tmp_path / "ref", c, fingerprint=fp)
+    work = tmp_path / "work"
+    with pytest.raises(KeyboardInterrupt):
+        run_fit(new_model(Interrupting, at=24, how="sigint"), data, work, c, fingerprint=fp)
+    resumed_model = new_model()
+    res = run_fit(resumed_model, data, work, c, fingerprint=fp, resume=True)
+    assert same_state(resumed_model.state_dict(), ref_model.state_dict())
+    assert same_state(res.best_state, ref.best_state)
+    assert [r["val_ndcg@10"] for r in res.log] == [r["val_ndcg@10"] for r in ref.log]

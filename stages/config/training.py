@@ -17,6 +17,11 @@ class TrainLoopConfig(StageConfig):
     max_steps: int | None = Field(None, ge=1, description="Most optimiser steps; unset = no limit beyond max_epochs.")
     warmup_steps: int = Field(100, ge=0, description="Steps of linear learning-rate warm-up from ~0 to lr before the cosine decay.")
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Cosine decay ends at lr * this ratio at the last planned step.")
+    ema_decay: float = Field(
+        0.0, ge=0, lt=1,
+        description="Decay of an exponential moving average of the weights that validation, model selection and the saved "
+        "model use (e.g. 0.998 averages over ~500 steps; early steps use min(decay, (1+s)/(10+s))); 0 = off, the raw weights.",
+    )
     clip_norm: float = Field(1.0, ge=0, description="Clip the global gradient norm to this value; 0 = no clipping.")
     eval_every: int = Field(0, ge=0, description="Optimiser steps between validations; 0 = validate once per epoch.")
     patience: int = Field(5, ge=0, description="Stop after this many validations without a better NDCG@10; 0 = never stop early.")

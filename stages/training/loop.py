@@ -1,7 +1,8 @@
 """`fit`: the one training loop every gradient-trained recommender uses.
 
 AdamW (no decay on biases/norms/embeddings), linear warm-up then cosine decay per step, gradient
-clipping, mixed precision, validation NDCG@10 every `eval_every` steps (or per epoch) with the best
+clipping, an optional moving average of the weights (`ema_decay`: validated, selected and saved
+instead of the raw weights), mixed precision, validation NDCG@10 every `eval_every` steps (or per epoch) with the best
 state kept, early stopping, a wall-clock budget, exact resume from `workdir/checkpoint.pt`, and
 data parallelism under `torchrun`.
 
@@ -99,6 +100,8 @@ class _Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
+        # moving average of the weights (fp32 copies), validated and saved instead of them; None = off
+        self.ema: list[Tensor] | None = [p.detach().float().clone() for p in self.params] if cfg.ema_decay > 0 else None
         self.opt = make_optimizer(self.model, lr=cfg.lr, weight_decay=cfg.weight_decay, device=self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
 
@@ -170,6 +173,7 @@ class _Trainer:
             "window_examples": self.window_examples,
             "stop_reason": self.stop_reason,
             "term_sum": self.term_sum,
+            "ema": self.ema,
         })
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -190,6 +194,9 @@ class _Trainer:
                     "last_val_step", "loss_sum", "loss_n", "window_examples", "stop_reason"):
             setattr(self, key, state[key])
         self.term_sum = dict(state.get("term_sum", {}))
+        if self.ema is not None:
+            for avg, saved in zip(self.ema, state["ema"], strict=True):
+                avg.copy_(saved)
         self.wall_before = state["wall_s"]
         self.t_start = self.t_row = time.perf_counter()
         self.write(f"resumed at step {self.step} (epoch {self.epoch}, {self.pos} examples into it)")
@@ -213,7 +220,20 @@ class _Trainer:
         self.scaler.step(self.opt)
         self.scaler.update()
         self.opt.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            decay = min(self.cfg.ema_decay, (1 + self.step) / (10 + self.step))
+            torch._foreach_lerp_(self.ema, [p.detach().float() for p in self.params], 1.0 - decay)
         return loss.detach()
+
+    def swap_ema(self) -> None:
+        """Exchange the model's weights with their moving average (twice = back to the raw weights)."""
+        if self.ema is None:
+            return
+        with torch.no_grad():
+            for p, avg in zip(self.params, self.ema, strict=True):
+                raw = p.detach().float().clone()
+                p.copy_(avg)
+                avg.copy_(raw)
 
     def buffer_terms(self, terms: dict[str, Tensor]) -> None:
         """Keep this step's loss terms on the device, in the row `buf_n` of the loss buffer."""
@@ -262,6 +282,7 @@ class _Trainer:
         self.check_finite()
         rng = torch.get_rng_state()
         cuda_rng = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        self.swap_ema()  # validate (and keep as best) the averaged weights
         self.model.eval()
         with torch.no_grad():
             total, count = self.validate(self.model, self.rank, self.world)
@@ -281,6 +302,7 @@ class _Trainer:
             self.bad_evals += 1
             if self.cfg.patience and self.bad_evals >= self.cfg.patience and not self.stop_reason:
                 self.stop_reason = "early-stopping"
+        self.swap_ema()
         return ndcg
 
     def add_row(self, val: float | None, t_end: float) -> dict:
