@@ -24,6 +24,7 @@ from stages.diffusion.losses import make_loss
 from stages.diffusion.schedules import make_schedule
 from stages.models.base import Recommender
 from stages.models.family import FamilyData, ModelFamily
+from stages.samplers.exclusion import ItemSets
 from stages.samplers.validity import CodeTable
 
 
@@ -303,12 +304,15 @@ class DiffusionRecommender(Recommender):
         smp = make_sampler(name, table=self.table(), schedule=schedule, options=opts, k=k)
         b, dev = history.shape[0], history.device
         users = torch.arange(b, device=dev) if opts.users is None else torch.as_tensor(opts.users, device=dev).long()
-        history_mask = self._history_mask(exclude) if exclude is not None else torch.zeros(b, self.codes.shape[0], dtype=torch.bool, device=dev)
-        banned = history_mask.clone()
-        possible = self.table().match(smp.prefix[None].to(dev))  # [1, N] items with the prefix
+        n_items, prefix = self.codes.shape[0], smp.prefix.to(dev)
+        # the user's history (sparse [B, N]: memory follows the history, not the catalogue)
+        history_set = ItemSets.from_lists(exclude, n_items) if exclude is not None else ItemSets.empty(b, n_items, dev)
+        banned = history_set  # the history and the items found so far (a new ItemSets per round)
         # banned items that have the prefix, per user: a user can get more while this is below the count
         # of items with the prefix (found items always have it, so it grows by the items found)
-        left = int(possible.sum()) - (history_mask & possible).sum(dim=1)  # [B]
+        user, item = history_set.pairs()
+        fits = ((prefix < 0) | (self.codes[item] == prefix)).all(dim=1)
+        left = int(self.table().pair_counts(prefix[None])[0]) - torch.bincount(user[fits], minlength=b)  # [B]
         items = torch.full((b, k), -1, dtype=torch.long, device=dev)
         scores = torch.full((b, k), float("-inf"), device=dev)
         ctx, rows, evals, rounds = self.encode(history), torch.arange(b, device=dev), 0, 0
@@ -317,8 +321,8 @@ class DiffusionRecommender(Recommender):
             state = smp.init_state(len(rows), dev, users[rows], rnd)
             if rnd or exclude is not None:
                 every = rnd == 0  # the first round runs for every user: the masks themselves, no copies
-                state.extra["exclude"] = banned if every else banned[rows]  # the history and the items found so far
-                state.extra["invalid"] = history_mask if every else history_mask[rows]  # the history alone: out of the renormalisation too
+                state.extra["exclude"] = banned if every else banned.rows(rows)  # the history and the items found so far
+                state.extra["invalid"] = history_set if every else history_set.rows(rows)  # the history alone: out of the renormalisation too
             state, calls = self._search(smp, sub, state, opts.use_cache)
             got, got_score = smp.finish(state, k)  # [r, k], none of them banned
             evals, rounds = evals + calls, rounds + 1
@@ -327,7 +331,7 @@ class DiffusionRecommender(Recommender):
                 break
             merged, merged_score = top_distinct(torch.cat([items[rows], got], 1), torch.cat([scores[rows], got_score], 1), k)
             items[rows], scores[rows] = merged, merged_score
-            banned[rows[:, None].expand_as(got)[got >= 0], got[got >= 0]] = True
+            banned = banned.add(rows[:, None].expand_as(got)[got >= 0], got[got >= 0])
             left[rows] -= (got >= 0).sum(dim=1)  # found items are distinct, allowed and have the prefix
             short = (merged < 0).any(dim=1) & (left[rows] > 0)
             rows = rows[short]
@@ -363,12 +367,6 @@ class DiffusionRecommender(Recommender):
                 evals += len(rows)
             state = smp.step(state, state.logp)
         return state, evals
-
-    def _history_mask(self, history: Tensor) -> Tensor:
-        """[B, N] bool: the items of `history` ([B, M] item ids, -1 = padding) per row."""
-        out = torch.zeros(history.shape[0], self.codes.shape[0] + 1, dtype=torch.bool, device=history.device)
-        out.scatter_(1, torch.where(history >= 0, history, self.codes.shape[0]), True)
-        return out[:, :-1]
 
 
 def _unique_first(key: Tensor) -> tuple[Tensor, Tensor, Tensor]:
