@@ -77,7 +77,9 @@ class ItemSets:
 
     def add(self, user: Tensor, item: Tensor) -> ItemSets:
         """A new ItemSets with the pairs (user [E], item [E]) added."""
-        return ItemSets(torch.unique(torch.cat([self.keys, user.long() * self.n_items + item.long()])), self.n_users, self.n_items)
+        return ItemSets(
+            torch.unique(torch.cat([self.keys, user.long() * self.n_items + item.long()])), self.n_users, self.n_items
+        )
 
     def dense(self) -> Tensor:
         """[B, N] bool (tests and small catalogues only)."""
