@@ -46,6 +46,7 @@ from stages.data.sequences import eval_histories  # noqa: E402
 from stages.inputs import open_processed  # noqa: E402
 from stages.models.registry import load_model  # noqa: E402
 from stages.models.tiger import PAD, Tiger  # noqa: E402
+from stages.models.tiger_corruption import CORRUPTION_KEYS  # noqa: E402
 
 SHARED_ML = REPO.parent / "shared" / "data" / "ml-100k"
 TARGET_SPEEDUP = 5.0
@@ -84,7 +85,7 @@ def setup(args: argparse.Namespace) -> list[tuple[Tiger, torch.Tensor, str]]:
     processed = open_processed(DataPaths(root, "ml"))
     codes, vocab = random_codes(processed.n_items)
     hist = eval_histories(processed.table("splits"), "test", 20, with_target=False)["history"]
-    default = TigerConfig().model_dump(exclude={"init", "beam", "train"})
+    default = TigerConfig().model_dump(exclude={"init", "beam", "train", *CORRUPTION_KEYS})
     return [
         (Tiger.from_codes(codes, vocab, seed=0, **{**default, **PAPER}).eval(), hist, "random init, TIGER paper sizes"),
         (Tiger.from_codes(codes, vocab, seed=0, **default).eval(), hist, "random init, train_rec.tiger default sizes"),

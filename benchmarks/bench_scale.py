@@ -116,6 +116,7 @@ def random_child(args: argparse.Namespace) -> None:
     from stages.config.train_rec import TigerConfig
     from stages.models.diffusion import MODEL_KEYS, DiffusionRecommender
     from stages.models.tiger import Tiger
+    from stages.models.tiger_corruption import CORRUPTION_KEYS
     from stages.samplers.base import SamplerOptions
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -128,7 +129,7 @@ def random_child(args: argparse.Namespace) -> None:
     last[order] = torch.arange(n) - torch.searchsorted(key[order], key[order])  # collision digit
     codes, vocab = torch.cat([head, last[:, None]], 1), [level, level, level, int(last.max()) + 1]
     if args.sampler == "beam":
-        sizes = TigerConfig().model_dump(exclude={"init", "beam", "train"})
+        sizes = TigerConfig().model_dump(exclude={"init", "beam", "train", *CORRUPTION_KEYS})
         model = Tiger.from_codes(codes, vocab, seed=0, **sizes).eval()
     else:
         sizes = DiffuseConfig().model_dump(include=MODEL_KEYS)
