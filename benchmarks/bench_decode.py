@@ -22,6 +22,7 @@ collision digit, as rqkmeans makes them) on the processed RecBole ml-100k files.
     python benchmarks/bench_decode.py                         # random init model, all 943 users
     python benchmarks/bench_decode.py --data-dir data --dataset movielens-100k --run tiger
     python benchmarks/bench_decode.py --quick                 # 128 users
+    python benchmarks/bench_decode.py --size default          # only the train_rec.tiger default sizes
 """
 
 from __future__ import annotations
@@ -86,10 +87,12 @@ def setup(args: argparse.Namespace) -> list[tuple[Tiger, torch.Tensor, str]]:
     codes, vocab = random_codes(processed.n_items)
     hist = eval_histories(processed.table("splits"), "test", 20, with_target=False)["history"]
     default = TigerConfig().model_dump(exclude={"init", "beam", "train", *CORRUPTION_KEYS})
-    return [
-        (Tiger.from_codes(codes, vocab, seed=0, **{**default, **PAPER}).eval(), hist, "random init, TIGER paper sizes"),
-        (Tiger.from_codes(codes, vocab, seed=0, **default).eval(), hist, "random init, train_rec.tiger default sizes"),
-    ]
+    out = []
+    if args.size in ("both", "paper"):
+        out.append((Tiger.from_codes(codes, vocab, seed=0, **{**default, **PAPER}).eval(), hist, "random init, TIGER paper sizes"))
+    if args.size in ("both", "default"):
+        out.append((Tiger.from_codes(codes, vocab, seed=0, **default).eval(), hist, "random init, train_rec.tiger default sizes"))
+    return out
 
 
 def allowed_fn(model: Tiger):
@@ -140,6 +143,7 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=None, help="first N test users (default all)")
     parser.add_argument("--quick", action="store_true", help="128 users")
     parser.add_argument("--batch", type=int, default=128, help="users per call (both decoders)")
+    parser.add_argument("--size", choices=["both", "default", "paper"], default="both", help="random-init model sizes to run")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--beam", type=int, default=20)
     args = parser.parse_args()
