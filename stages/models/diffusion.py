@@ -81,14 +81,36 @@ class DigitBlock(nn.Module):
         """Cross-attention to the user's history and the MLP: x, q [R, n, d] from `mix` -> [R, n, d]."""
         r, n, d = x.shape
         p = self.dropout if self.training else 0.0
+        grouped = None if isinstance(rows, int) or self.training else _user_slots(rows, kv.shape[1])
         if isinstance(rows, int):  # user-major rows: a user's s·n slots attend to its keys/values at once
             q = q.view(r // rows, rows * n, self.heads, d // self.heads).transpose(1, 2)
             a = F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=keep, dropout_p=p)
+        elif grouped is not None:  # rows sorted by user: queries placed in [U, slots, n] (no per-row keys/values copy)
+            within, width = grouped
+            u = kv.shape[1]
+            pad = q.new_zeros(u, width, n, d)
+            pad[rows, within] = q
+            pad = pad.view(u, width * n, self.heads, d // self.heads).transpose(1, 2)
+            a = F.scaled_dot_product_attention(pad, kv[0], kv[1], attn_mask=keep)  # [U, h, slots·n, dh]
+            a = a.transpose(1, 2).reshape(u, width, n, d)[rows, within].view(r, n, self.heads, d // self.heads).transpose(1, 2)
         else:
             q = q.view(r, n, self.heads, d // self.heads).transpose(1, 2)
             a = F.scaled_dot_product_attention(q, kv[0, rows], kv[1, rows], attn_mask=keep[rows], dropout_p=p)
         x = x + self.drop(self.out2(a.transpose(1, 2).reshape(r, n, d)))
         return x + self.drop(self.mlp(self.ln3(x)))
+
+
+def _user_slots(rows: Tensor, users: int) -> tuple[Tensor, int] | None:
+    """Rows [R] sorted by user -> (each row's slot among its user's rows [R], slots per user), or None when
+    the rows are not sorted or padding every user to the most rows would more than double the work."""
+    if not len(rows) or bool((rows[1:] < rows[:-1]).any()):
+        return None
+    count = torch.bincount(rows, minlength=users)
+    width = int(count.max())
+    if users * width > 2 * len(rows):
+        return None
+    start = count.cumsum(0) - count
+    return torch.arange(len(rows), device=rows.device) - start[rows], width
 
 
 class DiffusionRecommender(Recommender):
