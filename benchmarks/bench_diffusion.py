@@ -26,6 +26,23 @@ cpd's second pass shares what depends on the code alone (the first block's self-
 once per distinct partial code) and its last block and heads run on the masked slots only; with
 `--steps 300 --small --threads 1` on a 2-core CPU that measured cpd(2/step) 570 vs beam 503 users/s
 (x1.13, from 257 vs 363 = x0.71), same NDCG@10 as before (0.0201 vs 0.0186), encoder + 2 passes ~80% of cpd's time.
+
+With both models trained by `-c default` (`--data-dir D --threads 1`, 943 users, beam 20, k 10; 2026-11-30):
+
+    split   tiger       cpd 1/step (default)   cpd 1/step first=10   cpd 2/step         cpd 2/step first=5
+    valid   0.0608      0.0593  x0.35           0.0598  x0.44         0.0463  x0.65      0.0556  x1.72
+    test    0.0473      0.0505  x0.32           0.0502  x0.38         0.0454  x0.63      0.0419  x1.57
+            (NDCG@10, and users/s relative to tiger's beam in the same process)
+
+Only 2 digits per step with a narrow first step comes near 2x tiger, and it loses NDCG@10 on both splits, as
+does 2/step at full width; first=10 with 1 digit/step is +0.0005 on validation, -0.0003 on test. So the
+default stays cpd 1/step, beam 20. Where cpd's time goes (cProfile / torch.profiler, 943 users): ~75% the
+decoder passes (59.4 model calls per user against tiger's 61, but a call runs n = 4 slots through the first
+block and the masked slots through the last, against one cached position for tiger: matmuls ~35%, attention
+~18%, GELU ~9%), ~6% the history encoder (once per user, its cross-attention keys/values projected once),
+~15-20% validity bookkeeping (binary searches in the sorted code keys, top-k, gathers), little Python per
+step (4 steps). Sampling rows attend to their user's keys/values in place ([users, slots, n] queries, not a
+per-row copy): cpd 1/step went from ~92 to ~196 users/s on 200 users (35 -> 77 with --exclude-history).
 """
 
 from __future__ import annotations
