@@ -208,13 +208,17 @@ def test_model_init_and_training_masks_are_seeded() -> None:
 
 
 @pytest.mark.parametrize("rows", [[0, 0, 0, 1, 3, 3, 4, 4, 4], [0, 1, 1, 2, 2, 3, 4], [4, 0, 3, 0, 1]])
-def test_cross_attention_grouped_by_user_equals_the_per_row_copy(rows: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cross_attention_grouped_by_user_equals_the_per_row_copy(
+    rows: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Sampling rows sorted by user attend to their user's keys/values in place ([users, slots, n] queries);
     the result is the per-row copy's (unsorted rows or too much padding fall back to that copy)."""
     import stages.models.diffusion as diffusion
 
     codes, vocab = tiny_codes()
-    model = DiffusionRecommender.from_codes(codes, vocab, d_model=16, n_heads=2, enc_layers=1, dec_layers=2, d_ff=32, max_len=5).eval()
+    model = DiffusionRecommender.from_codes(
+        codes, vocab, d_model=16, n_heads=2, enc_layers=1, dec_layers=2, d_ff=32, max_len=5
+    ).eval()
     history = torch.randint(0, len(codes), (5, 5), generator=gen(3))
     history[1, :2] = -1
     index = torch.tensor(rows)

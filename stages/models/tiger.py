@@ -416,7 +416,7 @@ class DecodeCache:
             t = kv[0].shape[2]
             assert buf is not None
             if buf.shape[2] == parent.shape[1]:  # same width: gather the beams' rows into the spare buffer
-                b, w = parent.shape  # one index_select over (user, beam) rows: ~10x an advanced-index gather
+                w = parent.shape[1]  # one index_select over (user, beam) rows: ~10x an advanced-index gather
                 rows, new = (user * w + parent).flatten(), self.spares[i]
                 if buf.requires_grad:  # (the soft-ID bridge trains through decoding: no out= there)
                     new = buf.flatten(1, 2).index_select(1, rows).view_as(buf)
