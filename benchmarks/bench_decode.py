@@ -24,9 +24,10 @@ collision digit, as rqkmeans makes them) on the processed RecBole ml-100k files.
     python benchmarks/bench_decode.py --quick                 # 128 users
     python benchmarks/bench_decode.py --size default          # only the train_rec.tiger default sizes
 
-Measured 2026-11-30 (shared 2-core CPU under load, OMP_NUM_THREADS=1, --size default, 943 users): identical
-top-10 lists for 943/943 users (max score difference 5.7e-6); speed-up 3.2x before -> 5.0x (4.8-5.0x over
-runs) after. Where the time went at the default size (64 wide, 2+2 layers, 771 tokens, beam 20): the output
+Measured 2026-11-30 (shared 2-core CPU under load, OMP_NUM_THREADS=1, 943 users): identical top-10 lists for
+943/943 users (max score difference 5.7e-6) at both sizes; default size speed-up 3.2x before -> 4.8-5.5x over
+runs after (5.5x in the last full run, which printed PASS); paper sizes 7.4x before vs 7.2x after on 256 users
+(the same within the machine's noise: there the encoder over 80 token positions dominates). Where the time went at the default size (64 wide, 2+2 layers, 771 tokens, beam 20): the output
 layer and its normaliser over the whole vocabulary (a 771-wide matmul runs at half the speed of a 776-wide
 one on CPU: the cache holds the output layer padded to a multiple of 8, padding logits -inf; one fused
 log_softmax instead of logsumexp + subtraction: half the time), the per-step reorder of the self-attention
