@@ -71,8 +71,9 @@ evaluate: sample
 test: $(INSTALLED)
 	$(BIN)/python -m pytest -q
 
+# Speed benchmarks; the scale benchmark runs its quick size (2k vs 20k items) unless FULL=1 (10k vs 1M, > 1 hour).
 bench: $(INSTALLED)
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python benchmarks/run_all.py $(if $(FULL),--full)
 
 # Every model on MovieLens 100K and Last.fm 2K with configs/full.yaml (hours on a 2-core CPU).
 bench-quality: $(INSTALLED)

@@ -11,9 +11,10 @@ Every stage runs in its own process; its wall time and peak RSS (`wait4`) are pr
 small size's (printed as small/large users/s ratios).
 
     OMP_NUM_THREADS=1 python benchmarks/bench_scale.py                      # 10k vs 1M items (heavy: ~1 h on 2 cores)
-    python benchmarks/bench_scale.py --quick                                 # 2k vs 20k items (a few minutes)
+    python benchmarks/bench_scale.py --quick                                 # 2k vs 20k items (minutes; what `make bench` runs)
     python benchmarks/bench_scale.py --sizes 10000:1000 100000:10000 --sample-users 256
     python benchmarks/bench_scale.py --sampling-only --sizes 10000:1 1000000:1   # samplers alone (minutes)
+    python benchmarks/bench_scale.py --sampling-only --sizes 10000:1 1000000:1 --samplers cpd   # one sampler
 
 `--sampling-only` skips the pipeline: randomly initialised tiger and diffusion models (default
 config sizes) over random codes (3 levels of ~N^(1/3) digits plus a collision digit, as rqkmeans
@@ -23,16 +24,19 @@ user's 20 history items excluded (`--exclude-history`, the heavier path).
 Measured 2026-11-30 on the shared 2-core CPU (loaded; OMP_NUM_THREADS=1, 256 users, beam 20, k 20):
 
     --sampling-only --sizes 10000:1 1000000:1     users/s 10k -> 1M   ratio   peak RSS at 1M
-        beam (tiger)                                  451 -> 481       x0.94   0.67 GB
-        cpd (1 digit/step)                            155 -> 23.9      x6.5    3.73 GB
-        tweedie                                        98 -> 38.2      x2.6    3.31 GB
-        ordered                                       185 -> 39.4      x4.7    3.30 GB
-    pipeline --sizes 10000:1000 100000:10000 --steps 20 --sample-users 256: every stage under 1.2 GB
-    (build-ids 31 s -> 169 s); users/s 10k -> 100k: beam x1.05, cpd x1.51, tweedie x2.92, ordered x2.10.
+        beam (tiger)                                  648 -> 860       x0.75   0.70 GB
+        cpd (1 digit/step)                            162 -> 142       x1.14   1.20 GB   (before: x6.5-x15, 3.74 GB)
+        tweedie                                        91 -> 100       x0.91   1.01 GB   (before: x2.6, 3.31 GB)
+        ordered                                       312 -> 199       x1.56   1.03 GB   (before: x4.7, 3.30 GB)
 
-At 1M items the diffusion samplers' remaining per-item costs are the [users, items] exclusion masks
-of `DiffusionRecommender.recommend` and the one-time code-table setup (sorted keys and item groups
-per position set, 3-6 s); the full 1M-item pipeline (build-ids alone is tens of minutes) was not run.
+What removed the per-item costs: the users' excluded items are `ItemSets` (sorted user·N+item keys,
+`stages/samplers/exclusion.py`) instead of dense [users, items] masks, and the first step's candidates
+(one per distinct partial code, found from the whole catalogue) are enumerated once per code table
+(`CodeTable.memo`), not per batch. What is left of the catalogue is the one-time setup (sorted keys and item
+groups per position set, 2-3 s at 1M items) and more model calls per user (cpd 45 -> 57: with more items
+fewer beams are settled by a single item). Earlier pipeline run (--sizes 10000:1000 100000:10000 --steps 20
+--sample-users 256): every stage under 1.2 GB (build-ids 31 s -> 169 s); the full 1M-item pipeline
+(build-ids alone is tens of minutes) was not run.
 """
 
 from __future__ import annotations
@@ -116,6 +120,7 @@ def random_child(args: argparse.Namespace) -> None:
     from stages.config.train_rec import TigerConfig
     from stages.models.diffusion import MODEL_KEYS, DiffusionRecommender
     from stages.models.tiger import Tiger
+    from stages.models.tiger_corruption import CORRUPTION_KEYS
     from stages.samplers.base import SamplerOptions
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -128,7 +133,7 @@ def random_child(args: argparse.Namespace) -> None:
     last[order] = torch.arange(n) - torch.searchsorted(key[order], key[order])  # collision digit
     codes, vocab = torch.cat([head, last[:, None]], 1), [level, level, level, int(last.max()) + 1]
     if args.sampler == "beam":
-        sizes = TigerConfig().model_dump(exclude={"init", "beam", "train"})
+        sizes = TigerConfig().model_dump(exclude={"init", "beam", "train", *CORRUPTION_KEYS})
         model = Tiger.from_codes(codes, vocab, seed=0, **sizes).eval()
     else:
         sizes = DiffuseConfig().model_dump(include=MODEL_KEYS)
@@ -234,6 +239,7 @@ def main() -> int:
     parser.add_argument(
         "--sampling-only", action="store_true", help="random-init models over random codes: sampling alone"
     )
+    parser.add_argument("--samplers", nargs="+", default=None, help="only these samplers (beam, cpd, tweedie, ordered)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--items", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--dataset", help=argparse.SUPPRESS)
@@ -249,6 +255,8 @@ def main() -> int:
             min(args.steps, 20),
             min(args.sample_users, 128),
         )
+    if args.samplers:
+        SAMPLERS[:] = [pair for pair in SAMPLERS if pair[1] in args.samplers]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "GDR_QUIET": "1", "PYTHONPATH": str(ROOT)}
     sizes = [tuple(int(x) for x in s.split(":")) for s in args.sizes]
     if args.sampling_only:
@@ -267,6 +275,8 @@ def main() -> int:
             print(
                 f"{sampler:<8} users/s at {small:,} items {a:8.1f}, at {items:,} items {b:8.1f}: x{a / b:.2f} slower (target <= 3)"
             )
+        if "sample beam" not in res:
+            continue
         beam = res["sample beam"]["users_per_s"]
         for _, sampler in SAMPLERS[1:]:
             print(

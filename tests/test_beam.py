@@ -156,6 +156,7 @@ def test_cached_decoder_equals_transformers_decoder_per_step(feed_forward: str) 
     history[0, :3] = -1  # left padding: masked encoder positions
     hidden, mask = model.encode(history)
     cache = model.start_decoding(hidden, mask)
+    assert model.t5.lm_head.weight.shape[0] % 8 and cache.head.shape[0] % 8 == 0  # the padded output layer is exercised
     gen = torch.Generator().manual_seed(6)
     prefix = torch.zeros(3, 1, 1, dtype=torch.int64)  # [B, W, t] decoder inputs, one beam per user at first
     for d in range(len(vocab)):

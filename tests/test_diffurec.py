@@ -236,6 +236,15 @@ def test_recommendations_do_not_depend_on_the_batch() -> None:
     assert not torch.allclose(other, scores, atol=1e-6)  # the seed keys the noise (tiny: it enters scaled by δ)
 
 
+def test_model_calls_per_user_are_the_reverse_steps() -> None:
+    m = tiny()
+    h = torch.randint(0, 30, (5, 6))
+    m.recommend(h, k=3)
+    assert m.sample_stats == {"nfe": 4.0, "function_evals": 20, "rounds": 1}
+    m.recommend(h[:2], k=3, options=type("O", (), {"sample_steps": 2})())
+    assert m.sample_stats == {"nfe": 2.0, "function_evals": 4, "rounds": 1}
+
+
 def test_top_k_is_exact_and_exclusion_happens_before_it() -> None:
     m = tiny()
     h = torch.tensor([[-1, -1, 1, 2, 3, 4], [5, 6, 7, 8, 9, 10]])

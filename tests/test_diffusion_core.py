@@ -205,3 +205,37 @@ def test_model_init_and_training_masks_are_seeded() -> None:
     assert la.item() == b(batch).item() and int(a.noise_step) == 1
     la.backward()
     assert all(p.grad is not None for p in a.parameters())
+
+
+@pytest.mark.parametrize("rows", [[0, 0, 0, 1, 3, 3, 4, 4, 4], [0, 1, 1, 2, 2, 3, 4], [4, 0, 3, 0, 1]])
+def test_cross_attention_grouped_by_user_equals_the_per_row_copy(
+    rows: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sampling rows sorted by user attend to their user's keys/values in place ([users, slots, n] queries);
+    the result is the per-row copy's (unsorted rows or too much padding fall back to that copy)."""
+    import stages.models.diffusion as diffusion
+
+    codes, vocab = tiny_codes()
+    model = DiffusionRecommender.from_codes(
+        codes, vocab, d_model=16, n_heads=2, enc_layers=1, dec_layers=2, d_ff=32, max_len=5
+    ).eval()
+    history = torch.randint(0, len(codes), (5, 5), generator=gen(3))
+    history[1, :2] = -1
+    index = torch.tensor(rows)
+    noisy = codes[torch.randint(0, len(codes), (len(rows),), generator=gen(4))].clone()
+    noisy[torch.rand(noisy.shape, generator=gen(5)) < 0.5] = MASK
+    with torch.no_grad():
+        ctx = model.encode(history)
+        grouped = model.denoise(ctx, index, noisy)
+        monkeypatch.setattr(diffusion, "_user_slots", lambda *args: None)
+        copied = model.denoise(ctx, index, noisy)
+    assert torch.allclose(grouped, copied, atol=1e-5) and torch.equal(torch.isinf(grouped), torch.isinf(copied))
+
+
+def test_user_slots_by_hand() -> None:
+    from stages.models.diffusion import _user_slots
+
+    slots = _user_slots(torch.tensor([0, 0, 0, 1, 3, 3, 4, 4, 4]), 5)
+    assert slots is not None and slots[0].tolist() == [0, 1, 2, 0, 0, 1, 0, 1, 2] and slots[1] == 3
+    assert _user_slots(torch.tensor([4, 0, 3]), 5) is None  # not sorted by user
+    assert _user_slots(torch.tensor([2, 2, 2, 2]), 5) is None  # 5 users x 4 slots > 2 x 4 rows

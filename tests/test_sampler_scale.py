@@ -43,6 +43,7 @@ def dense_allowed_digits(
     self: DiffusionSampler, state: State, tokens: torch.Tensor, rows: torch.Tensor, j: int
 ) -> torch.Tensor:
     exclude = state.extra.get("exclude")
+    exclude = exclude.dense() if exclude is not None else None
     s = tokens.shape[0] // max(1, exclude.shape[0]) if exclude is not None else 1
     return dense_allowed(self.table, tokens, rows, j, exclude, s)
 

@@ -323,11 +323,12 @@ def test_cpd_merges_beams_that_complete_to_the_same_items(monkeypatch: pytest.Mo
 def one_round(model: DiffusionRecommender, sampler: str, opts: object, k: int, exclude: torch.Tensor | None = None) -> torch.Tensor:
     """The items of the sampler's first round alone (no refill) -> [B, k] (-1 = none)."""
     from stages.diffusion.schedules import make_schedule
+    from stages.samplers.exclusion import ItemSets
 
     smp = make_sampler(sampler, table=model.table(), schedule=make_schedule(model.schedule_name), options=SamplerOptions.of(opts), k=k)
     state = smp.init_state(len(HISTORY), torch.device("cpu"))
     if exclude is not None:
-        state.extra["exclude"] = model._history_mask(exclude)
+        state.extra["exclude"] = ItemSets.from_lists(exclude, model.codes.shape[0])
     with torch.no_grad():
         state, _ = model._search(smp, model.encode(HISTORY), state, True)
     return smp.finish(state, k)[0]

@@ -226,6 +226,11 @@ class Diffurec(Recommender):
             raise GdrError(f"sample_steps {steps} must be between 1 and the {self.steps} trained diffusion steps",
                            fix="choose fewer sample steps")  # fmt: skip
         score = self.scores(self.sample_x0(history, steps=steps, seed=self.seed if seed is None else int(seed)))
+        self.sample_stats = {
+            "nfe": float(steps),
+            "function_evals": steps * len(history),
+            "rounds": 1,
+        }  # a denoiser pass per step
         if exclude is not None:
             score = exclude_items(score, exclude)
         return top_k(score, k)

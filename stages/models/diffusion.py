@@ -24,6 +24,7 @@ from stages.diffusion.losses import make_loss
 from stages.diffusion.schedules import make_schedule
 from stages.models.base import Recommender
 from stages.models.family import FamilyData, ModelFamily
+from stages.samplers.exclusion import ItemSets
 from stages.samplers.validity import CodeTable
 
 
@@ -80,14 +81,36 @@ class DigitBlock(nn.Module):
         """Cross-attention to the user's history and the MLP: x, q [R, n, d] from `mix` -> [R, n, d]."""
         r, n, d = x.shape
         p = self.dropout if self.training else 0.0
+        grouped = None if isinstance(rows, int) or self.training else _user_slots(rows, kv.shape[1])
         if isinstance(rows, int):  # user-major rows: a user's s·n slots attend to its keys/values at once
             q = q.view(r // rows, rows * n, self.heads, d // self.heads).transpose(1, 2)
             a = F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=keep, dropout_p=p)
+        elif grouped is not None:  # rows sorted by user: queries placed in [U, slots, n] (no per-row keys/values copy)
+            within, width = grouped
+            u = kv.shape[1]
+            pad = q.new_zeros(u, width, n, d)
+            pad[rows, within] = q
+            pad = pad.view(u, width * n, self.heads, d // self.heads).transpose(1, 2)
+            a = F.scaled_dot_product_attention(pad, kv[0], kv[1], attn_mask=keep)  # [U, h, slots·n, dh]
+            a = a.transpose(1, 2).reshape(u, width, n, d)[rows, within].view(r, n, self.heads, d // self.heads).transpose(1, 2)
         else:
             q = q.view(r, n, self.heads, d // self.heads).transpose(1, 2)
             a = F.scaled_dot_product_attention(q, kv[0, rows], kv[1, rows], attn_mask=keep[rows], dropout_p=p)
         x = x + self.drop(self.out2(a.transpose(1, 2).reshape(r, n, d)))
         return x + self.drop(self.mlp(self.ln3(x)))
+
+
+def _user_slots(rows: Tensor, users: int) -> tuple[Tensor, int] | None:
+    """Rows [R] sorted by user -> (each row's slot among its user's rows [R], slots per user), or None when
+    the rows are not sorted or padding every user to the most rows would more than double the work."""
+    if not len(rows) or bool((rows[1:] < rows[:-1]).any()):
+        return None
+    count = torch.bincount(rows, minlength=users)
+    width = int(count.max())
+    if users * width > 2 * len(rows):
+        return None
+    start = count.cumsum(0) - count
+    return torch.arange(len(rows), device=rows.device) - start[rows], width
 
 
 class DiffusionRecommender(Recommender):
@@ -303,12 +326,15 @@ class DiffusionRecommender(Recommender):
         smp = make_sampler(name, table=self.table(), schedule=schedule, options=opts, k=k)
         b, dev = history.shape[0], history.device
         users = torch.arange(b, device=dev) if opts.users is None else torch.as_tensor(opts.users, device=dev).long()
-        history_mask = self._history_mask(exclude) if exclude is not None else torch.zeros(b, self.codes.shape[0], dtype=torch.bool, device=dev)
-        banned = history_mask.clone()
-        possible = self.table().match(smp.prefix[None].to(dev))  # [1, N] items with the prefix
+        n_items, prefix = self.codes.shape[0], smp.prefix.to(dev)
+        # the user's history (sparse [B, N]: memory follows the history, not the catalogue)
+        history_set = ItemSets.from_lists(exclude, n_items) if exclude is not None else ItemSets.empty(b, n_items, dev)
+        banned = history_set  # the history and the items found so far (a new ItemSets per round)
         # banned items that have the prefix, per user: a user can get more while this is below the count
         # of items with the prefix (found items always have it, so it grows by the items found)
-        left = int(possible.sum()) - (history_mask & possible).sum(dim=1)  # [B]
+        user, item = history_set.pairs()
+        fits = ((prefix < 0) | (self.codes[item] == prefix)).all(dim=1)
+        left = int(self.table().pair_counts(prefix[None])[0]) - torch.bincount(user[fits], minlength=b)  # [B]
         items = torch.full((b, k), -1, dtype=torch.long, device=dev)
         scores = torch.full((b, k), float("-inf"), device=dev)
         ctx, rows, evals, rounds = self.encode(history), torch.arange(b, device=dev), 0, 0
@@ -317,8 +343,8 @@ class DiffusionRecommender(Recommender):
             state = smp.init_state(len(rows), dev, users[rows], rnd)
             if rnd or exclude is not None:
                 every = rnd == 0  # the first round runs for every user: the masks themselves, no copies
-                state.extra["exclude"] = banned if every else banned[rows]  # the history and the items found so far
-                state.extra["invalid"] = history_mask if every else history_mask[rows]  # the history alone: out of the renormalisation too
+                state.extra["exclude"] = banned if every else banned.rows(rows)  # the history and the items found so far
+                state.extra["invalid"] = history_set if every else history_set.rows(rows)  # the history alone: out of the renormalisation too
             state, calls = self._search(smp, sub, state, opts.use_cache)
             got, got_score = smp.finish(state, k)  # [r, k], none of them banned
             evals, rounds = evals + calls, rounds + 1
@@ -327,7 +353,7 @@ class DiffusionRecommender(Recommender):
                 break
             merged, merged_score = top_distinct(torch.cat([items[rows], got], 1), torch.cat([scores[rows], got_score], 1), k)
             items[rows], scores[rows] = merged, merged_score
-            banned[rows[:, None].expand_as(got)[got >= 0], got[got >= 0]] = True
+            banned = banned.add(rows[:, None].expand_as(got)[got >= 0], got[got >= 0])
             left[rows] -= (got >= 0).sum(dim=1)  # found items are distinct, allowed and have the prefix
             short = (merged < 0).any(dim=1) & (left[rows] > 0)
             rows = rows[short]
@@ -363,12 +389,6 @@ class DiffusionRecommender(Recommender):
                 evals += len(rows)
             state = smp.step(state, state.logp)
         return state, evals
-
-    def _history_mask(self, history: Tensor) -> Tensor:
-        """[B, N] bool: the items of `history` ([B, M] item ids, -1 = padding) per row."""
-        out = torch.zeros(history.shape[0], self.codes.shape[0] + 1, dtype=torch.bool, device=history.device)
-        out.scatter_(1, torch.where(history >= 0, history, self.codes.shape[0]), True)
-        return out[:, :-1]
 
 
 def _unique_first(key: Tensor) -> tuple[Tensor, Tensor, Tensor]:

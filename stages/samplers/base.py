@@ -3,7 +3,7 @@
 The model's `recommend` runs one shared loop:
 
     state = sampler.init_state(batch, device, users, round)
-    state.extra["exclude"] = items each user must not get      # [B, N] bool
+    state.extra["exclude"] = items each user must not get      # ItemSets (sparse [B, N]; a bool mask is converted)
     while not sampler.done(state):
         state.logp[need] = model(tokens of the rows that need a fresh pass)   # [B, S, n, V]
                            # (not `sampler.needless(state)` rows: their log-probs are not read)
@@ -34,6 +34,7 @@ from torch import Tensor
 
 from gdr_cli.errors import GdrError
 from stages.diffusion.schedules import Schedule
+from stages.samplers.exclusion import ItemSets, item_sets
 from stages.samplers.noise import user_uniform
 from stages.samplers.validity import CodeTable
 
@@ -124,24 +125,17 @@ class DiffusionSampler(abc.ABC):
         if not self.opts.constrained:
             ok = torch.arange(self.table.vmax, device=tokens.device) < self.table.vocab_sizes[j]
             return ok.expand(len(rows), -1)
-        excluded = None
-        if "exclude" in state.extra:
-            s = tokens.shape[0] // max(1, state.extra["exclude"].shape[0])
-            excluded = self._excluded_pairs(state, rows // s)
+        excluded, ex = None, item_sets(state.extra, "exclude")
+        if ex is not None:
+            s = tokens.shape[0] // max(1, len(ex))
+            excluded = self._excluded_pairs(ex, rows // s)
         return self.table.digit_counts(tokens[rows], j, excluded) > 0
 
     @staticmethod
-    def _excluded_pairs(state: State, user: Tensor) -> tuple[Tensor, Tensor]:
+    def _excluded_pairs(ex: ItemSets, user: Tensor) -> tuple[Tensor, Tensor]:
         """(query [E], item [E]): the excluded items of each query's user. user: [r] row index in the batch."""
-        if "excluded_csr" not in state.extra:  # once per state: [B, N] mask -> items grouped by user
-            u, item = state.extra["exclude"].nonzero(as_tuple=True)
-            ptr = torch.searchsorted(u, torch.arange(state.extra["exclude"].shape[0] + 1, device=u.device))
-            state.extra["excluded_csr"] = (ptr, item)
-        ptr, item = state.extra["excluded_csr"]
-        start, count = ptr[user], ptr[user + 1] - ptr[user]
-        query = torch.repeat_interleave(torch.arange(len(user), device=user.device), count)
-        within = torch.arange(len(query), device=user.device) - torch.repeat_interleave(count.cumsum(0) - count, count)
-        return query, item[start[query] + within]
+        sub = ex.rows(user)
+        return sub.pairs()
 
     @abc.abstractmethod
     def step(self, state: State, logp: Tensor) -> State:
@@ -165,8 +159,9 @@ class DiffusionSampler(abc.ABC):
         b, s, n = state.tokens.shape
         items = self.table.item_of(state.tokens.reshape(-1, n)).view(b, s)
         drop = items < 0
-        if "exclude" in state.extra:  # [B, N] items to leave out (the user's history)
-            drop |= state.extra["exclude"].gather(1, items.clamp(min=0))
+        ex = item_sets(state.extra, "exclude")
+        if ex is not None:  # items to leave out (the user's history)
+            drop |= ex.contains(torch.arange(b, device=items.device)[:, None].expand_as(items), items)
         score = state.score.float().masked_fill(drop, float("-inf"))
         return top_distinct(items, score, k)
 

@@ -80,12 +80,17 @@ def beam_search(
             rows = user.repeat_interleave(width)  # [B*W'] user of each decoder row
             step = model.decode_step(tokens.flatten(0, 1), hidden[rows], mask[rows])[:, offsets[d] : offsets[d] + v]
         flat = nodes.flatten()
-        child = torch.where(flat[:, None] >= 0, trie.children(d, flat.clamp(min=0)), -1)  # [B*W', V_d], -1 = no such code
-        live = child >= 0 if constrained else torch.ones_like(child, dtype=torch.bool)
+        child = trie.children(d, flat.clamp(min=0))  # [B*W', V_d], -1 = no such code
+        if not constrained:  # beams off the trie (node -1) have no children
+            child = torch.where(flat[:, None] >= 0, child, -1)
+        dead = child < 0 if constrained else None  # [B*W', V_d] candidates that are no prefix of an (allowed) item
         if blocked is not None:
             rows = user.repeat_interleave(width)[:, None]
-            live &= ~(trie.is_blocked(blocked[d + 1], d + 1, rows, child.clamp(min=0)) & (child >= 0))
-        cand = torch.where(live, scores.flatten()[:, None] + step, NEG_INF).view(b, width * v)
+            off = trie.is_blocked(blocked[d + 1], d + 1, rows, child.clamp(min=0)) & (child >= 0)
+            dead = off if dead is None else dead | off
+        if dead is not None:
+            step = step.masked_fill(dead, NEG_INF)
+        cand = (step + scores.flatten()[:, None]).view(b, width * v)
         scores, idx = cand.topk(min(beam, width * v), dim=1)  # [B, W]
         parent = idx // v  # [B, W] beam each candidate extends
         nodes = child.view(b, width * v).gather(1, idx)  # [B, W], -1 = off the trie (unconstrained) or a dead beam

@@ -38,6 +38,7 @@ from torch import Tensor
 from gdr_cli.errors import GdrError
 from stages.diffusion.schedules import Schedule
 from stages.samplers.base import DiffusionSampler, SamplerOptions, State
+from stages.samplers.exclusion import ItemSets, item_sets
 from stages.samplers.free import free_extend
 from stages.samplers.validity import CHUNK, CodeTable, bits, subsets
 
@@ -49,7 +50,7 @@ def beam_extend(table: CodeTable, state: State, logp: Tensor, sets: Tensor, widt
 
     logp: [B, S, n, V] model log-probs (with `renormalize`, renormalised here over the digits each
     beam can still take); sets: [P, n] bool candidate position sets (only those inside a beam's
-    masked positions are used); state.extra["exclude"]: [B, N] bool items never to complete;
+    masked positions are used); state.extra["exclude"]: `ItemSets` (sparse [B, N]) items never to complete;
     state.extra["invalid"] (default: the same): the excluded items that are also out of the
     renormalisation (the user's history, not the items an earlier round found, so that the
     rounds' scores stay comparable). Users are processed in chunks so that their candidates (the
@@ -61,33 +62,18 @@ def beam_extend(table: CodeTable, state: State, logp: Tensor, sets: Tensor, widt
     size = int(sets[0].sum())
     filled = int((state.tokens[0, 0] >= 0).sum()) + size
     c = min(width * math.comb(filled, size), s * table.n_items * sets.shape[0])  # enough for `width` distinct
-    exclude = state.extra.get("exclude")  # [B, N] items no beam may complete to
-    invalid = state.extra.get("invalid", exclude)  # [B, N] of those, the ones out of the validity structure
-    sparse = None
-    if exclude is not None and size == 1 and table.radix is not None:  # the one-digit path reads them as lists
-        sparse = (excluded_lists(state.extra, "exclude"), excluded_lists(state.extra, "invalid" if "invalid" in state.extra else "exclude"))
+    exclude = item_sets(state.extra, "exclude")  # items no beam may complete to (sparse [B, N])
+    invalid = item_sets(state.extra, "invalid")
+    invalid = exclude if invalid is None else invalid  # of those, the ones out of the validity structure
     parts = []
     for lo, hi in user_chunks(table, state.tokens, sets, size):  # chunks of users, each vectorised
-        ex = None if exclude is None else (exclude[lo:hi], invalid[lo:hi])
-        lists = None if sparse is None else tuple(_users(ptr, items, lo, hi) for ptr, items in sparse)
-        parts.append(_extend(table, state.tokens[lo:hi], state.score[lo:hi], logp[lo:hi], sets, c, width, ex, renormalize, lists))
+        ex = None
+        if exclude is not None:
+            part = exclude.slice(lo, hi)
+            ex = (part, part if invalid is exclude else invalid.slice(lo, hi))
+        parts.append(_extend(table, state.tokens[lo:hi], state.score[lo:hi], logp[lo:hi], sets, c, width, ex, renormalize))
     tokens, score = (torch.cat(t) for t in zip(*parts, strict=True))
     return State(tokens=tokens, score=score, step=state.step + 1, extra=state.extra)
-
-
-def excluded_lists(extra: dict, name: str) -> tuple[Tensor, Tensor]:
-    """The [B, N] mask extra[name] as per-user lists (ptr [B+1], items [E]), computed once per state."""
-    if f"{name}_lists" not in extra:
-        user, item = extra[name].nonzero(as_tuple=True)
-        extra[f"{name}_lists"] = (torch.searchsorted(user, torch.arange(extra[name].shape[0] + 1, device=user.device)), item)
-    return extra[f"{name}_lists"]
-
-
-def _users(ptr: Tensor, items: Tensor, lo: int, hi: int) -> tuple[Tensor, Tensor]:
-    """Users lo..hi-1 of per-user lists -> (user in the chunk [E'], item [E'])."""
-    count = ptr[lo + 1 : hi + 1] - ptr[lo:hi]
-    user = torch.repeat_interleave(torch.arange(hi - lo, device=ptr.device), count)
-    return user, items[int(ptr[lo]) : int(ptr[hi])]
 
 
 def user_chunks(table: CodeTable, tokens: Tensor, sets: Tensor, size: int) -> list[tuple[int, int]]:
@@ -116,10 +102,9 @@ def user_chunks(table: CodeTable, tokens: Tensor, sets: Tensor, size: int) -> li
 
 
 def _extend(table: CodeTable, tokens: Tensor, score: Tensor, logp: Tensor, sets: Tensor, c: int, width: int,
-            excluded: tuple[Tensor, Tensor] | None, renormalize: bool, lists: tuple | None = None) -> tuple[Tensor, Tensor]:
+            excluded: tuple[ItemSets, ItemSets] | None, renormalize: bool) -> tuple[Tensor, Tensor]:
     """beam_extend on a chunk of users: tokens [b, s, n], score [b, s] -> ([b, w, n], [b, w]).
-    excluded: ([b, N] items never to complete, [b, N] items out of the renormalisation) or None;
-    lists: the same as (user [E], item [E]) pairs, for the one-digit path (None: read from the masks).
+    excluded: (items never to complete, items out of the renormalisation) of the b users, or None.
 
     Candidates are scored only on the (beam, item) pairs still possible: after the first step a
     beam matches a handful of items, so the work is far below beams × catalogue.
@@ -128,7 +113,7 @@ def _extend(table: CodeTable, tokens: Tensor, score: Tensor, logp: Tensor, sets:
     if s == 1 and bool((tokens == tokens[:1]).all()):  # every user at the same code (the first step)
         return _extend_shared(table, tokens, score, logp, sets, c, width, excluded, renormalize)
     if int(sets[0].sum()) == 1 and table.radix is not None:  # one digit per step: (beam, position, digit)
-        top, parent, item, which = _candidates_one_digit(table, tokens, score, logp, sets, c, excluded, renormalize, lists)
+        top, parent, item, which = _candidates_one_digit(table, tokens, score, logp, sets, c, excluded, renormalize)
     else:
         top, parent, item, which = _candidates_by_item(table, tokens, score, logp, sets, c, excluded, renormalize)
     # a candidate's item is the representative of its new partial code: (position set, item) names it
@@ -146,7 +131,7 @@ def _extend(table: CodeTable, tokens: Tensor, score: Tensor, logp: Tensor, sets:
 
 
 def _candidates_one_digit(table: CodeTable, tokens: Tensor, score: Tensor, logp: Tensor, sets: Tensor, c: int,
-                          excluded: tuple[Tensor, Tensor] | None, renormalize: bool, lists: tuple | None = None) -> tuple[Tensor, ...]:
+                          excluded: tuple[ItemSets, ItemSets] | None, renormalize: bool) -> tuple[Tensor, ...]:
     """The c best one-digit extensions of each user's beams, enumerated as (beam, position, digit):
     [b, s·P·V] dense scores whatever the catalogue size. A digit is a candidate when some item not
     excluded for the user has it with the beam's digits (`CodeTable.digit_counts`), and is
@@ -156,10 +141,8 @@ def _candidates_one_digit(table: CodeTable, tokens: Tensor, score: Tensor, logp:
     r, p, v = b * s, sets.shape[0], logp.shape[-1]
     tok, lp, base = tokens.reshape(r, n), logp.reshape(r, n, v), score.reshape(r)
     exclude, invalid = excluded if excluded is not None else (None, None)
-    if lists is None and exclude is not None:  # per-user lists from the masks
-        lists = tuple(m.nonzero(as_tuple=True) for m in (exclude, invalid))
-    ex_pairs = _row_pairs(*lists[0], s) if lists is not None else None
-    inv_pairs = ex_pairs if invalid is exclude else _row_pairs(*lists[1], s) if lists is not None else None
+    ex_pairs = _row_pairs(*exclude.pairs(), s) if exclude is not None else None
+    inv_pairs = ex_pairs if invalid is exclude else _row_pairs(*invalid.pairs(), s) if invalid is not None else None
     value = torch.full((r, p, v), float("-inf"), device=logp.device)
     for q, j in enumerate(sets.nonzero()[:, 1].tolist()):  # the position each set fills (P ≤ n)
         rows = (tok[:, j] < 0).nonzero().squeeze(1)  # beams where j is still masked
@@ -201,7 +184,7 @@ def _subset(pairs: tuple[Tensor, Tensor] | None, rows: Tensor) -> tuple[Tensor, 
 
 
 def _candidates_by_item(table: CodeTable, tokens: Tensor, score: Tensor, logp: Tensor, sets: Tensor, c: int,
-                        excluded: tuple[Tensor, Tensor] | None, renormalize: bool) -> tuple[Tensor, ...]:
+                        excluded: tuple[ItemSets, ItemSets] | None, renormalize: bool) -> tuple[Tensor, ...]:
     """The c best extensions of each user's beams, enumerated per (beam, item) pair still possible
     (after the first step a beam matches a handful of items, so the work is far below beams ×
     catalogue) and per position set -> (top [b, C], parent [b, C], item [b, C], set index [b, C])."""
@@ -211,14 +194,14 @@ def _candidates_by_item(table: CodeTable, tokens: Tensor, score: Tensor, logp: T
     exclude, invalid = excluded if excluded is not None else (None, None)
     row, item = table.pairs(tok)  # [M] possible (beam, item) pairs
     if invalid is not None:  # invalid items are no completion of any beam
-        keep = ~invalid[row // s, item]
+        keep = ~invalid.contains(row // s, item)
         row, item = row[keep], item[keep]
     if renormalize:
         g = table.restricted_digits(logp.reshape(r, n, -1), row, item)  # [M, n]
     else:
         g = logp.reshape(r, n, -1)[row[:, None], torch.arange(n, device=logp.device), table.codes[item]]  # [M, n] raw
     if exclude is not None and exclude is not invalid:  # nor are the other excluded items
-        keep = ~exclude[row // s, item]
+        keep = ~exclude.contains(row // s, item)
         row, item, g = row[keep], item[keep], g[keep]
     cand = g.clamp(min=NEG) @ sets.T.float()  # [M, P] log p of the set's digits
     masked = tok < 0
@@ -242,18 +225,18 @@ def _candidates_by_item(table: CodeTable, tokens: Tensor, score: Tensor, logp: T
     return top, idx // (n_items * p), (idx // p) % n_items, idx % p
 
 
-def _first_allowed(table: CodeTable, row: Tensor, item: Tensor, full: Tensor, exclude: Tensor, user: Tensor) -> Tensor:
+def _first_allowed(table: CodeTable, row: Tensor, item: Tensor, full: Tensor, exclude: ItemSets, user: Tensor) -> Tensor:
     """Whether each allowed pair's item is the first allowed item of its new partial code.
 
     row, item: [M] pairs (items not excluded); full: [M, P] position set after each extension;
-    exclude: [b, N] excluded items per user; user: [M] the pair's user. The group's first item overall stands for
+    exclude: the excluded items of the b users; user: [M] the pair's user. The group's first item overall stands for
     it unless that item is excluded; then its first allowed member (among the row's pairs, which
     hold every allowed member) does -> [M, P] bool.
     """
     n_items, p = table.n_items, full.shape[1]
     rep = table.rep_of()[full, item[:, None]]  # [M, P]
     first = rep == item[:, None]
-    m, q = exclude[user[:, None], rep].nonzero(as_tuple=True)  # entries whose group's first item is excluded
+    m, q = exclude.contains(user[:, None].expand_as(rep), rep).nonzero(as_tuple=True)  # entries whose group's first item is excluded
     if len(m):
         key = (row[m] * p + q) * n_items + rep[m, q]  # (row, set, group)
         _, inverse = torch.unique(key, return_inverse=True)
@@ -262,15 +245,15 @@ def _first_allowed(table: CodeTable, row: Tensor, item: Tensor, full: Tensor, ex
     return first
 
 
-def _dead_groups(table: CodeTable, exclude: Tensor, full: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def _dead_groups(table: CodeTable, exclude: ItemSets, full: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Partial codes every item of which a user excludes.
 
-    exclude: [b, N] bool; full: [P] position sets (bit masks) -> (user [D], set index [D], first
+    exclude: the b users' excluded items; full: [P] position sets (bit masks) -> (user [D], set index [D], first
     item of the group [D]): the groups at full[set] whose members are all excluded for that user.
     """
     n_items, p = table.n_items, len(full)
-    user, item = exclude.nonzero(as_tuple=True)  # [E]
-    rep = table.rep_of()[full][:, item]  # [P, E]
+    user, item = exclude.pairs()  # [E]
+    rep = table.rep_of()[full[:, None], item[None]]  # [P, E]
     key = (user[None] * p + torch.arange(p, device=item.device)[:, None]) * n_items + rep
     uniq, count = torch.unique(key.reshape(-1), return_counts=True)
     which, first = (uniq // n_items) % p, uniq % n_items
@@ -279,7 +262,7 @@ def _dead_groups(table: CodeTable, exclude: Tensor, full: Tensor) -> tuple[Tenso
 
 
 def _extend_shared(table: CodeTable, tokens: Tensor, score: Tensor, logp: Tensor, sets: Tensor, c: int, width: int,
-                   excluded: tuple[Tensor, Tensor] | None, renormalize: bool) -> tuple[Tensor, Tensor]:
+                   excluded: tuple[ItemSets, ItemSets] | None, renormalize: bool) -> tuple[Tensor, Tensor]:
     """_extend when each user has one beam and all hold the same code: the candidates (set, item
     representative) are the same for every user, so they are enumerated once and scored by one
     gather [b, K] (no per-user pairs). Distinct by construction: no duplicate check. A user's
@@ -288,18 +271,14 @@ def _extend_shared(table: CodeTable, tokens: Tensor, score: Tensor, logp: Tensor
     b, _, n = tokens.shape
     exclude, invalid = excluded if excluded is not None else (None, None)
     tok = tokens[0, 0]  # [n]
-    _, items = table.pairs(tok[None])  # [M0] items with the filled digits
     masked = tok < 0
-    inside = ~(sets & ~masked).any(dim=-1)  # [P]
     full = bits(~masked) | bits(sets)  # [P]
-    valid = inside[:, None] & table.representatives()[full][:, items]  # [P, M0]
-    which, at = valid.nonzero(as_tuple=True)  # [K] candidates: a position set and a representative item
-    item = items[at]
+    which, item = _shared_candidates(table, tok, sets)  # [K] candidates: a position set and a representative item
     size = int(sets[0].sum())
     pos = sets.nonzero()[:, 1].view(-1, size)[which]  # [K, size] positions each candidate fills
     v = logp.shape[-1]
     if renormalize:
-        ok = table.allowed(tok[None]).expand(b, -1, -1)  # [b, n, V] shared by every user
+        ok = _shared_allowed(table, tok).expand(b, -1, -1)  # [b, n, V] shared by every user
         if invalid is not None:  # a digit no valid item has at j (with the filled ones) is out
             js = masked.nonzero().squeeze(1)  # [J]
             user, at_j, rep = _dead_groups(table, invalid, bits(~masked) | (1 << js))
@@ -328,6 +307,30 @@ def _extend_shared(table: CodeTable, tokens: Tensor, score: Tensor, logp: Tensor
         new = torch.cat([new, new[:, :1].expand(b, w - new.shape[1], n)], dim=1)
         best = torch.cat([best, best.new_full((b, w - best.shape[1]), float("-inf"))], dim=1)
     return new, best
+
+
+def _shared_candidates(table: CodeTable, tok: Tensor, sets: Tensor) -> tuple[Tensor, Tensor]:
+    """The first step's candidates from the code tok [n]: (set index [K], representative item [K]), one per
+    distinct partial code. The same for every batch: enumerated once per (table, code, sets) and kept
+    in `table.memo`, so a batch does not pay for the catalogue."""
+    key = ("shared", tuple(tok.tolist()), tuple(bits(sets).tolist()))
+    if key not in table.memo:
+        _, items = table.pairs(tok[None])  # [M0] items with the filled digits
+        masked = tok < 0
+        inside = ~(sets & ~masked).any(dim=-1)  # [P]
+        full = bits(~masked) | bits(sets)  # [P]
+        valid = inside[:, None] & table.representatives()[full[:, None], items[None]]  # [P, M0]
+        which, at = valid.nonzero(as_tuple=True)
+        table.memo[key] = (which, items[at])
+    return table.memo[key]
+
+
+def _shared_allowed(table: CodeTable, tok: Tensor) -> Tensor:
+    """`table.allowed(tok[None])` [1, n, V] for the first step's shared code, kept in `table.memo`."""
+    key = ("allowed", tuple(tok.tolist()))
+    if key not in table.memo:
+        table.memo[key] = table.allowed(tok[None])
+    return table.memo[key]
 
 
 def _top_per_user(value: Tensor, user: Tensor, slot: Tensor, b: int, c: int) -> tuple[Tensor, Tensor]:

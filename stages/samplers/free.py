@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from stages.samplers.base import State, top_distinct
+from stages.samplers.exclusion import item_sets
 from stages.samplers.validity import CodeTable
 
 INVALID = -2
@@ -88,14 +89,16 @@ def free_extend(table: CodeTable, state: State, logp: Tensor, sets: Tensor, widt
 
 def free_finish(table: CodeTable, state: State, k: int) -> tuple[Tensor, Tensor]:
     """Top-k distinct finished codes per user -> (items [B, k]: item id, INVALID (-2) for a code of no
-    item, -1 = none; scores [B, k]). Excluded items (state.extra["exclude"] [B, N]) are left out."""
+    item, -1 = none; scores [B, k]). Excluded items (state.extra["exclude"], ItemSets) are left out."""
     b, s, n = state.tokens.shape
     flat = state.tokens.reshape(-1, n)
     items = table.item_of(flat).view(b, s)
     # distinct codes get distinct ids: items keep theirs, codes of no item get n_items + their group
     ident = torch.where(items >= 0, items, table.n_items + _code_groups(flat).view(b, s))
     score = state.score.float().masked_fill((flat < 0).any(dim=1).view(b, s), float("-inf"))
-    if "exclude" in state.extra:
-        score = score.masked_fill((items >= 0) & state.extra["exclude"].gather(1, items.clamp(min=0)), float("-inf"))
+    ex = item_sets(state.extra, "exclude")
+    if ex is not None:
+        user = torch.arange(b, device=items.device)[:, None].expand_as(items)
+        score = score.masked_fill(ex.contains(user, items), float("-inf"))
     ident, top = top_distinct(ident, score, k)
     return torch.where(ident >= table.n_items, INVALID, ident), top

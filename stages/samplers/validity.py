@@ -34,6 +34,7 @@ class CodeTable:
         self._group_key: Tensor | None = None
         self._rep_of: Tensor | None = None
         self._group_size: Tensor | None = None
+        self.memo: dict = {}  # per-table results samplers reuse across calls (e.g. the first step's candidates)
         radix = torch.tensor([1, *vocab_sizes[:-1]], dtype=torch.float64).cumprod(0)
         self.radix = radix.long().to(codes.device) if float(radix[-1]) * vocab_sizes[-1] < 2**62 else None
         if self.radix is not None:  # one int64 key per code: item lookup by binary search
@@ -256,7 +257,7 @@ class CodeTable:
                 raise GdrError(f"prefix digit {v} at position {j} out of range", fix=f"digits there are 0..{self.vocab_sizes[j] - 1}")
             fixed[j] = v
         fixed = fixed.to(self.codes.device)
-        if not self.match(fixed[None]).any():
+        if not int(self.pair_counts(fixed[None])[0]):
             shown = {j: int(v) for j, v in enumerate(fixed.tolist()) if v >= 0}
             raise GdrError(f"no item has the prefix {shown}", fix="fix digits that some item's code has (see the ID set's codes.parquet)")
         return fixed
