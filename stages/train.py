@@ -128,6 +128,8 @@ def run(*, dataset: str, data_dir: Path, view: str, gen: TrainGenConfig, preproc
                                              tokenizer=tokenizer)  # fmt: skip
         sessions[v].partner = len(views) == 2  # corruption's other view: the other session's IDs and recommender
         tokenizer = sessions[v].tokenizer
+    for v in views:
+        train_gen.check_other_view(sessions[v])
     completed = {v: train_gen.completed_rounds(paths, v, gen.rounds, gen.name_prefix) if resume else 0 for v in views}
     pending = [r for r in range(1, gen.rounds + 1) for v in views if r > completed[v] or (v, r) not in done_eval]
     start = min(pending, default=gen.rounds + 1) if resume else 1

@@ -364,6 +364,14 @@ def corruption_other(s: Session, r: int, codes: Tensor) -> Any:
     return found
 
 
+def check_other_view(s: Session) -> None:
+    """Fail before any training when a named other view (`recommender.other_view_run` / `other_view_ids`) is
+    bad: missing, of another dataset, view or ID kind, or over another word vocabulary."""
+    rc = s.config.recommender
+    if rc.use_diffusion and not s.partner and (rc.other_view_run or rc.other_view_ids):
+        corruption_other(s, 0, torch.zeros(0, s.config.id_len, dtype=torch.int64))
+
+
 def restore(s: Session, r: int) -> None:
     """Load the models and IDs that round `r` left (to continue after it)."""
     from stages.ids.codeset import load_codeset
@@ -415,6 +423,7 @@ def run(*, dataset: str, data_dir: Path, config: TrainGenConfig, resume: bool = 
     paths = DataPaths(Path(data_dir), dataset)
     processed = open_processed(paths)
     s = open_session(paths=paths, processed=processed, config=config)
+    check_other_view(s)
     start = completed_rounds(paths, config.view, config.rounds, config.name_prefix) + 1 if resume else 1
     if resume and start > 1:
         restore(s, start - 1)
