@@ -223,6 +223,16 @@ def test_single_view_and_bad_other_view(tmp_path: Path, capsys: pytest.CaptureFi
     assert manifest["inputs"]["other_view_run"]["path"] == "syn/runs/rec-social-round2"
     assert (pl.read_parquet(home / "runs" / "rec-item-round1" / "train_log.parquet")["loss_kl"].drop_nulls() > 0).all()
 
+    # train-rec on a textual ID set: the same textual corruption (specials protected, in-vocabulary pool)
+    assert main(["train-rec", "syn", "--model", "tiger", "--ids", "gen-item-round1", "--run", "trt", "-c", "tiny",
+                 "--epochs", "1", "--use-diffusion", "1", "--other-view-ids", "gen-friend-round2", *d]) == 0  # fmt: skip
+    spec = json.loads((home / "runs" / "trt" / "model.json").read_text())["init_kwargs"]
+    assert (
+        spec["vocab_kind"] == "shared" and spec["corruption"]["first_token"] == 5 and spec["corruption"]["n_cross"] == 0
+    )
+    inputs = json.loads((home / "runs" / "trt" / "manifest.json").read_text())["inputs"]
+    assert inputs["other_view_ids"]["path"] == "syn/ids/gen-friend-round2"
+
     def fails(args: list[str], *needles: str) -> None:
         capsys.readouterr()
         assert main(args) != 0
