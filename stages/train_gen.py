@@ -228,6 +228,8 @@ def generator_phase(s: Session, r: int, *, resume: bool) -> dict[str, Any]:
         validate = _validator(s, splits)
         metric = "val NDCG@10 (soft IDs)"
     loop = cfg.generator.train.model_copy(update={"max_epochs": cfg.keyword_epochs if r == 1 else cfg.id_epochs})
+    if r > 1 and cfg.id_max_steps is not None:
+        loop = loop.model_copy(update={"max_steps": min(cfg.id_max_steps, loop.max_steps or cfg.id_max_steps)})
     result = _fit(s, module, train, validate, loop, gen_name, {k: v.sha256 for k, v in inputs.items()}, resume)
     module.load_state_dict(result.best_state)
     s.gen.eval()

@@ -87,6 +87,12 @@ class TrainGenConfig(StageConfig):
         ge=1,
         description="Generator epochs per round r > 1 (passes over the recommendation prefixes, recommender frozen); 1 keeps a CPU round short.",
     )
+    id_max_steps: int | None = Field(
+        None, ge=1,
+        description="Most generator steps of each round r > 1 (the soft-ID phase, whose epoch is one pass over the "
+        "recommendation prefixes): a fixed cut for short runs that, unlike a wall-clock budget, gives the same IDs "
+        "on any machine; unset = the whole --id-epochs.",
+    )  # fmt: skip
     keyword_epochs: int = Field(
         20, ge=1,
         description="Generator epochs of round 1 (learning each entity's keywords from its text); an epoch is one pass over "
