@@ -165,10 +165,12 @@ def test_both_views_with_kl_end_to_end(tmp_path: Path, capsys: pytest.CaptureFix
     d = _dataset(tmp_path)
     capsys.readouterr()
     assert main(["train", "syn", "--view", "both", "-c", "tiny", "--use-diffusion", "1", "--lambda-kl", "0.3",
-                 "--name-prefix", "kl-", *d]) == 0  # fmt: skip
+                 "--name-prefix", "kl-", "--set", "train_gen.id_max_steps=3", *d]) == 0  # fmt: skip
     err = capsys.readouterr().err
     assert err.count("round 1 trains before any social IDs exist") == 1 and "single view" not in err
     home = tmp_path / "syn"
+    for gen in ("kl-gen-item-round2", "kl-gen-friend-round2"):  # the soft-ID phase cut at id_max_steps
+        assert json.loads((home / "runs" / gen / "manifest.json").read_text())["stats"]["steps"] == 3
     rounds = pl.read_parquet(home / "runs" / "kl-train-both" / "rounds.parquet")
     assert rounds.select("round", "view").rows() == [(1, "item"), (1, "social"), (2, "item"), (2, "social")]
     partner = {"rec-item-round1": None, "rec-social-round1": "rec-item-round1",
