@@ -9,7 +9,10 @@
 
 Every artifact is an ordinary stage artifact. `--resume` skips rounds whose runs and metrics exist and
 continues an interrupted phase from its checkpoint. With `--view both` the two views share the word
-vocabulary (one tokenizer learned from the items' text) and train round by round in one run.
+vocabulary (one tokenizer learned from the items' text) and train round by round in one run; with
+corruption training (`train_gen.recommender.use_diffusion: 1`) each view's recommender takes its
+cross-view words from the other view's latest IDs and, when lambda_kl > 0, its KL partner from the other
+view's latest recommender (`stages.train_gen.corruption_other`).
 """
 
 from __future__ import annotations
@@ -107,7 +110,14 @@ def run(*, dataset: str, data_dir: Path, view: str, gen: TrainGenConfig, preproc
     views = views_of(view)
     for v in views:
         view_splits(processed, v)  # a social view without friends fails before any training
-    folder = paths.run(f"train-{view}")
+    rc = gen.recommender
+    if len(views) == 2 and rc.use_diffusion and (rc.other_view_run or rc.other_view_ids):
+        from gdr_cli.errors import GdrError
+
+        key = "other_view_run" if rc.other_view_run else "other_view_ids"
+        raise GdrError(f"{key} is set, but with --view both each view's other view is the other session",
+                       where=f"train_gen.recommender.{key}", fix="drop it, or train one view (--view item|social)")  # fmt: skip
+    folder = paths.run(f"{gen.name_prefix}train-{view}")
     old = _previous_rows(folder) if resume else None
     rows: list[dict[str, Any]] = old.to_dicts() if old is not None else []
     done_eval = {(row["view"], row["round"]) for row in rows}
@@ -116,8 +126,11 @@ def run(*, dataset: str, data_dir: Path, view: str, gen: TrainGenConfig, preproc
     for v in views:
         sessions[v] = train_gen.open_session(paths=paths, processed=processed, config=gen.model_copy(update={"view": v}),
                                              tokenizer=tokenizer)  # fmt: skip
+        sessions[v].partner = len(views) == 2  # corruption's other view: the other session's IDs and recommender
         tokenizer = sessions[v].tokenizer
-    completed = {v: train_gen.completed_rounds(paths, v, gen.rounds) if resume else 0 for v in views}
+    for v in views:
+        train_gen.check_other_view(sessions[v])
+    completed = {v: train_gen.completed_rounds(paths, v, gen.rounds, gen.name_prefix) if resume else 0 for v in views}
     pending = [r for r in range(1, gen.rounds + 1) for v in views if r > completed[v] or (v, r) not in done_eval]
     start = min(pending, default=gen.rounds + 1) if resume else 1
     for r in range(start, gen.rounds + 1):
@@ -130,7 +143,7 @@ def run(*, dataset: str, data_dir: Path, view: str, gen: TrainGenConfig, preproc
                 timing = {"generator_s": float("nan"), "recommender_s": float("nan")}
             if (v, r) in done_eval:
                 continue
-            rec = train_gen.names(v, r)[1]
+            rec = sessions[v].names(r)[1]
             sample_stage.run(
                 dataset=dataset, data_dir=paths.root, run_name=rec, config=sample.model_copy(update={"view": v})
             )

@@ -50,10 +50,10 @@ from stages.training.validation import make_validator
 GEN_WEIGHTS, GEN_SPEC = "generator.safetensors", "generator.json"
 
 
-def names(view: str, r: int) -> tuple[str, str]:
-    """(generator run and ID set name, recommender run name) of round `r` of `view`."""
+def names(view: str, r: int, prefix: str = "") -> tuple[str, str]:
+    """(generator run and ID set name, recommender run name) of round `r` of `view` (`train_gen.name_prefix` first)."""
     who = "item" if view == "item" else "friend"
-    return f"gen-{who}-round{r}", f"rec-{view}-round{r}"
+    return f"{prefix}gen-{who}-round{r}", f"{prefix}rec-{view}-round{r}"
 
 
 @dataclass
@@ -71,6 +71,17 @@ class Session:
     rec: Tiger | None = None
     codeset: CodeSet | None = None
     timings: dict[int, dict[str, float]] = field(default_factory=dict)
+    partner: bool = False  # `gdr train --view both`: the other session is corruption's other view
+    said: set[str] = field(default_factory=set)  # notes already printed (each once per session)
+
+    def names(self, r: int) -> tuple[str, str]:
+        return names(self.view, r, self.config.name_prefix)
+
+    def note(self, text: str) -> None:
+        """Print `text` the first time this session says it."""
+        if text not in self.said:
+            self.said.add(text)
+            console.print(text)
 
     @property
     def words(self) -> list[str]:
@@ -98,13 +109,13 @@ def open_session(*, paths: DataPaths, processed: Processed, config: TrainGenConf
     )
 
 
-def completed_rounds(paths: DataPaths, view: str, rounds: int) -> int:
+def completed_rounds(paths: DataPaths, view: str, rounds: int, prefix: str = "") -> int:
     """Rounds 1..r whose generator and recommender runs are both written (the resume point is r + 1)."""
     from gdr_cli.manifest import check_fresh
 
     done = 0
     for r in range(1, rounds + 1):
-        gen, rec = names(view, r)
+        gen, rec = names(view, r, prefix)
         if not ((paths.run(gen) / "manifest.json").is_file() and (paths.run(rec) / "manifest.json").is_file()):
             break
         try:  # a round built on an earlier round that has since been rebuilt is not done
@@ -188,7 +199,7 @@ def _validator(s: Session, splits: Any) -> Any:
 def generator_phase(s: Session, r: int, *, resume: bool) -> dict[str, Any]:
     """Train the generator of round `r`, regenerate unique IDs, write its run and ID set."""
     cfg = s.config
-    gen_name, _ = names(s.view, r)
+    gen_name, _ = s.names(r)
     splits = view_splits(s.processed, s.view)
     inputs: dict[str, InputRef] = {"processed": s.processed.ref}
     if r == 1:
@@ -207,7 +218,7 @@ def generator_phase(s: Session, r: int, *, resume: bool) -> dict[str, Any]:
         metric = "keyword accuracy"
     else:
         assert s.gen is not None and s.rec is not None
-        prev = s.paths.run(names(s.view, r - 1)[1])
+        prev = s.paths.run(s.names(r - 1)[1])
         inputs["recommender"] = input_ref(
             prev, s.paths.root, read_manifest(prev, what="previous round", fix="rerun without --resume")
         )
@@ -217,6 +228,8 @@ def generator_phase(s: Session, r: int, *, resume: bool) -> dict[str, Any]:
         validate = _validator(s, splits)
         metric = "val NDCG@10 (soft IDs)"
     loop = cfg.generator.train.model_copy(update={"max_epochs": cfg.keyword_epochs if r == 1 else cfg.id_epochs})
+    if r > 1 and cfg.id_max_steps is not None:
+        loop = loop.model_copy(update={"max_steps": min(cfg.id_max_steps, loop.max_steps or cfg.id_max_steps)})
     result = _fit(s, module, train, validate, loop, gen_name, {k: v.sha256 for k, v in inputs.items()}, resume)
     module.load_state_dict(result.best_state)
     s.gen.eval()
@@ -266,28 +279,37 @@ def recommender_phase(s: Session, r: int, *, resume: bool) -> dict[str, Any]:
     """Train the recommender of round `r` on the round's IDs (generator frozen); write its tiger run."""
     assert s.gen is not None and s.codeset is not None
     cfg = s.config
-    gen_name, rec_name = names(s.view, r)
+    gen_name, rec_name = s.names(r)
     codes = s.codeset.as_tensor()
+    rc = cfg.recommender
+    other = corruption_other(s, r, codes) if rc.use_diffusion else None
     if s.rec is None:
+        from stages.models.tiger import corrupting_tiger
         from stages.models.tiger_corruption import CORRUPTION_KEYS
 
-        if cfg.recommender.use_diffusion:
-            raise GdrError("corruption training (use_diffusion) is not available for the textual-ID recommender yet",
-                           where="train_gen.recommender.use_diffusion", fix="set it to 0, or use train-rec --model tiger")  # fmt: skip
-        sizes = cfg.recommender.model_dump(exclude={"init", "beam", "train", *CORRUPTION_KEYS})
-        s.rec = Tiger.from_codes(
-            codes, s.codeset.vocab_sizes, init=cfg.recommender.init, seed=cfg.seed, vocab_kind="shared", **sizes
-        )
+        sizes = rc.model_dump(exclude={"init", "beam", "train", *CORRUPTION_KEYS})
+        kw = dict(init=rc.init, seed=cfg.seed, vocab_kind="shared", **sizes)
+        s.rec = (Tiger.from_codes(codes, s.codeset.vocab_sizes, **kw) if other is None
+                 else corrupting_tiger(codes, s.codeset.vocab_sizes, rc, other, **kw))  # fmt: skip
     else:
+        if (other is None) != (s.rec.corruption is None):
+            raise GdrError(f"round {r - 1}'s recommender was trained with use_diffusion {int(other is None)}, this config "
+                           f"has {rc.use_diffusion}", where="train_gen.recommender.use_diffusion",
+                           fix="keep the setting of the earlier rounds, or start again without --resume")  # fmt: skip
         s.rec.set_codes(codes)
+        if other is not None and s.rec.corruption is not None:
+            s.rec.corruption.set_vocab_pool(other.pool)
+            s.rec.corruption.set_other(other.model)
     module = round_model("rec", s.gen, s.rec, s.text)
     splits = view_splits(s.processed, s.view)
     ex = training_examples(splits, cfg.max_len)
     ids_folder = s.paths.ids(gen_name)
     inputs = {"processed": s.processed.ref,
               "ids": input_ref(ids_folder, s.paths.root, read_manifest(ids_folder, what="ID set", fix="rerun train-gen"))}  # fmt: skip
+    if other is not None:
+        inputs.update(other.inputs)
     if r > 1:
-        prev = s.paths.run(names(s.view, r - 1)[1])
+        prev = s.paths.run(s.names(r - 1)[1])
         inputs["previous"] = input_ref(
             prev, s.paths.root, read_manifest(prev, what="previous round", fix="rerun without --resume")
         )
@@ -296,6 +318,8 @@ def recommender_phase(s: Session, r: int, *, resume: bool) -> dict[str, Any]:
                   {k: v.sha256 for k, v in inputs.items()}, resume)  # fmt: skip
     s.rec.load_state_dict(result.best_state)
     s.rec.eval()
+    if s.rec.corruption is not None:
+        s.rec.corruption.set_other(None)  # the frozen partner is this round's only: not kept past it
     stats = {
         "model": "tiger", "view": s.view, "round": r, "id_kind": "text", "params": sum(p.numel() for p in s.rec.parameters()),
         "examples": int(ex["target"].shape[0]), "items": n_entities(s.processed, s.view), "max_len": cfg.max_len,
@@ -303,6 +327,8 @@ def recommender_phase(s: Session, r: int, *, resume: bool) -> dict[str, Any]:
         "stop_reason": result.stop_reason, "n_digits": cfg.id_len, "vocab_sizes": s.codeset.vocab_sizes,
         "train_s": round(result.log[-1]["wall_s"], 2) if result.log else 0.0,
     }  # fmt: skip
+    if other is not None:
+        stats.update(cross_view_tokens=int(other.pool.numel()), kl=other.model is not None)
     meta = {"dataset": s.paths.dataset, "max_len": cfg.max_len, "ids": gen_name, "view": s.view}
     with staged_dir(s.paths.run(rec_name)) as tmp:
         save_run(folder=tmp, model=s.rec, result=result, meta=meta)
@@ -312,12 +338,48 @@ def recommender_phase(s: Session, r: int, *, resume: bool) -> dict[str, Any]:
     return stats
 
 
+def corruption_other(s: Session, r: int, codes: Tensor) -> Any:
+    """The other view of round `r`'s corruption training (`stages.models.other_view.OtherView`), its notes
+    printed once. Alone: `recommender.other_view_run` / `other_view_ids` (or random tokens). With `--view both`
+    (`s.partner`): the other view's latest IDs (KL off) or latest recommender (KL on) at the time this view
+    trains: the social view's of round r - 1 for the item view (it trains first), the item view's of round r
+    for the social view; the item view's round 1 has none (random tokens, no KL)."""
+    from stages.models.other_view import OtherView, other_name, resolve
+
+    rc = s.config.recommender
+    if s.partner:
+        other = other_name(s.view)
+        k = r - 1 if s.view == "item" else r
+        if k < 1:
+            s.note(
+                f"corruption: the item view's round 1 trains before any {other} IDs exist: random tokens, no KL term"
+            )
+            return OtherView(torch.zeros(0, dtype=torch.int64))
+        gen_name, rec_name = names(other, k, s.config.name_prefix)
+        kl = rc.lambda_kl > 0
+        rc = rc.model_copy(
+            update={"other_view_run": rec_name if kl else None, "other_view_ids": None if kl else gen_name}
+        )
+    found = resolve(s.paths, rc, view=s.view, this_codes=codes, words=s.words)
+    for note in found.notes:
+        s.note(note)
+    return found
+
+
+def check_other_view(s: Session) -> None:
+    """Fail before any training when a named other view (`recommender.other_view_run` / `other_view_ids`) is
+    bad: missing, of another dataset, view or ID kind, or over another word vocabulary."""
+    rc = s.config.recommender
+    if rc.use_diffusion and not s.partner and (rc.other_view_run or rc.other_view_ids):
+        corruption_other(s, 0, torch.zeros(0, s.config.id_len, dtype=torch.int64))
+
+
 def restore(s: Session, r: int) -> None:
     """Load the models and IDs that round `r` left (to continue after it)."""
     from stages.ids.codeset import load_codeset
     from stages.models.registry import load_model
 
-    gen_name, rec_name = names(s.view, r)
+    gen_name, rec_name = s.names(r)
     s.gen, _ = load_generator(s.paths.run(gen_name), s.paths.dataset)
     s.codeset, _ = load_codeset(s.paths, gen_name, view=s.view)
     rec, _ = load_model(s.paths.run(rec_name))
@@ -328,7 +390,7 @@ def restore(s: Session, r: int) -> None:
 def run_round(s: Session, r: int, *, resume: bool = False) -> dict[str, Any]:
     """Round `r` of session `s` (both phases); with `resume`, a finished generator phase is reused and
     an interrupted phase continues from its checkpoint. Returns the round's stats."""
-    gen_name, _ = names(s.view, r)
+    gen_name, _ = s.names(r)
     clock = time.perf_counter()
     if resume and r > 1 and (s.gen is None or s.rec is None):
         restore(s, r - 1)
@@ -363,7 +425,8 @@ def run(*, dataset: str, data_dir: Path, config: TrainGenConfig, resume: bool = 
     paths = DataPaths(Path(data_dir), dataset)
     processed = open_processed(paths)
     s = open_session(paths=paths, processed=processed, config=config)
-    start = completed_rounds(paths, config.view, config.rounds) + 1 if resume else 1
+    check_other_view(s)
+    start = completed_rounds(paths, config.view, config.rounds, config.name_prefix) + 1 if resume else 1
     if resume and start > 1:
         restore(s, start - 1)
     return [run_round(s, r, resume=resume) for r in range(start, config.rounds + 1)]

@@ -5,6 +5,7 @@ view's run or ID set, the KL from the frozen other-view run, and bad input ends 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import polars as pl
@@ -12,6 +13,7 @@ import pytest
 import torch
 
 from gdr_cli.app import main
+from gdr_cli.manifest import manifest_hash
 from stages.models.registry import load_model
 from stages.models.tiger_corruption import code_token_ids
 
@@ -88,6 +90,8 @@ def test_cross_view_and_kl_from_the_other_run(root: Path, capsys: pytest.Capture
     total = log["loss_ce"] + 0.1 * log["loss_mask"] + 0.2 * log["loss_kl"]
     assert ((log["loss"] - total).abs() < 1e-4).all()
     assert "(ce " in (run / "train.log").read_text()
+    ref = json.loads((run / "manifest.json").read_text())["inputs"]["other_view_run"]
+    assert ref == {"path": "syn/runs/soc", "stage": "train_rec", "sha256": manifest_hash(root / "syn" / "runs" / "soc")}
     model, _ = load_model(run)
     other, _ = load_model(root / "syn" / "runs" / "soc")
     pool = code_token_ids(other.codes, other.init_kwargs["vocab_sizes"])
@@ -112,6 +116,8 @@ def test_cross_view_from_ids_and_single_view(root: Path, capsys: pytest.CaptureF
     assert set(model.corruption.cross_tokens.tolist()) == set(pool.tolist())
     log = pl.read_parquet(root / "syn" / "runs" / "ids" / "train_log.parquet").filter(pl.col("loss").is_not_null())
     assert (log["loss_kl"] == 0).all()
+    inputs = json.loads((root / "syn" / "runs" / "ids" / "manifest.json").read_text())["inputs"]
+    assert inputs["other_view_ids"]["path"] == "syn/ids/urnd" and "other_view_run" not in inputs
     assert main(tiger(root, "single", "--use-diffusion", "1")) == 0
     err = capsys.readouterr().err
     assert err.count("single view") == 1
@@ -130,6 +136,16 @@ def test_bad_other_view_is_one_line(root: Path, capsys: pytest.CaptureFixture[st
     fails(["--other-view-run", "soc", "--other-view-ids", "urnd"], "both", "give one")
     fails(["--other-view-ids", "rnd"], "is for the item view, not social")
     fails(["--diffusion-beta-max", "2"], "diffusion_beta_max")
+    # a run of another dataset (copied into this one's runs/) is refused by its manifest
+    assert main(["preprocess", "synthetic", "--name", "syn2", "--data-dir", str(root), "--set", "synthetic.users=60",
+                 "--set", "synthetic.items=30"]) == 0  # fmt: skip
+    assert main(["build-ids", "syn2", "--data-dir", str(root), "--method", "random", "--codebook", "4", "--levels", "2",
+                 "--ids", "rnd"]) == 0  # fmt: skip
+    shutil.copytree(root / "syn" / "runs" / "soc", root / "syn2" / "runs" / "soc")
+    capsys.readouterr()
+    args = tiger(root, "bad", "--use-diffusion", "1", "--other-view-run", "soc")
+    assert main([args[0], "syn2", *args[2:]]) != 0
+    assert "trained on dataset 'syn', not 'syn2'" in error_line(capsys.readouterr().err)
     assert not (root / "syn" / "runs" / "bad").exists()
 
 

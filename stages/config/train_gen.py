@@ -87,6 +87,12 @@ class TrainGenConfig(StageConfig):
         ge=1,
         description="Generator epochs per round r > 1 (passes over the recommendation prefixes, recommender frozen); 1 keeps a CPU round short.",
     )
+    id_max_steps: int | None = Field(
+        None, ge=1,
+        description="Most generator steps of each round r > 1 (the soft-ID phase, whose epoch is one pass over the "
+        "recommendation prefixes): a fixed cut for short runs that, unlike a wall-clock budget, gives the same IDs "
+        "on any machine; unset = the whole --id-epochs.",
+    )  # fmt: skip
     keyword_epochs: int = Field(
         20, ge=1,
         description="Generator epochs of round 1 (learning each entity's keywords from its text); an epoch is one pass over "
@@ -124,11 +130,19 @@ class TrainGenConfig(StageConfig):
         20, ge=1, description="History items fed to the recommender (PROTOCOL.md: 20 for ID-generative models)."
     )
     seed: int = Field(42, description="Seed of initialisation, data order and dropout; same seed, same run.")
+    name_prefix: str = Field(
+        "", pattern=r"^[A-Za-z0-9_.-]*$",
+        description="Prefix of every run and ID-set name of the rounds ('kl-' writes runs/kl-rec-item-round1, "
+        "ids/kl-gen-item-round1, runs/kl-train-item), so variants share one data root and one `gdr evaluate` "
+        "table; '' = the plain names.",
+    )  # fmt: skip
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig, description="Word vocabulary of the IDs.")
     generator: GeneratorConfig = Field(
         default_factory=GeneratorConfig, description="ID generator sizes and training loop."
     )
     recommender: TigerConfig = Field(
         default_factory=TigerConfig,
-        description="The textual-ID recommender: tiger's sizes and training loop (max_epochs = --rec-epochs).",
+        description="The textual-ID recommender: tiger's sizes, training loop (max_epochs = --rec-epochs) and corruption "
+        "training (use_diffusion, ...: as tiger's, over the shared word vocabulary; with --view both the other view "
+        "is the other session, alone other_view_run / other_view_ids name a textual run / ID set of the other view).",
     )

@@ -42,6 +42,7 @@ class FamilyData:
     vocab_sizes: list[int] | None = None  # per-digit vocabulary sizes, when needs_ids
     view: str = "item"  # "social": splits are friend lists and the "items" (n_items, codes) are users
     id_kind: str = "codes"  # "text": codes are word ids over one shared vocabulary (`gdr train-gen`)
+    tokens: list[str] | None = None  # the words of a textual ID set (word id -> word); None for codes
     paths: Any = None  # DataPaths of the dataset, for families that read another artifact (tiger's other-view run)
     processed: Any = None  # stages.inputs.Processed: the other tables (social graph, kg) for graph models
     train_split: str = "base"  # "base" or "augmented/<name>" (`--train-split`): where `splits.train` comes from

@@ -484,6 +484,27 @@ def pretrained_sizes(folder: Path) -> dict[str, Any]:
                 scale_outputs=bool(cfg.scale_decoder_outputs))  # fmt: skip
 
 
+def corrupting_tiger(codes: Tensor, vocab_sizes: list[int], cfg: Any, other: Any, *, vocab_kind: str = "digits",
+                     **kwargs: Any) -> Tiger:  # fmt: skip
+    """A tiger with corruption training (`cfg`: a `TigerConfig` with use_diffusion 1) whose cross-view tokens
+    and frozen KL partner come from `other` (`stages.models.other_view.OtherView`). Codes: the pool becomes
+    extra input embeddings; textual IDs (`vocab_kind` 'shared'): ids of the word vocabulary, specials protected."""
+    from stages.models.tiger_corruption import corruption_kwargs, text_first_token
+
+    text = vocab_kind == "shared"
+    n_cross = 0 if text else len(other.pool)
+    first = text_first_token() if text else FIRST_CODE_TOKEN
+    model = Tiger.from_codes(codes, vocab_sizes, vocab_kind=vocab_kind, corruption=corruption_kwargs(cfg, n_cross, first),
+                             **kwargs)  # fmt: skip
+    assert model.corruption is not None
+    if text:
+        model.corruption.set_vocab_pool(other.pool)
+    else:
+        model.corruption.cross_tokens.copy_(other.pool)
+    model.corruption.set_other(other.model)
+    return model
+
+
 def n_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -498,21 +519,34 @@ class TigerFamily(ModelFamily):
     needs_ids = True
     default_max_len = 20
 
+    def prepare(self, data: FamilyData, cfg: TigerConfig, paths: Any, processed: Any) -> dict[str, Any]:
+        """Corruption training: load the other view (run or ID set) into `data.extra`; its manifest refs."""
+        if not cfg.use_diffusion:
+            return {}
+        from gdr_cli.console import console
+        from stages.models.other_view import resolve
+
+        assert data.codes is not None
+        other = resolve(paths, cfg, view=data.view, this_codes=data.codes, words=data.tokens)
+        for note in other.notes:
+            console.print(note)
+        data.extra["other_view"] = other
+        return dict(other.inputs)
+
     def build(self, data: FamilyData, cfg: TigerConfig) -> Tiger:
         assert data.codes is not None and data.vocab_sizes is not None
-        from stages.models.tiger_corruption import CORRUPTION_KEYS, corruption_kwargs, other_view
+        from stages.models.tiger_corruption import CORRUPTION_KEYS
 
         sizes = cfg.model_dump(exclude={"init", "beam", "train", *CORRUPTION_KEYS})
         kind = "shared" if data.id_kind == "text" else "digits"
         if not cfg.use_diffusion:
             return Tiger.from_codes(data.codes, data.vocab_sizes, init=cfg.init, seed=data.seed, vocab_kind=kind, **sizes)
-        pool, other = other_view(data, cfg)
-        model = Tiger.from_codes(data.codes, data.vocab_sizes, init=cfg.init, seed=data.seed, vocab_kind=kind,
-                                 corruption=corruption_kwargs(cfg, len(pool)), **sizes)  # fmt: skip
-        assert model.corruption is not None
-        model.corruption.cross_tokens.copy_(pool)
-        model.corruption.set_other(other)
-        return model
+        other = data.extra.get("other_view")
+        if other is None:  # build without the flow's prepare (tests): load it now
+            self.prepare(data, cfg, data.paths, data.processed)
+            other = data.extra["other_view"]
+        return corrupting_tiger(data.codes, data.vocab_sizes, cfg, other, init=cfg.init, seed=data.seed,
+                                vocab_kind=kind, **sizes)  # fmt: skip
 
     def examples(self, data: FamilyData, cfg: TigerConfig) -> dict[str, Tensor]:
         from stages.data.sequences import training_examples

@@ -11,6 +11,13 @@ Two ID sets number their code digits independently (digit 5 of an item code and 
 unrelated things), so no code token of the other view occurs in this view: all K of them are
 exclusive, and they enter as extra input-only embeddings.
 
+Textual IDs (`vocab_kind="shared"`, `gdr train-gen` / `gdr train`): both views write words of ONE
+tokenizer, so the cross-view tokens are ordinary ids of [0, V): the words of the other view's current
+IDs that occur in none of this view's IDs (`set_vocab_pool`, K = 0 extra embeddings), the KL is over
+the whole shared word vocabulary, and tokens below `first_token` (pad, eos, the tokenizer's specials
+[PAD] [UNK] [EMPTY]) are never corrupted nor drawn as replacements. `stages/models/other_view.py`
+loads and checks the other view for both ID kinds.
+
 Training loss (`CorruptionTraining.loss`):
     L = CE(next code) + lambda_mask * BCE(noise head, true corruption mask) + lambda_kl * KL(P_this || P_other)
 The KL needs a frozen other-view tiger (`set_other`): it reads the same corrupted input (this view's
@@ -42,15 +49,18 @@ class CorruptionTraining(nn.Module):
 
     def __init__(self, *, vocab_size: int, d_model: int, per_position: int, timesteps: int, beta_max: float,
                  cross_prob: float, lambda_mask: float, lambda_kl: float, noise_head_dropout: float, n_cross: int,
-                 seed: int):  # fmt: skip
+                 seed: int, first_token: int = FIRST_CODE_TOKEN):  # fmt: skip
         super().__init__()
         self.vocab_size, self.timesteps, self.n_cross = vocab_size, timesteps, n_cross
+        self.first_token = first_token  # tokens below it (pad, eos, a tokenizer's specials) are never corrupted
         self.cross_prob, self.lambda_mask, self.lambda_kl = cross_prob, lambda_mask, lambda_kl
         with torch.random.fork_rng(devices=[]):  # default init draws from the global RNG; overwritten below
             self.extra_embed = nn.Embedding(timesteps + n_cross, d_model)  # [T + K, d]
             self.noise_head = NoiseHead(d_model, per_position, noise_head_dropout)
         self.register_buffer("alpha_bar", alpha_bar_schedule(timesteps, beta_max), persistent=False)  # [T] float64
         self.register_buffer("cross_tokens", torch.zeros(n_cross, dtype=torch.int64))  # [K] ids in the other view
+        # [K'] cross-view tokens inside this vocabulary (textual IDs: the other view's exclusive words), set per run
+        self.register_buffer("vocab_pool", torch.zeros(0, dtype=torch.int64), persistent=False)
         gen = torch.Generator().manual_seed(seed + 0x5EED)
         with torch.no_grad():
             self.extra_embed.weight.copy_(torch.randn(self.extra_embed.weight.shape, generator=gen))
@@ -70,11 +80,19 @@ class CorruptionTraining(nn.Module):
     def other(self) -> Tiger | None:
         return self._other
 
+    def set_vocab_pool(self, tokens: Tensor) -> None:
+        """Cross-view tokens that are ids of this model's own vocabulary [K] int64 (textual IDs: both views write
+        words of one tokenizer); empty = none. Not saved: it is derived from the current IDs of both views."""
+        tokens = torch.as_tensor(tokens, dtype=torch.int64)
+        if tokens.numel() and (tokens.min() < self.first_token or tokens.max() >= self.vocab_size):
+            raise ValueError(f"cross-view tokens must lie in [{self.first_token}, {self.vocab_size})")
+        self.vocab_pool = tokens.to(self.cross_tokens.device)
+
     def cross_pool(self) -> Tensor | None:
         """Input ids [K] of the cross-view tokens (None when there is no other view)."""
-        if self.n_cross == 0:
-            return None
-        return self.vocab_size + self.timesteps + torch.arange(self.n_cross, device=self.cross_tokens.device)
+        if self.n_cross:
+            return self.vocab_size + self.timesteps + torch.arange(self.n_cross, device=self.cross_tokens.device)
+        return self.vocab_pool if self.vocab_pool.numel() else None
 
     # ----- embedding ---------------------------------------------------------------------------------
     def embed(self, shared: nn.Embedding, tokens: Tensor) -> Tensor:
@@ -99,9 +117,9 @@ class CorruptionTraining(nn.Module):
         tokens = model.item_tokens(history)  # [B, L, D]
         b = tokens.shape[0]
         t = draw_timesteps(b, self.timesteps, device=tokens.device)  # [B]
-        protect = tokens < FIRST_CODE_TOKEN  # pad and special tokens
+        protect = tokens < self.first_token  # pad, eos and a tokenizer's special tokens
         pool = self.cross_pool()
-        noisy, corrupted = corrupt_tokens(tokens, t, alpha_bar=self.alpha_bar, protect=protect, low=FIRST_CODE_TOKEN,
+        noisy, corrupted = corrupt_tokens(tokens, t, alpha_bar=self.alpha_bar, protect=protect, low=self.first_token,
                                           high=self.vocab_size, cross_pool=pool, cross_prob=self.cross_prob)  # fmt: skip
         embed, mask = model.encoder_inputs(history, tokens=noisy, timesteps=t)  # [B, 1+S, d]
         hidden = model.t5.encoder(inputs_embeds=embed, attention_mask=mask).last_hidden_state
@@ -155,13 +173,25 @@ def kl_divergence(log_p: Tensor, log_q: Tensor) -> Tensor:
     return (log_p.exp() * (log_p - log_q)).sum(-1).mean()
 
 
-def corruption_kwargs(cfg: Any, n_cross: int) -> dict[str, Any] | None:
-    """Tiger's `corruption` constructor argument from a `TigerConfig` (None when use_diffusion is 0)."""
+def corruption_kwargs(cfg: Any, n_cross: int, first_token: int = FIRST_CODE_TOKEN) -> dict[str, Any] | None:
+    """Tiger's `corruption` constructor argument from a `TigerConfig` (None when use_diffusion is 0);
+    `first_token`: the first corruptible token (textual IDs: after the tokenizer's specials)."""
     if not cfg.use_diffusion:
         return None
-    return dict(timesteps=cfg.diffusion_timesteps, beta_max=cfg.diffusion_beta_max, cross_prob=cfg.diffusion_cross_prob,
-                lambda_mask=cfg.lambda_mask, lambda_kl=cfg.lambda_kl, noise_head_dropout=cfg.noise_head_dropout,
-                n_cross=n_cross)  # fmt: skip
+    kwargs = dict(timesteps=cfg.diffusion_timesteps, beta_max=cfg.diffusion_beta_max, cross_prob=cfg.diffusion_cross_prob,
+                  lambda_mask=cfg.lambda_mask, lambda_kl=cfg.lambda_kl, noise_head_dropout=cfg.noise_head_dropout,
+                  n_cross=n_cross)  # fmt: skip
+    if first_token != FIRST_CODE_TOKEN:
+        kwargs["first_token"] = first_token
+    return kwargs
+
+
+def text_first_token() -> int:
+    """First corruptible token of a textual-ID tiger: token = 2 + word id, and word ids below the
+    tokenizer's specials ([PAD] [UNK] [EMPTY]) are never corrupted nor drawn as replacements."""
+    from stages.idgen.tokenizer import SPECIALS
+
+    return FIRST_CODE_TOKEN + len(SPECIALS)
 
 
 CORRUPTION_KEYS = ("use_diffusion", "diffusion_timesteps", "diffusion_beta_max", "diffusion_cross_prob", "lambda_mask",
@@ -173,50 +203,3 @@ def code_token_ids(codes: Tensor, vocab_sizes: list[int]) -> Tensor:
     """The distinct tiger token ids [K] int64 (sorted) that the code table `codes` [N, D] uses."""
     offsets = torch.tensor([0, *vocab_sizes[:-1]], dtype=torch.int64).cumsum(0) + FIRST_CODE_TOKEN
     return torch.unique(torch.as_tensor(codes, dtype=torch.int64) + offsets)
-
-
-def other_view(data: Any, cfg: Any) -> tuple[Tensor, Tiger | None]:
-    """(cross-view token ids [K] of the other view, frozen other-view model for the KL or None)."""
-    from gdr_cli.console import console
-    from gdr_cli.errors import GdrError
-
-    other_name = "social" if data.view == "item" else "item"
-    if cfg.other_view_run and cfg.other_view_ids:
-        raise GdrError("both tiger.other_view_run and tiger.other_view_ids are set",
-                       fix="give one: the run's ID set is the other view's vocabulary")  # fmt: skip
-    if cfg.other_view_run:
-        from stages.models.registry import load_model
-
-        folder = data.paths.run(cfg.other_view_run)
-        fix = (f"train it first: gdr train-rec {data.paths.dataset} --model tiger --view {other_name} --ids NAME "
-               f"--run {cfg.other_view_run}")  # fmt: skip
-        if not (folder / "model.json").is_file():
-            raise GdrError(f"no run {cfg.other_view_run!r} for the other view", where=str(folder), fix=fix)
-        other, meta = load_model(folder)
-        if other.kind != "tiger":
-            raise GdrError(
-                f"run {cfg.other_view_run!r} is a {other.kind!r} model, not tiger", where=str(folder), fix=fix
-            )
-        if meta.get("view", "item") == data.view:
-            raise GdrError(
-                f"run {cfg.other_view_run!r} is of the {data.view} view, the same as this run",
-                where=str(folder),
-                fix=fix,
-            )
-        pool = code_token_ids(other.codes, other.init_kwargs["vocab_sizes"])
-        if cfg.lambda_kl <= 0:
-            return pool, None
-        return pool, other  # type: ignore[return-value]
-    if cfg.other_view_ids:
-        from stages.ids.codeset import load_codeset
-
-        codeset, _ = load_codeset(data.paths, cfg.other_view_ids, view=other_name)
-        pool = code_token_ids(codeset.as_tensor(), list(codeset.vocab_sizes))
-    else:
-        console.print(
-            "corruption: single view (no tiger.other_view_run / other_view_ids): corrupted tokens become random tokens"
-        )
-        pool = torch.zeros(0, dtype=torch.int64)
-    if cfg.lambda_kl > 0:
-        console.print("corruption: no other-view run (tiger.other_view_run): no KL term")
-    return pool, None

@@ -76,7 +76,7 @@ def load_data(paths: DataPaths, processed: Processed, req: TrainRequest) -> tupl
         codeset, ids_manifest = load_codeset(paths, req.ids, view=req.view)
         inputs["ids"] = input_ref(paths.ids(req.ids), paths.root, ids_manifest)
         data.codes, data.vocab_sizes = codeset.as_tensor(), list(codeset.vocab_sizes)
-        data.id_kind = codeset.kind
+        data.id_kind, data.tokens = codeset.kind, codeset.tokens
     inputs.update(req.family.prepare(data, req.section, paths, processed))
     return data, inputs
 
