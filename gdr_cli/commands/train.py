@@ -7,6 +7,18 @@ from typing import Annotated, Literal
 
 import typer
 
+from gdr_cli.commands.corruption_flags import (
+    DiffusionBetaMax,
+    DiffusionCrossProb,
+    DiffusionTimesteps,
+    LambdaKl,
+    LambdaMask,
+    NoiseHeadDropout,
+    OtherViewIds,
+    OtherViewRun,
+    UseDiffusion,
+    corruption_flags,
+)
 from gdr_cli.config import resolve
 from gdr_cli.options import ConfigOpt, DataDir, DatasetArg, SetOpt, flag
 from stages.config.train_gen import TrainGenConfig as C
@@ -36,23 +48,15 @@ def train(
         ),
     ] = None,
     seed: Annotated[int | None, flag(C, "seed", "--seed")] = None,
-    use_diffusion: Annotated[int | None, flag(C, "recommender.use_diffusion", "--use-diffusion")] = None,
-    diffusion_timesteps: Annotated[
-        int | None, flag(C, "recommender.diffusion_timesteps", "--diffusion-timesteps")
-    ] = None,
-    diffusion_beta_max: Annotated[
-        float | None, flag(C, "recommender.diffusion_beta_max", "--diffusion-beta-max")
-    ] = None,
-    diffusion_cross_prob: Annotated[
-        float | None, flag(C, "recommender.diffusion_cross_prob", "--diffusion-cross-prob")
-    ] = None,
-    lambda_mask: Annotated[float | None, flag(C, "recommender.lambda_mask", "--lambda-mask")] = None,
-    lambda_kl: Annotated[float | None, flag(C, "recommender.lambda_kl", "--lambda-kl")] = None,
-    noise_head_dropout: Annotated[
-        float | None, flag(C, "recommender.noise_head_dropout", "--noise-head-dropout")
-    ] = None,
-    other_view_run: Annotated[str | None, flag(C, "recommender.other_view_run", "--other-view-run")] = None,
-    other_view_ids: Annotated[str | None, flag(C, "recommender.other_view_ids", "--other-view-ids")] = None,
+    use_diffusion: UseDiffusion = None,
+    diffusion_timesteps: DiffusionTimesteps = None,
+    diffusion_beta_max: DiffusionBetaMax = None,
+    diffusion_cross_prob: DiffusionCrossProb = None,
+    lambda_mask: LambdaMask = None,
+    lambda_kl: LambdaKl = None,
+    noise_head_dropout: NoiseHeadDropout = None,
+    other_view_run: OtherViewRun = None,
+    other_view_ids: OtherViewIds = None,
     name_prefix: Annotated[str | None, flag(C, "name_prefix", "--name-prefix")] = None,
     raw_input: Annotated[
         Path | None,
@@ -81,11 +85,11 @@ def train(
         sections.setdefault(head, []).append(rest)
     flags = {"rounds": rounds, "id_epochs": id_epochs, "rec_epochs": rec_epochs, "id_len": id_len, "seed": seed,
              "generator.train.max_minutes": max_minutes, "recommender.train.max_minutes": max_minutes}  # fmt: skip
-    flags.update({"recommender.use_diffusion": use_diffusion, "recommender.diffusion_timesteps": diffusion_timesteps,
-                  "recommender.diffusion_beta_max": diffusion_beta_max, "recommender.diffusion_cross_prob": diffusion_cross_prob,
-                  "recommender.lambda_mask": lambda_mask, "recommender.lambda_kl": lambda_kl,
-                  "recommender.noise_head_dropout": noise_head_dropout, "recommender.other_view_run": other_view_run,
-                  "recommender.other_view_ids": other_view_ids, "name_prefix": name_prefix})  # fmt: skip
+    flags.update(corruption_flags(use_diffusion=use_diffusion, diffusion_timesteps=diffusion_timesteps,
+                                  diffusion_beta_max=diffusion_beta_max, diffusion_cross_prob=diffusion_cross_prob,
+                                  lambda_mask=lambda_mask, lambda_kl=lambda_kl, noise_head_dropout=noise_head_dropout,
+                                  other_view_run=other_view_run, other_view_ids=other_view_ids))
+    flags["name_prefix"] = name_prefix
     gen = resolve(C, section="train_gen", config_file=config, sets=sections.pop("train_gen", None), flags=flags)
     pre = resolve(PreprocessConfig, section="preprocess", config_file=config, sets=sections.pop("preprocess", None))
     sample = resolve(SampleConfig, section="sample", config_file=config, sets=sections.pop("sample", None))
