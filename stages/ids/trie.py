@@ -47,6 +47,7 @@ class Trie:
         self.keys: list[Tensor] = []  # per depth: [n_nodes[d+1]] sorted edge keys parent * V_d + digit
         self.tables: list[Tensor | None] = []  # per depth: [n_nodes[d], V_d] child id, -1 = no edge
         self.starts: list[Tensor] = []  # per depth: [n_nodes[d] + 1] first edge of each node in keys[d]
+        self.dead: list[Tensor | None] = []  # per depth: [n_nodes[d], V_d] bool, no edge (with a table)
         paths = [torch.zeros(n, dtype=torch.int64, device=codes.device)]  # node of each item per depth
         for d, v in enumerate(self.vocab_sizes):
             keys, child = torch.unique(paths[-1] * v + codes[:, d], sorted=True, return_inverse=True)
@@ -57,6 +58,7 @@ class Trie:
                 table[keys] = torch.arange(keys.numel(), device=codes.device)
                 table = table.view(self.n_nodes[d], v)
             self.tables.append(table)
+            self.dead.append(None if table is None else table < 0)
             # CSR: the children of node j are keys[starts[j]:starts[j+1]] (keys are sorted by parent first)
             self.starts.append(torch.searchsorted(keys, torch.arange(self.n_nodes[d] + 1, device=codes.device) * v))
             self.n_nodes.append(int(keys.numel()))
@@ -89,6 +91,20 @@ class Trie:
         out = torch.full((nodes.numel(), v), -1, dtype=torch.int64, device=nodes.device)
         out[row, self.keys[d][pos] % v] = pos  # only the real edges are written: O(M * V_d + E), no search per digit
         return out
+
+    def no_child(self, d: int, nodes: Tensor) -> Tensor:
+        """Digits that extend no code below each depth-`d` node. nodes: [M] int64 -> [M, V_d] bool
+        (from a dense bool table when there is one: an eighth of the memory traffic of `children`)."""
+        dead = self.dead[d]
+        return self.children(d, nodes) < 0 if dead is None else dead[nodes]
+
+    def child(self, d: int, nodes: Tensor, digits: Tensor) -> Tensor:
+        """Child of depth-`d` `nodes` by `digits` (same shapes, any) -> node ids, -1 = no such edge."""
+        table = self.tables[d]
+        if table is not None:
+            return table[nodes, digits]
+        pos, found = _lookup(self.keys[d], nodes * self.vocab_sizes[d] + digits)
+        return torch.where(found, pos, -1)
 
     def items(self, leaves: Tensor) -> Tensor:
         """Item of each leaf id (any shape); -1 stays -1."""

@@ -33,6 +33,7 @@ from torch import Tensor
 
 from gdr_cli.errors import GdrError
 from stages.config.train_rec import TigerConfig, TigerTrainConfig
+from stages.models import t5_lean
 from stages.models.base import Recommender
 from stages.models.family import FamilyData, ModelFamily
 from stages.models.tiger_corruption import CorruptionTraining
@@ -261,7 +262,9 @@ class Tiger(Recommender):
     def encode(self, history: Tensor, embeds: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """history [B, L] -> (encoder states [B, S, d_model], mask [B, S]); `embeds` as in `encoder_inputs`."""
         embed, mask = self.encoder_inputs(history, embeds)
-        return self.t5.encoder(inputs_embeds=embed, attention_mask=mask).last_hidden_state, mask
+        if torch.is_grad_enabled() or self.training:
+            return self.t5.encoder(inputs_embeds=embed, attention_mask=mask).last_hidden_state, mask
+        return t5_lean.encoder(self.t5.encoder, embed, mask), mask  # decoding: the same encoder by hand
 
     def logits(self, hidden: Tensor) -> Tensor:
         """Decoder states [..., d_model] -> vocabulary logits [..., V] (T5 scales tied outputs)."""
@@ -320,26 +323,28 @@ class Tiger(Recommender):
             if i == 0:
                 q, k, v = cache.first_qkv[tokens].unbind(2)  # [B, W, H, dk]
             else:  # one matmul for q, k and v (their weights stacked once per cache)
-                y = self_layer.layer_norm(x)
+                y = t5_lean.rms_norm(self_layer.layer_norm, x)
                 q, k, v = F.linear(y, cache.self_qkv(i, att)).view(b, w, 3, cfg.num_heads, cfg.d_kv).unbind(2)
             keys, values = cache.append(i, k, v)  # [B, W, t+1, H, dk]
             score = (q[:, :, None] * keys).sum(-1) + bias.T  # [B, W, t+1, H] (T5 does not scale q.k)
             out = (score.softmax(2)[..., None] * values).sum(2)  # [B, W, H, dk]
             x = x + att.o(out.flatten(2))
             att = cross_layer.EncDecAttention
-            q = att.q(cross_layer.layer_norm(x)).view(b, w, cfg.num_heads, cfg.d_kv).transpose(1, 2)  # [B, H, W, dk]
-            ck, cv = cache.cross[i]  # [B, H, S, dk]
-            out = F.scaled_dot_product_attention(q, ck, cv, attn_mask=cache.bias, scale=1.0)  # [B, H, W, dk]
+            q = att.q(t5_lean.rms_norm(cross_layer.layer_norm, x)).view(b, w, cfg.num_heads, cfg.d_kv).transpose(1, 2)
+            out = t5_lean.attention(q, *cache.cross[i], cache.bias)  # [B, H, W, dk] against [B, H, S, dk]
             x = x + att.o(out.transpose(1, 2).flatten(2))
-            x = x + _feed_forward(ff.DenseReluDense, ff.layer_norm(x))
+            x = x + t5_lean.feed_forward(ff.DenseReluDense, t5_lean.rms_norm(ff.layer_norm, x))
         cache.length += 1
-        hidden = self.t5.decoder.final_layer_norm(x)
+        hidden = t5_lean.rms_norm(self.t5.decoder.final_layer_norm, x)
         if cfg.scale_decoder_outputs:  # as `logits`, through the padded output layer of the cache
             hidden = hidden * cfg.d_model**-0.5
         logits = F.linear(hidden, cache.head).float()  # [B, W, V'] (no bias: an addmm would copy it in first)
         v = self.t5.lm_head.weight.shape[0]
         logits[..., v:] = float("-inf")  # the padding tokens
-        logp = logits.log_softmax(-1)  # one fused pass (half the time of a logsumexp)
+        if logits.requires_grad:  # one fused pass (half the time of a logsumexp)
+            logp = logits.log_softmax(-1)
+        else:  # decoding: in place, no second [B, W, V'] tensor (a fresh one costs as much as the pass itself)
+            logp = torch._log_softmax(logits, -1, False, out=logits)
         return logp[..., :v] if span is None else logp[..., span[0] : span[1]]
 
     def trie(self):
@@ -427,14 +432,6 @@ class DecodeCache:
                 self.selves[i] = (new[0, :, :, :t], new[1, :, :, :t])
             else:  # width changes: plain tensors, a buffer of the new width is made at the next append
                 self.selves[i] = (kv[0][user, parent], kv[1][user, parent])
-
-
-def _feed_forward(dense: Any, x: Tensor) -> Tensor:
-    """T5's feed-forward block (`T5DenseActDense` or `T5DenseGatedActDense`) without dropout. x: [..., d]."""
-    if hasattr(dense, "wi_0"):
-        return dense.wo(dense.act(dense.wi_0(x)) * dense.wi_1(x))
-    h = dense.wi(x)
-    return dense.wo(h.relu_() if isinstance(dense.act, torch.nn.ReLU) else dense.act(h))
 
 
 def _drop_tied(module: Tiger, state: dict[str, Tensor], prefix: str, local_metadata: Any) -> None:

@@ -80,20 +80,27 @@ def beam_search(
             rows = user.repeat_interleave(width)  # [B*W'] user of each decoder row
             step = model.decode_step(tokens.flatten(0, 1), hidden[rows], mask[rows])[:, offsets[d] : offsets[d] + v]
         flat = nodes.flatten()
-        child = trie.children(d, flat.clamp(min=0))  # [B*W', V_d], -1 = no such code
-        if not constrained:  # beams off the trie (node -1) have no children
-            child = torch.where(flat[:, None] >= 0, child, -1)
-        dead = child < 0 if constrained else None  # [B*W', V_d] candidates that are no prefix of an (allowed) item
-        if blocked is not None:
-            rows = user.repeat_interleave(width)[:, None]
-            off = trie.is_blocked(blocked[d + 1], d + 1, rows, child.clamp(min=0)) & (child >= 0)
-            dead = off if dead is None else dead | off
+        child = None  # [B*W', V_d] child of every candidate, -1 = no such code (only built when needed)
+        if constrained and blocked is None:  # the trie's bool table: the children of the kept beams only
+            dead = trie.no_child(d, flat)  # [B*W', V_d] candidates that are no prefix of an item
+        else:
+            child = trie.children(d, flat.clamp(min=0))
+            if not constrained:  # beams off the trie (node -1) have no children
+                child = torch.where(flat[:, None] >= 0, child, -1)
+            dead = child < 0 if constrained else None  # candidates that are no prefix of an (allowed) item
+            if blocked is not None:
+                rows = user.repeat_interleave(width)[:, None]
+                off = trie.is_blocked(blocked[d + 1], d + 1, rows, child.clamp(min=0)) & (child >= 0)
+                dead = off if dead is None else dead | off
+        cand = step + scores.flatten()[:, None]  # [B*W', V_d], a new tensor: masked in place
         if dead is not None:
-            step = step.masked_fill(dead, NEG_INF)
-        cand = (step + scores.flatten()[:, None]).view(b, width * v)
-        scores, idx = cand.topk(min(beam, width * v), dim=1)  # [B, W]
+            cand.masked_fill_(dead, NEG_INF)
+        scores, idx = cand.view(b, width * v).topk(min(beam, width * v), dim=1)  # [B, W]
         parent = idx // v  # [B, W] beam each candidate extends
-        nodes = child.view(b, width * v).gather(1, idx)  # [B, W], -1 = off the trie (unconstrained) or a dead beam
+        if child is None:  # [B, W], -1 = off the trie (unconstrained) or a dead beam
+            nodes = trie.child(d, nodes.gather(1, parent), idx % v)
+        else:
+            nodes = child.view(b, width * v).gather(1, idx)
         if constrained:
             nodes = nodes.clamp(min=0)  # dead -inf beams: any node
         if d == trie.depth - 1:
