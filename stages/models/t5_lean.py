@@ -39,7 +39,7 @@ def encoder(stack: Any, embed: Tensor, mask: Tensor) -> Tensor:
     b, s, _ = embed.shape
     first = stack.block[0].layer[0].SelfAttention
     h, dk = first.n_heads, first.key_value_proj_dim
-    position = first.compute_bias(s, s, device=embed.device)  # [1, H, S, S] relative position bias, shared by the layers
+    position = first.compute_bias(s, s, device=embed.device)  # [1, H, S, S] relative position bias of every layer
     bias = torch.where(mask[:, None, None, :].bool(), position, torch.finfo(embed.dtype).min)  # [B, H, S, S]
     x = embed
     for block in stack.block:
