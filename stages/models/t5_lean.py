@@ -27,10 +27,11 @@ def feed_forward(dense: Any, x: Tensor) -> Tensor:
     return dense.wo(h.relu_() if isinstance(dense.act, torch.nn.ReLU) else dense.act(h))
 
 
-def attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
-    """T5 attention (q.k not scaled): q [..., Q, dk], k, v [..., K, dk], bias broadcast to [..., Q, K] -> [..., Q, dk].
-    Two batched matmuls: on CPU ~1.4x faster than `scaled_dot_product_attention` at decoding's small sizes."""
-    return torch.matmul((torch.matmul(q, k.transpose(-1, -2)) + bias).softmax(-1), v)
+def attention(q: Tensor, kt: Tensor, v: Tensor, bias: Tensor) -> Tensor:
+    """T5 attention (q.k not scaled): q [..., Q, dk], keys transposed kt [..., dk, K], values v [..., K, dk], bias
+    broadcast to [..., Q, K] -> [..., Q, dk]. Two batched matmuls: on CPU ~1.4x faster than
+    `scaled_dot_product_attention` at decoding's small sizes."""
+    return torch.matmul((torch.matmul(q, kt) + bias).softmax(-1), v)
 
 
 def encoder(stack: Any, embed: Tensor, mask: Tensor) -> Tensor:
@@ -47,6 +48,6 @@ def encoder(stack: Any, embed: Tensor, mask: Tensor) -> Tensor:
         att = layer.SelfAttention
         weight = torch.cat([att.q.weight, att.k.weight, att.v.weight])  # [3 * H * dk, d]: one matmul for q, k, v
         q, k, v = F.linear(rms_norm(layer.layer_norm, x), weight).view(b, s, 3, h, dk).permute(2, 0, 3, 1, 4)
-        x = x + att.o(attention(q, k, v, bias).transpose(1, 2).flatten(2))
+        x = x + att.o(attention(q, k.transpose(2, 3), v, bias).transpose(1, 2).flatten(2))
         x = x + feed_forward(ff.DenseReluDense, rms_norm(ff.layer_norm, x))
     return rms_norm(stack.final_layer_norm, x)

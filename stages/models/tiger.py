@@ -287,7 +287,7 @@ class Tiger(Recommender):
         for block in self.t5.decoder.block:
             att = block.layer[1].EncDecAttention
             k, v = (proj(hidden).view(b, s, h, dk).transpose(1, 2) for proj in (att.k, att.v))  # [B, H, S, dk]
-            cross.append((k, v))
+            cross.append((k.transpose(2, 3).contiguous(), v))  # keys [B, H, dk, S]: no transposed copy per step
         bias = torch.zeros(b, 1, 1, s, dtype=hidden.dtype, device=hidden.device)  # [B, 1, 1, S] additive mask
         bias.masked_fill_(mask[:, None, None, :] == 0, torch.finfo(hidden.dtype).min)
         first = self.t5.decoder.block[0].layer[0]
@@ -325,13 +325,13 @@ class Tiger(Recommender):
             else:  # one matmul for q, k and v (their weights stacked once per cache)
                 y = t5_lean.rms_norm(self_layer.layer_norm, x)
                 q, k, v = F.linear(y, cache.self_qkv(i, att)).view(b, w, 3, cfg.num_heads, cfg.d_kv).unbind(2)
-            keys, values = cache.append(i, k, v)  # [B, W, t+1, H, dk]
-            score = (q[:, :, None] * keys).sum(-1) + bias.T  # [B, W, t+1, H] (T5 does not scale q.k)
-            out = (score.softmax(2)[..., None] * values).sum(2)  # [B, W, H, dk]
+            keys, values = cache.append(i, k, v)  # [t+1, B, W, H, dk]
+            score = (q * keys).sum(-1) + bias.T[:, None, None]  # [t+1, B, W, H] (T5 does not scale q.k)
+            out = (score.softmax(0)[..., None] * values).sum(0)  # [B, W, H, dk]
             x = x + att.o(out.flatten(2))
             att = cross_layer.EncDecAttention
             q = att.q(t5_lean.rms_norm(cross_layer.layer_norm, x)).view(b, w, cfg.num_heads, cfg.d_kv).transpose(1, 2)
-            out = t5_lean.attention(q, *cache.cross[i], cache.bias)  # [B, H, W, dk] against [B, H, S, dk]
+            out = t5_lean.attention(q, *cache.cross[i], cache.bias)  # [B, H, W, dk] against [B, H, S, dk] each user
             x = x + att.o(out.transpose(1, 2).flatten(2))
             x = x + t5_lean.feed_forward(ff.DenseReluDense, t5_lean.rms_norm(ff.layer_norm, x))
         cache.length += 1
@@ -372,11 +372,11 @@ class Tiger(Recommender):
 class DecodeCache:
     """Keys/values of incremental decoding (`Tiger.start_decoding`).
 
-    cross[i]: layer i's cross-attention (keys, values) [B, H, S, dk], one copy per user;
+    cross[i]: layer i's cross-attention (keys [B, H, dk, S], values [B, H, S, dk]), one copy per user;
     bias: [B, 1, 1, S] additive encoder mask; position: [D, H, D] relative position bias (query first);
     first_qkv: [V, 3, H, dk] layer 0's self-attention query, key, value of every token;
     head: [V', d] the output layer padded with zero rows to V' (a multiple of 8) tokens;
-    selves[i]: layer i's self-attention (keys, values) [B, W, t, H, dk] of the t positions decoded so far.
+    selves[i]: layer i's self-attention (keys, values) [t, B, W, H, dk] of the t positions decoded so far.
     """
 
     def __init__(self, cross: list[tuple[Tensor, Tensor]], bias: Tensor, position: Tensor, first_qkv: Tensor):
@@ -384,7 +384,7 @@ class DecodeCache:
         self.head = cross[0][0].new_zeros(0, 0)  # the padded output layer (set by `Tiger.start_decoding`)
         self.selves: list[tuple[Tensor, Tensor] | None] = [None] * len(cross)
         self.stacked: dict[int, Tensor] = {}  # layer -> stacked self-attention q, k, v weights
-        self.buffers: list[Tensor | None] = [None] * len(cross)  # per layer [2, B, W, D, H, dk], filled up to length
+        self.buffers: list[Tensor | None] = [None] * len(cross)  # per layer [2, D, B, W, H, dk], filled up to length
         self.spares: list[Tensor | None] = [None] * len(cross)  # per layer a buffer of the same shape to reorder into
         self.length = 0
 
@@ -395,20 +395,20 @@ class DecodeCache:
         return self.stacked[i]
 
     def append(self, i: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Add the newest position's k, v [B, W, H, dk] to layer i -> all keys, values [B, W, t+1, H, dk].
-        Written in place into a buffer of every position (no concatenation of the past)."""
+        """Add the newest position's k, v [B, W, H, dk] to layer i -> all keys, values [t+1, B, W, H, dk].
+        Written in place into a position-major buffer of every position (no concatenation of the past)."""
         b, w, h, dk = k.shape
         t = self.length
         buf = self.buffers[i]
-        if buf is None or buf.shape[2] != w:  # the beam width changed (after the first step): a new buffer
-            new = k.new_empty(2, b, w, self.position.shape[0], h, dk)
+        if buf is None or buf.shape[3] != w:  # the beam width changed (after the first step): a new buffer
+            new = k.new_empty(2, self.position.shape[0], b, w, h, dk)
             if t:
                 past = self.selves[i]
                 assert past is not None
-                new[0, :, :, :t], new[1, :, :, :t] = past  # [B, W, t, H, dk] each, already reordered
+                new[0, :t], new[1, :t] = past  # [t, B, W, H, dk] each, already reordered
             buf = self.buffers[i] = new
-        buf[0, :, :, t], buf[1, :, :, t] = k, v
-        self.selves[i] = (buf[0, :, :, : t + 1], buf[1, :, :, : t + 1])
+        buf[0, t], buf[1, t] = k, v
+        self.selves[i] = (buf[0, : t + 1], buf[1, : t + 1])
         return self.selves[i]  # type: ignore[return-value]
 
     def reorder(self, parent: Tensor) -> None:
@@ -418,20 +418,21 @@ class DecodeCache:
             if kv is None:
                 continue
             buf = self.buffers[i]
-            t = kv[0].shape[2]
+            t = kv[0].shape[0]
             assert buf is not None
-            if buf.shape[2] == parent.shape[1]:  # same width: gather the beams' rows into the spare buffer
-                w = parent.shape[1]  # one index_select over (user, beam) rows: ~10x an advanced-index gather
+            if buf.shape[3] == parent.shape[1]:  # same width: gather the beams' rows into the spare buffer
+                w = parent.shape[1]  # index_select over (user, beam) rows: ~10x an advanced-index gather
                 rows, new = (user * w + parent).flatten(), self.spares[i]
                 if buf.requires_grad:  # (the soft-ID bridge trains through decoding: no out= there)
-                    new = buf.flatten(1, 2).index_select(1, rows).view_as(buf)
-                else:
+                    new = buf.flatten(2, 3).index_select(2, rows).view_as(buf)
+                else:  # only the t positions decoded so far: keys and values are each one contiguous block
                     new = torch.empty_like(buf) if new is None or new.shape != buf.shape else new
-                    torch.index_select(buf.flatten(1, 2), 1, rows, out=new.flatten(1, 2))
+                    for src, dst in zip(kv, (new[0, :t], new[1, :t]), strict=True):
+                        torch.index_select(src.flatten(1, 2), 1, rows, out=dst.flatten(1, 2))
                 self.buffers[i], self.spares[i] = new, buf  # the old buffer is the next spare (no new allocation)
-                self.selves[i] = (new[0, :, :, :t], new[1, :, :, :t])
+                self.selves[i] = (new[0, :t], new[1, :t])
             else:  # width changes: plain tensors, a buffer of the new width is made at the next append
-                self.selves[i] = (kv[0][user, parent], kv[1][user, parent])
+                self.selves[i] = (kv[0][:, user, parent], kv[1][:, user, parent])
 
 
 def _drop_tied(module: Tiger, state: dict[str, Tensor], prefix: str, local_metadata: Any) -> None:
