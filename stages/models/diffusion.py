@@ -24,6 +24,7 @@ from stages.diffusion.losses import make_loss
 from stages.diffusion.schedules import make_schedule
 from stages.models.base import Recommender
 from stages.models.family import FamilyData, ModelFamily
+from stages.models.row_chunks import residual_mlp, user_attention
 from stages.samplers.exclusion import ItemSets
 from stages.samplers.validity import CodeTable
 
@@ -84,20 +85,29 @@ class DigitBlock(nn.Module):
         grouped = None if isinstance(rows, int) or self.training else _user_slots(rows, kv.shape[1])
         if isinstance(rows, int):  # user-major rows: a user's s·n slots attend to its keys/values at once
             q = q.view(r // rows, rows * n, self.heads, d // self.heads).transpose(1, 2)
-            a = F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=keep, dropout_p=p)
+            a = self._cross(q, kv, keep)
         elif grouped is not None:  # rows sorted by user: queries placed in [U, slots, n] (no per-row keys/values copy)
             within, width = grouped
             u = kv.shape[1]
             pad = q.new_zeros(u, width, n, d)
             pad[rows, within] = q
             pad = pad.view(u, width * n, self.heads, d // self.heads).transpose(1, 2)
-            a = F.scaled_dot_product_attention(pad, kv[0], kv[1], attn_mask=keep)  # [U, h, slots·n, dh]
+            a = self._cross(pad, kv, keep)  # [U, h, slots·n, dh]
             a = a.transpose(1, 2).reshape(u, width, n, d)[rows, within].view(r, n, self.heads, d // self.heads).transpose(1, 2)
         else:
             q = q.view(r, n, self.heads, d // self.heads).transpose(1, 2)
             a = F.scaled_dot_product_attention(q, kv[0, rows], kv[1, rows], attn_mask=keep[rows], dropout_p=p)
         x = x + self.drop(self.out2(a.transpose(1, 2).reshape(r, n, d)))
-        return x + self.drop(self.mlp(self.ln3(x)))
+        if self.training or torch.is_grad_enabled():
+            return x + self.drop(self.mlp(self.ln3(x)))
+        return residual_mlp(x, self.ln3, *self.mlp)  # sampling: row chunks that stay in cache (same result)
+
+
+    def _cross(self, q: Tensor, kv: Tensor, keep: Tensor) -> Tensor:
+        """Each user's queries q [U, h, Q, dh] against its keys/values kv [2, U, h, L+1, dh] -> [U, h, Q, dh]."""
+        if self.training or torch.is_grad_enabled():
+            return F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=keep, dropout_p=self.dropout if self.training else 0.0)
+        return user_attention(q, kv, keep)  # sampling: a few users at a time, two matmuls
 
 
 def _user_slots(rows: Tensor, users: int) -> tuple[Tensor, int] | None:
