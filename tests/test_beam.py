@@ -169,3 +169,47 @@ def test_cached_decoder_equals_transformers_decoder_per_step(feed_forward: str) 
         new = torch.randint(0, vocab[d], (3, 4), generator=gen) + model.offsets[d]
         prefix = torch.cat([prefix[torch.arange(3)[:, None], parent], new[..., None]], 2)
         cache.reorder(parent)
+
+
+@pytest.mark.parametrize("feed_forward", ["relu", "gated-gelu"])
+def test_lean_decoding_without_autograd_equals_transformers(feed_forward: str) -> None:
+    # beam search runs without autograd: the hand-run encoder (`t5_lean.encoder`), the in-place
+    # log-softmax and the position-major cache reorder; each step against the transformers decoder
+    vocab = [3, 4, 5]
+    codes = unique_codes(40, vocab, seed=3)
+    model = Tiger.from_codes(codes, vocab, feed_forward=feed_forward, seed=4, **TINY).eval()
+    history = torch.randint(0, 40, (3, 5), generator=torch.Generator().manual_seed(5))
+    history[0, :3] = -1  # left padding: masked encoder positions
+    with torch.no_grad():
+        embed, mask = model.encoder_inputs(history)
+        ref_hidden = model.t5.encoder(inputs_embeds=embed, attention_mask=mask).last_hidden_state
+        hidden, mask = model.encode(history)
+        torch.testing.assert_close(hidden, ref_hidden, atol=1e-6, rtol=1e-6)
+        cache = model.start_decoding(hidden, mask)
+        gen = torch.Generator().manual_seed(6)
+        prefix = torch.zeros(3, 1, 1, dtype=torch.int64)
+        for d in range(len(vocab)):
+            w = prefix.shape[1]
+            span = (int(model.offsets[d]), int(model.offsets[d]) + vocab[d])
+            ours = model.next_logprobs(prefix[:, :, -1], cache, span)  # [B, W, V_d]
+            rows = torch.arange(3).repeat_interleave(w)
+            ref = model.decode_step(prefix.flatten(0, 1), ref_hidden[rows], mask[rows]).view(3, w, -1)
+            torch.testing.assert_close(ours, ref[..., span[0] : span[1]], atol=1e-5, rtol=1e-5)
+            parent = torch.randint(0, w, (3, 4), generator=gen)  # widen to 4 beams, then reorder at width 4
+            new = torch.randint(0, vocab[d], (3, 4), generator=gen) + model.offsets[d]
+            prefix = torch.cat([prefix[torch.arange(3)[:, None], parent], new[..., None]], 2)
+            cache.reorder(parent)
+
+
+def test_trie_bool_table_and_single_child_lookup_equal_children() -> None:
+    vocab = [4, 5, 3]
+    codes = unique_codes(30, vocab, seed=7)
+    for limit in (1 << 22, 0):  # dense tables, then the sorted-key search only
+        trie = Trie(codes, vocab, dense_limit=limit)
+        nodes = torch.zeros(1, dtype=torch.int64)
+        for d in range(len(vocab)):
+            child = trie.children(d, nodes)  # [M, V_d]
+            assert torch.equal(trie.no_child(d, nodes), child < 0)
+            digits = torch.arange(vocab[d]).expand_as(child)
+            assert torch.equal(trie.child(d, nodes[:, None].expand_as(child), digits), child)
+            nodes = child[child >= 0]

@@ -10,6 +10,7 @@ import torch
 
 from gdr_cli.errors import GdrError
 from stages.diffusion.corruption import MASK
+from stages.models import row_chunks
 from stages.models.diffusion import DiffusionRecommender
 from stages.samplers import make_sampler
 from stages.samplers.base import SamplerOptions, top_distinct
@@ -289,6 +290,27 @@ def test_masked_slot_heads_equal_all_heads(model: DiffusionRecommender) -> None:
             full = model.denoise(ctx, rows, tokens).detach()
         assert torch.equal(torch.isinf(fast), torch.isinf(full))
         assert torch.allclose(fast[~torch.isinf(fast)], full[~torch.isinf(full)], atol=1e-5)
+
+
+def test_chunked_sampling_sublayers_equal_one_chunk(model: DiffusionRecommender, monkeypatch: pytest.MonkeyPatch) -> None:
+    # sampling runs the feed-forward over row chunks and the cross-attention a few users at a time
+    # (`row_chunks`): the same log-probs as one chunk, and the pieces equal their plain torch forms
+    block = model.decoder[0]
+    x = torch.randn(5, 12, 16, generator=torch.Generator().manual_seed(0))
+    q = torch.randn(5, 2, 12, 8, generator=torch.Generator().manual_seed(1))
+    ctx = model.encode(HISTORY)  # keep: user 2 has one real history item, the others more
+    tokens = torch.tensor([[1, MASK, MASK], [MASK, 3, MASK], [MASK, MASK, 0], [2, MASK, MASK]]).repeat(5, 1)
+    with torch.no_grad():
+        whole = model.denoise(ctx, 4, tokens)
+        monkeypatch.setattr(row_chunks, "CHUNK_BYTES", 4 * 32 * 7)  # 7 rows, 1 user per chunk
+        parts = model.denoise(ctx, 4, tokens)
+        mlp = row_chunks.residual_mlp(x, block.ln3, *block.mlp)
+        att = row_chunks.user_attention(q, ctx.kv[0], ctx.keep)
+    torch.testing.assert_close(parts, whole, atol=1e-6, rtol=0)
+    torch.testing.assert_close(mlp, x + block.mlp(block.ln3(x)), atol=1e-6, rtol=0)
+    ref = torch.nn.functional.scaled_dot_product_attention(q, ctx.kv[0][0], ctx.kv[0][1], attn_mask=ctx.keep)
+    torch.testing.assert_close(att, ref, atol=1e-6, rtol=0)
+    assert not ctx.keep.all()  # the mask is exercised
 
 
 @pytest.mark.parametrize("sampler", ["cpd", "tweedie", "ordered"])

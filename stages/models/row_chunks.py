@@ -27,7 +27,7 @@ def residual_mlp(x: Tensor, norm: Callable[[Tensor], Tensor], up: nn.Linear, act
 
     `act` may work in place (e.g. `torch.nn.functional.relu_`); its result is what `down` reads."""
     flat = x.reshape(-1, x.shape[-1])  # [R, d]
-    rows = flat.shape[0] if x.device.type != "cpu" else max(64, CHUNK_BYTES // (4 * up.out_features))
+    rows = flat.shape[0] if x.device.type != "cpu" else max(1, CHUNK_BYTES // (4 * up.out_features))
     out = torch.empty_like(flat)
     for lo in range(0, flat.shape[0], rows):  # chunks of rows (not a loop over items): each chunk is vectorised
         part = flat[lo : lo + rows]
