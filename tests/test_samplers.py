@@ -64,6 +64,19 @@ def test_allowed_tokens_by_hand() -> None:
     assert table.item_of(torch.tensor([[1, 3, 1], [1, 3, 0], [0, 0, 1]])).tolist() == [12, 7, -1]
 
 
+def test_allowed_from_few_pairs_equals_digit_counts() -> None:
+    # cpd reads the allowed digits of every masked position from the beams' (row, item) pairs when
+    # they are few (one scatter), else counts them by binary search: the same digits either way
+    table = CodeTable(CODES, VOCAB)
+    tokens = torch.tensor([[1, MASK, MASK], [MASK, 3, MASK], [2, 0, MASK], [MASK, MASK, 1], [0, 0, 0]])
+    few = table.allowed_if_few(tokens)
+    assert few is not None and few.shape == (5, 3, 4)
+    for j in range(3):
+        rows = (tokens[:, j] < 0).nonzero().squeeze(1)
+        assert torch.equal(few[rows, j], table.digit_counts(tokens[rows], j) > 0)
+    assert table.allowed_if_few(torch.full((2, 3), MASK)) is None  # 14 pairs per row > 4 digits: counted instead
+
+
 def test_prefix_errors() -> None:
     table = CodeTable(CODES, VOCAB)
     assert table.parse_prefix({"0": 2}).tolist() == [2, -1, -1]

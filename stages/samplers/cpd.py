@@ -144,11 +144,15 @@ def _candidates_one_digit(table: CodeTable, tokens: Tensor, score: Tensor, logp:
     ex_pairs = _row_pairs(*exclude.pairs(), s) if exclude is not None else None
     inv_pairs = ex_pairs if invalid is exclude else _row_pairs(*invalid.pairs(), s) if invalid is not None else None
     value = torch.full((r, p, v), float("-inf"), device=logp.device)
+    few = table.allowed_if_few(tok) if ex_pairs is None else None  # [R, n, V] from the beams' items, when few
     for q, j in enumerate(sets.nonzero()[:, 1].tolist()):  # the position each set fills (P ≤ n)
         rows = (tok[:, j] < 0).nonzero().squeeze(1)  # beams where j is still masked
         if not len(rows):
             continue
-        ok = table.digit_counts(tok[rows], j, _subset(ex_pairs, rows)) > 0  # [m, V] candidates
+        if few is not None:
+            ok = few[rows, j]  # [m, V] candidates
+        else:
+            ok = table.digit_counts(tok[rows], j, _subset(ex_pairs, rows)) > 0
         g = lp[rows, j]
         if renormalize:
             norm = ok if inv_pairs is ex_pairs else table.digit_counts(tok[rows], j, _subset(inv_pairs, rows)) > 0

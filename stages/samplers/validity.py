@@ -63,7 +63,10 @@ class CodeTable:
         """
         if self.radix is None:
             return self.match(tokens).nonzero(as_tuple=True)
-        sets, lo, hi = self._runs(tokens)
+        return self._run_pairs(*self._runs(tokens))
+
+    def _run_pairs(self, sets: Tensor, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
+        """The (row, item) pairs of each row's run (`_runs`) -> (rows [M], items [M])."""
         count = hi - lo
         rows = torch.repeat_interleave(torch.arange(len(lo), device=lo.device), count)
         within = torch.arange(len(rows), device=lo.device) - torch.repeat_interleave(count.cumsum(0) - count, count)
@@ -93,6 +96,17 @@ class CodeTable:
         ok = torch.zeros(tokens.shape[0], self.n_digits, self.vmax, dtype=torch.bool, device=tokens.device)
         ok[rows[:, None], torch.arange(self.n_digits, device=tokens.device), self.codes[items]] = True
         return ok
+
+    def allowed_if_few(self, tokens: Tensor) -> Tensor | None:
+        """`allowed(tokens)` [R, n, V] bool when the rows' (row, item) pairs number at most R·V (after the
+        first digits a beam matches a handful of items: one scatter instead of a binary search per
+        (row, position, digit)), else None (then `digit_counts` keeps memory at R·V whatever the catalogue)."""
+        if self.radix is None:
+            return None
+        runs = self._runs(tokens)
+        if int((runs[2] - runs[1]).sum()) > tokens.shape[0] * self.vmax:
+            return None
+        return self.allowed(tokens, self._run_pairs(*runs))
 
     def digit_counts(self, tokens: Tensor, j: int, excluded: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """How many allowed items have each digit at position j and the row's other filled digits.
