@@ -156,6 +156,7 @@ def main() -> int:
     parser.add_argument("--size", choices=["both", "default", "paper"], default="both", help="random-init model sizes to run")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--beam", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes of each decoder, alternated; the fastest counts")
     args = parser.parse_args()
     if not args.run and not (SHARED_ML / "ml-100k.inter").exists():
         print(f"skipped: {SHARED_ML} not found and no --run given")
@@ -181,8 +182,12 @@ def compare(model: Tiger, history: torch.Tensor, what: str, args: argparse.Names
     opts = argparse.Namespace(beam=args.beam)
     model.recommend(batches[0][:4], k=args.k, options=opts)  # warm-up
     hf_generate(model, batches[0][:4], k=args.k, beam=args.beam, fn=fn)
-    ours, t_ours = timed(lambda: [model.recommend(b, k=args.k, options=opts) for b in batches])
-    theirs, t_hf = timed(lambda: [hf_generate(model, b, k=args.k, beam=args.beam, fn=fn) for b in batches])
+    t_ours = t_hf = float("inf")
+    for _ in range(args.repeats):  # alternated passes, the fastest of each kept (the machine is shared)
+        ours, t = timed(lambda: [model.recommend(b, k=args.k, options=opts) for b in batches])
+        t_ours = min(t_ours, t)
+        theirs, t = timed(lambda: [hf_generate(model, b, k=args.k, beam=args.beam, fn=fn) for b in batches])
+        t_hf = min(t_hf, t)
     items = torch.cat([o[0] for o in ours])
     scores = torch.cat([o[1] for o in ours])
     hf_items = torch.cat([t[0] for t in theirs])
@@ -203,7 +208,8 @@ def compare(model: Tiger, history: torch.Tensor, what: str, args: argparse.Names
             print(f"  user {u}: HF   {hf_items[u].tolist()} {np.round(hf_scores[u].numpy(), 4).tolist()}")
     speedup = t_hf / t_ours
     print(f"gdr beam search: {t_ours:.2f} s ({users / t_ours:,.0f} users/s); transformers generate: {t_hf:.2f} s "
-          f"({users / t_hf:,.0f} users/s); speed-up {speedup:.1f}x (target >= {TARGET_SPEEDUP:.0f}x)")  # fmt: skip
+          f"({users / t_hf:,.0f} users/s), fastest of {args.repeats} alternated passes; speed-up {speedup:.1f}x "
+          f"(target >= {TARGET_SPEEDUP:.0f}x)")  # fmt: skip
     return bool(same_sets.all() and same_scores.all()) and speedup >= TARGET_SPEEDUP
 
 
