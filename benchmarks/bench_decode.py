@@ -24,15 +24,35 @@ collision digit, as rqkmeans makes them) on the processed RecBole ml-100k files.
     python benchmarks/bench_decode.py --quick                 # 128 users
     python benchmarks/bench_decode.py --size default          # only the train_rec.tiger default sizes
 
+Each decoder runs `--repeats` (3) timed passes, alternated with the other's; the fastest of each counts
+(the first pass of a process pays for heap growth, and the 2-core machine is shared with other jobs).
+
 Measured 2026-11-30 (shared 2-core CPU under load, OMP_NUM_THREADS=1, 943 users): identical top-10 lists for
-943/943 users (max score difference 5.7e-6) at both sizes; default size speed-up 3.2x before -> 4.8-5.5x over
-runs after (5.5x in the last full run, which printed PASS); paper sizes 7.4x before vs 7.2x after on 256 users
-(the same within the machine's noise: there the encoder over 80 token positions dominates). Where the time went at the default size (64 wide, 2+2 layers, 771 tokens, beam 20): the output
-layer and its normaliser over the whole vocabulary (a 771-wide matmul runs at half the speed of a 776-wide
-one on CPU: the cache holds the output layer padded to a multiple of 8, padding logits -inf; one fused
-log_softmax instead of logsumexp + subtraction: half the time), the per-step reorder of the self-attention
-cache (one index_select into a spare buffer instead of an advanced-index gather into a new one: ~10x), then
-the feed-forward and attention matmuls (q, k, v stacked in one matmul) and the encoder.
+943/943 users (max score difference 5.7e-6) at both sizes; default size speed-up 3.2x -> 4.8-5.5x (an earlier
+round, one pass each), then on the `speed` branch, before -> after its changes, in alternated processes:
+
+    PYTHONPATH=$PWD OMP_NUM_THREADS=1 python benchmarks/bench_decode.py --size default
+    fastest of 3 passes:  before 5.6x, 5.9x (0.60-0.64 s)  ->  after 6.4x, 6.8x, 6.9x, 7.1x (0.53-0.54 s)
+    one pass (--repeats 1): before 4.6x, 5.0x, 4.7x (0.76-0.81 s)  ->  after 5.5x, 5.7x, 5.5x (0.67-0.69 s)
+    --size paper --users 256: 9.1x before, 7.9x after: the same within the noise (our pass 3.15-3.65 s before and
+    after, alternated; the encoder over 80 token positions dominates there)
+
+Where the time goes at the default size (64 wide, 2+2 layers, 771 tokens, beam 20; cProfile, 943 users):
+~50% matmuls (output layer 776 wide ~20%, feed-forward ~20%, the 64x64 projections ~10%), ~15% the encoder
+(once per user), ~10% softmax / log-softmax, ~10% cache reorder, trie masks and top-k, ~8% Python dispatch.
+What the branch changed (all in `stages/models/t5_lean.py`, `Tiger.next_logprobs`, `DecodeCache`, `beam.py`):
+the encoder runs by hand without autograd (transformers' T5 stack spent ~half its time in mask builders,
+output containers and per-module calls; `t5_lean.encoder`, equal to 1e-6); layer norms are one `rms_norm`
+call; attention is two matmuls (keys stored transposed once per user); the log-softmax runs in place in
+the logits (a second [B, W, V'] tensor cost as much as the pass itself: fresh pages); the self-attention
+cache is position-major, so a reorder copies only the positions decoded so far; the trie gives the beams'
+dead candidates from a bool table (1/8 of the memory traffic of the child-id table) and the child ids
+only of the W kept candidates. Before that round: the output layer padded to a multiple of 8 tokens (a
+771-wide matmul runs at half the speed of a 776-wide one), one fused log_softmax instead of logsumexp +
+subtraction, one index_select into a spare buffer for the reorder (~10x an advanced-index gather), q, k, v
+stacked in one matmul. Tried and dropped (slower or no gain): folding the cross-attention q and o
+projections into per-user keys/values (batched matmuls of 20 rows are slower than one 2,560-row matmul),
+the feed-forward in row chunks (2,560 x 256 fits the cache already), the output layer in an out= buffer.
 """
 
 from __future__ import annotations
