@@ -143,21 +143,34 @@ def _candidates_one_digit(table: CodeTable, tokens: Tensor, score: Tensor, logp:
     exclude, invalid = excluded if excluded is not None else (None, None)
     ex_pairs = _row_pairs(*exclude.pairs(), s) if exclude is not None else None
     inv_pairs = ex_pairs if invalid is exclude else _row_pairs(*invalid.pairs(), s) if invalid is not None else None
-    value = torch.full((r, p, v), float("-inf"), device=logp.device)
     few = table.allowed_if_few(tok) if ex_pairs is None else None  # [R, n, V] from the beams' items, when few
+    if few is not None:  # every position at once: no exclusion, so the candidates are the renormalisation's digits
+        js = sets.nonzero()[:, 1]  # [P] the position each set fills
+        ok = few[:, js] & (tok[:, js] < 0)[..., None]  # [R, P, V] candidates (digits of masked positions)
+        g = lp[:, js]
+        if renormalize:  # (a row without candidates gives NaN here, never selected below)
+            g = torch.log_softmax(g.masked_fill(~ok, float("-inf")), dim=-1)
+        value = torch.where(ok, base[:, None, None] + g.clamp(min=NEG), float("-inf"))
+        return _top_one_digit(table, tokens, value, sets, c)
+    value = torch.full((r, p, v), float("-inf"), device=logp.device)
     for q, j in enumerate(sets.nonzero()[:, 1].tolist()):  # the position each set fills (P ≤ n)
         rows = (tok[:, j] < 0).nonzero().squeeze(1)  # beams where j is still masked
         if not len(rows):
             continue
-        if few is not None:
-            ok = few[rows, j]  # [m, V] candidates
-        else:
-            ok = table.digit_counts(tok[rows], j, _subset(ex_pairs, rows)) > 0
+        ok = table.digit_counts(tok[rows], j, _subset(ex_pairs, rows)) > 0  # [m, V] candidates
         g = lp[rows, j]
         if renormalize:
             norm = ok if inv_pairs is ex_pairs else table.digit_counts(tok[rows], j, _subset(inv_pairs, rows)) > 0
             g = torch.log_softmax(g.masked_fill(~norm, float("-inf")), dim=-1)
         value[rows, q] = torch.where(ok, base[rows, None] + g.clamp(min=NEG), float("-inf"))
+    return _top_one_digit(table, tokens, value, sets, c)
+
+
+def _top_one_digit(table: CodeTable, tokens: Tensor, value: Tensor, sets: Tensor, c: int) -> tuple[Tensor, ...]:
+    """The c best of the (beam, position, digit) candidate scores value [b·s, P, V] of tokens [b, s, n]
+    -> (top [b, C], parent [b, C], representative item [b, C], set index [b, C])."""
+    b, s, n = tokens.shape
+    p, v = value.shape[1:]
     top, idx = value.view(b, s * p * v).topk(min(c, s * p * v), dim=1)
     parent, which, digit = idx // (p * v), (idx // v) % p, idx % v
     new = tokens.gather(1, parent[..., None].expand(-1, -1, n)).clone()  # [b, C, n]
