@@ -45,6 +45,41 @@ step (4 steps). Sampling rows attend to their user's keys/values in place ([user
 per-row copy) and excluded items are sparse lists: with `gdr sample`'s defaults (k 20, batch 256, 943 test
 users, runs alternated with the previous code in separate processes) cpd went from 290 to 354-375 users/s
 (tiger 900-1030 before and after: cpd/tiger x0.31 -> x0.37), and under --exclude-history from 43 to 98 users/s.
+
+The `speed` branch (2026-11-30; both models trained by `-c default`, D/ml/runs/{tiger,diffusion}; lists
+identical to the previous code for all 943 test users with cpd 1/step, 2/step and --exclude-history, scores
+within 2e-6; the tiger changes are in `bench_decode.py`'s note):
+
+    PYTHONPATH=$PWD OMP_NUM_THREADS=1 python benchmarks/bench_diffusion.py --data-dir D --threads 1 --first-beam
+                       before (5 runs)          after (4 runs)           NDCG@10 (same before/after)
+    tiger beam=20      1772-1937 users/s        1972-2099 users/s        0.0330
+    cpd 1/step         604-686 (x0.32-0.36)     723-749 (x0.36-0.37)     0.0414   59.1 model calls per user
+    cpd 2/step         1177-1366 (x0.61-0.71)   1364-1478 (x0.66-0.70)   0.0387   20.9 model calls per user
+    (users/s; x = throughput relative to the faster of tiger's two passes in the same process)
+
+With the old and new sampling paths switched in ONE process (alternated, `gdr sample` defaults: k 20, batch
+256), cpd 1/step went from 591-607 to 721-760 users/s (+20-25%); tiger got faster too (its decoder changes),
+so cpd/tiger moved only from ~x0.33 to ~x0.37. Where cpd's time goes now (cProfile, 943 users, k 20): 72%
+the model calls (59.1 per user, against tiger's 61), 17% the beam step (candidates, top-k, representatives;
+`needless` 1%), 7% the history encoder, Python self time <= 18% of it all (cProfile's upper bound). Inside
+the model calls (torch.profiler): the feed-forward ~30% (now at the matmul's peak), cross-attention ~11%,
+the other projections ~10%, self-attention ~6%, layer norms, gathers and copies the rest. A call costs ~3x
+a tiger step because it runs all n = 4 slots of every row through the first block (the second block and
+the heads run on the masked slots only) against one cached position per beam for tiger: per user ~360
+slot-block evaluations against tiger's 122 decoder positions (plus 61 776-wide output layers). What this
+branch changed, each checked against the previous path (tests in test_samplers.py): the feed-forward runs
+over row chunks of ~1 MB hidden activations (`stages/models/row_chunks.py`: 20,480 slots x 256 = 20 MB made
+it memory-bound; bit-identical, ~2x that sublayer), cross-attention runs a few users at a time as two
+matmuls (within 1e-6 of `scaled_dot_product_attention`), and the one-digit step reads the allowed digits of
+every masked position from the beams' few (beam, item) pairs in one scatter and one pass (binary searches
+per digit only while the pairs outnumber beams x V). Already in place before (kept): the encoder and its
+cross-attention keys/values once per user, read in place by all of the user's rows; the first block's
+self-attention once per distinct partial code; the last block and the output heads on the masked slots
+only; no model call for rows whose log-probs the step does not read (dead rows, codes one item completes).
+Tried and dropped: the whole model call in chunks of 16-64 users (per-call overhead ate the cache gain:
+-2% to -16%). The 2x target is out of reach without changing the lists: it needs fewer slot evaluations
+(a cached encoder-decoder over the filled digits, or 2 digits per step with a narrow first step, which
+lose NDCG@10 above).
 """
 
 from __future__ import annotations
