@@ -296,9 +296,14 @@ def test_masked_slot_heads_equal_all_heads(model: DiffusionRecommender) -> None:
     mixed = torch.tensor([[MASK, MASK, MASK], [1, MASK, MASK], [MASK, 3, 0], [2, 2, 1], [0, MASK, 0]])
     equal = torch.tensor([[1, MASK, MASK], [MASK, 3, MASK], [MASK, MASK, 0], [2, MASK, MASK]]).repeat(5, 1)  # 4 rows per user
     ctx = model.encode(HISTORY)
-    for rows, tokens in ((torch.arange(5), mixed), (4, equal), (torch.arange(5).repeat_interleave(4), equal)):
+    with torch.no_grad():  # sampling's context: cross-attention q and output projections folded in (`fold`)
+        folded = model.encode(HISTORY)
+    assert ctx.folded is None and folded.folded is not None
+    rows_unsorted = torch.tensor([4, 0, 2, 1, 3])  # not sorted by user: the per-row path
+    for rows, tokens in ((torch.arange(5), mixed), (4, equal), (torch.arange(5).repeat_interleave(4), equal),
+                         (rows_unsorted, mixed)):  # fmt: skip
         with torch.no_grad():
-            fast = model.denoise(ctx, rows, tokens)
+            fast = model.denoise(folded, rows, tokens)
         with torch.enable_grad():
             full = model.denoise(ctx, rows, tokens).detach()
         assert torch.equal(torch.isinf(fast), torch.isinf(full))
@@ -306,12 +311,14 @@ def test_masked_slot_heads_equal_all_heads(model: DiffusionRecommender) -> None:
 
 
 def test_chunked_sampling_sublayers_equal_one_chunk(model: DiffusionRecommender, monkeypatch: pytest.MonkeyPatch) -> None:
-    # sampling runs the feed-forward over row chunks and the cross-attention a few users at a time
-    # (`row_chunks`): the same log-probs as one chunk, and the pieces equal their plain torch forms
+    # sampling runs the feed-forward over row chunks and the cross-attention (its projections folded into
+    # the keys/values) a few users at a time (`row_chunks`): the same log-probs as one chunk, and the
+    # pieces equal their plain torch forms
     block = model.decoder[0]
     x = torch.randn(5, 12, 16, generator=torch.Generator().manual_seed(0))
     q = torch.randn(5, 2, 12, 8, generator=torch.Generator().manual_seed(1))
-    ctx = model.encode(HISTORY)  # keep: user 2 has one real history item, the others more
+    with torch.no_grad():
+        ctx = model.encode(HISTORY)  # keep: user 2 has one real history item, the others more
     tokens = torch.tensor([[1, MASK, MASK], [MASK, 3, MASK], [MASK, MASK, 0], [2, MASK, MASK]]).repeat(5, 1)
     with torch.no_grad():
         whole = model.denoise(ctx, 4, tokens)
@@ -319,7 +326,13 @@ def test_chunked_sampling_sublayers_equal_one_chunk(model: DiffusionRecommender,
         parts = model.denoise(ctx, 4, tokens)
         mlp = row_chunks.residual_mlp(x, block.ln3, *block.mlp)
         att = row_chunks.user_attention(q, ctx.kv[0], ctx.keep)
+        y = torch.randn(5, 12, 16, generator=torch.Generator().manual_seed(2))  # normed queries, 12 per user
+        fold = row_chunks.folded_attention(y, *ctx.folded[0], block.heads) + block.out2.bias
+        heads = block.q(y).view(5, 12, 2, 8).transpose(1, 2)
+        plain = torch.nn.functional.scaled_dot_product_attention(heads, ctx.kv[0][0], ctx.kv[0][1], attn_mask=ctx.keep)
+        plain = block.out2(plain.transpose(1, 2).reshape(5, 12, 16))
     torch.testing.assert_close(parts, whole, atol=1e-6, rtol=0)
+    torch.testing.assert_close(fold, plain, atol=1e-6, rtol=0)
     torch.testing.assert_close(mlp, x + block.mlp(block.ln3(x)), atol=1e-6, rtol=0)
     ref = torch.nn.functional.scaled_dot_product_attention(q, ctx.kv[0][0], ctx.kv[0][1], attn_mask=ctx.keep)
     torch.testing.assert_close(att, ref, atol=1e-6, rtol=0)

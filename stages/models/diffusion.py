@@ -24,7 +24,7 @@ from stages.diffusion.losses import make_loss
 from stages.diffusion.schedules import make_schedule
 from stages.models.base import Recommender
 from stages.models.family import FamilyData, ModelFamily
-from stages.models.row_chunks import residual_mlp, user_attention
+from stages.models.row_chunks import folded_attention, residual_mlp, user_attention
 from stages.samplers.exclusion import ItemSets
 from stages.samplers.validity import CodeTable
 
@@ -34,6 +34,7 @@ class Context(NamedTuple):
 
     kv: list[Tensor]  # per layer [2, U, heads, L+1, d_head]: cross-attention keys and values
     keep: Tensor  # [U, 1, 1, L+1] bool: history slots that are real (not padding)
+    folded: list[tuple[Tensor, Tensor, Tensor]] | None = None  # sampling: per layer `DigitBlock.fold`
 
 
 class DigitBlock(nn.Module):
@@ -54,6 +55,20 @@ class DigitBlock(nn.Module):
         u, length, d = memory.shape
         return self.kv(memory).view(u, length, 2, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
 
+    def fold(self, kv: Tensor, keep: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Cross-attention is linear in its query and output projections, so sampling folds them into each
+        user's keys and values once: scores (W_q y + b_q).k = y.(W_q^T k) + b_q.k, output W_o (p v) + b_o =
+        p (W_o v) + b_o. kv [2, U, h, L, dh], keep [U, 1, 1, L] -> (keys [U, d, h·L] (scaled by dh^-1/2),
+        bias [U, 1, h·L] (b_q.k scaled; -inf at padding), values [U, h·L, d])."""
+        k, v = kv
+        u, h, length, dh = k.shape
+        scale = dh**-0.5
+        keys = torch.einsum("uhlk,hkd->udhl", k, self.q.weight.view(h, dh, -1)).mul_(scale).flatten(2)
+        bias = torch.einsum("uhlk,hk->uhl", k, self.q.bias.view(h, dh)).mul_(scale)
+        bias = bias.masked_fill_(~keep.view(u, 1, length), float("-inf")).reshape(u, 1, h * length)
+        values = torch.einsum("uhlk,dhk->uhld", v, self.out2.weight.view(-1, h, dh)).flatten(1, 2)
+        return keys.contiguous(), bias, values.contiguous()
+
     def forward(self, x: Tensor, kv: Tensor, keep: Tensor, rows: Tensor | int, at: Tensor | None = None) -> Tensor:
         """x [R, n, d] digit slots; kv/keep per user; rows [R] the user of each row, or an int s when
         the rows are every user's s consecutive rows (then no per-row copy of keys/values) -> [R, n, d].
@@ -61,8 +76,8 @@ class DigitBlock(nn.Module):
         return self.attend(*self.mix(x, at), kv, keep, rows)
 
     def mix(self, x: Tensor, at: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Self-attention sublayer, a function of the row's slots only: x [R, n, d] -> (x, cross-attention
-        queries), both [R, n, d] (or [R, m, d] for the slots `at` [R, m])."""
+        """Self-attention sublayer, a function of the row's slots only: x [R, n, d] -> (x, its normed form that
+        the cross-attention queries read), both [R, n, d] (or [R, m, d] for the slots `at` [R, m])."""
         r, n, d = x.shape
         p = self.dropout if self.training else 0.0
         if at is None:
@@ -76,13 +91,25 @@ class DigitBlock(nn.Module):
             q = F.linear(h, self.qkv.weight[:d], self.qkv.bias[:d]).view(r, n, self.heads, d // self.heads).transpose(1, 2)
         a = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # [R, h, n, dh], every slot sees every slot
         x = x + self.drop(self.out1(a.transpose(1, 2).reshape(r, n, d)))
-        return x, self.q(self.ln2(x))
+        return x, self.ln2(x)
 
-    def attend(self, x: Tensor, q: Tensor, kv: Tensor, keep: Tensor, rows: Tensor | int) -> Tensor:
-        """Cross-attention to the user's history and the MLP: x, q [R, n, d] from `mix` -> [R, n, d]."""
+    def attend(self, x: Tensor, y: Tensor, kv: Tensor, keep: Tensor, rows: Tensor | int,
+               folded: tuple[Tensor, Tensor, Tensor] | None = None) -> Tensor:  # fmt: skip
+        """Cross-attention to the user's history and the MLP: x, y [R, n, d] from `mix` -> [R, n, d];
+        folded: this block's `fold` of kv (sampling: the q and output projections folded in)."""
         r, n, d = x.shape
         p = self.dropout if self.training else 0.0
         grouped = None if isinstance(rows, int) or self.training else _user_slots(rows, kv.shape[1])
+        if folded is not None and (isinstance(rows, int) or grouped is not None):
+            if isinstance(rows, int):  # user-major rows
+                out = folded_attention(y.reshape(r // rows, rows * n, d), *folded, self.heads).view(r, n, d)
+            else:  # rows sorted by user: placed in [U, slots, n]
+                (within, width), u = grouped, kv.shape[1]
+                pad = y.new_zeros(u, width, n, d)
+                pad[rows, within] = y
+                out = folded_attention(pad.view(u, width * n, d), *folded, self.heads).view(u, width, n, d)[rows, within]
+            return residual_mlp(x + (out + self.out2.bias), self.ln3, *self.mlp)
+        q = self.q(y)
         if isinstance(rows, int):  # user-major rows: a user's s·n slots attend to its keys/values at once
             q = q.view(r // rows, rows * n, self.heads, d // self.heads).transpose(1, 2)
             a = self._cross(q, kv, keep)
@@ -209,7 +236,10 @@ class DiffusionRecommender(Recommender):
         x = torch.cat([x, start], dim=1)  # [B, L+1, d]
         keep = torch.cat([valid, valid.new_ones(b, 1)], dim=1)  # [B, L+1]
         memory = self.encoder(x, src_key_padding_mask=~keep)
-        return Context([block.memory_kv(memory) for block in self.decoder], keep[:, None, None, :])
+        kv, keep = [block.memory_kv(memory) for block in self.decoder], keep[:, None, None, :]
+        if torch.is_grad_enabled() or self.training:
+            return Context(kv, keep)
+        return Context(kv, keep, [block.fold(pair, keep) for block, pair in zip(self.decoder, kv, strict=True)])
 
     def denoise(self, ctx: Context, rows: Tensor | int, noisy: Tensor) -> Tensor:
         """Predict clean digits. noisy: [R, n] (-1 = masked); rows [R] the user of each row (or int s:
@@ -243,16 +273,16 @@ class DiffusionRecommender(Recommender):
         prune = r > 0 and bool((count == count[0]).all()) and 0 < int(count[0]) < n
         codes, inverse = self._distinct(noisy)  # [C, n], [R]
         at = masked.nonzero()[:, 1].view(r, -1) if prune else None  # [R, m] masked positions of each row
-        blocks = list(zip(self.decoder, ctx.kv, strict=True))
-        x = q = self._embed(codes)
-        for i, (block, kv) in enumerate(blocks):
+        blocks = list(zip(self.decoder, ctx.kv, ctx.folded or [None] * len(ctx.kv), strict=True))
+        x = self._embed(codes)
+        for i, (block, kv, folded) in enumerate(blocks):
             last = at if i == len(blocks) - 1 else None
             if i == 0:
-                x, q = block.mix(x, None if last is None else (codes == MASK).nonzero()[:, 1].view(len(codes), -1))
-                x, q = x[inverse], q[inverse]  # [R, n or m, d]
+                x, y = block.mix(x, None if last is None else (codes == MASK).nonzero()[:, 1].view(len(codes), -1))
+                x, y = x[inverse], y[inverse]  # [R, n or m, d]
             else:
-                x, q = block.mix(x, last)
-            x = block.attend(x, q, kv, ctx.keep, rows)
+                x, y = block.mix(x, last)
+            x = block.attend(x, y, kv, ctx.keep, rows, folded)
         h = self.ln_f(x)
         if at is not None:
             slot_row = torch.arange(r, device=h.device).repeat_interleave(at.shape[1])

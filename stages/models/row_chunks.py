@@ -50,3 +50,19 @@ def user_attention(q: Tensor, kv: Tensor, keep: Tensor) -> Tensor:
         score.masked_fill_(~keep[lo:hi], float("-inf"))
         torch.matmul(score.softmax(-1), kv[1, lo:hi], out=out[lo:hi])
     return out
+
+
+def folded_attention(y: Tensor, keys: Tensor, bias: Tensor, values: Tensor, heads: int) -> Tensor:
+    """Cross-attention with the query and output projections folded into each user's keys and values
+    (`DigitBlock.fold`): y [U, Q, d] normed queries; keys [U, d, h·L]; bias [U, 1, h·L]; values [U, h·L, d]
+    -> W_o (attention output) [U, Q, d] (without b_o). Users run in chunks whose scores stay in cache."""
+    u, nq, d = y.shape
+    hl = keys.shape[2]
+    users = u if y.device.type != "cpu" else max(1, CHUNK_BYTES // (4 * nq * hl))
+    out = y.new_empty(u, nq, d)
+    for lo in range(0, u, users):  # chunks of users, each vectorised
+        hi = min(lo + users, u)
+        score = torch.baddbmm(bias[lo:hi], y[lo:hi], keys[lo:hi])  # [c, Q, h·L]
+        prob = score.view(hi - lo, nq, heads, hl // heads).softmax(-1).view(hi - lo, nq, hl)
+        torch.bmm(prob, values[lo:hi], out=out[lo:hi])
+    return out
