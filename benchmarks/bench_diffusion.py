@@ -51,15 +51,15 @@ identical to the previous code for all 943 test users with cpd 1/step, 2/step an
 within 2e-6; the tiger changes are in `bench_decode.py`'s note):
 
     PYTHONPATH=$PWD OMP_NUM_THREADS=1 python benchmarks/bench_diffusion.py --data-dir D --threads 1 --first-beam
-                       before (5 runs)          after (4 runs)           NDCG@10 (same before/after)
-    tiger beam=20      1772-1937 users/s        1972-2099 users/s        0.0330
-    cpd 1/step         604-686 (x0.32-0.36)     723-749 (x0.36-0.37)     0.0414   59.1 model calls per user
-    cpd 2/step         1177-1366 (x0.61-0.71)   1364-1478 (x0.66-0.70)   0.0387   20.9 model calls per user
+                       before (6 runs)          after (6 runs)           NDCG@10 (same before/after)
+    tiger beam=20      1772-1937 users/s        1972-2203 users/s        0.0330
+    cpd 1/step         604-686 (x0.32-0.36)     723-749 (x0.34-0.37)     0.0414   59.1 model calls per user
+    cpd 2/step         1177-1366 (x0.61-0.71)   1343-1478 (x0.61-0.70)   0.0387   20.9 model calls per user
     (users/s; x = throughput relative to the faster of tiger's two passes in the same process)
 
 With the old and new sampling paths switched in ONE process (alternated, `gdr sample` defaults: k 20, batch
-256), cpd 1/step went from 591-607 to 721-760 users/s (+20-25%); tiger got faster too (its decoder changes),
-so cpd/tiger moved only from ~x0.33 to ~x0.37. Where cpd's time goes now (cProfile, 943 users, k 20): 72%
+256), cpd 1/step went from 571-607 to 721-760 users/s (+20-28%); tiger got faster too (its decoder changes),
+so cpd/tiger moved only from ~x0.33 to ~x0.35-0.37. Where cpd's time goes now (cProfile, 943 users, k 20): 72%
 the model calls (59.1 per user, against tiger's 61), 17% the beam step (candidates, top-k, representatives;
 `needless` 1%), 7% the history encoder, Python self time <= 18% of it all (cProfile's upper bound). Inside
 the model calls (torch.profiler): the feed-forward ~30% (now at the matmul's peak), cross-attention ~11%,
@@ -69,8 +69,10 @@ the heads run on the masked slots only) against one cached position per beam for
 slot-block evaluations against tiger's 122 decoder positions (plus 61 776-wide output layers). What this
 branch changed, each checked against the previous path (tests in test_samplers.py): the feed-forward runs
 over row chunks of ~1 MB hidden activations (`stages/models/row_chunks.py`: 20,480 slots x 256 = 20 MB made
-it memory-bound; bit-identical, ~2x that sublayer), cross-attention runs a few users at a time as two
-matmuls (within 1e-6 of `scaled_dot_product_attention`), and the one-digit step reads the allowed digits of
+it memory-bound; bit-identical, ~2x that sublayer); cross-attention has its query and output projections
+folded into each user's keys and values once per batch (`DigitBlock.fold`: two batched matmuls per chunk
+of users instead of two projections, the attention products and the head transposes; within 1e-6, +4-5%),
+with a few-users-at-a-time matmul attention where no fold is at hand; and the one-digit step reads the allowed digits of
 every masked position from the beams' few (beam, item) pairs in one scatter and one pass (binary searches
 per digit only while the pairs outnumber beams x V). Already in place before (kept): the encoder and its
 cross-attention keys/values once per user, read in place by all of the user's rows; the first block's
