@@ -62,7 +62,7 @@ With the old and new sampling paths switched in ONE process (alternated, `gdr sa
 so cpd/tiger moved only from ~x0.33 to ~x0.35-0.37. Where cpd's time goes now (cProfile, 943 users, k 20): 72%
 the model calls (59.1 per user, against tiger's 61), 17% the beam step (candidates, top-k, representatives;
 `needless` 1%), 7% the history encoder, Python self time <= 18% of it all (cProfile's upper bound). Inside
-the model calls (torch.profiler): the feed-forward ~30% (now at the matmul's peak), cross-attention ~11%,
+the model calls (torch.profiler): the feed-forward ~30% (now at the matmul's peak), cross-attention ~14%,
 the other projections ~10%, self-attention ~6%, layer norms, gathers and copies the rest. A call costs ~3x
 a tiger step because it runs all n = 4 slots of every row through the first block (the second block and
 the heads run on the masked slots only) against one cached position per beam for tiger: per user ~360
