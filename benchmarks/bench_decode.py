@@ -119,9 +119,21 @@ def setup(args: argparse.Namespace) -> list[tuple[Tiger, torch.Tensor, str]]:
     default = TigerConfig().model_dump(exclude={"init", "beam", "train", *CORRUPTION_KEYS})
     out = []
     if args.size in ("both", "paper"):
-        out.append((Tiger.from_codes(codes, vocab, seed=0, **{**default, **PAPER}).eval(), hist, "random init, TIGER paper sizes"))
+        out.append(
+            (
+                Tiger.from_codes(codes, vocab, seed=0, **{**default, **PAPER}).eval(),
+                hist,
+                "random init, TIGER paper sizes",
+            )
+        )
     if args.size in ("both", "default"):
-        out.append((Tiger.from_codes(codes, vocab, seed=0, **default).eval(), hist, "random init, train_rec.tiger default sizes"))
+        out.append(
+            (
+                Tiger.from_codes(codes, vocab, seed=0, **default).eval(),
+                hist,
+                "random init, train_rec.tiger default sizes",
+            )
+        )
     return out
 
 
@@ -169,14 +181,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--dataset", default="movielens-100k")
-    parser.add_argument("--run", default=None, help="trained tiger run under --data-dir/--dataset; default: random init")
+    parser.add_argument(
+        "--run", default=None, help="trained tiger run under --data-dir/--dataset; default: random init"
+    )
     parser.add_argument("--users", type=int, default=None, help="first N test users (default all)")
     parser.add_argument("--quick", action="store_true", help="128 users")
     parser.add_argument("--batch", type=int, default=128, help="users per call (both decoders)")
-    parser.add_argument("--size", choices=["both", "default", "paper"], default="both", help="random-init model sizes to run")
+    parser.add_argument(
+        "--size", choices=["both", "default", "paper"], default="both", help="random-init model sizes to run"
+    )
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--beam", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=3, help="timed passes of each decoder, alternated; the fastest counts")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="timed passes of each decoder, alternated; the fastest counts"
+    )
     args = parser.parse_args()
     if not args.run and not (SHARED_ML / "ml-100k.inter").exists():
         print(f"skipped: {SHARED_ML} not found and no --run given")
@@ -195,7 +213,9 @@ def compare(model: Tiger, history: torch.Tensor, what: str, args: argparse.Names
     history = history[:users]
     fn = allowed_fn(model)
     sizes = {k: model.init_kwargs[k] for k in ("d_model", "d_ff", "n_layers", "n_decoder_layers", "encoder_input")}
-    print(f"\nmodel: {what}; {sum(p.numel() for p in model.parameters()):,} params {sizes}, codes {tuple(model.codes.shape)}")
+    print(
+        f"\nmodel: {what}; {sum(p.numel() for p in model.parameters()):,} params {sizes}, codes {tuple(model.codes.shape)}"
+    )
     print(f"decoding top-{args.k} with beam {args.beam} for {users} test users, {args.batch} per call, "
           f"{torch.get_num_threads()} CPU threads")  # fmt: skip
     batches = [history[lo : lo + args.batch] for lo in range(0, users, args.batch)]

@@ -118,8 +118,16 @@ def run(*args: str) -> None:
         raise SystemExit(f"`gdr {' '.join(args)}` failed with exit code {code}")
 
 
-def evaluate(model, history: torch.Tensor, target: torch.Tensor, *, sampler: str, options: SamplerOptions,
-             batch: int, rounds: int = 2) -> dict:
+def evaluate(
+    model,
+    history: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    sampler: str,
+    options: SamplerOptions,
+    batch: int,
+    rounds: int = 2,
+) -> dict:
     """Test NDCG@10/Recall@10 and users/s (best of `rounds` timed passes)."""
     best, items = float("inf"), None
     nfe = 0.0
@@ -127,13 +135,18 @@ def evaluate(model, history: torch.Tensor, target: torch.Tensor, *, sampler: str
         start = time.perf_counter()
         out, evals = [], 0.0
         for lo in range(0, len(history), batch):
-            got, _ = model.recommend(history[lo:lo + batch], k=10, sampler=sampler, options=options)
+            got, _ = model.recommend(history[lo : lo + batch], k=10, sampler=sampler, options=options)
             out.append(got)
             evals += getattr(model, "sample_stats", {}).get("nfe", 0.0) * len(got)
         best = min(best, time.perf_counter() - start)
         items, nfe = torch.cat(out), evals / len(history)
     metrics = metrics_from_ranks(target_rank(items, target), ks=(10,))
-    return {"ndcg@10": metrics["ndcg@10"], "recall@10": metrics["recall@10"], "users_per_s": len(history) / best, "nfe": nfe}
+    return {
+        "ndcg@10": metrics["ndcg@10"],
+        "recall@10": metrics["recall@10"],
+        "users_per_s": len(history) / best,
+        "nfe": nfe,
+    }
 
 
 def main() -> int:
@@ -141,12 +154,22 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="1-minute training budget per model")
     parser.add_argument("--minutes", type=float, default=None, help="training budget per model (default 4, --quick 1)")
     parser.add_argument("--data-dir", type=Path, default=None, help="data root holding ml/ (built here if missing)")
-    parser.add_argument("--steps", type=int, default=None, help="train both for this many optimiser steps instead of a budget")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="train both for this many optimiser steps instead of a budget"
+    )
     parser.add_argument("--small", action="store_true", help="d_model 64 / d_ff 256 for both models (4x cheaper)")
     parser.add_argument("--beam", type=int, default=20, help="beam width of both searches")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("--split", choices=["test", "valid"], default="test", help="users' split to score (valid: model selection)")
-    parser.add_argument("--first-beam", type=int, nargs="*", default=[10], help="extra cpd rows (1 and 2 digits per step) with these first-step widths")
+    parser.add_argument(
+        "--split", choices=["test", "valid"], default="test", help="users' split to score (valid: model selection)"
+    )
+    parser.add_argument(
+        "--first-beam",
+        type=int,
+        nargs="*",
+        default=[10],
+        help="extra cpd rows (1 and 2 digits per step) with these first-step widths",
+    )
     parser.add_argument("--rounds", type=int, default=2, help="timed passes per row (the best is kept)")
     args = parser.parse_args()
     if args.threads:
@@ -188,11 +211,15 @@ def main() -> int:
         f"diffusion cpd 1/step beam={beam}": evaluate(
             diffusion, history, target, sampler="cpd", options=SamplerOptions(beam=beam, digits_per_step=1), batch=256, rounds=r),
     }  # fmt: skip
-    for first in args.first_beam:  # DIFF_GRM's other lever: fewer beams after the first step (fewer rows in the second pass)
+    for (
+        first
+    ) in args.first_beam:  # DIFF_GRM's other lever: fewer beams after the first step (fewer rows in the second pass)
         for digits in (1, 2):
             rows[f"diffusion cpd {digits}/step first={first}"] = evaluate(diffusion, history, target, sampler="cpd", batch=256,
                 rounds=r, options=SamplerOptions(beam=beam, first_beam=first, digits_per_step=digits))  # fmt: skip
-    rows[f"tiger beam={beam} (again)"] = evaluate(tiger, history, target, sampler="beam", options=SamplerOptions(beam=beam), batch=256, rounds=r)
+    rows[f"tiger beam={beam} (again)"] = evaluate(
+        tiger, history, target, sampler="beam", options=SamplerOptions(beam=beam), batch=256, rounds=r
+    )
     cached = evaluate(diffusion, history[:256], target[:256], sampler="tweedie",
                       options=SamplerOptions(beam=beam, steps=16, use_cache=True), batch=256, rounds=1)  # fmt: skip
     plain = evaluate(diffusion, history[:256], target[:256], sampler="tweedie",

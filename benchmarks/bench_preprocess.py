@@ -68,12 +68,24 @@ def make_ratings(path: Path, rows: int, seed: int = 0) -> None:
 
 def run_cli(csv: Path, data_dir: Path) -> tuple[float, float, float, int]:
     """Run `gdr preprocess amazon-books` in a subprocess -> (wall s, CPU s, peak RSS GB, exit code)."""
-    cmd = [sys.executable, "-m", "gdr_cli", "preprocess", "amazon-books", "--input", str(csv),
-           "--data-dir", str(data_dir), "--name", "bench-books"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "gdr_cli",
+        "preprocess",
+        "amazon-books",
+        "--input",
+        str(csv),
+        "--data-dir",
+        str(data_dir),
+        "--name",
+        "bench-books",
+    ]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=REPO, env={**os.environ, "GDR_QUIET": "1", "COLUMNS": "200"},
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        cmd, cwd=REPO, env={**os.environ, "GDR_QUIET": "1", "COLUMNS": "200"}, capture_output=True, text=True
+    )
     print(proc.stderr if proc.returncode else proc.stderr.strip().splitlines()[-1], flush=True)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -84,8 +96,12 @@ def run_cli(csv: Path, data_dir: Path) -> tuple[float, float, float, int]:
 def baseline(csv: Path, k: int = 5) -> tuple[float, float]:
     """The eager string-keyed pipeline (see module docstring) -> (wall s, CPU s)."""
     start, cpu = time.perf_counter(), time.process_time()
-    df = pl.read_csv(csv, has_header=False, new_columns=["user", "item", "rating", "timestamp"],
-                     schema_overrides={"user": pl.String, "item": pl.String, "timestamp": pl.Int64})
+    df = pl.read_csv(
+        csv,
+        has_header=False,
+        new_columns=["user", "item", "rating", "timestamp"],
+        schema_overrides={"user": pl.String, "item": pl.String, "timestamp": pl.Int64},
+    )
     df = df.with_row_index("order").unique(["user", "item", "timestamp"], keep="first", maintain_order=True)
     while True:
         keep_u = df.group_by("user").len().filter(pl.col("len") >= k).select("user")
@@ -124,17 +140,25 @@ def main() -> int:
     target = TARGET_S * scale
     load = os.getloadavg()[0]
     print(f"preprocess amazon-books, {args.rows:,} rows on {os.cpu_count()} cores (load average {load:.1f}):")
-    print(f"  wall {wall:.1f} s vs target {target:.0f} s (60 s scaled by rows): {'OK' if wall <= target else 'OVER'} "
-          f"({wall / target:.0%})")
+    print(
+        f"  wall {wall:.1f} s vs target {target:.0f} s (60 s scaled by rows): {'OK' if wall <= target else 'OVER'} "
+        f"({wall / target:.0%})"
+    )
     print(f"  CPU  {cpu:.1f} s (user+sys; the wall time other processes on the machine cannot inflate as much)")
-    print(f"  peak RSS {peak_gb:.2f} GB vs target {TARGET_GB:.0f} GB: {'OK' if peak_gb <= TARGET_GB else 'OVER'} "
-          f"({peak_gb / TARGET_GB:.0%})")
+    print(
+        f"  peak RSS {peak_gb:.2f} GB vs target {TARGET_GB:.0f} GB: {'OK' if peak_gb <= TARGET_GB else 'OVER'} "
+        f"({peak_gb / TARGET_GB:.0%})"
+    )
     if not args.no_baseline:
         base_wall, base_cpu = baseline(csv)
         peak_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
-        print(f"baseline (eager, string keys, in-process, no Parquet output): wall {base_wall:.1f} s, CPU {base_cpu:.1f} s, "
-              f"peak RSS {peak_self:.2f} GB")
-        print(f"  gdr / baseline: wall {wall / base_wall:.2f}x, CPU {cpu / base_cpu:.2f}x, memory {peak_gb / peak_self:.2f}x")
+        print(
+            f"baseline (eager, string keys, in-process, no Parquet output): wall {base_wall:.1f} s, CPU {base_cpu:.1f} s, "
+            f"peak RSS {peak_self:.2f} GB"
+        )
+        print(
+            f"  gdr / baseline: wall {wall / base_wall:.2f}x, CPU {cpu / base_cpu:.2f}x, memory {peak_gb / peak_self:.2f}x"
+        )
     return 0
 
 

@@ -53,8 +53,12 @@ def synthetic(users: int, n_items: int, seed: int) -> pl.DataFrame:
     items = rng.choice(n_items, size=int(lengths.sum()), p=pop / pop.sum()).astype(np.int32)
     seqs = np.split(items, np.cumsum(lengths)[:-1])
     return pl.DataFrame(
-        {"user": np.arange(users, dtype=np.int32), "train": [s[:-2] for s in seqs],
-         "valid": [s[-2] for s in seqs], "test": [s[-1] for s in seqs]},
+        {
+            "user": np.arange(users, dtype=np.int32),
+            "train": [s[:-2] for s in seqs],
+            "valid": [s[-2] for s in seqs],
+            "test": [s[-1] for s in seqs],
+        },
         schema={"user": pl.Int32, "train": pl.List(pl.Int32), "valid": pl.Int32, "test": pl.Int32},
     )
 
@@ -69,15 +73,20 @@ def make_model(n_items: int, seed: int) -> Tiger:
     return model
 
 
-def reference_loop(model: Tiger, train: dict[str, torch.Tensor], *, steps: int, batch: int, lr: float,
-                   device: torch.device, seed: int) -> float:
+def reference_loop(
+    model: Tiger, train: dict[str, torch.Tensor], *, steps: int, batch: int, lr: float, device: torch.device, seed: int
+) -> float:
     """Examples/s of the textbook loop over `steps` steps."""
     from torch.utils.data import DataLoader, TensorDataset
 
     model = model.to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    loader = DataLoader(TensorDataset(train["history"], train["target"]), batch_size=batch, shuffle=True,
-                        generator=torch.Generator().manual_seed(seed))
+    loader = DataLoader(
+        TensorDataset(train["history"], train["target"]),
+        batch_size=batch,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(seed),
+    )
     start = time.perf_counter()
     for done, (history, target) in enumerate(loader, start=1):
         loss = model({"history": history.to(device), "target": target.to(device)})
@@ -92,8 +101,18 @@ def reference_loop(model: Tiger, train: dict[str, torch.Tensor], *, steps: int, 
     return steps * batch / (time.perf_counter() - start)
 
 
-def fit_loop(model: Tiger, train: dict[str, torch.Tensor], valid: dict[str, torch.Tensor], *, steps: int, batch: int,
-             lr: float, amp: str, device: str, seed: int) -> float:
+def fit_loop(
+    model: Tiger,
+    train: dict[str, torch.Tensor],
+    valid: dict[str, torch.Tensor],
+    *,
+    steps: int,
+    batch: int,
+    lr: float,
+    amp: str,
+    device: str,
+    seed: int,
+) -> float:
     """Examples/s of `fit` over `steps` steps (its final validation's time left out)."""
     real = make_validator(valid["history"], valid["target"], batch_size=64)
     spent = [0.0]
@@ -104,7 +123,9 @@ def fit_loop(model: Tiger, train: dict[str, torch.Tensor], valid: dict[str, torc
         spent[0] += time.perf_counter() - t
         return out
 
-    cfg = TrainLoopConfig(lr=lr, batch_size=batch, max_steps=steps, warmup_steps=10, log_every=50, amp=amp, device=device)
+    cfg = TrainLoopConfig(
+        lr=lr, batch_size=batch, max_steps=steps, warmup_steps=10, log_every=50, amp=amp, device=device
+    )
     with tempfile.TemporaryDirectory() as work:
         start = time.perf_counter()
         res = fit(model=model, train=train, validate=timed, cfg=cfg, seed=seed, workdir=Path(work), desc="bench fit")
@@ -127,16 +148,21 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     steps = args.steps or (10 if args.quick else 30)
     batch = args.batch or (64 if args.quick else 128)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if args.device == "auto" else args.device)
+    )
 
     splits = synthetic(users=4000, n_items=3000, seed=0)
     ex = training_examples(splits, 20)
     train = {"history": ex["history"], "target": ex["target"]}
     valid = eval_histories(splits.head(64), "valid", 20, with_target=True)
     init = make_model(3000, seed=0).state_dict()
-    print(f"data: {len(ex['target']):,} examples (max_len 20); model: Tiger {SIZES}; {steps} steps x {batch} on {device}; "
-          f"torch threads {torch.get_num_threads()}")
+    print(
+        f"data: {len(ex['target']):,} examples (max_len 20); model: Tiger {SIZES}; {steps} steps x {batch} on {device}; "
+        f"torch threads {torch.get_num_threads()}"
+    )
 
     def fresh() -> Tiger:
         m = make_model(3000, seed=0)
@@ -145,20 +171,28 @@ def main() -> int:
 
     ref, ours = [], []
     for r in range(args.rounds):  # paired rounds, order alternating, so drifting load cancels out
+
         def run_ref(r: int = r) -> None:
             ref.append(reference_loop(fresh(), train, steps=steps, batch=batch, lr=1e-3, device=device, seed=r))
 
         def run_fit(r: int = r) -> None:
-            ours.append(fit_loop(fresh(), train, valid, steps=steps, batch=batch, lr=1e-3, amp=args.amp,
-                                 device=str(device), seed=r))
+            ours.append(
+                fit_loop(
+                    fresh(), train, valid, steps=steps, batch=batch, lr=1e-3, amp=args.amp, device=str(device), seed=r
+                )
+            )
 
         for run in (run_ref, run_fit) if r % 2 == 0 else (run_fit, run_ref):
             run()
         print(f"round {r + 1}: reference {ref[-1]:,.0f} ex/s, fit {ours[-1]:,.0f} ex/s, ratio {ours[-1] / ref[-1]:.2f}")
     ratios = sorted(o / f for o, f in zip(ours, ref, strict=True))
-    median = ratios[len(ratios) // 2] if len(ratios) % 2 else 0.5 * (ratios[len(ratios) // 2 - 1] + ratios[len(ratios) // 2])
-    print(f"bench_train: reference {max(ref):,.0f} ex/s, fit {max(ours):,.0f} ex/s (best rounds); "
-          f"median paired ratio {median:.2f} (target >= 1.0)")
+    median = (
+        ratios[len(ratios) // 2] if len(ratios) % 2 else 0.5 * (ratios[len(ratios) // 2 - 1] + ratios[len(ratios) // 2])
+    )
+    print(
+        f"bench_train: reference {max(ref):,.0f} ex/s, fit {max(ours):,.0f} ex/s (best rounds); "
+        f"median paired ratio {median:.2f} (target >= 1.0)"
+    )
     return 0
 
 

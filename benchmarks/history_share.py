@@ -25,10 +25,14 @@ def history_table(splits: pl.DataFrame, split: str, window: int) -> pl.DataFrame
     seq = splits.select("user", pl.col("train").alias("seq"))
     if split == "test":
         seq = seq.with_columns(pl.col("seq").list.concat(pl.concat_list(splits["valid"])))
-    hist = seq.explode("seq").rename({"seq": "item"}).with_columns(
-        (pl.len().over("user") - 1 - pl.int_range(pl.len()).over("user")).alias("age")
+    hist = (
+        seq.explode("seq")
+        .rename({"seq": "item"})
+        .with_columns((pl.len().over("user") - 1 - pl.int_range(pl.len()).over("user")).alias("age"))
     )
-    return hist.group_by("user", "item").agg(pl.col("age").min()).with_columns((pl.col("age") < window).alias("in_window"))
+    return (
+        hist.group_by("user", "item").agg(pl.col("age").min()).with_columns((pl.col("age") < window).alias("in_window"))
+    )
 
 
 def ndcg10(ranked: pl.DataFrame) -> float:
@@ -71,7 +75,10 @@ def main() -> None:
     a = ap.parse_args()
     ds = a.root / a.dataset
     splits = pl.read_parquet(ds / "processed" / "splits.parquet")
-    rows = {run: share_row(splits, pl.read_parquet(ds / "recs" / run / a.split / "recs.parquet"), a.split, a.window) for run in a.runs}
+    rows = {
+        run: share_row(splits, pl.read_parquet(ds / "recs" / run / a.split / "recs.parquet"), a.split, a.window)
+        for run in a.runs
+    }
     cols = list(next(iter(rows.values())))
     print("| run | " + " | ".join(cols) + " |\n|---|" + "---|" * len(cols))
     for run, r in rows.items():

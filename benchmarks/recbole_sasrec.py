@@ -56,8 +56,9 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data-path", default="/tmp/recbole-data",
-                        help="folder holding ml-100k/ml-100k.inter (RecBole atomic files)")
+    parser.add_argument(
+        "--data-path", default="/tmp/recbole-data", help="folder holding ml-100k/ml-100k.inter (RecBole atomic files)"
+    )
     parser.add_argument("--config", default=str(HERE / "recbole_sasrec.yaml"))
     args = parser.parse_args()
 
@@ -65,18 +66,22 @@ def main() -> None:
 
     workdir = tempfile.mkdtemp(prefix="recbole-sasrec-")
     os.chdir(workdir)  # RecBole writes log/, saved/ and log_tensorboard/ under the cwd
-    result = run_recbole(model="SASRec", dataset="ml-100k", config_file_list=[args.config],
-                         config_dict={"data_path": args.data_path,
-                                      "checkpoint_dir": os.path.join(workdir, "saved")})
+    result = run_recbole(
+        model="SASRec",
+        dataset="ml-100k",
+        config_file_list=[args.config],
+        config_dict={"data_path": args.data_path, "checkpoint_dir": os.path.join(workdir, "saved")},
+    )
 
-    log_text = "".join(ANSI.sub("", Path(p).read_text()) for p in glob.glob(f"{workdir}/log/**/*.log",
-                                                                            recursive=True))
+    log_text = "".join(ANSI.sub("", Path(p).read_text()) for p in glob.glob(f"{workdir}/log/**/*.log", recursive=True))
     train = [float(x) for x in re.findall(r"epoch \d+ training \[time: ([\d.]+)s", log_text)]
     evals = [float(x) for x in re.findall(r"epoch \d+ evaluating \[time: ([\d.]+)s", log_text)]
     stats = {k: int(v) for k, v in re.findall(r"The number of (users|items|inters): (\d+)", log_text)}
     # RecBole counts its padding id 0 among users and items.
-    print(f"dataset: {stats.get('users', 0) - 1} users, {stats.get('items', 0) - 1} items, "
-          f"{stats.get('inters')} interactions (RecBole reports users/items incl. [PAD])")
+    print(
+        f"dataset: {stats.get('users', 0) - 1} users, {stats.get('items', 0) - 1} items, "
+        f"{stats.get('inters')} interactions (RecBole reports users/items incl. [PAD])"
+    )
     print(f"training s/epoch: {train}  mean {statistics.mean(train):.2f}")
     print(f"evaluating s/epoch: {evals}  mean {statistics.mean(evals):.2f}")
     print(f"train+eval s/epoch: {statistics.mean(train) + statistics.mean(evals):.2f}")

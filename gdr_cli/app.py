@@ -35,12 +35,15 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
 ) -> None:
     """Generative recommendation with discrete diffusion."""
 
 
 register(app)
+
 
 def _usage_line(exc: Exception) -> str:
     ctx = getattr(exc, "ctx", None)
@@ -73,7 +76,12 @@ def main(argv: list[str] | None = None) -> int:
             console.print(interrupted, markup=False)
             return 130
         if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # click usage errors
-            console.print(_usage_line(exc) if "Usage" in kind or "Parameter" in kind or "Option" in kind else f"error: {exc.format_message()}", markup=False)
+            console.print(
+                _usage_line(exc)
+                if "Usage" in kind or "Parameter" in kind or "Option" in kind
+                else f"error: {exc.format_message()}",
+                markup=False,
+            )
             return int(exc.exit_code) or 2
         raise
     if rv == 130:  # typer turns Ctrl-C inside a command into Exit(130)

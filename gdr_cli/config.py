@@ -41,7 +41,9 @@ def find_config_file(name: str) -> Path:
     direct = Path(name)
     if direct.suffix in (".yaml", ".yml") or direct.exists():
         if not direct.exists():
-            raise GdrError("config file not found", where=name, fix="give a path to a YAML file or a preset name from configs/")
+            raise GdrError(
+                "config file not found", where=name, fix="give a path to a YAML file or a preset name from configs/"
+            )
         return direct
     for folder in (Path("configs"), REPO_CONFIGS):
         cand = folder / f"{name}.yaml"
@@ -58,7 +60,9 @@ def load_config_file(name: str) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        raise GdrError(f"invalid YAML: {getattr(exc, 'problem', exc)}", where=where, fix="fix the YAML syntax") from None
+        raise GdrError(
+            f"invalid YAML: {getattr(exc, 'problem', exc)}", where=where, fix="fix the YAML syntax"
+        ) from None
     if not isinstance(data, dict):
         raise GdrError("config file must be a mapping of stage sections", where=str(path))
     unknown = sorted(set(data) - set(SECTIONS))

@@ -47,7 +47,8 @@ class Manifest(BaseModel):
     seed: int | None = None
     inputs: dict[str, InputRef] = Field(default_factory=dict)
     outputs: dict[str, str] = Field(
-        default_factory=dict, description="Files in the folder -> sha256 of their content (so a rebuilt input always reads as changed)."
+        default_factory=dict,
+        description="Files in the folder -> sha256 of their content (so a rebuilt input always reads as changed).",
     )
     stats: dict[str, Any] = Field(default_factory=dict)
     wall_time_s: float = 0.0

@@ -21,7 +21,9 @@ ConfigOpt = Annotated[
 ]
 SetOpt = Annotated[
     list[str] | None,
-    typer.Option("--set", help="Override a config key: --set train.lr=1e-3 (repeatable; beats the file, loses to flags)."),
+    typer.Option(
+        "--set", help="Override a config key: --set train.lr=1e-3 (repeatable; beats the file, loses to flags)."
+    ),
 ]
 
 

@@ -1,14 +1,14 @@
 """Where every artifact lives under the data root (PROTOCOL.md §2).
 
-    <root>/raw/<dataset>/                 raw inputs and downloads
-    <root>/<dataset>/processed/           preprocess: interactions, items, users, splits, social
-    <root>/<dataset>/ids/<ids>/           build-ids: one code per item (or user)
-    <root>/<dataset>/augmented/<name>/    augment: an augmented training split (splits.parquet)
-    <root>/<dataset>/runs/<run>/          train-rec / diffuse: checkpoint + config + curves
-    <root>/<dataset>/runs/.<run>.work/    a run in progress (resume checkpoints)
-    <root>/<dataset>/recs/<run>/<split>/  sample: top-K table
-    <root>/<dataset>/metrics/<run>/<split>/ evaluate: metrics.json
-    <root>/<dataset>/reports/             evaluate: comparison tables and plots
+<root>/raw/<dataset>/                 raw inputs and downloads
+<root>/<dataset>/processed/           preprocess: interactions, items, users, splits, social
+<root>/<dataset>/ids/<ids>/           build-ids: one code per item (or user)
+<root>/<dataset>/augmented/<name>/    augment: an augmented training split (splits.parquet)
+<root>/<dataset>/runs/<run>/          train-rec / diffuse: checkpoint + config + curves
+<root>/<dataset>/runs/.<run>.work/    a run in progress (resume checkpoints)
+<root>/<dataset>/recs/<run>/<split>/  sample: top-K table
+<root>/<dataset>/metrics/<run>/<split>/ evaluate: metrics.json
+<root>/<dataset>/reports/             evaluate: comparison tables and plots
 """
 
 from __future__ import annotations

@@ -48,7 +48,11 @@ def run(*, dataset: str, data_dir: Path, config: BuildIdsConfig, ids: str | None
     n = processed.table(f"{key}s").height
 
     source = method.source()
-    emb, emb_stats = (None, {"embedding_source": None}) if source is None else embed(source, processed, config.embed, n=n, seed=config.seed, cache=embedder_cache(paths))
+    emb, emb_stats = (
+        (None, {"embedding_source": None})
+        if source is None
+        else embed(source, processed, config.embed, n=n, seed=config.seed, cache=embedder_cache(paths))
+    )
     sem, level_sizes = method.assign(n, emb)
     codes, collisions = disambiguate(sem)
     codeset = CodeSet(codes, [*level_sizes, max(1, collisions["max_collisions"])], key=key)
@@ -79,7 +83,12 @@ def run(*, dataset: str, data_dir: Path, config: BuildIdsConfig, ids: str | None
     )
     with staged_dir(folder) as tmp:
         codeset.save(tmp)
-        plot_usage(tmp / "usage.png", codeset.codes, codeset.vocab_sizes, f"{dataset} / {name}: code usage per digit ({n} {key}s)")
+        plot_usage(
+            tmp / "usage.png",
+            codeset.codes,
+            codeset.vocab_sizes,
+            f"{dataset} / {name}: code usage per digit ({n} {key}s)",
+        )
         manifest.wall_time_s = watch.seconds()
         write_manifest(tmp, manifest)
     _report(manifest, paths.rel(folder))
@@ -92,7 +101,9 @@ def _report(manifest: Manifest, where: str) -> None:
     for col in ("digit", "vocab", "used", "entropy (bits)", "max (bits)"):
         table.add_column(col, justify="right")
     for u in s["usage"]:
-        table.add_row(str(u["digit"]), str(u["size"]), str(u["used"]), f"{u['entropy_bits']:.2f}", f"{u['max_entropy_bits']:.2f}")
+        table.add_row(
+            str(u["digit"]), str(u["size"]), str(u["used"]), f"{u['entropy_bits']:.2f}", f"{u['max_entropy_bits']:.2f}"
+        )
     console.print(table)
     console.print(
         f"build-ids: {s['entities']} {'users' if s['view'] == 'social' else 'items'} -> {s['n_digits']}-digit codes "

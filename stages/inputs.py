@@ -29,7 +29,9 @@ class Processed:
         try:
             return pl.read_parquet(path)
         except (OSError, pl.exceptions.PolarsError) as exc:
-            raise GdrError(f"unreadable table: {exc}", where=str(path), fix=f"rerun `{self.manifest.command}`") from None
+            raise GdrError(
+                f"unreadable table: {exc}", where=str(path), fix=f"rerun `{self.manifest.command}`"
+            ) from None
 
     @property
     def n_items(self) -> int:

@@ -84,10 +84,14 @@ def run(
     cache = DataPaths(Path(data_dir), default).raw
     with progress("step") as bar:
         task = bar.add_task(f"preprocess {paths.dataset}", total=len(STEPS))
-        bundle = read_source(source, input=Path(input).expanduser() if input is not None else None, config=config, cache=cache)
+        bundle = read_source(
+            source, input=Path(input).expanduser() if input is not None else None, config=config, cache=cache
+        )
         console.print(f"reading {bundle.origin}")
         bar.advance(task)
-        cl = clean(bundle, min_user=config.min_user_interactions, min_item=config.min_item_interactions, dedupe=config.dedupe)
+        cl = clean(
+            bundle, min_user=config.min_user_interactions, min_item=config.min_item_interactions, dedupe=config.dedupe
+        )
         bar.advance(task)
         splits = leave_one_out(cl.interactions.select("user", "item"), "item")
         items = item_table(cl, bundle.items)
@@ -98,12 +102,24 @@ def run(
         bar.advance(task)
         stats = {**dataset_stats(cl, splits, social, social_splits), **kg_stats(kg)}
         with staged_dir(paths.processed) as tmp:
-            for file, frame in (("interactions", cl.interactions), ("items", items), ("users", cl.users),
-                                ("splits", splits), ("social", social), ("social_splits", social_splits), ("kg", kg)):
+            for file, frame in (
+                ("interactions", cl.interactions),
+                ("items", items),
+                ("users", cl.users),
+                ("splits", splits),
+                ("social", social),
+                ("social_splits", social_splits),
+                ("kg", kg),
+            ):
                 write_parquet(tmp / f"{file}.parquet", frame)
             manifest = Manifest(
-                stage="preprocess", dataset=paths.dataset, name=paths.dataset, command=command_line(),
-                config=dump_config(config), seed=config.seed, stats={"source": source, "input": bundle.origin, **stats},
+                stage="preprocess",
+                dataset=paths.dataset,
+                name=paths.dataset,
+                command=command_line(),
+                config=dump_config(config),
+                seed=config.seed,
+                stats={"source": source, "input": bundle.origin, **stats},
                 wall_time_s=watch.seconds(),
             )
             write_manifest(tmp, manifest)

@@ -34,7 +34,12 @@ from stages.models.registry import model_family, save_model
 
 
 def run(
-    *, dataset: str, data_dir: Path, config: TrainRecConfig, run_name: str | None = None, resume: bool = False,
+    *,
+    dataset: str,
+    data_dir: Path,
+    config: TrainRecConfig,
+    run_name: str | None = None,
+    resume: bool = False,
     on_validation: Callable[[int, float], None] | None = None,
 ) -> Manifest | None:
     """Train `config.model` on `dataset`; returns the manifest of `runs/<run_name>` (None on non-primary ranks).
@@ -75,7 +80,9 @@ def _friend_counts(
         users, items = training_pairs(splits)
         touched = unique_edges(users, items, n)
         prior = torch.bincount(train_items, minlength=n).float()
-    model = FriendPopularity(n_users=n_users, n_items=n, n_social=social.shape[1], n_touched=touched.shape[1], view=view)
+    model = FriendPopularity(
+        n_users=n_users, n_items=n, n_social=social.shape[1], n_touched=touched.shape[1], view=view
+    )
     model.fit(social, touched, prior)
     return model, {"social_edges": int(social.shape[1]) // 2, "touched_pairs": int(touched.shape[1])}
 

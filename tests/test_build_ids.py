@@ -31,8 +31,27 @@ def error_line(err: str) -> str:
 
 def test_cli_builds_codes_with_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     paths = write_processed(tmp_path, n_items=40)
-    code, err = gdr(capsys, "toy", "--data-dir", str(tmp_path), "--method", "rqkmeans", "--codebook", "8", "--levels", "2",
-                    "--no-balanced", "--source", "collab", "--set", "kmeans.iters=5", "--set", "embed.dim=16", "--ids", "mine")
+    code, err = gdr(
+        capsys,
+        "toy",
+        "--data-dir",
+        str(tmp_path),
+        "--method",
+        "rqkmeans",
+        "--codebook",
+        "8",
+        "--levels",
+        "2",
+        "--no-balanced",
+        "--source",
+        "collab",
+        "--set",
+        "kmeans.iters=5",
+        "--set",
+        "embed.dim=16",
+        "--ids",
+        "mine",
+    )
     assert code == 0, err
     assert "build-ids: 40 items -> 3-digit codes" in err
     manifest = json.loads((paths.ids("mine") / "manifest.json").read_text())
@@ -45,14 +64,20 @@ def test_unknown_method_lists_known_ones(tmp_path: Path, capsys: pytest.CaptureF
     write_processed(tmp_path)
     code, err = gdr(capsys, "toy", "--data-dir", str(tmp_path), "--method", "kmeans")
     line = error_line(err)
-    assert code == 2 and "unknown ID method 'kmeans'" in line and "rqkmeans, rqvae, random, sequential, collaborative" in line
+    assert (
+        code == 2
+        and "unknown ID method 'kmeans'" in line
+        and "rqkmeans, rqvae, random, sequential, collaborative" in line
+    )
     assert not (tmp_path / "toy" / "ids").exists()
 
 
 def test_social_view_without_graph(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_processed(tmp_path, social=False)
     for method in ("rqkmeans", "random"):
-        code, err = gdr(capsys, "toy", "--data-dir", str(tmp_path), "--view", "social", "--codebook", "8", "--method", method)
+        code, err = gdr(
+            capsys, "toy", "--data-dir", str(tmp_path), "--view", "social", "--codebook", "8", "--method", method
+        )
         line = error_line(err)
         assert code == 2 and "has no social graph" in line and "--view item" in line
 
@@ -65,7 +90,9 @@ def test_missing_processed_data_names_preprocess(tmp_path: Path, capsys: pytest.
 
 def test_embedder_that_cannot_load(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_processed(tmp_path)
-    code, err = gdr(capsys, "toy", "--data-dir", str(tmp_path), "--source", "text", "--embedder", str(tmp_path / "no-such-model"))
+    code, err = gdr(
+        capsys, "toy", "--data-dir", str(tmp_path), "--source", "text", "--embedder", str(tmp_path / "no-such-model")
+    )
     line = error_line(err)
     assert code == 2 and "embedder" in line and "leave --embedder unset" in line
     assert not (tmp_path / "toy" / "ids").exists()
@@ -92,7 +119,22 @@ def test_ml100k_rqkmeans(tmp_path: Path, ml100k_dir: Path, capsys: pytest.Captur
     from stages.config.preprocess import PreprocessConfig
 
     preprocess.run(source="recbole", input=ml100k_dir, name="ml", data_dir=tmp_path, config=PreprocessConfig())
-    code, err = gdr(capsys, "ml", "--data-dir", str(tmp_path), "--method", "rqkmeans", "--codebook", "32", "--source", "text", "--set", "kmeans.iters=10", "--set", "embed.dim=32")
+    code, err = gdr(
+        capsys,
+        "ml",
+        "--data-dir",
+        str(tmp_path),
+        "--method",
+        "rqkmeans",
+        "--codebook",
+        "32",
+        "--source",
+        "text",
+        "--set",
+        "kmeans.iters=10",
+        "--set",
+        "embed.dim=32",
+    )
     assert code == 0, err
     paths = DataPaths(tmp_path, "ml")
     cs, manifest = load_codeset(paths, "rqkmeans")

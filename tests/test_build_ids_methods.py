@@ -45,7 +45,9 @@ def test_method_codes_are_unique_sized_and_deterministic(toy: DataPaths, method:
 
 
 def test_default_name_and_codebook_cap(toy: DataPaths) -> None:
-    m = build_ids.run(dataset=toy.dataset, data_dir=toy.root, config=BuildIdsConfig(method="random", levels=1, codebook=256))
+    m = build_ids.run(
+        dataset=toy.dataset, data_dir=toy.root, config=BuildIdsConfig(method="random", levels=1, codebook=256)
+    )
     assert m.name == "random" and m.stats["codebook_effective"] == 40 and m.stats["codebook_requested"] == 256
 
 
@@ -56,19 +58,39 @@ def test_random_codes_depend_on_seed(toy: DataPaths) -> None:
 
 
 def test_sequential_codes_are_base_codebook_digits(toy: DataPaths) -> None:
-    build_ids.run(dataset=toy.dataset, data_dir=toy.root, config=BuildIdsConfig(method="sequential", codebook=3, levels=4), ids="s3")
+    build_ids.run(
+        dataset=toy.dataset,
+        data_dir=toy.root,
+        config=BuildIdsConfig(method="sequential", codebook=3, levels=4),
+        ids="s3",
+    )
     codes = CodeSet.load(toy.ids("s3")).codes
     assert codes[26].tolist() == [0, 2, 2, 2, 0]  # 26 = 2·9 + 2·3 + 2
     assert codes[39].tolist() == [1, 1, 1, 0, 0]  # 39 = 1·27 + 1·9 + 1·3 + 0
     assert codes[5].tolist() == [0, 0, 1, 2, 0]
-    build_ids.run(dataset=toy.dataset, data_dir=toy.root, config=BuildIdsConfig(method="sequential", codebook=8, levels=3), ids="s8")
+    build_ids.run(
+        dataset=toy.dataset,
+        data_dir=toy.root,
+        config=BuildIdsConfig(method="sequential", codebook=8, levels=3),
+        ids="s8",
+    )
     assert CodeSet.load(toy.ids("s8")).codes[37].tolist() == [0, 4, 5, 0]  # 37 = 4·8 + 5
 
 
 def test_text_source_falls_back_to_collab_for_items_without_text(toy: DataPaths) -> None:
-    m = build_ids.run(dataset=toy.dataset, data_dir=toy.root, config=cfg("rqkmeans", embed=EmbedConfig(source="text", dim=16)), ids="txt")
+    m = build_ids.run(
+        dataset=toy.dataset,
+        data_dir=toy.root,
+        config=cfg("rqkmeans", embed=EmbedConfig(source="text", dim=16)),
+        ids="txt",
+    )
     assert m.stats["embedding_source"] == "text:tfidf-svd" and m.stats["items_without_text"] == 3
-    m = build_ids.run(dataset=toy.dataset, data_dir=toy.root, config=cfg("rqkmeans", embed=EmbedConfig(source="collab", dim=16)), ids="col")
+    m = build_ids.run(
+        dataset=toy.dataset,
+        data_dir=toy.root,
+        config=cfg("rqkmeans", embed=EmbedConfig(source="collab", dim=16)),
+        ids="col",
+    )
     assert m.stats["embedding_source"] == "collab" and "items_without_text" not in m.stats
 
 

@@ -292,7 +292,9 @@ def test_config_documents_every_field() -> None:
     for cls in (DiffurecConfig, DiffurecTrainConfig):
         for name, field in cls.model_fields.items():
             assert field.description and len(field.description) > 20, name
-    assert set(DiffurecConfig.model_fields) - {"train"} <= set(Diffurec.__init__.__kwdefaults__)  # train: the loop, not the model
+    assert set(DiffurecConfig.model_fields) - {"train"} <= set(
+        Diffurec.__init__.__kwdefaults__
+    )  # train: the loop, not the model
 
 
 # ----- learning ---------------------------------------------------------------------------------

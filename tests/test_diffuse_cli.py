@@ -17,8 +17,6 @@ TINY = ["--set", "d_model=16", "--set", "n_heads=2", "--set", "enc_layers=1", "-
         "--set", "validation.beam=10"]  # fmt: skip
 
 
-
-
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A synthetic dataset 'toy' with a 3-digit random ID set 'rnd'."""
@@ -49,9 +47,15 @@ def test_diffuse_then_sample(root: Path, capsys: pytest.CaptureFixture[str]) -> 
     stats = manifest["stats"]
     assert stats["params"] > 0 and stats["n_digits"] == 3
     log = pl.read_parquet(run / "train_log.parquet").filter(pl.col("val_ndcg@10").is_not_null())
-    best = log.sort("val_ndcg@10", descending=True, maintain_order=True).row(0, named=True)  # first step reaching the max
-    assert stats["best_val_ndcg@10"] == pytest.approx(best["val_ndcg@10"], abs=1e-6) and stats["best_step"] == best["step"]
-    assert stats["val_perplexity_per_digit"] == pytest.approx(2.718281828 ** (stats["val_nll_bound_nats"] / 3), rel=1e-4)
+    best = log.sort("val_ndcg@10", descending=True, maintain_order=True).row(
+        0, named=True
+    )  # first step reaching the max
+    assert (
+        stats["best_val_ndcg@10"] == pytest.approx(best["val_ndcg@10"], abs=1e-6) and stats["best_step"] == best["step"]
+    )
+    assert stats["val_perplexity_per_digit"] == pytest.approx(
+        2.718281828 ** (stats["val_nll_bound_nats"] / 3), rel=1e-4
+    )
     assert {"model.safetensors", "model.json", "train_log.parquet", "curve.png"} <= set(manifest["outputs"])
     model, meta = load_model(run)
     assert model.kind == "diffusion" and meta["max_len"] == 6 and model.init_kwargs["loss"] == "t_dce"

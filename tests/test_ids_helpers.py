@@ -60,9 +60,13 @@ def write_processed(
     write_parquet(folder / "interactions.parquet", inter)
     write_parquet(
         folder / "items.parquet",
-        pl.DataFrame({"item": np.arange(n_items, dtype=np.int32), "raw_id": [f"i{i}" for i in range(n_items)], "text": texts}),
+        pl.DataFrame(
+            {"item": np.arange(n_items, dtype=np.int32), "raw_id": [f"i{i}" for i in range(n_items)], "text": texts}
+        ),
     )
-    write_parquet(folder / "users.parquet", pl.DataFrame({"user": users.astype(np.int32), "raw_id": [f"u{u}" for u in users]}))
+    write_parquet(
+        folder / "users.parquet", pl.DataFrame({"user": users.astype(np.int32), "raw_id": [f"u{u}" for u in users]})
+    )
     write_parquet(
         folder / "splits.parquet",
         pl.DataFrame(

@@ -56,11 +56,23 @@ def test_rqvae_loss_decreases_and_dead_codes_restart() -> None:
     centers = torch.randn(6, 16, generator=g)
     x = (centers[torch.arange(120) % 6] + 0.05 * torch.randn(120, 16, generator=g)).float()
     opts = RQVAEOptions(hidden=[32], latent_dim=8, epochs=12, batch_size=64, lr=3e-3, beta=0.25)
-    res = train_rqvae(x, sizes=[32, 32], opts=opts, kmeans=KMeansOptions(iters=5, balanced=False), generator=torch.Generator().manual_seed(0))
+    res = train_rqvae(
+        x,
+        sizes=[32, 32],
+        opts=opts,
+        kmeans=KMeansOptions(iters=5, balanced=False),
+        generator=torch.Generator().manual_seed(0),
+    )
     assert res.codes.shape == (120, 2)
     assert res.epoch_loss[-1] < 0.7 * res.epoch_loss[0]
     assert res.restarts > 0  # 32 codes for 6 tight clusters: many go unused and are re-seeded
-    again = train_rqvae(x, sizes=[32, 32], opts=opts, kmeans=KMeansOptions(iters=5, balanced=False), generator=torch.Generator().manual_seed(0))
+    again = train_rqvae(
+        x,
+        sizes=[32, 32],
+        opts=opts,
+        kmeans=KMeansOptions(iters=5, balanced=False),
+        generator=torch.Generator().manual_seed(0),
+    )
     assert torch.equal(res.codes, again.codes)
 
 
@@ -68,7 +80,9 @@ def test_disambiguate_numbers_collision_groups_in_index_order() -> None:
     sem = np.array([[1, 2], [0, 0], [1, 2], [1, 2], [0, 1]])
     codes, stats = disambiguate(sem)
     assert codes[:, -1].tolist() == [0, 0, 1, 2, 0]
-    assert stats["max_collisions"] == 3 and stats["collision_rate_before"] == 0.4 and stats["collision_rate_after"] == 0.0
+    assert (
+        stats["max_collisions"] == 3 and stats["collision_rate_before"] == 0.4 and stats["collision_rate_after"] == 0.0
+    )
     assert len(np.unique(codes, axis=0)) == 5
 
 

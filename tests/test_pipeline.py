@@ -42,7 +42,10 @@ def test_stale_run_is_reported(tmp_path: Path, ml100k_dir: Path, capsys: pytest.
     d = str(tmp_path)
     assert gdr("preprocess", "recbole", "--input", str(ml100k_dir), "--name", "ml", "--data-dir", d) == 0
     assert gdr("train-rec", "ml", "--model", "pop", "--data-dir", d) == 0
-    assert gdr("preprocess", "recbole", "--input", str(ml100k_dir), "--name", "ml", "--min-item", "10", "--data-dir", d) == 0
+    assert (
+        gdr("preprocess", "recbole", "--input", str(ml100k_dir), "--name", "ml", "--min-item", "10", "--data-dir", d)
+        == 0
+    )
     capsys.readouterr()
     assert gdr("sample", "ml", "--run", "pop", "--data-dir", d) == 2
     err = capsys.readouterr().err.strip()
@@ -56,7 +59,9 @@ def test_stage_before_its_input_exists(tmp_path: Path, capsys: pytest.CaptureFix
     assert "Traceback" not in err and "gdr preprocess ml" in err and "gdr train-rec ml" in err
 
 
-def test_interrupted_sample_keeps_previous_recs(ml_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_interrupted_sample_keeps_previous_recs(
+    ml_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     d = str(ml_root)
     assert gdr("sample", "ml", "--run", "pop", "--name", "pop-ctrlc", "--data-dir", d) == 0
     folder = ml_root / "ml" / "recs" / "pop-ctrlc" / "test"
@@ -105,7 +110,9 @@ def test_every_model_on_the_tiny_preset(tmp_path: Path, capsys: pytest.CaptureFi
         assert metrics["users"] == out["pop"]["users"] and metrics["recall@20"] > 0, name
 
 
-def test_two_runs_of_the_tiny_pipeline_print_the_same_metrics(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_two_runs_of_the_tiny_pipeline_print_the_same_metrics(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Defaults train for fixed epochs (no wall-clock budget): the same commands give the same numbers."""
     outputs = []
     for attempt in ("a", "b"):
@@ -119,6 +126,11 @@ def test_two_runs_of_the_tiny_pipeline_print_the_same_metrics(tmp_path: Path, ca
         capsys.readouterr()
         assert gdr("evaluate", "syn", "--json", *d) == 0
         out = json.loads(capsys.readouterr().out)
-        outputs.append({run: {k: v for k, v in m.items() if k.split("@")[0] in ("recall", "ndcg", "mrr")} for run, m in out.items()})
+        outputs.append(
+            {
+                run: {k: v for k, v in m.items() if k.split("@")[0] in ("recall", "ndcg", "mrr")}
+                for run, m in out.items()
+            }
+        )
     assert outputs[0] == outputs[1] and len(outputs[0]["tiger"]) == 12
     assert outputs[0]["tiger"]["ndcg@10"] != outputs[0]["diffusion"]["ndcg@10"]  # two real, different models

@@ -80,6 +80,7 @@ def test_presets_load() -> None:
                "tune": TuneConfig}  # fmt: skip
     presets = sorted(p.stem for p in REPO_CONFIGS.glob("*.yaml"))
     assert {"tiny", "default"} <= set(presets)
+
     def leaves(tree: dict, prefix: str = "") -> dict:
         out = {}
         for key, value in tree.items():
@@ -105,7 +106,9 @@ def make_artifact(folder: Path, stage: str, inputs: dict | None = None, payload:
 
 def test_stale_input_is_reported_with_rebuild_command(tmp_path: Path) -> None:
     up = make_artifact(tmp_path / "d" / "processed", "preprocess")
-    down = make_artifact(tmp_path / "d" / "runs" / "r", "train_rec", {"processed": input_ref(tmp_path / "d" / "processed", tmp_path, up)})
+    down = make_artifact(
+        tmp_path / "d" / "runs" / "r", "train_rec", {"processed": input_ref(tmp_path / "d" / "processed", tmp_path, up)}
+    )
     check_fresh(down, tmp_path, what="run r")
     make_artifact(tmp_path / "d" / "processed", "preprocess", payload="changed")
     with pytest.raises(StaleInputError) as err:

@@ -31,6 +31,8 @@ def fixture_path(path: str, tmp: Path) -> Path:
     for f in (FIX / "lastfm").glob("*.dat.txt"):
         shutil.copy(f, out / f.name.removesuffix(".txt"))
     return out
+
+
 TABLES = ("interactions", "items", "users", "splits", "social", "social_splits", "kg")
 SCHEMAS = {
     "interactions": {"user": pl.Int32, "item": pl.Int32, "timestamp": pl.Int64},
@@ -66,11 +68,13 @@ def check_invariants(tables: dict[str, pl.DataFrame]) -> None:
     social = tables["social"]
     assert social.filter(pl.col("user") == pl.col("friend")).height == 0
     assert social.sort("user", "friend").equals(
-        social.select(pl.col("friend").alias("user"), pl.col("user").alias("friend")).sort("user", "friend"))
+        social.select(pl.col("friend").alias("user"), pl.col("user").alias("friend")).sort("user", "friend")
+    )
     assert not social.is_duplicated().any()
 
 
 # --- steps by hand ---------------------------------------------------------------------------
+
 
 def test_first_distinct_drops_exact_duplicates_only():
     u = np.array([0, 0, 0, 1, 0])
@@ -92,11 +96,13 @@ def test_k_core_iterates_until_stable():
 
 
 def test_clean_compacts_numeric_ids_and_keeps_tie_order():
-    frame = pl.DataFrame({
-        "user": ["10", "9", "10", "9", "10", "9"],
-        "item": ["b", "a", "a", "b", "c", "c"],
-        "timestamp": [5, 1, 5, 2, 6, 3],
-    })
+    frame = pl.DataFrame(
+        {
+            "user": ["10", "9", "10", "9", "10", "9"],
+            "item": ["b", "a", "a", "b", "c", "c"],
+            "timestamp": [5, 1, 5, 2, 6, 3],
+        }
+    )
     cl = clean(frame_bundle(frame, items=None, social=None, origin="t"), min_user=0, min_item=0)
     assert cl.users["raw_id"].to_list() == ["9", "10"]  # numeric order, not string order
     assert cl.items["raw_id"].to_list() == ["a", "b", "c"]
@@ -134,7 +140,9 @@ def test_leave_one_out_by_hand():
 
 
 def test_social_graph_symmetric_dedup_no_self_loops_input_order():
-    users = pl.DataFrame({"user": [0, 1, 2, 3], "raw_id": ["a", "b", "c", "d"]}, schema={"user": pl.Int32, "raw_id": pl.String})
+    users = pl.DataFrame(
+        {"user": [0, 1, 2, 3], "raw_id": ["a", "b", "c", "d"]}, schema={"user": pl.Int32, "raw_id": pl.String}
+    )
     raw = pl.DataFrame({"user": ["a", "a", "b", "c", "a", "d", "x"], "friend": ["c", "b", "a", "c", "d", "a", "a"]})
     g = social_graph(raw, users)
     assert g.filter(pl.col("user") == 0)["friend"].to_list() == [2, 1, 3]  # input order, b-a merged with a-b
@@ -142,6 +150,7 @@ def test_social_graph_symmetric_dedup_no_self_loops_input_order():
 
 
 # --- whole stage ---------------------------------------------------------------------------
+
 
 def test_synthetic_end_to_end_deterministic(tmp_path):
     m1 = run(source="synthetic", data_dir=tmp_path / "a", config=TINY)
@@ -151,8 +160,18 @@ def test_synthetic_end_to_end_deterministic(tmp_path):
     for name in TABLES:
         assert t1[name].equals(t2[name]), name
     assert m1.stats == m2.stats and m1.stage == "preprocess" and m1.seed == 0
-    for key in ("users", "items", "interactions", "density", "seq_len_p50", "seq_len_p90", "seq_len_p99",
-                "seq_len_max", "social_edges", "social_users"):
+    for key in (
+        "users",
+        "items",
+        "interactions",
+        "density",
+        "seq_len_p50",
+        "seq_len_p90",
+        "seq_len_p99",
+        "seq_len_max",
+        "social_edges",
+        "social_users",
+    ):
         assert key in m1.stats
     assert m1.stats["interactions"] == t1["interactions"].height and t1["social"].height > 0
     inter = t1["interactions"]
@@ -171,17 +190,24 @@ def test_synthetic_has_sequential_and_social_structure():
 
     def bigram_hit_rate(seq: pl.DataFrame) -> float:
         pairs = seq.with_columns(pl.col("item").shift(1).over("user").alias("prev")).drop_nulls("prev")
-        best = pairs.group_by("prev", "item").len().sort("len", "item", descending=[True, False]).group_by(
-            "prev", maintain_order=True).first()
+        best = (
+            pairs.group_by("prev", "item")
+            .len()
+            .sort("len", "item", descending=[True, False])
+            .group_by("prev", maintain_order=True)
+            .first()
+        )
         return pairs.join(best, on="prev", suffix="_best").select((pl.col("item") == pl.col("item_best")).mean()).item()
 
     shuffled = inter.with_columns(pl.col("item").shuffle(seed=0).over("user"))
     assert bigram_hit_rate(inter) > 1.3 * bigram_hit_rate(shuffled)
     # friends share more items than random pairs
     sets = inter.group_by("user").agg(pl.col("item").unique())
+
     def overlap(pairs: pl.DataFrame) -> float:
         j = pairs.join(sets, on="user").join(sets.rename({"user": "friend", "item": "fitem"}), on="friend")
         return j.select(pl.col("item").list.set_intersection("fitem").list.len().mean()).item()
+
     rng = np.random.default_rng(0)
     users = inter["user"].unique().to_numpy()
     randoms = pl.DataFrame({"user": rng.choice(users, social.height), "friend": rng.choice(users, social.height)})
@@ -216,8 +242,13 @@ def test_fixture_item_text_and_social(tmp_path):
     run(source="movielens-100k", data_dir=tmp_path, config=LOOSE, input=FIX / "ml-100k", name="ml")
     text = load(tmp_path, "ml")["items"]["text"].to_list()
     assert text[3] == "Café Society (1995), Animation, Children's, Comedy"  # latin-1 decoded, genres named
-    run(source="amazon-2014", data_dir=tmp_path, config=LOOSE.model_copy(update={"category": "Beauty"}),
-        input=FIX / "amazon-2014", name="az")
+    run(
+        source="amazon-2014",
+        data_dir=tmp_path,
+        config=LOOSE.model_copy(update={"category": "Beauty"}),
+        input=FIX / "amazon-2014",
+        name="az",
+    )
     az = load(tmp_path, "az")["items"]["text"].to_list()
     assert az[0] == "Lipstick no. 10 | L'Oreal | Beauty, Makeup" and az[2] == 'Shampoo "Pro" | Beauty, Hair Care'
     run(source="lastfm-2k", data_dir=tmp_path, config=LOOSE, input=fixture_path("lastfm", tmp_path), name="fm")
@@ -252,8 +283,24 @@ def test_parquet_interactions_without_time(tmp_path):
 
 
 def test_cli_runs_and_flags_reach_config(tmp_path, capsys):
-    code = main(["preprocess", "synthetic", "--data-dir", str(tmp_path), "--set", "synthetic.users=200",
-                 "--set", "synthetic.items=80", "--min-user", "6", "--seed", "4", "--name", "syn"])
+    code = main(
+        [
+            "preprocess",
+            "synthetic",
+            "--data-dir",
+            str(tmp_path),
+            "--set",
+            "synthetic.users=200",
+            "--set",
+            "synthetic.items=80",
+            "--min-user",
+            "6",
+            "--seed",
+            "4",
+            "--name",
+            "syn",
+        ]
+    )
     assert code == 0
     err = capsys.readouterr().err
     assert "preprocessed synthetic" in err and "Traceback" not in err
@@ -265,6 +312,7 @@ def test_cli_runs_and_flags_reach_config(tmp_path, capsys):
 
 
 # --- real data ---------------------------------------------------------------------------
+
 
 def test_ml100k_recbole_atomic_5core(tmp_path, ml100k_dir):
     m = run(source="movielens-100k", data_dir=tmp_path, config=PreprocessConfig(), input=ml100k_dir)
@@ -288,8 +336,13 @@ def test_lastfm_real(tmp_path, lastfm_dir):
 def test_hash_collision_falls_back_to_exact_codes(monkeypatch):
     from stages.data import clean as cleaning
 
-    frame = pl.DataFrame({"user": ["a", "b", "a", "b", "a", "b"], "item": ["x", "y", "y", "x", "z", "z"],
-                          "timestamp": [1, 2, 3, 4, 5, 6]})
+    frame = pl.DataFrame(
+        {
+            "user": ["a", "b", "a", "b", "a", "b"],
+            "item": ["x", "y", "y", "x", "z", "z"],
+            "timestamp": [1, 2, 3, 4, 5, 6],
+        }
+    )
     bundle = frame_bundle(frame, items=None, social=None, origin="t")
     good = clean(bundle, min_user=0, min_item=0)
     real = cleaning.codes

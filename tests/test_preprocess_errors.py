@@ -92,7 +92,9 @@ def test_truncated_gzip(tmp_path, capsys):
     folder.mkdir()
     data = (FIX / "amazon-2014" / "reviews_Beauty_5.json.gz").read_bytes()
     (folder / "reviews_Beauty_5.json.gz").write_bytes(data[: len(data) // 2])
-    line = cli_error(capsys, ["amazon-2014", "--category", "Beauty", "--input", str(folder), "--data-dir", str(tmp_path)])
+    line = cli_error(
+        capsys, ["amazon-2014", "--category", "Beauty", "--input", str(folder), "--data-dir", str(tmp_path)]
+    )
     assert "truncated or corrupt" in line and "reviews_Beauty_5.json.gz" in line
     assert "needs a category" in cli_error(capsys, ["amazon-2014", "--input", str(folder), "--data-dir", str(tmp_path)])
 
@@ -101,7 +103,9 @@ def test_bad_review_line_is_located(tmp_path):
     folder = tmp_path / "az"
     folder.mkdir()
     with gzip.open(folder / "reviews_Toys_5.json.gz", "wt") as fh:
-        fh.write('{"reviewerID": "A", "asin": "B", "unixReviewTime": 5}\n{"reviewerID": "A", "asin": "C", "unixReviewTime": "soon"}\n')
+        fh.write(
+            '{"reviewerID": "A", "asin": "B", "unixReviewTime": 5}\n{"reviewerID": "A", "asin": "C", "unixReviewTime": "soon"}\n'
+        )
     with pytest.raises(GdrError, match="bad review line") as err:
         run(source="amazon-2014", data_dir=tmp_path, config=LOOSE.model_copy(update={"category": "Toys"}), input=folder)
     assert "reviews_Toys_5.json.gz:2" in err.value.line()
@@ -120,18 +124,38 @@ def test_empty_after_k_core_names_thresholds(tmp_path, capsys):
 
 
 def test_failed_run_keeps_previous_output(tmp_path, capsys):
-    assert main(["preprocess", "amazon-books", "--input", str(FIX / "ratings_Books.csv"), "--name", "b",
-                 "--min-user", "0", "--min-item", "0", "--data-dir", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "preprocess",
+                "amazon-books",
+                "--input",
+                str(FIX / "ratings_Books.csv"),
+                "--name",
+                "b",
+                "--min-user",
+                "0",
+                "--min-item",
+                "0",
+                "--data-dir",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     folder = tmp_path / "b" / "processed"
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
     bad = books(tmp_path, "A,1,5.0,100\nB,2,4.0,never\n")
     cli_error(capsys, ["amazon-books", "--input", str(bad), "--name", "b", "--data-dir", str(tmp_path)])
-    cli_error(capsys, ["amazon-books", "--input", str(FIX / "ratings_Books.csv"), "--name", "b", "--data-dir", str(tmp_path)])
+    cli_error(
+        capsys, ["amazon-books", "--input", str(FIX / "ratings_Books.csv"), "--name", "b", "--data-dir", str(tmp_path)]
+    )
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["processed"]  # no staging leftovers
 
 
 # --- MovieLens 100K fetch: GroupLens, then the recbole wheel on PyPI, then a clear error --------
+
 
 def fake_wheel(path: Path) -> Path:
     """A zip with the recbole wheel's internal layout and a tiny ml-100k inside."""
@@ -139,7 +163,9 @@ def fake_wheel(path: Path) -> Path:
         inter = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
         inter += "".join(f"{u}\t{i}\t3\t{100 * u + i}\n" for u in range(1, 5) for i in range(1, 5))
         zf.writestr("recbole/dataset_example/ml-100k/ml-100k.inter", inter)
-        zf.writestr("recbole/dataset_example/ml-100k/ml-100k.item", "item_id:token\tmovie_title:token_seq\n1\tToy Story\n")
+        zf.writestr(
+            "recbole/dataset_example/ml-100k/ml-100k.item", "item_id:token\tmovie_title:token_seq\n1\tToy Story\n"
+        )
         zf.writestr("recbole/dataset_example/ml-100k/ml-100k.user", "user_id:token\tage:token\n1\t24\n")
         zf.writestr("recbole/__init__.py", "")
     return path
@@ -223,7 +249,12 @@ def recbole_copy(tmp_path: Path, **replace: bytes) -> Path:
     [
         ("user_friends", b"userID\n1\n", "no column 'friendID'", "user_friends.dat:1"),
         ("user_friends", b"userID,friendID\n1,2\n", "no column 'userID'", "user_friends.dat:1"),
-        ("user_friends", b"userID\tfriendID\n1\t2\n\n3\n", "expected 2 fields separated by '\\t'", "user_friends.dat:4"),
+        (
+            "user_friends",
+            b"userID\tfriendID\n1\t2\n\n3\n",
+            "expected 2 fields separated by '\\t'",
+            "user_friends.dat:4",
+        ),
         ("user_friends", b"userID\tfriendID\n1\t2\n3\t\n", "empty friendID field", "user_friends.dat:3:2"),
         ("artists", b"id\tname\turl\tpictureURL\n10\tBj\xf6rk\tu\tp\n", "not UTF-8", "artists.dat:2"),
         ("artists", b"id\turl\tpictureURL\n10\tu\tp\n", "no column 'name'", "artists.dat:1"),
@@ -240,14 +271,24 @@ def test_bad_lastfm_side_file(tmp_path, capsys, name, content, message, where):
 @pytest.mark.parametrize(
     "suffix,content,message,where",
     [
-        ("item", b"item_id:token\ttitle:token_seq\tyear:token\n10\tToy Story\t1995\n11\tGoldenEye\n", "expected 3 fields", "tiny.item:3"),
+        (
+            "item",
+            b"item_id:token\ttitle:token_seq\tyear:token\n10\tToy Story\t1995\n11\tGoldenEye\n",
+            "expected 3 fields",
+            "tiny.item:3",
+        ),
         ("item", b"item_id:token\ttitle:token_seq\n10,Toy Story\n", "expected 2 fields", "tiny.item:2"),
         ("item", b"item_id:token\ttitle:token_seq\n10\tCaf\xe9\n", "not UTF-8", "tiny.item:2"),
         ("item", b"item_id:token\ttitle:token_seq\n\tNo id\n", "empty", "tiny.item:2:1"),
         ("net", b"source_id:token\ttarget_id:token\n1\t2\n2 3\n", "expected 2 fields", "tiny.net:3"),
         ("net", b"source_id:token\ttarget_id:token\n1\t2\n2\t\xff\n", "not UTF-8", "tiny.net:3"),
         ("net", b"source_id:token\n1\n", "needs two :token fields", "tiny.net:1"),
-        ("inter", b"user_id:token\titem_id:token\ttimestamp:float\n1\t2\t3.0\n1\t3\xff\t4.0\n", "not UTF-8", "tiny.inter:3"),
+        (
+            "inter",
+            b"user_id:token\titem_id:token\ttimestamp:float\n1\t2\t3.0\n1\t3\xff\t4.0\n",
+            "not UTF-8",
+            "tiny.inter:3",
+        ),
     ],
 )
 def test_bad_recbole_file(tmp_path, capsys, suffix, content, message, where):

@@ -110,8 +110,13 @@ def sample(root: Path, run: str, *args: str) -> int:
         ),
         ("d", ["--sampler", "ordered", "--order", "2,x"], "bad --order '2,x'", "'random'"),
         ("t", ["--device", "tpu"], "bad value for config key 'device'", "fix the value"),
-        pytest.param("t", ["--device", "cuda"], "sample.device=cuda but no CUDA device is available", "sample.device=auto or cpu",
-                     marks=pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")),
+        pytest.param(
+            "t",
+            ["--device", "cuda"],
+            "sample.device=cuda but no CUDA device is available",
+            "sample.device=auto or cpu",
+            marks=pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA"),
+        ),
     ],
 )
 def test_options_that_do_not_apply_are_one_line_errors(root: Path, capsys: pytest.CaptureFixture[str], run: str, args: list[str],
@@ -185,7 +190,9 @@ def test_exactly_k_items_with_and_without_history(root: Path, capsys: pytest.Cap
             )
 
 
-def test_unconstrained_tiger_writes_invalid_codes_that_evaluate_counts(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unconstrained_tiger_writes_invalid_codes_that_evaluate_counts(
+    root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """--no-constraint: codes that name no item are null rows in recs.parquet and evaluate's invalid_rate counts them;
     the constrained search of the same run has none, and its lists are the valid items of the free search in order."""
     assert sample(root, "t", "--no-constraint", "--name", "t-free") == 0
@@ -201,19 +208,26 @@ def test_unconstrained_tiger_writes_invalid_codes_that_evaluate_counts(root: Pat
     first = top.join(valid_free.select("user", "item"), on=["user", "item"], how="semi")
     assert first.height == valid_free.height  # every valid code of the free search is also a constrained result
     capsys.readouterr()
-    assert main(["evaluate", "toy", "--data-dir", str(root), "--split", "valid", "--json", "--run", "t-free", "--run", "t"]) == 0
+    assert (
+        main(
+            ["evaluate", "toy", "--data-dir", str(root), "--split", "valid", "--json", "--run", "t-free", "--run", "t"]
+        )
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert out["t-free"]["invalid_rate"] == pytest.approx(n_null / free.height) and out["t"]["invalid_rate"] == 0.0
 
 
 @pytest.mark.parametrize("sampler", ["cpd", "ordered-beam", "tweedie", "ordered"])
-def test_unconstrained_diffusion_samplers_write_invalid_codes(root: Path, capsys: pytest.CaptureFixture[str], sampler: str) -> None:
+def test_unconstrained_diffusion_samplers_write_invalid_codes(
+    root: Path, capsys: pytest.CaptureFixture[str], sampler: str
+) -> None:
     """--no-constraint for the diffusion samplers: codes of no item are null rows, evaluate counts them; the
     constrained lists of the same run have none."""
     name = f"free-{sampler}"
-    assert sample(root, "d", "--sampler", sampler, "--no-constraint", "-k", "10", "--beam", "10", "--name", name) == 0, (
-        capsys.readouterr().err
-    )
+    assert (
+        sample(root, "d", "--sampler", sampler, "--no-constraint", "-k", "10", "--beam", "10", "--name", name) == 0
+    ), capsys.readouterr().err
     free = pl.read_parquet(root / "toy" / "recs" / name / "valid" / "recs.parquet")
     assert free["item"].null_count() > 0
     valid = free.drop_nulls("item")

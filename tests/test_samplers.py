@@ -34,7 +34,9 @@ CODES = torch.cat([CODES, torch.tensor([[1, 3, 1], [2, 0, 1]])])  # [14, 3]
 
 @pytest.fixture(scope="module")
 def model() -> DiffusionRecommender:
-    m = DiffusionRecommender.from_codes(CODES, VOCAB, d_model=16, n_heads=2, enc_layers=1, dec_layers=1, d_ff=32, max_len=4, seed=1)
+    m = DiffusionRecommender.from_codes(
+        CODES, VOCAB, d_model=16, n_heads=2, enc_layers=1, dec_layers=1, d_ff=32, max_len=4, seed=1
+    )
     return m.eval()
 
 
@@ -133,7 +135,9 @@ def restricted_logp(model: DiffusionRecommender, history: torch.Tensor, tokens: 
 
 def test_cpd_all_digits_at_once_is_exact(model: DiffusionRecommender) -> None:
     # one step filling all n digits with a beam ≥ N ranks every item by Σ_j log p(c_j | all masked)
-    items, scores = model.recommend(HISTORY[:1], k=len(CODES), sampler="cpd", options={"beam": 20, "digits_per_step": 3})
+    items, scores = model.recommend(
+        HISTORY[:1], k=len(CODES), sampler="cpd", options={"beam": 20, "digits_per_step": 3}
+    )
     lp = restricted_logp(model, HISTORY[:1], torch.full((1, 3), MASK))[0]  # [n, V]
     brute = lp.gather(1, CODES.T).sum(0)  # [N]
     order = brute.argsort(descending=True)
@@ -158,7 +162,9 @@ def test_ordered_beam_with_wide_beam_is_exact_chain_rule(model: DiffusionRecomme
     assert torch.allclose(brute[items[0]], brute.sort(descending=True).values)
 
 
-def test_cpd_throughput_structure_two_digits_per_step(model: DiffusionRecommender, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cpd_throughput_structure_two_digits_per_step(
+    model: DiffusionRecommender, monkeypatch: pytest.MonkeyPatch
+) -> None:
     raw = {"beam": 5, "renormalize": False}  # raw scores read every live beam's log-probs
     model.recommend(HISTORY, k=5, sampler="cpd", options={**raw, "digits_per_step": 2})
     assert model.sample_stats["nfe"] == 1 + 5  # one pass on the all-masked code, then one per beam
@@ -188,7 +194,14 @@ def test_cache_gives_identical_samples_with_fewer_evaluations(model: DiffusionRe
 
 
 def test_seed_changes_stochastic_samples(model: DiffusionRecommender) -> None:
-    runs = {tuple(model.recommend(HISTORY, k=5, sampler="tweedie", options={"beam": 4, "steps": 3, "seed": s})[0].flatten().tolist()) for s in range(3)}
+    runs = {
+        tuple(
+            model.recommend(HISTORY, k=5, sampler="tweedie", options={"beam": 4, "steps": 3, "seed": s})[0]
+            .flatten()
+            .tolist()
+        )
+        for s in range(3)
+    }
     assert len(runs) > 1
 
 
@@ -234,7 +247,9 @@ def test_popularity_model_rejects_cpd() -> None:
         pop.recommend(torch.tensor([[0, 1]]), k=2, sampler="cpd")
 
 
-def test_chunked_validity_and_beams_match_unchunked(model: DiffusionRecommender, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_chunked_validity_and_beams_match_unchunked(
+    model: DiffusionRecommender, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import stages.samplers.cpd as cpd
     import stages.samplers.validity as validity
 
@@ -270,7 +285,11 @@ def test_cpd_two_digits_per_step_with_wide_beam_is_exact(model: DiffusionRecomme
         partial = CODES.clone()
         partial[:, last] = MASK
         lp = restricted_logp(model, HISTORY[3:4].expand(len(CODES), -1), partial)  # [N, n, V]
-        total = first[pair[0], CODES[:, pair[0]]] + first[pair[1], CODES[:, pair[1]]] + lp[torch.arange(len(CODES)), last, CODES[:, last]]
+        total = (
+            first[pair[0], CODES[:, pair[0]]]
+            + first[pair[1], CODES[:, pair[1]]]
+            + lp[torch.arange(len(CODES)), last, CODES[:, last]]
+        )
         best = torch.maximum(best, total)
     assert sorted(items[0].tolist()) == list(range(len(CODES)))
     assert torch.allclose(scores[0], best[items[0]], atol=1e-5)
@@ -294,7 +313,9 @@ def test_masked_slot_heads_equal_all_heads(model: DiffusionRecommender) -> None:
     # sampling runs the last block and the output heads on the masked slots only; training
     # (autograd on) runs every slot: same log-probs, for mixed and for equal masked counts per row
     mixed = torch.tensor([[MASK, MASK, MASK], [1, MASK, MASK], [MASK, 3, 0], [2, 2, 1], [0, MASK, 0]])
-    equal = torch.tensor([[1, MASK, MASK], [MASK, 3, MASK], [MASK, MASK, 0], [2, MASK, MASK]]).repeat(5, 1)  # 4 rows per user
+    equal = torch.tensor([[1, MASK, MASK], [MASK, 3, MASK], [MASK, MASK, 0], [2, MASK, MASK]]).repeat(
+        5, 1
+    )  # 4 rows per user
     ctx = model.encode(HISTORY)
     with torch.no_grad():  # sampling's context: cross-attention q and output projections folded in (`fold`)
         folded = model.encode(HISTORY)
@@ -310,7 +331,9 @@ def test_masked_slot_heads_equal_all_heads(model: DiffusionRecommender) -> None:
         assert torch.allclose(fast[~torch.isinf(fast)], full[~torch.isinf(full)], atol=1e-5)
 
 
-def test_chunked_sampling_sublayers_equal_one_chunk(model: DiffusionRecommender, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_chunked_sampling_sublayers_equal_one_chunk(
+    model: DiffusionRecommender, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # sampling runs the feed-forward over row chunks and the cross-attention (its projections folded into
     # the keys/values) a few users at a time (`row_chunks`): the same log-probs as one chunk, and the
     # pieces equal their plain torch forms
@@ -351,13 +374,19 @@ def test_cpd_merges_beams_that_complete_to_the_same_items(monkeypatch: pytest.Mo
     from stages.samplers.validity import CodeTable
 
     g = torch.Generator().manual_seed(0)
-    codes = torch.cat([torch.randint(0, 8, (24, 3), generator=g), torch.zeros(24, 1, dtype=torch.long)], 1)  # like rqkmeans
-    m = DiffusionRecommender.from_codes(codes, [8, 8, 8, 1], d_model=16, n_heads=2, enc_layers=1, dec_layers=1, d_ff=32, max_len=4, seed=1).eval()
+    codes = torch.cat(
+        [torch.randint(0, 8, (24, 3), generator=g), torch.zeros(24, 1, dtype=torch.long)], 1
+    )  # like rqkmeans
+    m = DiffusionRecommender.from_codes(
+        codes, [8, 8, 8, 1], d_model=16, n_heads=2, enc_layers=1, dec_layers=1, d_ff=32, max_len=4, seed=1
+    ).eval()
     opts = SamplerOptions(beam=10, digits_per_step=1)
     merged = one_round(m, "cpd", opts, 10)
     t = torch.arange(16)[:, None]
     monkeypatch.setattr(CodeTable, "group_key", lambda self: t * self.n_items + torch.arange(self.n_items))
-    m2 = DiffusionRecommender.from_codes(codes, [8, 8, 8, 1], d_model=16, n_heads=2, enc_layers=1, dec_layers=1, d_ff=32, max_len=4, seed=1).eval()
+    m2 = DiffusionRecommender.from_codes(
+        codes, [8, 8, 8, 1], d_model=16, n_heads=2, enc_layers=1, dec_layers=1, d_ff=32, max_len=4, seed=1
+    ).eval()
     plain = one_round(m2, "cpd", opts, 10)
     assert (merged >= 0).sum() > (plain >= 0).sum()
     for row in merged.tolist():
@@ -368,12 +397,16 @@ def test_cpd_merges_beams_that_complete_to_the_same_items(monkeypatch: pytest.Mo
     assert (m2.recommend(HISTORY, k=10, sampler="cpd", options=opts)[0] >= 0).all() and m2.sample_stats["rounds"] > 1
 
 
-def one_round(model: DiffusionRecommender, sampler: str, opts: object, k: int, exclude: torch.Tensor | None = None) -> torch.Tensor:
+def one_round(
+    model: DiffusionRecommender, sampler: str, opts: object, k: int, exclude: torch.Tensor | None = None
+) -> torch.Tensor:
     """The items of the sampler's first round alone (no refill) -> [B, k] (-1 = none)."""
     from stages.diffusion.schedules import make_schedule
     from stages.samplers.exclusion import ItemSets
 
-    smp = make_sampler(sampler, table=model.table(), schedule=make_schedule(model.schedule_name), options=SamplerOptions.of(opts), k=k)
+    smp = make_sampler(
+        sampler, table=model.table(), schedule=make_schedule(model.schedule_name), options=SamplerOptions.of(opts), k=k
+    )
     state = smp.init_state(len(HISTORY), torch.device("cpu"))
     if exclude is not None:
         state.extra["exclude"] = ItemSets.from_lists(exclude, model.codes.shape[0])

@@ -15,7 +15,12 @@ SCHEMA = {"user": pl.Int32, "train": pl.List(pl.Int32), "valid": pl.Int32, "test
 
 def splits(rows: list[tuple[int, list[int], int, int]]) -> pl.DataFrame:
     return pl.DataFrame(
-        {"user": [r[0] for r in rows], "train": [r[1] for r in rows], "valid": [r[2] for r in rows], "test": [r[3] for r in rows]},
+        {
+            "user": [r[0] for r in rows],
+            "train": [r[1] for r in rows],
+            "valid": [r[2] for r in rows],
+            "test": [r[3] for r in rows],
+        },
         schema=SCHEMA,
     )
 
@@ -68,13 +73,16 @@ def test_eval_histories_without_target(small: pl.DataFrame) -> None:
 
 def test_matches_a_plain_reference_on_random_sequences() -> None:
     rng = np.random.default_rng(0)
-    rows = [(u, rng.integers(0, 100, rng.integers(1, 30)).tolist(), int(rng.integers(100)), int(rng.integers(100))) for u in range(40)]
+    rows = [
+        (u, rng.integers(0, 100, rng.integers(1, 30)).tolist(), int(rng.integers(100)), int(rng.integers(100)))
+        for u in range(40)
+    ]
     max_len = 7
     ex = training_examples(splits(rows), max_len)
     hist, tgt = [], []
     for _, seq, _, _ in rows:
         for i in range(1, len(seq)):
-            prev = seq[max(0, i - max_len):i]
+            prev = seq[max(0, i - max_len) : i]
             hist.append([-1] * (max_len - len(prev)) + prev)
             tgt.append(seq[i])
     assert ex["history"].tolist() == hist

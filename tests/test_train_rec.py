@@ -18,8 +18,6 @@ TINY = ["--set", "tiger.d_model=16", "--set", "tiger.d_kv=8", "--set", "tiger.n_
         "--set", "train.eval_every=10", "--set", "train.log_every=5", "--set", "train.warmup_steps=2"]  # fmt: skip
 
 
-
-
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Synthetic dataset 'toy' with a random 3-digit ID set 'rnd', and dataset 'other' with its own 'rnd'."""
@@ -59,12 +57,22 @@ def test_tiger_train_resume_sample(root: Path, capsys: pytest.CaptureFixture[str
     stats = manifest["stats"]
     assert stats["model"] == "tiger" and stats["params"] > 0
     log = pl.read_parquet(run / "train_log.parquet").filter(pl.col("val_ndcg@10").is_not_null())
-    best = log.sort("val_ndcg@10", descending=True, maintain_order=True).row(0, named=True)  # first step reaching the max
-    assert stats["best_val_ndcg@10"] == pytest.approx(best["val_ndcg@10"], abs=1e-6) and stats["best_step"] == best["step"]
+    best = log.sort("val_ndcg@10", descending=True, maintain_order=True).row(
+        0, named=True
+    )  # first step reaching the max
+    assert (
+        stats["best_val_ndcg@10"] == pytest.approx(best["val_ndcg@10"], abs=1e-6) and stats["best_step"] == best["step"]
+    )
     assert stats["n_digits"] == 3 and stats["stop_reason"] == "max-epochs" and stats["examples_per_s"] > 0
     assert {"model.safetensors", "model.json", "train_log.parquet", "curve.png"} <= set(manifest["outputs"])
     model, meta = load_model(run)
-    assert model.kind == "tiger" and meta == {"dataset": "toy", "max_len": 6, "ids": "rnd", "view": "item", "train_split": "base"}
+    assert model.kind == "tiger" and meta == {
+        "dataset": "toy",
+        "max_len": 6,
+        "ids": "rnd",
+        "view": "item",
+        "train_split": "base",
+    }
 
     first = (run / "model.safetensors").read_bytes()  # resuming the finished run rebuilds the same weights
     assert main([*tiger_args(root), "--resume", "--max-minutes", "5"]) == 0, capsys.readouterr().err

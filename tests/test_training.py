@@ -90,7 +90,12 @@ def synthetic_splits(users: int = 120, seed: int = 0) -> pl.DataFrame:
         seq = (rng.integers(N_ITEMS) + stride * np.arange(rng.integers(5, 12))) % N_ITEMS
         rows.append((u, seq[:-2].tolist(), int(seq[-2]), int(seq[-1])))
     return pl.DataFrame(
-        {"user": [r[0] for r in rows], "train": [r[1] for r in rows], "valid": [r[2] for r in rows], "test": [r[3] for r in rows]},
+        {
+            "user": [r[0] for r in rows],
+            "train": [r[1] for r in rows],
+            "valid": [r[2] for r in rows],
+            "test": [r[3] for r in rows],
+        },
         schema={"user": pl.Int32, "train": pl.List(pl.Int32), "valid": pl.Int32, "test": pl.Int32},
     )
 
@@ -104,8 +109,17 @@ def data() -> dict:
 
 
 def cfg(**kw) -> TrainLoopConfig:
-    base = dict(lr=1e-2, batch_size=32, max_epochs=3, warmup_steps=5, eval_every=10, patience=0,
-                checkpoint_every=7, log_every=4, eval_batch_size=64)
+    base = dict(
+        lr=1e-2,
+        batch_size=32,
+        max_epochs=3,
+        warmup_steps=5,
+        eval_every=10,
+        patience=0,
+        checkpoint_every=7,
+        log_every=4,
+        eval_batch_size=64,
+    )
     return TrainLoopConfig(**{**base, **kw})
 
 
@@ -117,7 +131,9 @@ def new_model(cls=BagRec, **kw) -> BagRec:
 def run_fit(model: nn.Module, data: dict, workdir: Path, c: TrainLoopConfig, **kw) -> FitResult:
     v = data["valid"]
     validate = make_validator(v["history"], v["target"], batch_size=c.eval_batch_size)
-    return fit(model=model, train=data["train"], validate=validate, cfg=c, seed=kw.pop("seed", 3), workdir=workdir, **kw)
+    return fit(
+        model=model, train=data["train"], validate=validate, cfg=c, seed=kw.pop("seed", 3), workdir=workdir, **kw
+    )
 
 
 def same_state(a: dict[str, Tensor], b: dict[str, Tensor]) -> bool:
@@ -243,7 +259,12 @@ def test_interrupted_then_resumed_equals_uninterrupted(data: dict, tmp_path: Pat
     res = run_fit(resumed_model, data, work, c, fingerprint=fp, resume=True)
     assert same_state(resumed_model.state_dict(), ref_model.state_dict())
     assert same_state(res.best_state, ref.best_state)
-    assert (res.best_metric, res.best_step, res.steps, res.stop_reason) == (ref.best_metric, ref.best_step, ref.steps, ref.stop_reason)
+    assert (res.best_metric, res.best_step, res.steps, res.stop_reason) == (
+        ref.best_metric,
+        ref.best_step,
+        ref.steps,
+        ref.stop_reason,
+    )
     key = [(r["step"], r["loss"], r["val_ndcg@10"]) for r in ref.log]
     assert [(r["step"], r["loss"], r["val_ndcg@10"]) for r in res.log] == key
     assert "resumed at step" in (work / LOG_FILE).read_text()
@@ -263,7 +284,14 @@ def test_resume_with_changed_fingerprint_names_the_keys(data: dict, tmp_path: Pa
     c = cfg(max_steps=8)
     run_fit(new_model(), data, tmp_path, c, fingerprint={"config": {"train": {"lr": 0.01}, "seed": 1}, "data": "x"})
     with pytest.raises(GdrError, match=r"config\.train\.lr") as err:
-        run_fit(new_model(), data, tmp_path, c, resume=True, fingerprint={"config": {"train": {"lr": 0.02}, "seed": 1}, "data": "x"})
+        run_fit(
+            new_model(),
+            data,
+            tmp_path,
+            c,
+            resume=True,
+            fingerprint={"config": {"train": {"lr": 0.02}, "seed": 1}, "data": "x"},
+        )
     assert "seed" not in err.value.what and err.value.fix
 
 
@@ -361,7 +389,9 @@ def test_save_run_writes_best_weights_log_and_curve(data: dict, tmp_path: Path) 
     out = tmp_path / "run"
     out.mkdir()
     save_run(folder=out, model=model, result=res, meta={"max_len": 4})
-    assert {"model.safetensors", "model.json", "train_log.parquet", "curve.png", LOG_FILE} <= {p.name for p in out.iterdir()}
+    assert {"model.safetensors", "model.json", "train_log.parquet", "curve.png", LOG_FILE} <= {
+        p.name for p in out.iterdir()
+    }
     assert same_state(load_file(out / "model.safetensors"), res.best_state)
     assert json.loads((out / "model.json").read_text())["meta"] == {"max_len": 4}
     log = pl.read_parquet(out / "train_log.parquet")
@@ -413,7 +443,10 @@ def test_resume_with_another_process_count_is_a_user_error(data: dict, tmp_path:
 
 
 def test_training_tensors_of_different_lengths_are_a_user_error(data: dict, tmp_path: Path) -> None:
-    bad = {"train": {"history": data["train"]["history"], "target": data["train"]["target"][:-1]}, "valid": data["valid"]}
+    bad = {
+        "train": {"history": data["train"]["history"], "target": data["train"]["target"][:-1]},
+        "valid": data["valid"],
+    }
     with pytest.raises(GdrError, match="share their first dimension"):
         run_fit(new_model(), bad, tmp_path, cfg())
 

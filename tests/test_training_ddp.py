@@ -34,9 +34,16 @@ def main(out: Path) -> None:
     c = cfg(max_epochs=2, eval_every=0, batch_size=32, checkpoint_every=5)
 
     def run(model: BagRec, workdir: Path, resume: bool = False):
-        return fit(model=model, train={"history": ex["history"], "target": ex["target"]},
-                   validate=make_validator(ev["history"], ev["target"], batch_size=16), cfg=c, seed=3,
-                   workdir=workdir, fingerprint={"test": "ddp"}, resume=resume)
+        return fit(
+            model=model,
+            train={"history": ex["history"], "target": ex["target"]},
+            validate=make_validator(ev["history"], ev["target"], batch_size=16),
+            cfg=c,
+            seed=3,
+            workdir=workdir,
+            fingerprint={"test": "ddp"},
+            resume=resume,
+        )
 
     torch.manual_seed(0)
     model = BagRec()
@@ -45,7 +52,9 @@ def main(out: Path) -> None:
     torch.manual_seed(0)
     with contextlib.suppress(KeyboardInterrupt):
         run(Interrupting(at=7, how="sigint"), out / "cut")
-    (out / f"cut-step-rank{D.dist_info().rank}").write_text(str(torch.load(out / "cut" / "checkpoint.pt", weights_only=True)["step"]))
+    (out / f"cut-step-rank{D.dist_info().rank}").write_text(
+        str(torch.load(out / "cut" / "checkpoint.pt", weights_only=True)["step"])
+    )
     torch.manual_seed(0)
     resumed = BagRec()
     run(resumed, out / "cut", resume=True)
@@ -53,18 +62,37 @@ def main(out: Path) -> None:
     (out / f"resume-equal-rank{info.rank}").write_text(str(same_state(resumed.state_dict(), model.state_dict())))
     torch.save(model.state_dict(), out / f"final-rank{info.rank}.pt")
     if D.is_primary():
-        (out / "result.json").write_text(json.dumps({
-            "world": info.world_size, "steps": res.steps, "stop": res.stop_reason, "examples": len(ex["target"]),
-            "best": res.best_metric, "val_steps": [r["step"] for r in res.log if r["val_ndcg@10"] is not None],
-        }))
+        (out / "result.json").write_text(
+            json.dumps(
+                {
+                    "world": info.world_size,
+                    "steps": res.steps,
+                    "stop": res.stop_reason,
+                    "examples": len(ex["target"]),
+                    "best": res.best_metric,
+                    "val_steps": [r["step"] for r in res.log if r["val_ndcg@10"] is not None],
+                }
+            )
+        )
     D.barrier()
     D.shutdown()
 
 
 def test_two_cpu_processes_train_in_sync(tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", __file__, str(tmp_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        __file__,
+        str(tmp_path),
+    ]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"}
+        )
     except subprocess.TimeoutExpired:
         pytest.fail("torchrun run did not finish in 120 s")
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -19,7 +19,9 @@ def build_ids(
     method: Annotated[str | None, flag(C, "method", "--method")] = None,
     ids: Annotated[
         str | None,
-        typer.Option("--ids", help="ID-set name (its folder under ids/); default: the method, plus '-social' for --view social."),
+        typer.Option(
+            "--ids", help="ID-set name (its folder under ids/); default: the method, plus '-social' for --view social."
+        ),
     ] = None,
     view: Annotated[str | None, flag(C, "view", "--view")] = None,
     levels: Annotated[int | None, flag(C, "levels", "--levels")] = None,

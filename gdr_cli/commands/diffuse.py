@@ -21,8 +21,12 @@ def diffuse(
     train_split: Annotated[str | None, flag(C, "train_split", "--train-split")] = None,
     loss: Annotated[str | None, flag(C, "loss", "--loss")] = None,
     schedule: Annotated[str | None, flag(C, "schedule", "--schedule")] = None,
-    run: Annotated[str | None, typer.Option("--run", help="Run name (its folder under runs/); default: diffusion.")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run of the same name from its checkpoint.")] = False,
+    run: Annotated[
+        str | None, typer.Option("--run", help="Run name (its folder under runs/); default: diffusion.")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the interrupted run of the same name from its checkpoint.")
+    ] = False,
     max_minutes: Annotated[float | None, flag(C, "train.max_minutes", "--max-minutes")] = None,
     lr: Annotated[float | None, flag(C, "train.lr", "--lr")] = None,
     batch_size: Annotated[int | None, flag(C, "train.batch_size", "--batch-size")] = None,

@@ -20,8 +20,19 @@ SOURCE_HELP = (
 
 def preprocess(
     source: Annotated[str, typer.Argument(help=SOURCE_HELP, show_default=False)] = "movielens-100k",
-    input: Annotated[Path | None, typer.Option("--input", "-i", help="Raw file or folder; default: <data-dir>/raw/<dataset>/, downloaded where possible.")] = None,
-    name: Annotated[str | None, typer.Option("--name", help="Dataset name (folder under the data root); default: the source name (amazon-2014: amazon-2014-<category>).")] = None,
+    input: Annotated[
+        Path | None,
+        typer.Option(
+            "--input", "-i", help="Raw file or folder; default: <data-dir>/raw/<dataset>/, downloaded where possible."
+        ),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name",
+            help="Dataset name (folder under the data root); default: the source name (amazon-2014: amazon-2014-<category>).",
+        ),
+    ] = None,
     data_dir: DataDir = Path("data"),
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -38,8 +49,14 @@ def preprocess(
     from stages import preprocess as stage
 
     flags = {
-        "min_user_interactions": min_user, "min_item_interactions": min_item, "category": category,
-        "user_col": user_col, "item_col": item_col, "time_col": time_col, "sep": sep, "seed": seed,
+        "min_user_interactions": min_user,
+        "min_item_interactions": min_item,
+        "category": category,
+        "user_col": user_col,
+        "item_col": item_col,
+        "time_col": time_col,
+        "sep": sep,
+        "seed": seed,
     }
     cfg = resolve(C, section="preprocess", config_file=config, sets=set_, flags=flags)
     stage.run(source=source, data_dir=data_dir, config=cfg, input=input, name=name)

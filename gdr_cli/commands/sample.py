@@ -19,7 +19,10 @@ def sample(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     name: Annotated[
-        str | None, typer.Option("--name", help="Name of the recommendations; default: the run, plus '-<sampler>' for a non-default sampler.")
+        str | None,
+        typer.Option(
+            "--name", help="Name of the recommendations; default: the run, plus '-<sampler>' for a non-default sampler."
+        ),
     ] = None,
     split: Annotated[str | None, flag(C, "split", "--split")] = None,
     view: Annotated[str | None, flag(C, "view", "--view")] = None,

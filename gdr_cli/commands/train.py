@@ -85,10 +85,19 @@ def train(
         sections.setdefault(head, []).append(rest)
     flags = {"rounds": rounds, "id_epochs": id_epochs, "rec_epochs": rec_epochs, "id_len": id_len, "seed": seed,
              "generator.train.max_minutes": max_minutes, "recommender.train.max_minutes": max_minutes}  # fmt: skip
-    flags.update(corruption_flags(use_diffusion=use_diffusion, diffusion_timesteps=diffusion_timesteps,
-                                  diffusion_beta_max=diffusion_beta_max, diffusion_cross_prob=diffusion_cross_prob,
-                                  lambda_mask=lambda_mask, lambda_kl=lambda_kl, noise_head_dropout=noise_head_dropout,
-                                  other_view_run=other_view_run, other_view_ids=other_view_ids))
+    flags.update(
+        corruption_flags(
+            use_diffusion=use_diffusion,
+            diffusion_timesteps=diffusion_timesteps,
+            diffusion_beta_max=diffusion_beta_max,
+            diffusion_cross_prob=diffusion_cross_prob,
+            lambda_mask=lambda_mask,
+            lambda_kl=lambda_kl,
+            noise_head_dropout=noise_head_dropout,
+            other_view_run=other_view_run,
+            other_view_ids=other_view_ids,
+        )
+    )
     flags["name_prefix"] = name_prefix
     gen = resolve(C, section="train_gen", config_file=config, sets=sections.pop("train_gen", None), flags=flags)
     pre = resolve(PreprocessConfig, section="preprocess", config_file=config, sets=sections.pop("preprocess", None))

@@ -57,10 +57,19 @@ def train_gen(
 
     flags = {"view": view, "rounds": rounds, "id_len": id_len, "id_epochs": id_epochs, "rec_epochs": rec_epochs,
              "beams": beams, "generator.init": init, "seed": seed}  # fmt: skip
-    flags.update(corruption_flags(use_diffusion=use_diffusion, diffusion_timesteps=diffusion_timesteps,
-                                  diffusion_beta_max=diffusion_beta_max, diffusion_cross_prob=diffusion_cross_prob,
-                                  lambda_mask=lambda_mask, lambda_kl=lambda_kl, noise_head_dropout=noise_head_dropout,
-                                  other_view_run=other_view_run, other_view_ids=other_view_ids))
+    flags.update(
+        corruption_flags(
+            use_diffusion=use_diffusion,
+            diffusion_timesteps=diffusion_timesteps,
+            diffusion_beta_max=diffusion_beta_max,
+            diffusion_cross_prob=diffusion_cross_prob,
+            lambda_mask=lambda_mask,
+            lambda_kl=lambda_kl,
+            noise_head_dropout=noise_head_dropout,
+            other_view_run=other_view_run,
+            other_view_ids=other_view_ids,
+        )
+    )
     flags["name_prefix"] = name_prefix
     cfg = resolve(C, section="train_gen", config_file=config, sets=set_, flags=flags)
     stage.run(dataset=dataset, data_dir=data_dir, config=cfg, resume=resume)

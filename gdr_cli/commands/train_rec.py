@@ -20,9 +20,12 @@ def train_rec(
     view: Annotated[str | None, flag(C, "view", "--view")] = None,
     train_split: Annotated[str | None, flag(C, "train_split", "--train-split")] = None,
     ids: Annotated[str | None, flag(C, "ids", "--ids")] = None,
-    run: Annotated[str | None, typer.Option("--run", help="Run name (its folder under runs/); default: the model's name.")] = None,
+    run: Annotated[
+        str | None, typer.Option("--run", help="Run name (its folder under runs/); default: the model's name.")
+    ] = None,
     resume: Annotated[
-        bool, typer.Option("--resume", help="Continue an interrupted run from runs/.<run>.work/ (same config and inputs).")
+        bool,
+        typer.Option("--resume", help="Continue an interrupted run from runs/.<run>.work/ (same config and inputs)."),
     ] = False,
     plugin: Annotated[str | None, flag(C, "sasrec.plugin", "--plugin")] = None,
     plugin_run: Annotated[str | None, flag(C, "sasrec.pdrec.run", "--plugin-run")] = None,
@@ -46,7 +49,9 @@ def train_rec(
     use_diffusion: Annotated[int | None, flag(C, "tiger.use_diffusion", "--use-diffusion")] = None,
     diffusion_timesteps: Annotated[int | None, flag(C, "tiger.diffusion_timesteps", "--diffusion-timesteps")] = None,
     diffusion_beta_max: Annotated[float | None, flag(C, "tiger.diffusion_beta_max", "--diffusion-beta-max")] = None,
-    diffusion_cross_prob: Annotated[float | None, flag(C, "tiger.diffusion_cross_prob", "--diffusion-cross-prob")] = None,
+    diffusion_cross_prob: Annotated[
+        float | None, flag(C, "tiger.diffusion_cross_prob", "--diffusion-cross-prob")
+    ] = None,
     lambda_mask: Annotated[float | None, flag(C, "tiger.lambda_mask", "--lambda-mask")] = None,
     lambda_kl: Annotated[float | None, flag(C, "tiger.lambda_kl", "--lambda-kl")] = None,
     noise_head_dropout: Annotated[float | None, flag(C, "tiger.noise_head_dropout", "--noise-head-dropout")] = None,

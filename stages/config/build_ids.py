@@ -69,12 +69,18 @@ class KMeansConfig(StageConfig):
 class RQVAEConfig(StageConfig):
     """The residual-quantised VAE (method rqvae); tiny by default so it trains in seconds on CPU."""
 
-    hidden: list[int] = Field(default_factory=lambda: [128, 64], description="Encoder hidden sizes (decoder mirrors them); [128, 64] is tiny.")
+    hidden: list[int] = Field(
+        default_factory=lambda: [128, 64], description="Encoder hidden sizes (decoder mirrors them); [128, 64] is tiny."
+    )
     latent_dim: int = Field(32, ge=1, description="Size of the quantised latent vector; 32 as in TIGER.")
     epochs: int = Field(40, ge=1, description="Training epochs over the catalogue; 40 converges on small catalogues.")
-    batch_size: int = Field(256, ge=1, description="Items per batch; 256 keeps several updates per epoch on small catalogues.")
+    batch_size: int = Field(
+        256, ge=1, description="Items per batch; 256 keeps several updates per epoch on small catalogues."
+    )
     lr: float = Field(1e-3, gt=0, description="Adam learning rate; 1e-3 is the usual RQ-VAE setting.")
-    beta: float = Field(0.25, ge=0, description="Commitment loss weight (encoder pulled toward its codes); 0.25 as in VQ-VAE.")
+    beta: float = Field(
+        0.25, ge=0, description="Commitment loss weight (encoder pulled toward its codes); 0.25 as in VQ-VAE."
+    )
 
 
 class BuildIdsConfig(StageConfig):
@@ -90,7 +96,12 @@ class BuildIdsConfig(StageConfig):
         description="'item' codes items; 'social' codes users from the friend graph plus their training items "
         "(for friend recommendation). Default item.",
     )
-    levels: int = Field(3, ge=1, le=8, description="Semantic digits per code (a final digit that separates collisions is added); 3 as in TIGER.")
+    levels: int = Field(
+        3,
+        ge=1,
+        le=8,
+        description="Semantic digits per code (a final digit that separates collisions is added); 3 as in TIGER.",
+    )
     codebook: Annotated[int, Field(ge=2)] | Literal["auto"] = Field(
         "auto",
         description="Codes per level: a number (every level, capped at the number of items; TIGER uses 256) or 'auto', "

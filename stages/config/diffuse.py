@@ -11,27 +11,41 @@ from stages.config.training import TrainLoopConfig
 
 
 class DiffuseValidation(StageConfig):
-    beam: int = Field(10, ge=1, description="cpd beam width used for validation NDCG@10 during training (10 = K, cheap and stable).")
-    digits_per_step: int = Field(2, ge=1, description="cpd digits filled per step during validation; 2 halves the decoder passes.")
+    beam: int = Field(
+        10, ge=1, description="cpd beam width used for validation NDCG@10 during training (10 = K, cheap and stable)."
+    )
+    digits_per_step: int = Field(
+        2, ge=1, description="cpd digits filled per step during validation; 2 halves the decoder passes."
+    )
 
 
 class DiffuseTrainConfig(TrainLoopConfig):
     """The shared loop's settings with defaults for the diffusion model (an epoch of MovieLens 100K is ~750 steps)."""
 
-    lr: float = Field(2e-3, gt=0, description="Peak AdamW learning rate after warm-up; 2e-3 as for tiger (same width, same data).")
+    lr: float = Field(
+        2e-3, gt=0, description="Peak AdamW learning rate after warm-up; 2e-3 as for tiger (same width, same data)."
+    )
     warmup_steps: int = Field(50, ge=0, description="Steps of linear learning-rate warm-up before the cosine decay.")
-    batch_size: int = Field(128, ge=1, description="Examples per optimiser step (summed over processes under torchrun); 128 as for tiger.")
+    batch_size: int = Field(
+        128, ge=1, description="Examples per optimiser step (summed over processes under torchrun); 128 as for tiger."
+    )
     max_epochs: int = Field(
         4, ge=1,
         description="Passes over the training examples; the cosine decay spans them. 4: on Last.fm 2K validation NDCG@10 "
         "0.0281 against 0.0193 with 2 epochs, and on MovieLens 100K the 2-epoch run was still best at its last step "
         "(benchmarks/ablation_quality.md); a fixed count so every machine trains the same steps.",
     )  # fmt: skip
-    eval_every: int = Field(300, ge=0, description="Optimiser steps between validations; about five model-selection points per two epochs of MovieLens 100K.")
+    eval_every: int = Field(
+        300,
+        ge=0,
+        description="Optimiser steps between validations; about five model-selection points per two epochs of MovieLens 100K.",
+    )
 
 
 class DiffuseConfig(StageConfig):
-    ids: str = Field("rqkmeans", description="ID set (folder under ids/, from `gdr build-ids`) whose codes the model generates.")
+    ids: str = Field(
+        "rqkmeans", description="ID set (folder under ids/, from `gdr build-ids`) whose codes the model generates."
+    )
     view: Literal["item", "social"] = Field(
         "item",
         description="What is recommended: 'item' (the next item) or 'social' (the next friend, from social_splits.parquet; "
@@ -42,8 +56,12 @@ class DiffuseConfig(StageConfig):
         description="Training split: unset = the base split (processed/splits.parquet), or 'augmented/<name>' written by "
         "`gdr augment` (pseudo items in training sequences; validation/test targets and histories stay the base split's).",
     )
-    max_len: int = Field(20, ge=1, description="History items fed to the encoder (PROTOCOL.md: 20 for ID-generative models).")
-    seed: int = Field(42, description="Seed of initialisation, data order, dropout and training masks; same seed, same run.")
+    max_len: int = Field(
+        20, ge=1, description="History items fed to the encoder (PROTOCOL.md: 20 for ID-generative models)."
+    )
+    seed: int = Field(
+        42, description="Seed of initialisation, data order, dropout and training masks; same seed, same run."
+    )
     loss: Literal["k_dce", "t_dce", "t_dse", "lambda_dce", "diffgrm"] = Field(
         "k_dce",
         description="Objective: k_dce (k of n digits masked, weight n/k: the exact any-order bound), t_dce (t ~ U, weight from "
@@ -51,10 +69,15 @@ class DiffuseConfig(StageConfig):
         "t_dce for a normalised denoiser), lambda_dce (mask rate λ ~ U, weight 1/λ), diffgrm (DIFF_GRM augmented masked prediction).",
     )
     schedule: Literal["loglinear", "geometric", "linear_beta"] = Field(
-        "loglinear", description="Noise schedule of t_dce and of the tweedie/euler samplers; log-linear gives weight 1/t."
+        "loglinear",
+        description="Noise schedule of t_dce and of the tweedie/euler samplers; log-linear gives weight 1/t.",
     )
-    augment_factor: int = Field(4, ge=1, description="diffgrm: masked views per training example (DIFF_GRM uses several).")
-    mask_prob: float = Field(0.5, gt=0, le=1, description="diffgrm: probability each digit of a view is masked (at least one is).")
+    augment_factor: int = Field(
+        4, ge=1, description="diffgrm: masked views per training example (DIFF_GRM uses several)."
+    )
+    mask_prob: float = Field(
+        0.5, gt=0, le=1, description="diffgrm: probability each digit of a view is masked (at least one is)."
+    )
     lambda_floor: float = Field(
         0.05,
         ge=0,
@@ -63,10 +86,16 @@ class DiffuseConfig(StageConfig):
         "at 0) at a bias of about floor/2 of the nearly-unmasked per-digit loss; 0 = unbiased.",
     )
     label_smoothing: float = Field(
-        0.0, ge=0, lt=1, description="Label smoothing ε of every objective's cross-entropy (DIFF_GRM: 0.1); 0 keeps the exact likelihood bound."
+        0.0,
+        ge=0,
+        lt=1,
+        description="Label smoothing ε of every objective's cross-entropy (DIFF_GRM: 0.1); 0 keeps the exact likelihood bound.",
     )
     beta_max: float = Field(
-        0.1, gt=0, le=1, description="linear_beta schedule: β of the last of its 100 steps (0.1 as the seed system; 1 masks late steps at once)."
+        0.1,
+        gt=0,
+        le=1,
+        description="linear_beta schedule: β of the last of its 100 steps (0.1 as the seed system; 1 masks late steps at once).",
     )
     d_model: int = Field(
         64, ge=8,
@@ -79,6 +108,9 @@ class DiffuseConfig(StageConfig):
     d_ff: int = Field(256, ge=8, description="Hidden size of the feed-forward blocks (4 × d_model).")
     dropout: float = Field(0.1, ge=0, lt=1, description="Dropout in attention and feed-forward blocks.")
     train: DiffuseTrainConfig = Field(
-        default_factory=lambda: DiffuseTrainConfig(), description="Training loop: optimiser, batches, early stopping, budget."
+        default_factory=lambda: DiffuseTrainConfig(),
+        description="Training loop: optimiser, batches, early stopping, budget.",
     )
-    validation: DiffuseValidation = Field(default_factory=DiffuseValidation, description="cpd settings of validation during training.")
+    validation: DiffuseValidation = Field(
+        default_factory=DiffuseValidation, description="cpd settings of validation during training."
+    )

@@ -63,7 +63,9 @@ class SampleConfig(StageConfig):
     )
     steps: int = Field(8, ge=1, description="tweedie/euler: number of τ-leaping steps from t=1 to t=0.")
     sample_steps: int | None = Field(
-        None, ge=1, description="diffurec (denoise): reverse diffusion steps of the respaced schedule; unset = the run's own sample_steps."
+        None,
+        ge=1,
+        description="diffurec (denoise): reverse diffusion steps of the respaced schedule; unset = the run's own sample_steps.",
     )
     strategy: Literal["direct", "top_k", "top_p"] = Field(
         "direct",
@@ -103,7 +105,9 @@ class SampleConfig(StageConfig):
         description="Drop items in the user's history from the list (RecBole's protocol); off = the TIGER/HSTU protocol.",
     )
     device: str = Field(
-        "auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="Sampling device: auto = cuda if available else cpu; or cpu, cuda, cuda:N."
+        "auto",
+        pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+        description="Sampling device: auto = cuda if available else cpu; or cpu, cuda, cuda:N.",
     )
     seed: int = Field(
         42,

@@ -16,8 +16,14 @@ from stages.config.training import TrainLoopConfig
 class TigerTrainConfig(TrainLoopConfig):
     """The shared loop's settings with defaults for tiger on a CPU (an epoch of MovieLens 100K is ~750 steps)."""
 
-    lr: float = Field(2e-3, gt=0, description="Peak AdamW learning rate after warm-up; 2e-3 learns fastest in a short CPU budget.")
-    warmup_steps: int = Field(50, ge=0, description="Steps of linear learning-rate warm-up before the cosine decay; 50 is short for a short run.")
+    lr: float = Field(
+        2e-3, gt=0, description="Peak AdamW learning rate after warm-up; 2e-3 learns fastest in a short CPU budget."
+    )
+    warmup_steps: int = Field(
+        50,
+        ge=0,
+        description="Steps of linear learning-rate warm-up before the cosine decay; 50 is short for a short run.",
+    )
     batch_size: int = Field(
         128, ge=1,
         description="Examples per optimiser step (summed over processes under torchrun); 128 beat 256 on validation "
@@ -29,7 +35,11 @@ class TigerTrainConfig(TrainLoopConfig):
         "100K and 0.0451 on Last.fm 2K, against 0.0546 and 0.0384 with 2 epochs (benchmarks/ablation_quality.md); "
         "about 4 minutes on a 2-core CPU for MovieLens 100K.",
     )  # fmt: skip
-    eval_every: int = Field(300, ge=0, description="Optimiser steps between validations; 300 gives about ten model-selection points over four epochs of MovieLens 100K.")
+    eval_every: int = Field(
+        300,
+        ge=0,
+        description="Optimiser steps between validations; 300 gives about ten model-selection points over four epochs of MovieLens 100K.",
+    )
 
 
 class TigerConfig(StageConfig):
@@ -39,7 +49,11 @@ class TigerConfig(StageConfig):
     reached the same validation NDCG@10 as the 1M-parameter 128-wide model after one epoch (0.045 vs 0.048)
     and more after two (0.053), at 2.5x the examples/s on a 2-core CPU (benchmarks/ablation_quality.md)."""
 
-    d_model: int = Field(64, ge=8, description="Width of the token embeddings and hidden states (TIGER: 128; 64 converges as well on catalogues of ~1e3-1e4 items at 2.5x the speed).")
+    d_model: int = Field(
+        64,
+        ge=8,
+        description="Width of the token embeddings and hidden states (TIGER: 128; 64 converges as well on catalogues of ~1e3-1e4 items at 2.5x the speed).",
+    )
     d_kv: int = Field(16, ge=4, description="Width of each attention head (TIGER: 64; d_model / n_heads here).")
     d_ff: int = Field(256, ge=8, description="Hidden width of the feed-forward blocks (TIGER: 1024; 4 x d_model here).")
     n_heads: int = Field(4, ge=1, description="Attention heads per layer (TIGER: 6).")
@@ -65,12 +79,18 @@ class TigerConfig(StageConfig):
         "(validation NDCG@10 0.0521 vs 0.0546 and 0.0355 vs 0.0384, benchmarks/ablation_quality.md).",
     )
     label_smoothing: float = Field(
-        0.0, ge=0, lt=1, description="Label smoothing of the per-digit cross-entropy (DIFF_GRM uses 0.1 for its diffusion model); 0 = plain."
+        0.0,
+        ge=0,
+        lt=1,
+        description="Label smoothing of the per-digit cross-entropy (DIFF_GRM uses 0.1 for its diffusion model); 0 = plain.",
     )
     init: str | None = Field(
-        None, description="Local T5 checkpoint folder to start from (its architecture replaces the sizes above); None = from scratch."
+        None,
+        description="Local T5 checkpoint folder to start from (its architecture replaces the sizes above); None = from scratch.",
     )
-    beam: int = Field(20, ge=10, description="Beam width of the constrained beam search used for validation NDCG@10 (at least 10).")
+    beam: int = Field(
+        20, ge=10, description="Beam width of the constrained beam search used for validation NDCG@10 (at least 10)."
+    )
     use_diffusion: int = Field(
         0, ge=0, le=1,
         description="1 = corruption training: the input code tokens are corrupted by a discrete forward process, "
@@ -78,7 +98,9 @@ class TigerConfig(StageConfig):
         "noise head learns the corrupted positions; 0 = off (training exactly as without the feature, the default).",
     )  # fmt: skip
     diffusion_timesteps: int = Field(
-        100, ge=1, description="T: timesteps of the corruption schedule (t uniform in 0..T-1 per example; T extra input tokens)."
+        100,
+        ge=1,
+        description="T: timesteps of the corruption schedule (t uniform in 0..T-1 per example; T extra input tokens).",
     )
     diffusion_beta_max: float = Field(
         0.1, ge=0, le=1,
@@ -90,21 +112,29 @@ class TigerConfig(StageConfig):
         description="Probability that a corrupted token becomes a token of the other view's exclusive vocabulary "
         "(other_view_run / other_view_ids) instead of a uniformly random token of this view's vocabulary.",
     )  # fmt: skip
-    lambda_mask: float = Field(0.1, ge=0, description="Weight of the noise head's BCE (corrupted or not, per non-padding token) in the loss.")
-    lambda_kl: float = Field(
-        0.1, ge=0, description="Weight of KL(P_this || P_other) against the frozen other-view model (other_view_run); no KL without one."
+    lambda_mask: float = Field(
+        0.1, ge=0, description="Weight of the noise head's BCE (corrupted or not, per non-padding token) in the loss."
     )
-    noise_head_dropout: float = Field(0.1, ge=0, lt=1, description="Dropout inside the noise head (Linear -> GELU -> Dropout -> Linear).")
+    lambda_kl: float = Field(
+        0.1,
+        ge=0,
+        description="Weight of KL(P_this || P_other) against the frozen other-view model (other_view_run); no KL without one.",
+    )
+    noise_head_dropout: float = Field(
+        0.1, ge=0, lt=1, description="Dropout inside the noise head (Linear -> GELU -> Dropout -> Linear)."
+    )
     other_view_run: str | None = Field(
         None,
         description="Run (folder under runs/) of a tiger trained on the other view: its codes give the cross-view tokens and, "
         "frozen, it is the other side of the KL term; None = no KL.",
     )
     other_view_ids: str | None = Field(
-        None, description="ID set of the other view (folder under ids/) giving the cross-view tokens when no other_view_run is given."
+        None,
+        description="ID set of the other view (folder under ids/) giving the cross-view tokens when no other_view_run is given.",
     )
     train: TigerTrainConfig = Field(
-        default_factory=lambda: TigerTrainConfig(), description="tiger's training loop (`train_rec.train` keys given for a run override it)."
+        default_factory=lambda: TigerTrainConfig(),
+        description="tiger's training loop (`train_rec.train` keys given for a run override it).",
     )
 
 
@@ -128,7 +158,10 @@ class TrainRecConfig(StageConfig):
         "social_splits.parquet: the 'items' are users, never the user themself; tiger then needs an ID set built with "
         "`gdr build-ids --view social`).",
     )
-    ids: str | None = Field(None, description="ID set (folder under ids/, from `gdr build-ids`) whose codes tiger generates; required for tiger.")
+    ids: str | None = Field(
+        None,
+        description="ID set (folder under ids/, from `gdr build-ids`) whose codes tiger generates; required for tiger.",
+    )
     max_len: int | None = Field(
         None, ge=1,
         description="History items fed to the model; unset = the model's default (PROTOCOL.md: 20 for ID-generative models, 50 for SASRec-style).",
@@ -143,12 +176,22 @@ class TrainRecConfig(StageConfig):
         default_factory=TigerTrainConfig,
         description="Training loop: optimiser, schedule, budget, early stopping, device; defaults depend on the model.",
     )
-    tiger: TigerConfig = Field(default_factory=TigerConfig, description="tiger: model sizes, pretrained init and validation beam.")
-    sasrec: SasrecConfig = Field(default_factory=SasrecConfig, description="sasrec: sizes, dropout, loss and training loop.")
+    tiger: TigerConfig = Field(
+        default_factory=TigerConfig, description="tiger: model sizes, pretrained init and validation beam."
+    )
+    sasrec: SasrecConfig = Field(
+        default_factory=SasrecConfig, description="sasrec: sizes, dropout, loss and training loop."
+    )
     hstu: HstuConfig = Field(default_factory=HstuConfig, description="hstu: sizes, dropout, loss and training loop.")
-    diffurec: DiffurecConfig = Field(default_factory=DiffurecConfig, description="diffurec: model sizes, noise schedule and sampling steps.")
-    diffnet: DiffnetConfig = Field(default_factory=DiffnetConfig, description="diffnet: sizes, DiffNet++ interest diffusion and training loop.")
-    diffkg: DiffkgConfig = Field(default_factory=DiffkgConfig, description="diffkg: sizes, diffusion, contrastive term and training loop.")
+    diffurec: DiffurecConfig = Field(
+        default_factory=DiffurecConfig, description="diffurec: model sizes, noise schedule and sampling steps."
+    )
+    diffnet: DiffnetConfig = Field(
+        default_factory=DiffnetConfig, description="diffnet: sizes, DiffNet++ interest diffusion and training loop."
+    )
+    diffkg: DiffkgConfig = Field(
+        default_factory=DiffkgConfig, description="diffkg: sizes, diffusion, contrastive term and training loop."
+    )
 
     @model_validator(mode="after")
     def _plugin_model(self) -> TrainRecConfig:

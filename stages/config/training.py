@@ -10,22 +10,42 @@ from gdr_cli.config import StageConfig
 
 
 class TrainLoopConfig(StageConfig):
-    lr: float = Field(1e-3, gt=0, description="Peak AdamW learning rate, reached after warm-up (1e-3 suits small transformers).")
-    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay on weight matrices; biases, norms and embeddings get none.")
-    batch_size: int = Field(256, ge=1, description="Examples per optimiser step, summed over all processes under torchrun.")
-    max_epochs: int = Field(200, ge=1, description="Most passes over the training examples; early stopping usually ends sooner.")
+    lr: float = Field(
+        1e-3, gt=0, description="Peak AdamW learning rate, reached after warm-up (1e-3 suits small transformers)."
+    )
+    weight_decay: float = Field(
+        0.01, ge=0, description="AdamW weight decay on weight matrices; biases, norms and embeddings get none."
+    )
+    batch_size: int = Field(
+        256, ge=1, description="Examples per optimiser step, summed over all processes under torchrun."
+    )
+    max_epochs: int = Field(
+        200, ge=1, description="Most passes over the training examples; early stopping usually ends sooner."
+    )
     max_steps: int | None = Field(None, ge=1, description="Most optimiser steps; unset = no limit beyond max_epochs.")
-    warmup_steps: int = Field(100, ge=0, description="Steps of linear learning-rate warm-up from ~0 to lr before the cosine decay.")
-    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Cosine decay ends at lr * this ratio at the last planned step.")
+    warmup_steps: int = Field(
+        100, ge=0, description="Steps of linear learning-rate warm-up from ~0 to lr before the cosine decay."
+    )
+    min_lr_ratio: float = Field(
+        0.1, ge=0, le=1, description="Cosine decay ends at lr * this ratio at the last planned step."
+    )
     ema_decay: float = Field(
-        0.0, ge=0, lt=1,
+        0.0,
+        ge=0,
+        lt=1,
         description="Decay of an exponential moving average of the weights that validation, model selection and the saved "
         "model use (e.g. 0.998 averages over ~500 steps; early steps use min(decay, (1+s)/(10+s))); 0 = off, the raw weights.",
     )
     clip_norm: float = Field(1.0, ge=0, description="Clip the global gradient norm to this value; 0 = no clipping.")
     eval_every: int = Field(0, ge=0, description="Optimiser steps between validations; 0 = validate once per epoch.")
-    patience: int = Field(5, ge=0, description="Stop after this many validations without a better NDCG@10; 0 = never stop early.")
-    max_minutes: float | None = Field(None, gt=0, description="Wall-clock budget of training in minutes (resumed runs count earlier time); unset = none.")
+    patience: int = Field(
+        5, ge=0, description="Stop after this many validations without a better NDCG@10; 0 = never stop early."
+    )
+    max_minutes: float | None = Field(
+        None,
+        gt=0,
+        description="Wall-clock budget of training in minutes (resumed runs count earlier time); unset = none.",
+    )
     amp: Literal["auto", "off", "bf16", "fp16"] = Field(
         "auto",
         description="Mixed precision: auto = bf16 on CUDA with bf16 support, fp16 with loss scaling on other CUDA, off on CPU.",
@@ -35,10 +55,17 @@ class TrainLoopConfig(StageConfig):
         pattern=r"^(auto|cpu|cuda(:\d+)?)$",
         description="Training device: auto = cuda if available else cpu; or cpu, cuda, cuda:N.",
     )
-    checkpoint_every: int = Field(200, ge=1, description="Optimiser steps between resume checkpoints (also written at every validation).")
-    log_every: int = Field(50, ge=1, description="Optimiser steps between log rows (loss, lr, examples/s) in train.log and the progress bar.")
+    checkpoint_every: int = Field(
+        200, ge=1, description="Optimiser steps between resume checkpoints (also written at every validation)."
+    )
+    log_every: int = Field(
+        50,
+        ge=1,
+        description="Optimiser steps between log rows (loss, lr, examples/s) in train.log and the progress bar.",
+    )
     eval_batch_size: int = Field(512, ge=1, description="Users per recommend() call during validation.")
     tracker: Literal["none", "tensorboard", "wandb"] = Field(
-        "none", description="Also send log rows to TensorBoard (runs/.<run>.work/tb) or Weights & Biases; needs the extra of that name."
+        "none",
+        description="Also send log rows to TensorBoard (runs/.<run>.work/tb) or Weights & Biases; needs the extra of that name.",
     )
     wandb_project: str = Field("gdr", description="Weights & Biases project of the run (tracker: wandb).")

@@ -17,7 +17,9 @@ def _uniform(shape: tuple[int, ...], generator: torch.Generator, device: torch.d
     return torch.rand(shape, generator=generator).to(device)
 
 
-def mask_by_prob(codes: Tensor, p: Tensor, generator: torch.Generator, *, at_least_one: bool = False) -> tuple[Tensor, Tensor]:
+def mask_by_prob(
+    codes: Tensor, p: Tensor, generator: torch.Generator, *, at_least_one: bool = False
+) -> tuple[Tensor, Tensor]:
     """Mask each digit independently with its row's probability.
 
     codes: [B, n] int64; p: [B] float mask probability per row.

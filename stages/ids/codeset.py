@@ -143,7 +143,9 @@ class CodeSet:
         try:
             table = pq.read_table(path)
         except (OSError, pa.ArrowException) as exc:
-            raise GdrError(f"unreadable codes file: {exc}", where=str(path), fix="rebuild it with `gdr build-ids`") from None
+            raise GdrError(
+                f"unreadable codes file: {exc}", where=str(path), fix="rebuild it with `gdr build-ids`"
+            ) from None
         key = next((k for k in VIEWS.values() if k in table.column_names), None)
         if key is None or "code" not in table.column_names:
             raise GdrError(

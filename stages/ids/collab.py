@@ -22,7 +22,9 @@ def ragged(lists: Any) -> tuple[np.ndarray, np.ndarray]:
         values = lists.explode().drop_nulls().to_numpy().astype(np.int64)
     else:
         lengths = np.fromiter((len(s) for s in lists), dtype=np.int64, count=len(lists))
-        values = np.concatenate([np.asarray(s, dtype=np.int64) for s in lists]) if lengths.sum() else np.zeros(0, np.int64)
+        values = (
+            np.concatenate([np.asarray(s, dtype=np.int64) for s in lists]) if lengths.sum() else np.zeros(0, np.int64)
+        )
     return values, np.repeat(np.arange(len(lengths)), lengths)
 
 
@@ -53,7 +55,9 @@ def ppmi(counts: sp.csr_matrix) -> sp.csr_matrix:
     return sp.coo_matrix((pmi[keep], (counts.row[keep], counts.col[keep])), shape=counts.shape).tocsr()
 
 
-def collab_embeddings(train: Any, n_items: int, *, dim: int, window: int, seed: int, fill_empty: bool = True) -> tuple[np.ndarray, int]:
+def collab_embeddings(
+    train: Any, n_items: int, *, dim: int, window: int, seed: int, fill_empty: bool = True
+) -> tuple[np.ndarray, int]:
     """Unit item vectors [n_items, dim] from training co-occurrence, and how many items had none.
 
     Items never co-occurring in training get seeded random unit vectors (they depend on the item

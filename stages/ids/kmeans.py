@@ -84,7 +84,9 @@ def assign(x: Tensor, c: Tensor, opts: KMeansOptions, x_sq: Tensor | None = None
     return d2.argmin(1)
 
 
-def kmeans(x: Tensor, k: int, opts: KMeansOptions, generator: torch.Generator, init: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def kmeans(
+    x: Tensor, k: int, opts: KMeansOptions, generator: torch.Generator, init: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """Cluster x [N, D] (float) into k groups: returns (centroids [k, D], assignment [N] int64).
 
     Centroids start from `init` or k-means++ seeding; empty clusters are re-seeded with the points
@@ -114,7 +116,9 @@ def kmeans(x: Tensor, k: int, opts: KMeansOptions, generator: torch.Generator, i
     return c, labels
 
 
-def residual_kmeans(x: Tensor, sizes: list[int], opts: KMeansOptions, generator: torch.Generator) -> tuple[Tensor, list[Tensor]]:
+def residual_kmeans(
+    x: Tensor, sizes: list[int], opts: KMeansOptions, generator: torch.Generator
+) -> tuple[Tensor, list[Tensor]]:
     """Residual quantisation by k-means: codes [N, L] int64 and each level's centroids [k_l, D].
 
     `sizes` = the L codebook sizes k_l (levels may differ; each is capped at N). Level 0 clusters

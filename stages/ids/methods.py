@@ -87,8 +87,17 @@ class RQVAEMethod(IdMethod):
         assert emb is not None
         sizes = self.sizes(n)
         r = self.cfg.rqvae
-        opts = RQVAEOptions(hidden=list(r.hidden), latent_dim=r.latent_dim, epochs=r.epochs, batch_size=r.batch_size, lr=r.lr, beta=r.beta)
-        res = train_rqvae(torch.from_numpy(emb), sizes=sizes, opts=opts, kmeans=self._kmeans_options(), generator=self._generator())
+        opts = RQVAEOptions(
+            hidden=list(r.hidden),
+            latent_dim=r.latent_dim,
+            epochs=r.epochs,
+            batch_size=r.batch_size,
+            lr=r.lr,
+            beta=r.beta,
+        )
+        res = train_rqvae(
+            torch.from_numpy(emb), sizes=sizes, opts=opts, kmeans=self._kmeans_options(), generator=self._generator()
+        )
         self.stats = {
             "rqvae_first_epoch_loss": round(res.epoch_loss[0], 6),
             "rqvae_last_epoch_loss": round(res.epoch_loss[-1], 6),
@@ -135,7 +144,9 @@ class Sequential(IdMethod):
         return codes, sizes
 
 
-METHODS: dict[str, type[IdMethod]] = {m.name: m for m in (RQKMeans, RQVAEMethod, RandomCodes, Sequential, Collaborative)}
+METHODS: dict[str, type[IdMethod]] = {
+    m.name: m for m in (RQKMeans, RQVAEMethod, RandomCodes, Sequential, Collaborative)
+}
 
 
 def make_method(name: str, cfg: BuildIdsConfig) -> IdMethod:

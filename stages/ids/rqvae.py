@@ -36,7 +36,9 @@ class RQVAE(nn.Module):
         self.decoder = mlp([latent_dim, *reversed(hidden), in_dim])
         k = max(sizes)
         self.codebooks = nn.Parameter(torch.zeros(len(sizes), k, latent_dim))  # [L, K, d], K = the largest level
-        self.register_buffer("valid", torch.arange(k)[None] < torch.tensor(sizes)[:, None])  # [L, K] code exists at level
+        self.register_buffer(
+            "valid", torch.arange(k)[None] < torch.tensor(sizes)[:, None]
+        )  # [L, K] code exists at level
 
     def init_weights(self, generator: torch.Generator) -> None:
         """Seeded default-style init of every linear layer (no global RNG)."""
@@ -90,7 +92,9 @@ class RQVAEResult:
     recon: float  # final reconstruction MSE over the catalogue
 
 
-def train_rqvae(x: Tensor, *, sizes: list[int], opts: RQVAEOptions, kmeans: KMeansOptions, generator: torch.Generator) -> RQVAEResult:
+def train_rqvae(
+    x: Tensor, *, sizes: list[int], opts: RQVAEOptions, kmeans: KMeansOptions, generator: torch.Generator
+) -> RQVAEResult:
     """Train an RQ-VAE with codebook sizes `sizes` (one per level, each capped at N) on x [N, D] (float); codes of every row."""
     x = x.float()
     n = x.shape[0]

@@ -21,10 +21,15 @@ from stages.ids.vectors import normalize
 from stages.inputs import Processed
 
 
-def embed(source: str, processed: Processed, cfg: EmbedConfig, *, n: int, seed: int, cache: Path) -> tuple[np.ndarray, dict[str, Any]]:
+def embed(
+    source: str, processed: Processed, cfg: EmbedConfig, *, n: int, seed: int, cache: Path
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Unit vectors [n, d] for `source` and stats (source, dim, fallbacks); `cache` holds extracted embedder models."""
     if cfg.embedder and source not in ("text", "hybrid"):
-        raise GdrError(f"--embedder encodes item text, but the embedding source is {source!r}", fix="add --source text (or hybrid), or drop --embedder")
+        raise GdrError(
+            f"--embedder encodes item text, but the embedding source is {source!r}",
+            fix="add --source text (or hybrid), or drop --embedder",
+        )
     if source == "text":
         return _text(processed, cfg, n, seed, cache)
     if source == "collab":
@@ -37,7 +42,9 @@ def embed(source: str, processed: Processed, cfg: EmbedConfig, *, n: int, seed: 
     raise GdrError(f"unknown embedding source {source!r}", fix="use --source text, collab or hybrid")
 
 
-def _collab(processed: Processed, cfg: EmbedConfig, n_items: int, dim: int, seed: int, *, fill_empty: bool = True) -> tuple[np.ndarray, int]:
+def _collab(
+    processed: Processed, cfg: EmbedConfig, n_items: int, dim: int, seed: int, *, fill_empty: bool = True
+) -> tuple[np.ndarray, int]:
     train = processed.table("splits")["train"]
     return collab_embeddings(train, n_items, dim=dim, window=cfg.window, seed=seed, fill_empty=fill_empty)
 
@@ -55,7 +62,9 @@ def balance(x: np.ndarray) -> np.ndarray:
     return x / np.float32(np.sqrt(spread)) if spread > 0 else x
 
 
-def _hybrid(processed: Processed, cfg: EmbedConfig, n: int, seed: int, cache: Path) -> tuple[np.ndarray, dict[str, Any]]:
+def _hybrid(
+    processed: Processed, cfg: EmbedConfig, n: int, seed: int, cache: Path
+) -> tuple[np.ndarray, dict[str, Any]]:
     """[sqrt(1 - w) · text, sqrt(w) · collab], each block balanced (`balance`), w = `collab_weight`; unit rows.
 
     Items with no training co-occurrence get a zero collab block, so their text alone places them.

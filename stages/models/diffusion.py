@@ -84,11 +84,19 @@ class DigitBlock(nn.Module):
             q, k, v = self.qkv(self.ln1(x)).view(r, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         else:  # queries of the wanted slots only; keys and values of every slot
             h = self.ln1(x)
-            k, v = F.linear(h, self.qkv.weight[d:], self.qkv.bias[d:]).view(r, n, 2, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+            k, v = (
+                F.linear(h, self.qkv.weight[d:], self.qkv.bias[d:])
+                .view(r, n, 2, self.heads, d // self.heads)
+                .permute(2, 0, 3, 1, 4)
+            )
             n = at.shape[1]
             x = x.gather(1, at[..., None].expand(-1, -1, d))
             h = h.gather(1, at[..., None].expand(-1, -1, d))
-            q = F.linear(h, self.qkv.weight[:d], self.qkv.bias[:d]).view(r, n, self.heads, d // self.heads).transpose(1, 2)
+            q = (
+                F.linear(h, self.qkv.weight[:d], self.qkv.bias[:d])
+                .view(r, n, self.heads, d // self.heads)
+                .transpose(1, 2)
+            )
         a = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # [R, h, n, dh], every slot sees every slot
         x = x + self.drop(self.out1(a.transpose(1, 2).reshape(r, n, d)))
         return x, self.ln2(x)
@@ -107,7 +115,9 @@ class DigitBlock(nn.Module):
                 (within, width), u = grouped, kv.shape[1]
                 pad = y.new_zeros(u, width, n, d)
                 pad[rows, within] = y
-                out = folded_attention(pad.view(u, width * n, d), *folded, self.heads).view(u, width, n, d)[rows, within]
+                out = folded_attention(pad.view(u, width * n, d), *folded, self.heads).view(u, width, n, d)[
+                    rows, within
+                ]
             return residual_mlp(x + (out + self.out2.bias), self.ln3, *self.mlp)
         q = self.q(y)
         if isinstance(rows, int):  # user-major rows: a user's s·n slots attend to its keys/values at once
@@ -120,7 +130,12 @@ class DigitBlock(nn.Module):
             pad[rows, within] = q
             pad = pad.view(u, width * n, self.heads, d // self.heads).transpose(1, 2)
             a = self._cross(pad, kv, keep)  # [U, h, slots·n, dh]
-            a = a.transpose(1, 2).reshape(u, width, n, d)[rows, within].view(r, n, self.heads, d // self.heads).transpose(1, 2)
+            a = (
+                a.transpose(1, 2)
+                .reshape(u, width, n, d)[rows, within]
+                .view(r, n, self.heads, d // self.heads)
+                .transpose(1, 2)
+            )
         else:
             q = q.view(r, n, self.heads, d // self.heads).transpose(1, 2)
             a = F.scaled_dot_product_attention(q, kv[0, rows], kv[1, rows], attn_mask=keep[rows], dropout_p=p)
@@ -129,11 +144,12 @@ class DigitBlock(nn.Module):
             return x + self.drop(self.mlp(self.ln3(x)))
         return residual_mlp(x, self.ln3, *self.mlp)  # sampling: row chunks that stay in cache (same result)
 
-
     def _cross(self, q: Tensor, kv: Tensor, keep: Tensor) -> Tensor:
         """Each user's queries q [U, h, Q, dh] against its keys/values kv [2, U, h, L+1, dh] -> [U, h, Q, dh]."""
         if self.training or torch.is_grad_enabled():
-            return F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=keep, dropout_p=self.dropout if self.training else 0.0)
+            return F.scaled_dot_product_attention(
+                q, kv[0], kv[1], attn_mask=keep, dropout_p=self.dropout if self.training else 0.0
+            )
         return user_attention(q, kv, keep)  # sampling: a few users at a time, two matmuls
 
 
@@ -199,7 +215,9 @@ class DiffusionRecommender(Recommender):
             self.start = nn.Parameter(torch.randn(d) * 0.02)
             self.digit_pos = nn.Embedding(n, d)
             self.mask_emb = nn.Parameter(torch.randn(d) * 0.02)
-            enc = nn.TransformerEncoderLayer(d, n_heads, d_ff, dropout, activation="gelu", batch_first=True, norm_first=True)
+            enc = nn.TransformerEncoderLayer(
+                d, n_heads, d_ff, dropout, activation="gelu", batch_first=True, norm_first=True
+            )
             self.encoder = nn.TransformerEncoder(enc, enc_layers, norm=nn.LayerNorm(d), enable_nested_tensor=False)
             self.decoder = nn.ModuleList(DigitBlock(d, n_heads, d_ff, dropout) for _ in range(dec_layers))
             self.ln_f = nn.LayerNorm(d)
@@ -383,15 +401,21 @@ class DiffusionRecommender(Recommender):
             state = smp.init_state(len(rows), dev, users[rows], rnd)
             if rnd or exclude is not None:
                 every = rnd == 0  # the first round runs for every user: the masks themselves, no copies
-                state.extra["exclude"] = banned if every else banned.rows(rows)  # the history and the items found so far
-                state.extra["invalid"] = history_set if every else history_set.rows(rows)  # the history alone: out of the renormalisation too
+                state.extra["exclude"] = (
+                    banned if every else banned.rows(rows)
+                )  # the history and the items found so far
+                state.extra["invalid"] = (
+                    history_set if every else history_set.rows(rows)
+                )  # the history alone: out of the renormalisation too
             state, calls = self._search(smp, sub, state, opts.use_cache)
             got, got_score = smp.finish(state, k)  # [r, k], none of them banned
             evals, rounds = evals + calls, rounds + 1
             if not opts.constrained:  # one search: its codes, invalid ones (-2) included, are the list
                 items, scores = got, got_score
                 break
-            merged, merged_score = top_distinct(torch.cat([items[rows], got], 1), torch.cat([scores[rows], got_score], 1), k)
+            merged, merged_score = top_distinct(
+                torch.cat([items[rows], got], 1), torch.cat([scores[rows], got_score], 1), k
+            )
             items[rows], scores[rows] = merged, merged_score
             banned = banned.add(rows[:, None].expand_as(got)[got >= 0], got[got >= 0])
             left[rows] -= (got >= 0).sum(dim=1)  # found items are distinct, allowed and have the prefix
@@ -413,7 +437,9 @@ class DiffusionRecommender(Recommender):
                 state.fresh = torch.ones(b, s, dtype=torch.bool, device=state.tokens.device)
                 evals += b
             if state.logp is None or state.fresh is None or not use_cache:
-                state.logp = state.logp if state.logp is not None else self.head_b.new_empty(b, s, n, self.vocab_ok.shape[1])
+                state.logp = (
+                    state.logp if state.logp is not None else self.head_b.new_empty(b, s, n, self.vocab_ok.shape[1])
+                )
                 state.fresh = torch.zeros(b, s, dtype=torch.bool, device=state.tokens.device)
             need = ~state.fresh
             skip = smp.needless(state)  # rows whose log-probs the step does not read: no evaluation
@@ -434,7 +460,9 @@ class DiffusionRecommender(Recommender):
 def _unique_first(key: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Distinct values of key [R] -> (values [C], index of one row holding each [C], inverse [R])."""
     values, inverse = torch.unique(key, return_inverse=True)
-    first = torch.empty(len(values), dtype=torch.long, device=key.device).scatter_(0, inverse, torch.arange(len(key), device=key.device))
+    first = torch.empty(len(values), dtype=torch.long, device=key.device).scatter_(
+        0, inverse, torch.arange(len(key), device=key.device)
+    )
     return values, first, inverse
 
 
@@ -452,12 +480,16 @@ class DiffusionFamily(ModelFamily):
 
         assert data.codes is not None and data.vocab_sizes is not None
         if cfg.d_model % cfg.n_heads:
-            raise GdrError(f"n_heads {cfg.n_heads} does not divide d_model {cfg.d_model}", fix="pick n_heads dividing d_model")
+            raise GdrError(
+                f"n_heads {cfg.n_heads} does not divide d_model {cfg.d_model}", fix="pick n_heads dividing d_model"
+            )
         if cfg.validation.digits_per_step > len(data.vocab_sizes):
             raise GdrError(f"validation digits_per_step {cfg.validation.digits_per_step} exceeds the code length {len(data.vocab_sizes)}",
                            fix=f"set validation.digits_per_step to 1..{len(data.vocab_sizes)}")  # fmt: skip
         sizes = cfg.model_dump(include=MODEL_KEYS)
-        return DiffusionRecommender.from_codes(data.codes, data.vocab_sizes, max_len=data.max_len, seed=data.seed, **sizes)
+        return DiffusionRecommender.from_codes(
+            data.codes, data.vocab_sizes, max_len=data.max_len, seed=data.seed, **sizes
+        )
 
     def examples(self, data: FamilyData, cfg: DiffuseConfig) -> dict[str, Tensor]:
         from stages.data.sequences import training_examples
@@ -483,7 +515,11 @@ class DiffusionFamily(ModelFamily):
         val = eval_histories(data.eval_splits, "valid", data.max_len, with_target=True)
         device = next(model.parameters()).device
         bound = model.likelihood_bound(val["history"].to(device), val["target"].to(device)).mean().item()
-        return {"loss": cfg.loss, "val_nll_bound_nats": round(bound, 6), "val_perplexity_per_digit": round(math.exp(bound / n), 6)}
+        return {
+            "loss": cfg.loss,
+            "val_nll_bound_nats": round(bound, 6),
+            "val_perplexity_per_digit": round(math.exp(bound / n), 6),
+        }
 
     def summary(self, stats: dict[str, Any]) -> str:
         if "val_nll_bound_nats" not in stats:

@@ -93,7 +93,10 @@ class HstuFamily(ModelFamily):
 
     def build(self, data: FamilyData, cfg: Any) -> Hstu:
         return Hstu(
-            n_items=data.n_items, max_len=data.max_len, seed=data.seed, **cfg.model_dump(exclude={"window_overlap", "train"})
+            n_items=data.n_items,
+            max_len=data.max_len,
+            seed=data.seed,
+            **cfg.model_dump(exclude={"window_overlap", "train"}),
         )
 
     def examples(self, data: FamilyData, cfg: Any) -> dict[str, Tensor]:

@@ -32,8 +32,17 @@ def model_classes() -> dict[str, type[Recommender]]:
     from stages.models.sasrec import Sasrec
     from stages.models.tiger import Tiger
 
-    classes: list[type[Recommender]] = [Popularity, FriendPopularity, Sasrec, Hstu, Diffurec, Tiger, DiffusionRecommender,
-                                        Diffnet, Diffkg]
+    classes: list[type[Recommender]] = [
+        Popularity,
+        FriendPopularity,
+        Sasrec,
+        Hstu,
+        Diffurec,
+        Tiger,
+        DiffusionRecommender,
+        Diffnet,
+        Diffkg,
+    ]
     return {c.kind: c for c in classes}
 
 
@@ -47,8 +56,15 @@ def model_families() -> dict[str, ModelFamily]:
     from stages.models.sasrec import SasrecFamily
     from stages.models.tiger import TigerFamily
 
-    families: list[ModelFamily] = [SasrecFamily(), HstuFamily(), DiffurecFamily(), TigerFamily(), DiffusionFamily(),
-                                   DiffnetFamily(), DiffkgFamily()]
+    families: list[ModelFamily] = [
+        SasrecFamily(),
+        HstuFamily(),
+        DiffurecFamily(),
+        TigerFamily(),
+        DiffusionFamily(),
+        DiffnetFamily(),
+        DiffkgFamily(),
+    ]
     return {f.kind: f for f in families}
 
 
@@ -94,5 +110,7 @@ def load_model(folder: Path, device: str = "cpu") -> tuple[Recommender, dict[str
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
-        raise GdrError(f"checkpoint does not fit its model: {first}", where=str(folder / WEIGHTS), fix="retrain the run") from None
+        raise GdrError(
+            f"checkpoint does not fit its model: {first}", where=str(folder / WEIGHTS), fix="retrain the run"
+        ) from None
     return model.to(device).eval(), spec.get("meta", {})

@@ -103,8 +103,16 @@ class Tiger(Recommender):
         extra = {} if corruption is None else {"corruption": dict(corruption)}  # absent = the plain model
         if shared:
             extra["vocab_kind"] = vocab_kind
-        super().__init__(n_items=n_items, vocab_sizes=[int(v) for v in vocab_sizes], encoder_input=encoder_input,
-                         item_embedding=item_embedding, label_smoothing=label_smoothing, seed=seed, **sizes, **extra)
+        super().__init__(
+            n_items=n_items,
+            vocab_sizes=[int(v) for v in vocab_sizes],
+            encoder_input=encoder_input,
+            item_embedding=item_embedding,
+            label_smoothing=label_smoothing,
+            seed=seed,
+            **sizes,
+            **extra,
+        )
         from transformers import T5ForConditionalGeneration
 
         self.n_digits = len(vocab_sizes)
@@ -129,7 +137,9 @@ class Tiger(Recommender):
 
     # ----- construction -----------------------------------------------------------------------
     @classmethod
-    def from_codes(cls, codes: Tensor, vocab_sizes: list[int], *, init: str | Path | None = None, **sizes: Any) -> Tiger:
+    def from_codes(
+        cls, codes: Tensor, vocab_sizes: list[int], *, init: str | Path | None = None, **sizes: Any
+    ) -> Tiger:
         """A model for items coded `codes` [N, D]; `init` = a local T5 checkpoint folder to start from."""
         if init is not None:
             sizes = {**sizes, **pretrained_sizes(Path(init))}
@@ -156,7 +166,9 @@ class Tiger(Recommender):
                 fix="use the ID set the run was trained with, or retrain the run with this ID set",
             )
         if codes.numel() and ((codes < 0).any() or (codes >= torch.tensor(vocab)).any()):
-            raise GdrError(f"code digits fall outside the model's vocabulary sizes {vocab}", fix="retrain the run with this ID set")
+            raise GdrError(
+                f"code digits fall outside the model's vocabulary sizes {vocab}", fix="retrain the run with this ID set"
+            )
 
     @torch.no_grad()
     def init_weights(self, gen: torch.Generator) -> None:
@@ -199,7 +211,11 @@ class Tiger(Recommender):
         return self.t5.shared.weight[FIRST_CODE_TOKEN:]
 
     def encoder_inputs(
-        self, history: Tensor, embeds: Tensor | None = None, tokens: Tensor | None = None, timesteps: Tensor | None = None
+        self,
+        history: Tensor,
+        embeds: Tensor | None = None,
+        tokens: Tensor | None = None,
+        timesteps: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """history [B, L] -> (input embeddings [B, S, d_model], attention mask [B, S] int64);
         `embeds` [B, L, D, d_model] replaces the token embeddings of the history (soft IDs).
@@ -476,7 +492,9 @@ def pretrained_sizes(folder: Path) -> dict[str, Any]:
         raise GdrError(f"not a T5 checkpoint: {first}", where=str(folder),
                        fix="give a local folder with a T5 config.json and weights (no download is made)") from None  # fmt: skip
     if cfg.model_type != "t5":
-        raise GdrError(f"checkpoint is a {cfg.model_type!r} model, not T5", where=str(folder), fix="use a T5 checkpoint")
+        raise GdrError(
+            f"checkpoint is a {cfg.model_type!r} model, not T5", where=str(folder), fix="use a T5 checkpoint"
+        )
     return dict(d_model=cfg.d_model, d_kv=cfg.d_kv, d_ff=cfg.d_ff, n_heads=cfg.num_heads, n_layers=cfg.num_layers,
                 n_decoder_layers=cfg.num_decoder_layers, feed_forward=cfg.feed_forward_proj,
                 scale_outputs=bool(cfg.scale_decoder_outputs))  # fmt: skip
@@ -505,7 +523,6 @@ def corrupting_tiger(codes: Tensor, vocab_sizes: list[int], cfg: Any, other: Any
 
 def n_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
 
 
 class TigerFamily(ModelFamily):
@@ -538,7 +555,9 @@ class TigerFamily(ModelFamily):
         sizes = cfg.model_dump(exclude={"init", "beam", "train", *CORRUPTION_KEYS})
         kind = "shared" if data.id_kind == "text" else "digits"
         if not cfg.use_diffusion:
-            return Tiger.from_codes(data.codes, data.vocab_sizes, init=cfg.init, seed=data.seed, vocab_kind=kind, **sizes)
+            return Tiger.from_codes(
+                data.codes, data.vocab_sizes, init=cfg.init, seed=data.seed, vocab_kind=kind, **sizes
+            )
         other = data.extra.get("other_view")
         if other is None:  # build without the flow's prepare (tests): load it now
             self.prepare(data, cfg, data.paths, data.processed)

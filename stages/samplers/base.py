@@ -183,7 +183,9 @@ def filter_logits(lp: Tensor, strategy: str, top_k: int, top_p: float) -> Tensor
 def check_strategy(options: SamplerOptions) -> None:
     if options.strategy not in STRATEGIES:
         raise GdrError(f"unknown strategy {options.strategy!r}", fix=f"choose one of: {', '.join(STRATEGIES)}")
-    if (options.strategy == "top_k" and options.top_k < 1) or (options.strategy == "top_p" and not 0 < options.top_p <= 1):
+    if (options.strategy == "top_k" and options.top_k < 1) or (
+        options.strategy == "top_p" and not 0 < options.top_p <= 1
+    ):
         raise GdrError("top_k must be >= 1 and top_p in (0, 1]", fix="fix --top-k / --top-p")
 
 

@@ -60,7 +60,9 @@ def beam_search(
     scores [B, k] float32).
     """
     if beam < k:
-        raise GdrError(f"beam width {beam} is smaller than k={k}", fix=f"use a beam of at least {k} (e.g. --beam {max(20, k)})")
+        raise GdrError(
+            f"beam width {beam} is smaller than k={k}", fix=f"use a beam of at least {k} (e.g. --beam {max(20, k)})"
+        )
     b, dev = history.shape[0], history.device
     offsets = model.offsets.tolist()
     blocked = trie.blocked(exclude) if exclude is not None else None
@@ -75,7 +77,9 @@ def beam_search(
     for d, v in enumerate(trie.vocab_sizes):
         evals += b * width
         if cache is not None:
-            step = model.next_logprobs(tokens[:, :, -1], cache, (offsets[d], offsets[d] + v)).flatten(0, 1)  # [B*W', V_d]
+            step = model.next_logprobs(tokens[:, :, -1], cache, (offsets[d], offsets[d] + v)).flatten(
+                0, 1
+            )  # [B*W', V_d]
         else:
             rows = user.repeat_interleave(width)  # [B*W'] user of each decoder row
             step = model.decode_step(tokens.flatten(0, 1), hidden[rows], mask[rows])[:, offsets[d] : offsets[d] + v]

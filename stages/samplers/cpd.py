@@ -45,7 +45,9 @@ from stages.samplers.validity import CHUNK, CodeTable, bits, subsets
 NEG = -1e9
 
 
-def beam_extend(table: CodeTable, state: State, logp: Tensor, sets: Tensor, width: int, renormalize: bool = True) -> State:
+def beam_extend(
+    table: CodeTable, state: State, logp: Tensor, sets: Tensor, width: int, renormalize: bool = True
+) -> State:
     """Extend every beam by one set of positions from `sets`, keep the best `width` distinct beams.
 
     logp: [B, S, n, V] model log-probs (with `renormalize`, renormalised here over the digits each
@@ -71,7 +73,9 @@ def beam_extend(table: CodeTable, state: State, logp: Tensor, sets: Tensor, widt
         if exclude is not None:
             part = exclude.slice(lo, hi)
             ex = (part, part if invalid is exclude else invalid.slice(lo, hi))
-        parts.append(_extend(table, state.tokens[lo:hi], state.score[lo:hi], logp[lo:hi], sets, c, width, ex, renormalize))
+        parts.append(
+            _extend(table, state.tokens[lo:hi], state.score[lo:hi], logp[lo:hi], sets, c, width, ex, renormalize)
+        )
     tokens, score = (torch.cat(t) for t in zip(*parts, strict=True))
     return State(tokens=tokens, score=score, step=state.step + 1, extra=state.extra)
 
@@ -101,8 +105,17 @@ def user_chunks(table: CodeTable, tokens: Tensor, sets: Tensor, size: int) -> li
     return out
 
 
-def _extend(table: CodeTable, tokens: Tensor, score: Tensor, logp: Tensor, sets: Tensor, c: int, width: int,
-            excluded: tuple[ItemSets, ItemSets] | None, renormalize: bool) -> tuple[Tensor, Tensor]:
+def _extend(
+    table: CodeTable,
+    tokens: Tensor,
+    score: Tensor,
+    logp: Tensor,
+    sets: Tensor,
+    c: int,
+    width: int,
+    excluded: tuple[ItemSets, ItemSets] | None,
+    renormalize: bool,
+) -> tuple[Tensor, Tensor]:
     """beam_extend on a chunk of users: tokens [b, s, n], score [b, s] -> ([b, w, n], [b, w]).
     excluded: (items never to complete, items out of the renormalisation) of the b users, or None.
 
@@ -130,8 +143,16 @@ def _extend(table: CodeTable, tokens: Tensor, score: Tensor, logp: Tensor, sets:
     return torch.where(sets[which], table.codes[item], new), best  # [b, w, n]
 
 
-def _candidates_one_digit(table: CodeTable, tokens: Tensor, score: Tensor, logp: Tensor, sets: Tensor, c: int,
-                          excluded: tuple[ItemSets, ItemSets] | None, renormalize: bool) -> tuple[Tensor, ...]:
+def _candidates_one_digit(
+    table: CodeTable,
+    tokens: Tensor,
+    score: Tensor,
+    logp: Tensor,
+    sets: Tensor,
+    c: int,
+    excluded: tuple[ItemSets, ItemSets] | None,
+    renormalize: bool,
+) -> tuple[Tensor, ...]:
     """The c best one-digit extensions of each user's beams, enumerated as (beam, position, digit):
     [b, s·P·V] dense scores whatever the catalogue size. A digit is a candidate when some item not
     excluded for the user has it with the beam's digits (`CodeTable.digit_counts`), and is
@@ -200,8 +221,16 @@ def _subset(pairs: tuple[Tensor, Tensor] | None, rows: Tensor) -> tuple[Tensor, 
     return pos[hit], pairs[1][hit]
 
 
-def _candidates_by_item(table: CodeTable, tokens: Tensor, score: Tensor, logp: Tensor, sets: Tensor, c: int,
-                        excluded: tuple[ItemSets, ItemSets] | None, renormalize: bool) -> tuple[Tensor, ...]:
+def _candidates_by_item(
+    table: CodeTable,
+    tokens: Tensor,
+    score: Tensor,
+    logp: Tensor,
+    sets: Tensor,
+    c: int,
+    excluded: tuple[ItemSets, ItemSets] | None,
+    renormalize: bool,
+) -> tuple[Tensor, ...]:
     """The c best extensions of each user's beams, enumerated per (beam, item) pair still possible
     (after the first step a beam matches a handful of items, so the work is far below beams ×
     catalogue) and per position set -> (top [b, C], parent [b, C], item [b, C], set index [b, C])."""
@@ -242,7 +271,9 @@ def _candidates_by_item(table: CodeTable, tokens: Tensor, score: Tensor, logp: T
     return top, idx // (n_items * p), (idx // p) % n_items, idx % p
 
 
-def _first_allowed(table: CodeTable, row: Tensor, item: Tensor, full: Tensor, exclude: ItemSets, user: Tensor) -> Tensor:
+def _first_allowed(
+    table: CodeTable, row: Tensor, item: Tensor, full: Tensor, exclude: ItemSets, user: Tensor
+) -> Tensor:
     """Whether each allowed pair's item is the first allowed item of its new partial code.
 
     row, item: [M] pairs (items not excluded); full: [M, P] position set after each extension;
@@ -253,11 +284,15 @@ def _first_allowed(table: CodeTable, row: Tensor, item: Tensor, full: Tensor, ex
     n_items, p = table.n_items, full.shape[1]
     rep = table.rep_of()[full, item[:, None]]  # [M, P]
     first = rep == item[:, None]
-    m, q = exclude.contains(user[:, None].expand_as(rep), rep).nonzero(as_tuple=True)  # entries whose group's first item is excluded
+    m, q = exclude.contains(user[:, None].expand_as(rep), rep).nonzero(
+        as_tuple=True
+    )  # entries whose group's first item is excluded
     if len(m):
         key = (row[m] * p + q) * n_items + rep[m, q]  # (row, set, group)
         _, inverse = torch.unique(key, return_inverse=True)
-        low = torch.full((int(inverse.max()) + 1,), n_items, device=item.device).scatter_reduce(0, inverse, item[m], "amin")
+        low = torch.full((int(inverse.max()) + 1,), n_items, device=item.device).scatter_reduce(
+            0, inverse, item[m], "amin"
+        )
         first[m, q] = item[m] == low[inverse]
     return first
 
@@ -278,8 +313,17 @@ def _dead_groups(table: CodeTable, exclude: ItemSets, full: Tensor) -> tuple[Ten
     return (uniq // (n_items * p))[dead], which[dead], first[dead]
 
 
-def _extend_shared(table: CodeTable, tokens: Tensor, score: Tensor, logp: Tensor, sets: Tensor, c: int, width: int,
-                   excluded: tuple[ItemSets, ItemSets] | None, renormalize: bool) -> tuple[Tensor, Tensor]:
+def _extend_shared(
+    table: CodeTable,
+    tokens: Tensor,
+    score: Tensor,
+    logp: Tensor,
+    sets: Tensor,
+    c: int,
+    width: int,
+    excluded: tuple[ItemSets, ItemSets] | None,
+    renormalize: bool,
+) -> tuple[Tensor, Tensor]:
     """_extend when each user has one beam and all hold the same code: the candidates (set, item
     representative) are the same for every user, so they are enumerated once and scored by one
     gather [b, K] (no per-user pairs). Distinct by construction: no duplicate check. A user's
@@ -301,7 +345,9 @@ def _extend_shared(table: CodeTable, tokens: Tensor, score: Tensor, logp: Tensor
             user, at_j, rep = _dead_groups(table, invalid, bits(~masked) | (1 << js))
             ok = ok.clone()
             ok[user, js[at_j], table.codes[rep, js[at_j]]] = False
-        lp = torch.log_softmax(logp.reshape(b, n, v).masked_fill(~ok, float("-inf")), dim=-1).clamp(min=NEG)  # [b, n, V]
+        lp = torch.log_softmax(logp.reshape(b, n, v).masked_fill(~ok, float("-inf")), dim=-1).clamp(
+            min=NEG
+        )  # [b, n, V]
     else:
         lp = logp.reshape(b, n, v).clamp(min=NEG)
     at = (pos * v + table.codes[item].gather(1, pos)).T.reshape(-1)  # [size*K] position-major
@@ -385,7 +431,9 @@ class CPDSampler(DiffusionSampler):
         super().__init__(table, schedule, options)
         n, d = table.n_digits, options.digits_per_step
         if not 1 <= d <= n:
-            raise GdrError(f"digits per step {d} is outside 1..{n} (the code length)", fix=f"use --digits-per-step 1..{n}")
+            raise GdrError(
+                f"digits per step {d} is outside 1..{n} (the code length)", fix=f"use --digits-per-step 1..{n}"
+            )
         self.d, self.width = d, max(options.beam, k)
         self.first_width = self.width if options.first_beam is None else options.first_beam
         self.total = math.ceil(int((self.prefix < 0).sum()) / d)

@@ -77,7 +77,9 @@ def free_extend(table: CodeTable, state: State, logp: Tensor, sets: Tensor, widt
     # one candidate per distinct code: the first (lowest index) among those holding the group's max
     is_max = value == best[group]
     first = torch.full_like(best, c, dtype=torch.long).scatter_reduce(
-        0, group.reshape(-1), torch.where(is_max, torch.arange(c, device=value.device).expand(b, c), c).reshape(-1),
+        0,
+        group.reshape(-1),
+        torch.where(is_max, torch.arange(c, device=value.device).expand(b, c), c).reshape(-1),
         reduce="amin",
     )
     keep = torch.arange(c, device=value.device)[None] == first[group]

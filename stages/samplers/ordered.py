@@ -32,13 +32,21 @@ def parse_order(order: object, n: int, *, allow_random: bool) -> list[int] | Non
     """A fixed fill order ([n] permutation, default left to right) or None for `random`."""
     if order == "random":
         if not allow_random:
-            raise GdrError("a random digit order needs the stochastic sampler", fix="use --sampler ordered, or give a fixed --order")
+            raise GdrError(
+                "a random digit order needs the stochastic sampler",
+                fix="use --sampler ordered, or give a fixed --order",
+            )
         return None
     if isinstance(order, str):
-        raise GdrError(f"bad digit order {order!r}", fix=f"give 'random' or a permutation like [{','.join(map(str, range(n)))}]")
+        raise GdrError(
+            f"bad digit order {order!r}", fix=f"give 'random' or a permutation like [{','.join(map(str, range(n)))}]"
+        )
     fixed = list(range(n)) if order is None else [int(j) for j in order]  # type: ignore[attr-defined]
     if sorted(fixed) != list(range(n)):
-        raise GdrError(f"digit order {fixed} is not a permutation of 0..{n - 1}", fix=f"e.g. --order {','.join(map(str, range(n)))}")
+        raise GdrError(
+            f"digit order {fixed} is not a permutation of 0..{n - 1}",
+            fix=f"e.g. --order {','.join(map(str, range(n)))}",
+        )
     return fixed
 
 

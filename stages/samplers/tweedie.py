@@ -67,7 +67,9 @@ class TweedieSampler(DiffusionSampler):
             tok[rows, j] = pick
             score[rows] += self.digit_score(lp[rows, j], ok, pick)
         fresh = ~(tok != old).any(dim=1)
-        return State(tok.view(b, s, n), score.view(b, s), logp=logp, fresh=fresh.view(b, s), step=i + 1, extra=state.extra)
+        return State(
+            tok.view(b, s, n), score.view(b, s), logp=logp, fresh=fresh.view(b, s), step=i + 1, extra=state.extra
+        )
 
     def draw(self, lp: Tensor, ok: Tensor, noise: Tensor) -> Tensor:
         """One digit per row from the tempered, allowed, strategy-filtered prediction.

@@ -39,8 +39,13 @@ class CodeTable:
         self.radix = radix.long().to(codes.device) if float(radix[-1]) * vocab_sizes[-1] < 2**62 else None
         if self.radix is not None:  # one int64 key per code: item lookup by binary search
             self.keys, self.key_items = (self.codes * self.radix).sum(dim=1).sort()
-            sets = (torch.arange(2**self.n_digits, device=codes.device)[:, None] >> torch.arange(self.n_digits, device=codes.device)) & 1
-            partial = (self.codes[None] * self.radix * sets[:, None, :]).sum(dim=-1)  # [2^n, N] key of the digits on set T
+            sets = (
+                torch.arange(2**self.n_digits, device=codes.device)[:, None]
+                >> torch.arange(self.n_digits, device=codes.device)
+            ) & 1
+            partial = (self.codes[None] * self.radix * sets[:, None, :]).sum(
+                dim=-1
+            )  # [2^n, N] key of the digits on set T
             self.part_keys, self.part_items = partial.sort(dim=1)  # items sorted by their digits on each set T
 
     def _row_chunk(self) -> int:
@@ -86,7 +91,9 @@ class CodeTable:
     def pair_counts(self, tokens: Tensor) -> Tensor:
         """How many items have every filled digit of each row: tokens [R, n] -> [R] int64 (no pairs built)."""
         if self.radix is None:
-            return torch.cat([self.match(part).sum(dim=1) for part in tokens.split(self._row_chunk())] + [tokens.new_zeros(0)])
+            return torch.cat(
+                [self.match(part).sum(dim=1) for part in tokens.split(self._row_chunk())] + [tokens.new_zeros(0)]
+            )
         _, lo, hi = self._runs(tokens)
         return hi - lo
 
@@ -128,7 +135,9 @@ class CodeTable:
                 counts[lo : lo + len(match)].scatter_add_(1, self.codes[:, j].expand(len(match), -1), match.long())
             return counts
         sets = bits(other >= 0) | (1 << j)  # [R] position set of each query
-        query = (other.clamp(min=0) * self.radix).sum(dim=1)[:, None] + torch.arange(v, device=dev) * self.radix[j]  # [R, v]
+        query = (other.clamp(min=0) * self.radix).sum(dim=1)[:, None] + torch.arange(v, device=dev) * self.radix[
+            j
+        ]  # [R, v]
         counts = torch.zeros(r, self.vmax, dtype=torch.long, device=dev)
         for t in sets.unique().tolist():  # distinct position sets (≤ 2^n), each a sorted key table
             at = (sets == t).nonzero().squeeze(1)
@@ -184,7 +193,9 @@ class CodeTable:
         out = []
         for part in tokens.split(self._row_chunk()):
             eq = (part[:, None, :] == self.codes[None]).all(dim=-1)  # [r, N]
-            out.append(torch.where(eq.any(dim=1), eq.float().argmax(dim=1), torch.full_like(eq[:, 0], -1, dtype=torch.long)))
+            out.append(
+                torch.where(eq.any(dim=1), eq.float().argmax(dim=1), torch.full_like(eq[:, 0], -1, dtype=torch.long))
+            )
         return torch.cat(out) if out else torch.zeros(0, dtype=torch.long, device=tokens.device)
 
     def representatives(self) -> Tensor:
@@ -232,7 +243,9 @@ class CodeTable:
                 keys_t, items_t = self.part_keys[t], self.part_items[t]
                 start = torch.ones_like(keys_t, dtype=torch.bool)
                 start[1:] = keys_t[1:] != keys_t[:-1]
-                inverse = torch.empty_like(items_t).scatter_(0, items_t, start.long().cumsum(0) - 1)  # group of each item
+                inverse = torch.empty_like(items_t).scatter_(
+                    0, items_t, start.long().cumsum(0) - 1
+                )  # group of each item
                 counts = torch.bincount(inverse)
             else:
                 keep = torch.tensor([(t >> j) & 1 for j in range(n)], dtype=torch.bool, device=dev)
@@ -256,7 +269,9 @@ class CodeTable:
             items = list(prefix.items())
         elif isinstance(prefix, list | tuple):
             if len(prefix) != n:
-                raise GdrError(f"prefix has {len(prefix)} digits but codes have {n}", fix="give one value per digit, -1 for free")
+                raise GdrError(
+                    f"prefix has {len(prefix)} digits but codes have {n}", fix="give one value per digit, -1 for free"
+                )
             items = list(enumerate(prefix))
         else:
             raise GdrError(f"bad prefix {prefix!r}", fix='give {"0": 17} or a list like [17, -1, -1, -1]')
@@ -264,16 +279,24 @@ class CodeTable:
             try:
                 j, v = int(key), int(value)
             except (TypeError, ValueError):
-                raise GdrError(f"bad prefix entry {key!r}: {value!r}", fix="positions and digits are integers") from None
+                raise GdrError(
+                    f"bad prefix entry {key!r}: {value!r}", fix="positions and digits are integers"
+                ) from None
             if not 0 <= j < n:
                 raise GdrError(f"prefix position {j} out of range", fix=f"positions are 0..{n - 1}")
             if v != -1 and not 0 <= v < self.vocab_sizes[j]:
-                raise GdrError(f"prefix digit {v} at position {j} out of range", fix=f"digits there are 0..{self.vocab_sizes[j] - 1}")
+                raise GdrError(
+                    f"prefix digit {v} at position {j} out of range",
+                    fix=f"digits there are 0..{self.vocab_sizes[j] - 1}",
+                )
             fixed[j] = v
         fixed = fixed.to(self.codes.device)
         if not int(self.pair_counts(fixed[None])[0]):
             shown = {j: int(v) for j, v in enumerate(fixed.tolist()) if v >= 0}
-            raise GdrError(f"no item has the prefix {shown}", fix="fix digits that some item's code has (see the ID set's codes.parquet)")
+            raise GdrError(
+                f"no item has the prefix {shown}",
+                fix="fix digits that some item's code has (see the ID set's codes.parquet)",
+            )
         return fixed
 
 

@@ -61,7 +61,9 @@ def load_checkpoint(workdir: Path, fingerprint: dict[str, Any] | None) -> dict[s
         saved = state["fingerprint"]
     except Exception as exc:  # any unreadable file is the same user-facing problem
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise GdrError(f"unreadable checkpoint: {first}", where=str(path), fix="start the run again without --resume") from None
+        raise GdrError(
+            f"unreadable checkpoint: {first}", where=str(path), fix="start the run again without --resume"
+        ) from None
     diff = fingerprint_diff(saved, fingerprint_json(fingerprint))
     if diff:
         shown = ", ".join(diff[:8]) + (f" (+{len(diff) - 8} more)" if len(diff) > 8 else "")

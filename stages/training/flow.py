@@ -53,8 +53,13 @@ def load_data(paths: DataPaths, processed: Processed, req: TrainRequest) -> tupl
     max_len = req.max_len or req.family.default_max_len
     splits = view_splits(processed, req.view)
     data = FamilyData(
-        splits=splits, n_items=n_entities(processed, req.view), max_len=max_len, seed=req.seed, view=req.view,
-        processed=processed, paths=paths,
+        splits=splits,
+        n_items=n_entities(processed, req.view),
+        max_len=max_len,
+        seed=req.seed,
+        view=req.view,
+        processed=processed,
+        paths=paths,
     )
     if split_name(req.train_split) != BASE:
         if req.view != "item":

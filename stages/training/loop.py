@@ -67,8 +67,19 @@ def epoch_order(seed: int, epoch: int, n: int) -> Tensor:
 
 
 class _Trainer:
-    def __init__(self, *, model: nn.Module, train: dict[str, Tensor], validate: Validator, cfg: TrainLoopConfig,
-                 seed: int, workdir: Path, fingerprint: dict | None, desc: str, on_validation: ValidationHook | None = None):
+    def __init__(
+        self,
+        *,
+        model: nn.Module,
+        train: dict[str, Tensor],
+        validate: Validator,
+        cfg: TrainLoopConfig,
+        seed: int,
+        workdir: Path,
+        fingerprint: dict | None,
+        desc: str,
+        on_validation: ValidationHook | None = None,
+    ):
         self.cfg, self.seed, self.workdir, self.desc, self.validate = cfg, seed, Path(workdir), desc, validate
         self.on_validation = on_validation
         self.fingerprint_dict, self.fingerprint = fingerprint, fingerprint_json(fingerprint)
@@ -80,17 +91,23 @@ class _Trainer:
 
         sizes = {int(v.shape[0]) for v in train.values()}
         if not train or len(sizes) != 1:
-            raise GdrError("training tensors must share their first dimension", fix="build them with stages.data.sequences")
+            raise GdrError(
+                "training tensors must share their first dimension", fix="build them with stages.data.sequences"
+            )
         n = sizes.pop()
         if n < self.world:
-            raise GdrError(f"only {n} training examples for {self.world} processes", fix="use more data or fewer processes")
+            raise GdrError(
+                f"only {n} training examples for {self.world} processes", fix="use more data or fewer processes"
+            )
         self.per_rank = n // self.world  # equal shards so every rank takes the same number of steps
         self.batch = max(1, cfg.batch_size // self.world)
         self.steps_per_epoch = math.ceil(self.per_rank / self.batch)
         planned = cfg.max_epochs * self.steps_per_epoch
         self.total_steps = min(planned, cfg.max_steps) if cfg.max_steps else planned
         self.n = n
-        on_device = self.device.type == "cpu" or sum(v.numel() * v.element_size() for v in train.values()) <= DEVICE_DATA_BYTES
+        on_device = (
+            self.device.type == "cpu" or sum(v.numel() * v.element_size() for v in train.values()) <= DEVICE_DATA_BYTES
+        )
         self.data_device = self.device if on_device else torch.device("cpu")
         self.data = {k: v.to(self.data_device) for k, v in train.items()}
 
@@ -151,30 +168,33 @@ class _Trainer:
         D.barrier()  # the file is complete before any rank goes on (or reads it)
 
     def _write_checkpoint(self, rng: dict[str, Tensor]) -> None:
-        save_checkpoint(self.workdir, {
-            "fingerprint": self.fingerprint,
-            "world_size": self.world,
-            "model": self.model.state_dict(),
-            "optimizer": self.opt.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "rng": rng,
-            "best_state": self.best_state,
-            "best_metric": self.best_metric,
-            "best_step": self.best_step,
-            "bad_evals": self.bad_evals,
-            "step": self.step,
-            "epoch": self.epoch,
-            "pos": self.pos,
-            "log": self.log,
-            "wall_s": self.wall(),
-            "last_val_step": self.last_val_step,
-            "loss_sum": self.loss_sum,
-            "loss_n": self.loss_n,
-            "window_examples": self.window_examples,
-            "stop_reason": self.stop_reason,
-            "term_sum": self.term_sum,
-            "ema": self.ema,
-        })
+        save_checkpoint(
+            self.workdir,
+            {
+                "fingerprint": self.fingerprint,
+                "world_size": self.world,
+                "model": self.model.state_dict(),
+                "optimizer": self.opt.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "rng": rng,
+                "best_state": self.best_state,
+                "best_metric": self.best_metric,
+                "best_step": self.best_step,
+                "bad_evals": self.bad_evals,
+                "step": self.step,
+                "epoch": self.epoch,
+                "pos": self.pos,
+                "log": self.log,
+                "wall_s": self.wall(),
+                "last_val_step": self.last_val_step,
+                "loss_sum": self.loss_sum,
+                "loss_n": self.loss_n,
+                "window_examples": self.window_examples,
+                "stop_reason": self.stop_reason,
+                "term_sum": self.term_sum,
+                "ema": self.ema,
+            },
+        )
 
     def restore(self, state: dict[str, Any]) -> None:
         if state["world_size"] != self.world:
@@ -190,8 +210,21 @@ class _Trainer:
         torch.set_rng_state(state["rng"]["cpu"][self.rank].clone())  # own storage: a row view crashes it
         if self.device.type == "cuda" and "cuda" in state["rng"]:
             torch.cuda.set_rng_state(state["rng"]["cuda"][self.rank].clone(), self.device)
-        for key in ("best_state", "best_metric", "best_step", "bad_evals", "step", "epoch", "pos", "log",
-                    "last_val_step", "loss_sum", "loss_n", "window_examples", "stop_reason"):
+        for key in (
+            "best_state",
+            "best_metric",
+            "best_step",
+            "bad_evals",
+            "step",
+            "epoch",
+            "pos",
+            "log",
+            "last_val_step",
+            "loss_sum",
+            "loss_n",
+            "window_examples",
+            "stop_reason",
+        ):
             setattr(self, key, state[key])
         self.term_sum = dict(state.get("term_sum", {}))
         if self.ema is not None:
@@ -200,7 +233,9 @@ class _Trainer:
         self.wall_before = state["wall_s"]
         self.t_start = self.t_row = time.perf_counter()
         self.write(f"resumed at step {self.step} (epoch {self.epoch}, {self.pos} examples into it)")
-        if self.stop_reason == "budget" and not (self.cfg.max_minutes and self.wall_before >= self.cfg.max_minutes * 60):
+        if self.stop_reason == "budget" and not (
+            self.cfg.max_minutes and self.wall_before >= self.cfg.max_minutes * 60
+        ):
             self.stop_reason = ""  # stopped by a budget that has since been raised: train on
             self.write("the wall-clock budget was raised: training goes on")
 
@@ -208,10 +243,13 @@ class _Trainer:
     def train_step(self, idx: Tensor) -> Tensor:
         """One optimiser step on the examples `idx` [B]; returns the loss (on the device, unsynced)."""
         for group in self.opt.param_groups:
-            group["lr"] = self.cfg.lr * lr_factor(self.step, warmup=self.cfg.warmup_steps, total=self.total_steps,
-                                                   min_ratio=self.cfg.min_lr_ratio)
+            group["lr"] = self.cfg.lr * lr_factor(
+                self.step, warmup=self.cfg.warmup_steps, total=self.total_steps, min_ratio=self.cfg.min_lr_ratio
+            )
         batch = {k: v.index_select(0, idx).to(self.device, non_blocking=True) for k, v in self.data.items()}
-        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+        with torch.autocast(
+            self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
+        ):
             loss = self.net(batch)
         self.scaler.scale(loss).backward()
         if self.cfg.clip_norm > 0:
@@ -330,8 +368,10 @@ class _Trainer:
         self.term_sum = {}
         loss = "-" if row["loss"] is None else f"{row['loss']:.4f}" + terms_text(row)
         val_text = "" if val is None else f" val_ndcg@10 {val:.4f} (best {self.best_metric:.4f} @ {self.best_step})"
-        self.write(f"step {self.step} epoch {row['epoch']:.2f} loss {loss} lr {row['lr']:.3g} "
-                   f"ex/s {row['examples_per_s']:,.0f}{val_text}")
+        self.write(
+            f"step {self.step} epoch {row['epoch']:.2f} loss {loss} lr {row['lr']:.3g} "
+            f"ex/s {row['examples_per_s']:,.0f}{val_text}"
+        )
         self.t_row = time.perf_counter()  # validation and logging are not training time
         return row
 
@@ -366,14 +406,17 @@ class _Trainer:
         if self.primary:
             self.workdir.mkdir(parents=True, exist_ok=True)
             self.logfile = open(self.workdir / LOG_FILE, "a" if resume else "w")  # noqa: SIM115 (closed in finally)
-            self.tracker = make_tracker(cfg.tracker, logdir=self.workdir / "tb", project=cfg.wandb_project,
-                                        config=self.fingerprint_dict)
+            self.tracker = make_tracker(
+                cfg.tracker, logdir=self.workdir / "tb", project=cfg.wandb_project, config=self.fingerprint_dict
+            )
         try:
             if state is not None:
                 self.restore(state)
             else:
-                self.write(f"{self.desc}: {self.n:,} examples, batch {cfg.batch_size}, {self.steps_per_epoch} steps/epoch, "
-                           f"device {self.device}, amp {self.amp_dtype}, {self.world} process(es), seed {self.seed}")
+                self.write(
+                    f"{self.desc}: {self.n:,} examples, batch {cfg.batch_size}, {self.steps_per_epoch} steps/epoch, "
+                    f"device {self.device}, amp {self.amp_dtype}, {self.world} process(es), seed {self.seed}"
+                )
             if not self.stop_reason:
                 self.loop()
         finally:
@@ -385,22 +428,37 @@ class _Trainer:
                 f"{self.desc}: best val NDCG@10 {self.best_metric:.4f} at step {self.best_step}; "
                 f"stopped by {self.stop_reason} after {self.step} steps in {self.wall():.1f}s"
             )
-        return FitResult(self.best_state, self.best_metric, self.best_step, self.step, self.stop_reason,
-                         list(self.log), self.workdir, self.steps_per_epoch)
+        return FitResult(
+            self.best_state,
+            self.best_metric,
+            self.best_step,
+            self.step,
+            self.stop_reason,
+            list(self.log),
+            self.workdir,
+            self.steps_per_epoch,
+        )
 
     def loop(self) -> None:
         cfg = self.cfg
         busy = False
         with DeferredInterrupt() as interrupts, progress("ex", "loss", "val") as bar:
-            task = bar.add_task(self.desc, total=self.examples_after(self.total_steps),
-                                completed=self.examples_after(self.step), loss="-", val="-")
+            task = bar.add_task(
+                self.desc,
+                total=self.examples_after(self.total_steps),
+                completed=self.examples_after(self.step),
+                loss="-",
+                val="-",
+            )
             try:
                 while True:
                     busy = True
                     if self.order is None or self.pos == 0:
                         perm = epoch_order(self.seed, self.epoch, self.n)
-                        self.order = perm[self.rank * self.per_rank:(self.rank + 1) * self.per_rank].to(self.data_device)
-                    idx = self.order[self.pos:self.pos + self.batch]
+                        self.order = perm[self.rank * self.per_rank : (self.rank + 1) * self.per_rank].to(
+                            self.data_device
+                        )
+                    idx = self.order[self.pos : self.pos + self.batch]
                     loss = self.train_step(idx)
                     if self.buf_n == len(self.loss_buf):
                         self.flush()  # holds steps up to self.step
@@ -432,8 +490,11 @@ class _Trainer:
                         self.on_validation(self.step, val)
                     if sync_point or val_due:
                         row = self.add_row(val, t_end)
-                        bar.update(task, loss="-" if row["loss"] is None else f"{row['loss']:.4f}" + terms_text(row),
-                                   val=f"{self.best_metric:.4f}" if self.best_step else "-")
+                        bar.update(
+                            task,
+                            loss="-" if row["loss"] is None else f"{row['loss']:.4f}" + terms_text(row),
+                            val=f"{self.best_metric:.4f}" if self.best_step else "-",
+                        )
                     if self.stop_reason:
                         self.write(f"stopped: {self.stop_reason} at step {self.step}")
                         self.save()
@@ -458,9 +519,19 @@ def terms_text(row: dict) -> str:
     return f" ({' '.join(terms)})" if terms else ""
 
 
-def fit(*, model: nn.Module, train: dict[str, Tensor], validate: Validator, cfg: TrainLoopConfig, seed: int,
-        workdir: Path, resume: bool = False, fingerprint: dict | None = None, desc: str = "train",
-        on_validation: ValidationHook | None = None) -> FitResult:
+def fit(
+    *,
+    model: nn.Module,
+    train: dict[str, Tensor],
+    validate: Validator,
+    cfg: TrainLoopConfig,
+    seed: int,
+    workdir: Path,
+    resume: bool = False,
+    fingerprint: dict | None = None,
+    desc: str = "train",
+    on_validation: ValidationHook | None = None,
+) -> FitResult:
     """Train `model` (whose `model(batch)` is the scalar loss) on the `train` tensors; select on `validate`.
 
     train: dict of tensors sharing dim 0 (e.g. history [N, L] int64, target [N] int64); a batch is
@@ -469,6 +540,15 @@ def fit(*, model: nn.Module, train: dict[str, Tensor], validate: Validator, cfg:
     A model that sets `loss_terms` (dict of detached scalars) in its loss gets each term logged
     (log rows, train.log, progress bar). `on_validation(step, ndcg)` is called after each validation.
     """
-    trainer = _Trainer(model=model, train=train, validate=validate, cfg=cfg, seed=seed, workdir=workdir,
-                       fingerprint=fingerprint, desc=desc, on_validation=on_validation)
+    trainer = _Trainer(
+        model=model,
+        train=train,
+        validate=validate,
+        cfg=cfg,
+        seed=seed,
+        workdir=workdir,
+        fingerprint=fingerprint,
+        desc=desc,
+        on_validation=on_validation,
+    )
     return trainer.run(resume)

@@ -25,7 +25,15 @@ LOG_SCHEMA = {
 }
 
 
-UNFINGERPRINTED = ("max_minutes", "device", "eval_batch_size", "log_every", "checkpoint_every", "tracker", "wandb_project")
+UNFINGERPRINTED = (
+    "max_minutes",
+    "device",
+    "eval_batch_size",
+    "log_every",
+    "checkpoint_every",
+    "tracker",
+    "wandb_project",
+)
 """Training-loop keys that may change between an interrupted run and its `--resume` (they do not
 change what one step computes); every other config key must match."""
 
@@ -81,6 +89,10 @@ def save_run(*, folder: Path, model: Recommender, result: FitResult, meta: dict[
     save_model(folder, model, meta)
     frame = log_frame(result.log)
     write_parquet(folder / "train_log.parquet", frame)
-    plot_curve(folder / "curve.png", frame, title=f"{model.kind}: best val NDCG@10 {result.best_metric:.4f} @ step {result.best_step}")
+    plot_curve(
+        folder / "curve.png",
+        frame,
+        title=f"{model.kind}: best val NDCG@10 {result.best_metric:.4f} @ step {result.best_step}",
+    )
     if result.workdir is not None and (result.workdir / LOG_FILE).is_file():
         shutil.copyfile(result.workdir / LOG_FILE, folder / LOG_FILE)

@@ -75,5 +75,7 @@ def make_tracker(name: str, *, logdir: Path, project: str = "gdr", config: dict[
         if name == "wandb":
             return WandbTracker(logdir, project, config)
     except ImportError:
-        raise GdrError(f"tracker {name!r} is not installed", fix=f"pip install 'gdr[{name}]' or set train.tracker=none") from None
+        raise GdrError(
+            f"tracker {name!r} is not installed", fix=f"pip install 'gdr[{name}]' or set train.tracker=none"
+        ) from None
     return NoTracker()

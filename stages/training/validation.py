@@ -19,8 +19,17 @@ def _device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def make_validator(histories: Tensor, targets: Tensor, *, k: int = 10, batch_size: int, options: Any = None,
-                   sampler: str | None = None, exclude: Tensor | None = None, users: Tensor | None = None) -> Validator:
+def make_validator(
+    histories: Tensor,
+    targets: Tensor,
+    *,
+    k: int = 10,
+    batch_size: int,
+    options: Any = None,
+    sampler: str | None = None,
+    exclude: Tensor | None = None,
+    users: Tensor | None = None,
+) -> Validator:
     """A `Validator` over users `rank::world` of (histories [U, L] int64, targets [U] int64).
 
     Calls `model.recommend(history_batch, k=k, sampler=sampler, options=options, exclude=exclude_batch)`
@@ -46,8 +55,8 @@ def make_validator(histories: Tensor, targets: Tensor, *, k: int = 10, batch_siz
         for lo in range(0, len(hist), batch_size):
             extra = {} if ex is None else {"exclude": ex[lo:lo + batch_size]}  # fmt: skip
             opts = replace(SamplerOptions.of(options), users=usr[lo:lo + batch_size]) if usr is not None else options  # fmt: skip
-            items, _ = model.recommend(hist[lo:lo + batch_size], k=k, sampler=sampler, options=opts, **extra)
-            total += ndcg_sum(items, tgt[lo:lo + batch_size], k=k)
+            items, _ = model.recommend(hist[lo : lo + batch_size], k=k, sampler=sampler, options=opts, **extra)
+            total += ndcg_sum(items, tgt[lo : lo + batch_size], k=k)
         return total, len(hist)
 
     return validate
