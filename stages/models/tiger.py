@@ -360,7 +360,7 @@ class Tiger(Recommender):
         if logits.requires_grad:  # one fused pass (half the time of a logsumexp)
             logp = logits.log_softmax(-1)
         else:  # decoding: in place, no second [B, W, V'] tensor (a fresh one costs as much as the pass itself)
-            logp = torch._log_softmax(logits, -1, False, out=logits)
+            logp = torch.log_softmax(logits, -1, out=logits)
         return logp[..., :v] if span is None else logp[..., span[0] : span[1]]
 
     def trie(self):
