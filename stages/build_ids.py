@@ -1,6 +1,6 @@
 """`gdr build-ids`: one unique token code per item (or per user, `view="social"`).
 
-Reads `processed/`, embeds (text / collab / social, training data only), quantises with the
+Reads `processed/`, embeds (text / collab / social, training data only; or a trained run's item table), quantises with the
 chosen method, appends the collision digit, and writes `ids/<name>/` (codes.parquet, usage.png,
 manifest.json) atomically.
 """
@@ -12,6 +12,7 @@ from pathlib import Path
 from rich.table import Table
 
 from gdr_cli.console import console
+from gdr_cli.errors import GdrError
 from gdr_cli.io import staged_dir
 from gdr_cli.manifest import Manifest, Stopwatch, command_line, dump_config, write_manifest
 from gdr_cli.paths import DataPaths
@@ -19,9 +20,10 @@ from stages.config.build_ids import BuildIdsConfig
 from stages.ids.codeset import VIEWS, CodeSet
 from stages.ids.collisions import disambiguate
 from stages.ids.methods import make_method
+from stages.ids.run_vectors import run_item_vectors
 from stages.ids.sources import embed, social_splits
 from stages.ids.usage import level_usage, plot_usage
-from stages.inputs import open_processed
+from stages.inputs import open_processed, open_run
 
 
 def default_name(config: BuildIdsConfig) -> str:
@@ -47,12 +49,21 @@ def run(*, dataset: str, data_dir: Path, config: BuildIdsConfig, ids: str | None
         social_splits(processed)  # friend recommendation needs a friend graph, whatever the method
     n = processed.table(f"{key}s").height
 
+    inputs = {"processed": processed.ref}
     source = method.source()
-    emb, emb_stats = (
-        (None, {"embedding_source": None})
-        if source is None
-        else embed(source, processed, config.embed, n=n, seed=config.seed, cache=embedder_cache(paths))
-    )
+    if "from_run" in config.embed.model_fields_set and source != "run":
+        raise GdrError(
+            f"--from-run names the run whose item table --source run quantises, but the source is {source!r}",
+            fix="add --source run (rqkmeans or rqvae, item view), or drop --from-run",
+        )
+    if source is None:
+        emb, emb_stats = None, {"embedding_source": None}
+    elif source == "run":
+        trained = open_run(paths, config.embed.from_run, model="sasrec")
+        inputs["run"] = trained.ref
+        emb, emb_stats = run_item_vectors(trained, n_items=n, view=config.view, name=config.embed.from_run)
+    else:
+        emb, emb_stats = embed(source, processed, config.embed, n=n, seed=config.seed, cache=embedder_cache(paths))
     sem, level_sizes = method.assign(n, emb)
     codes, collisions = disambiguate(sem)
     codeset = CodeSet(codes, [*level_sizes, max(1, collisions["max_collisions"])], key=key)
@@ -78,7 +89,7 @@ def run(*, dataset: str, data_dir: Path, config: BuildIdsConfig, ids: str | None
         command=command_line(),
         config=dump_config(config),
         seed=config.seed,
-        inputs={"processed": processed.ref},
+        inputs=inputs,
         stats=stats,
     )
     with staged_dir(folder) as tmp:

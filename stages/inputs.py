@@ -62,13 +62,14 @@ class Run:
     folder: Path
 
 
-def open_run(paths: DataPaths, name: str) -> Run:
-    """A trained run, checked fresh against the inputs it was trained on."""
+def open_run(paths: DataPaths, name: str, *, model: str = "pop") -> Run:
+    """A trained run, checked fresh against the inputs it was trained on; `model` is the one a missing
+    run's error suggests training."""
     folder = paths.run(name)
     manifest = read_manifest(
         folder,
         what=f"run {name!r} of dataset {paths.dataset!r}",
-        fix=f"train it first, e.g. `gdr train-rec {paths.dataset} --model pop --run {name}`",
+        fix=f"train it first, e.g. `gdr train-rec {paths.dataset} --model {model} --run {name}`",
     )
     check_fresh(manifest, paths.root, what=f"run {name!r}")
     return Run(manifest=manifest, ref=input_ref(folder, paths.root, manifest), folder=folder)

