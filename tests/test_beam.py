@@ -24,11 +24,14 @@ def unique_codes(n: int, vocab: list[int], seed: int = 0) -> torch.Tensor:
     return torch.stack(digits[::-1], dim=1)
 
 
-@pytest.fixture(scope="module", params=["tokens", "items"])
+@pytest.fixture(scope="module", params=["tokens", "items", "tokens+recency", "items+recency"])
 def setup(request: pytest.FixtureRequest) -> tuple[Tiger, torch.Tensor]:
     vocab = [3, 4, 5]
     codes = unique_codes(40, vocab)
-    model = Tiger.from_codes(codes, vocab, encoder_input=request.param, seed=1, **TINY).eval()
+    encoder_input, recency = request.param.split("+")[0], 5 * ("+recency" in request.param)  # 5 < the 7 positions
+    model = Tiger.from_codes(
+        codes, vocab, encoder_input=encoder_input, recency_embedding=recency, seed=1, **TINY
+    ).eval()
     gen = torch.Generator().manual_seed(2)
     history = torch.randint(0, 40, (6, 7), generator=gen)
     history[0, :4] = -1  # left padding

@@ -47,6 +47,23 @@ def test_item_embedding_joins_the_token_sum() -> None:
     assert tiny().item_embed is None and "item_embed.weight" not in tiny().state_dict()
 
 
+def test_recency_embedding_marks_the_latest_items() -> None:
+    """Row 0 of the table goes to the last (latest) position, older items than the table get nothing."""
+    model = tiny(encoder_input="items", recency_embedding=2, seed=3)
+    history = torch.tensor([[-1, 7, 4, 5]])  # left-padded: 5 is the latest item, 7 the oldest
+    embed, _ = model.encoder_inputs(history)
+    plain = tiny(encoder_input="items", seed=3).encoder_inputs(history)[0]  # same seed: same token table
+    table = model.recency.weight
+    torch.testing.assert_close(embed - plain, torch.stack([0 * table[0], 0 * table[0], table[1], table[0]])[None])
+    tok = tiny(encoder_input="tokens", recency_embedding=2, seed=3)
+    embed, _ = tok.encoder_inputs(history)  # [1, 4 * D, d]: the item's vector on each of its D positions
+    diff = embed - tiny(encoder_input="tokens", seed=3).encoder_inputs(history)[0]
+    torch.testing.assert_close(diff[0, -2:], tok.recency.weight[0].expand(2, -1))
+    torch.testing.assert_close(diff[0, -4:-2], tok.recency.weight[1].expand(2, -1))
+    assert diff[0, :-4].abs().sum() == 0
+    assert tiny().recency is None and "recency_embedding" not in tiny().init_kwargs  # off: old specs unchanged
+
+
 def test_label_smoothing_loss_by_hand() -> None:
     plain, smooth = tiny(seed=4), tiny(seed=4, label_smoothing=0.2)
     batch = {"history": torch.tensor([[3, 5], [-1, 7]]), "target": torch.tensor([1, 10])}
@@ -88,8 +105,9 @@ def test_seeded_init_is_deterministic_and_leaves_global_rng_alone() -> None:
     assert not torch.equal(a.t5.shared.weight, c.t5.shared.weight)
 
 
-def test_checkpoint_round_trip_rebuilds_codes_and_scores(tmp_path: Path) -> None:
-    model = tiny(seed=5).eval()
+@pytest.mark.parametrize("recency", [0, 3])
+def test_checkpoint_round_trip_rebuilds_codes_and_scores(tmp_path: Path, recency: int) -> None:
+    model = tiny(seed=5, recency_embedding=recency).eval()
     save_model(tmp_path, model, meta={"max_len": 5})
     from safetensors.torch import load_file
 

@@ -78,6 +78,13 @@ class TigerConfig(StageConfig):
         "TIGER reads only code tokens). Decoding stays over codes. Off: it did not help on MovieLens 100K or Last.fm 2K "
         "(validation NDCG@10 0.0521 vs 0.0546 and 0.0355 vs 0.0384, benchmarks/ablation_quality.md).",
     )
+    recency_embedding: int = Field(
+        0,
+        ge=0,
+        description="Learned vectors for the R most recent history positions, added to the encoder input (R = 20 covers "
+        "the default history). T5's relative attention tells the encoder how far apart two items are, not which one "
+        "is the latest; SASRec's absolute positions do. 0 = off (TIGER reads none).",
+    )
     label_smoothing: float = Field(
         0.0,
         ge=0,

@@ -85,6 +85,7 @@ class Tiger(Recommender):
         feed_forward: str = "relu",
         encoder_input: str = "tokens",
         item_embedding: bool = False,
+        recency_embedding: int = 0,
         label_smoothing: float = 0.0,
         scale_outputs: bool = True,
         vocab_kind: str = "digits",
@@ -101,6 +102,8 @@ class Tiger(Recommender):
             raise GdrError(f"bad vocab_kind {vocab_kind!r} for vocab sizes {list(vocab_sizes)}",
                            fix="'digits' (a block per digit) or 'shared' (one word vocabulary, equal sizes)")  # fmt: skip
         extra = {} if corruption is None else {"corruption": dict(corruption)}  # absent = the plain model
+        if recency_embedding:  # absent when off, so older checkpoints' specs stay valid
+            extra["recency_embedding"] = int(recency_embedding)
         if shared:
             extra["vocab_kind"] = vocab_kind
         super().__init__(
@@ -121,6 +124,8 @@ class Tiger(Recommender):
             self.t5 = T5ForConditionalGeneration(t5_config(self.vocab_size, **sizes))
         # optional [N, d] table of the history items' own identities (encoder side only; decoding stays over codes)
         self.item_embed = torch.nn.Embedding(n_items, d_model) if item_embedding else None
+        # optional [R, d] table of the R most recent history positions (row 0 = the latest item)
+        self.recency = torch.nn.Embedding(recency_embedding, d_model) if recency_embedding else None
         self.init_weights(torch.Generator().manual_seed(seed))
         offsets = torch.tensor([0, *vocab_sizes[:-1]], dtype=torch.int64).cumsum(0) * (not shared) + FIRST_CODE_TOKEN
         self.register_buffer("codes", torch.zeros(n_items, self.n_digits, dtype=torch.int64))  # [N, D] item -> code
@@ -176,6 +181,8 @@ class Tiger(Recommender):
         init_t5(self.t5, self.init_kwargs, gen)
         if self.item_embed is not None:
             self.item_embed.weight.copy_(torch.randn(self.item_embed.weight.shape, generator=gen))
+        if self.recency is not None:
+            self.recency.weight.copy_(torch.randn(self.recency.weight.shape, generator=gen))
 
     @torch.no_grad()
     def load_pretrained(self, folder: Path) -> None:
@@ -224,6 +231,8 @@ class Tiger(Recommender):
         per item holding the sum of its D token embeddings / sqrt(D) (4x shorter, much cheaper).
         With `item_embedding`, each item's own learned vector joins its token embeddings (in the
         sum, or added to each of its D positions) and the sum is scaled by 1/sqrt(D+1).
+        With `recency_embedding` R, the learned vector of each item's recency (0 = latest; history is
+        left-padded, so the latest item is last) is added to its position(s); items older than R get none.
         A user with no history attends to one pad position, so attention is always defined.
         `tokens` [B, L, D]: input ids to use instead of the history's codes (a corrupted copy).
         With corruption training, [TIMESTEP_t] comes first (S + 1 positions; `timesteps` [B], None = 0,
@@ -237,18 +246,33 @@ class Tiger(Recommender):
         else:
             embed = self.corruption.embed(self.t5.shared, tokens)
         own = None if self.item_embed is None else self.item_embed(history.clamp(min=0))  # [B, L, d]
+        recency = self.recency_embeds(history.shape[1])  # [L, d] or None
         if self.init_kwargs["encoder_input"] == "items":
             parts = embed.sum(2) if own is None else embed.sum(2) + own
             embed = parts * (self.n_digits + (own is not None)) ** -0.5  # [B, L, d]
+            if recency is not None:
+                embed = embed + recency
             mask = history >= 0  # [B, L]
         else:
             if own is not None:
                 embed = (embed + own[:, :, None]) * 0.5**0.5
+            if recency is not None:
+                embed = embed + recency[:, None]
             embed, mask = embed.flatten(1, 2), tokens.flatten(1) != PAD  # [B, L*D, d], [B, L*D]
         mask[:, -1] |= ~mask.any(dim=1)
         if self.corruption is not None:
             embed, mask = self.corruption.prepend_timestep(embed, mask, timesteps)
         return embed, mask.long()
+
+    def recency_embeds(self, length: int) -> Tensor | None:
+        """[L, d] recency vectors of L left-padded history positions (position L-1 = the latest item;
+        positions older than the table get zeros), or None without `recency_embedding`."""
+        if self.recency is None:
+            return None
+        table = self.recency.weight
+        age = torch.arange(length - 1, -1, -1, device=table.device)  # [L] 0 = latest
+        keep = (age < table.shape[0]).to(table.dtype)[:, None]
+        return table[age.clamp(max=table.shape[0] - 1)] * keep
 
     # ----- training ----------------------------------------------------------------------------
     def loss(self, batch: dict[str, Tensor]) -> Tensor:
