@@ -269,10 +269,8 @@ class Tiger(Recommender):
         positions older than the table get zeros), or None without `recency_embedding`."""
         if self.recency is None:
             return None
-        table = self.recency.weight
-        age = torch.arange(length - 1, -1, -1, device=table.device)  # [L] 0 = latest
-        keep = (age < table.shape[0]).to(table.dtype)[:, None]
-        return table[age.clamp(max=table.shape[0] - 1)] * keep
+        newest = self.recency.weight[:length].flip(0)  # [min(R, L), d], the latest item's row last
+        return F.pad(newest, (0, 0, length - newest.shape[0], 0))  # older positions: zero rows in front
 
     # ----- training ----------------------------------------------------------------------------
     def loss(self, batch: dict[str, Tensor]) -> Tensor:
