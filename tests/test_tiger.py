@@ -10,7 +10,7 @@ import torch
 
 from gdr_cli.errors import GdrError
 from stages.models.registry import SPEC, WEIGHTS, load_model, save_model
-from stages.models.tiger import PAD, TIED, Tiger
+from stages.models.tiger import PAD, TIED, Tiger, drop_history
 
 TINY = dict(d_model=16, d_kv=8, d_ff=32, n_heads=2, n_layers=1, n_decoder_layers=1, dropout=0.0)
 VOCAB = [3, 4]
@@ -62,6 +62,26 @@ def test_recency_embedding_marks_the_latest_items() -> None:
     torch.testing.assert_close(diff[0, -4:-2], tok.recency.weight[1].expand(2, -1))
     assert diff[0, :-4].abs().sum() == 0
     assert tiny().recency is None and "recency_embedding" not in tiny().init_kwargs  # off: old specs unchanged
+
+
+def test_history_dropout_pads_items_but_the_latest_in_training_only() -> None:
+    torch.manual_seed(0)
+    history = torch.arange(4000).view(200, 20)
+    dropped = drop_history(history, 0.3)
+    kept = dropped >= 0
+    assert kept[:, -1].all() and (dropped[kept] == history[kept]).all()  # the latest stays, the rest untouched
+    assert abs((~kept[:, :-1]).float().mean().item() - 0.3) < 0.02  # 3,800 draws: within ~4.5 sigma
+    torch.manual_seed(0)
+    assert torch.equal(drop_history(history, 0.3), dropped)  # the global RNG, as dropout: seeded runs repeat
+    batch = {"history": torch.tensor([[3, 5, 6], [-1, 7, 2]]), "target": torch.tensor([1, 10])}
+    model, plain = tiny(seed=4, history_dropout=0.5), tiny(seed=4)
+    assert model.init_kwargs["history_dropout"] == 0.5 and "history_dropout" not in plain.init_kwargs
+    model.eval(), plain.eval()
+    torch.testing.assert_close(model.loss(batch), plain.loss(batch))  # evaluation reads the whole history
+    model.train(), plain.train()
+    torch.manual_seed(1)
+    losses = {round(model.loss(batch).item(), 6) for _ in range(8)}
+    assert len(losses) > 1  # training sees a fresh subset of the history each step
 
 
 def test_label_smoothing_loss_by_hand() -> None:

@@ -88,6 +88,13 @@ class TigerConfig(StageConfig):
         "MovieLens 100K and Last.fm 2K, where 20 learned faster, then overfit, and 1 was lower or equal (though better "
         "on MovieLens test; benchmarks/ablation_quality.md, round 5).",
     )
+    history_dropout: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Training only: each history item but the latest is dropped (becomes padding) with this "
+        "probability, a fresh draw per example and step (item masking as in CL4SRec); 0 = off.",
+    )
     label_smoothing: float = Field(
         0.0,
         ge=0,

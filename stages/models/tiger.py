@@ -86,6 +86,7 @@ class Tiger(Recommender):
         encoder_input: str = "tokens",
         item_embedding: bool = False,
         recency_embedding: int = 0,
+        history_dropout: float = 0.0,
         label_smoothing: float = 0.0,
         scale_outputs: bool = True,
         vocab_kind: str = "digits",
@@ -104,6 +105,8 @@ class Tiger(Recommender):
         extra = {} if corruption is None else {"corruption": dict(corruption)}  # absent = the plain model
         if recency_embedding:  # absent when off, so older checkpoints' specs stay valid
             extra["recency_embedding"] = int(recency_embedding)
+        if history_dropout:
+            extra["history_dropout"] = float(history_dropout)
         if shared:
             extra["vocab_kind"] = vocab_kind
         super().__init__(
@@ -126,6 +129,7 @@ class Tiger(Recommender):
         self.item_embed = torch.nn.Embedding(n_items, d_model) if item_embedding else None
         # optional [R, d] table of the R most recent history positions (row 0 = the latest item)
         self.recency = torch.nn.Embedding(recency_embedding, d_model) if recency_embedding else None
+        self.history_dropout = float(history_dropout)  # training only: see `drop_history`
         self.init_weights(torch.Generator().manual_seed(seed))
         offsets = torch.tensor([0, *vocab_sizes[:-1]], dtype=torch.int64).cumsum(0) * (not shared) + FIRST_CODE_TOKEN
         self.register_buffer("codes", torch.zeros(n_items, self.n_digits, dtype=torch.int64))  # [N, D] item -> code
@@ -274,6 +278,8 @@ class Tiger(Recommender):
 
     # ----- training ----------------------------------------------------------------------------
     def loss(self, batch: dict[str, Tensor]) -> Tensor:
+        if self.training and self.history_dropout:
+            batch = {**batch, "history": drop_history(batch["history"], self.history_dropout)}
         if self.corruption is not None and self.training:
             return self.corruption.loss(self, batch)  # CE + noise-head BCE + cross-view KL on a corrupted batch
         hidden, mask = self.encode(batch["history"], batch.get("history_embeds"))  # [B, S, d], [B, S]
@@ -471,6 +477,14 @@ class DecodeCache:
                 self.selves[i] = (new[0, :t], new[1, :t])
             else:  # width changes: plain tensors, a buffer of the new width is made at the next append
                 self.selves[i] = (kv[0][:, user, parent], kv[1][:, user, parent])
+
+
+def drop_history(history: Tensor, p: float) -> Tensor:
+    """Item dropout on left-padded histories [B, L] int64: each item but the latest (last column) becomes
+    padding (-1) with probability p, drawn from the global RNG like dropout. -> [B, L] int64."""
+    drop = torch.rand(history.shape, device=history.device) < p
+    drop[:, -1] = False
+    return history.masked_fill(drop, -1)
 
 
 def _drop_tied(module: Tiger, state: dict[str, Tensor], prefix: str, local_metadata: Any) -> None:
