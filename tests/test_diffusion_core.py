@@ -239,3 +239,19 @@ def test_user_slots_by_hand() -> None:
     assert slots is not None and slots[0].tolist() == [0, 1, 2, 0, 0, 1, 0, 1, 2] and slots[1] == 3
     assert _user_slots(torch.tensor([4, 0, 3]), 5) is None  # not sorted by user
     assert _user_slots(torch.tensor([2, 2, 2, 2]), 5) is None  # 5 users x 4 slots > 2 x 4 rows
+
+
+def test_history_dropout_applies_in_training_only() -> None:
+    codes = torch.tensor([[i // 4, i % 4] for i in range(12)])
+    kw = dict(d_model=16, n_heads=2, enc_layers=1, dec_layers=1, d_ff=32, dropout=0.0, seed=5)
+    model = DiffusionRecommender.from_codes(codes, [3, 4], history_dropout=0.5, **kw)
+    plain = DiffusionRecommender.from_codes(codes, [3, 4], **kw)
+    batch = {"history": torch.tensor([[3, 5, 6], [-1, 7, 2]]), "target": torch.tensor([1, 10])}
+    model.eval(), plain.eval()
+    torch.testing.assert_close(model.loss(batch), plain.loss(batch))  # same noise draws: evaluation reads it all
+    model.train(), plain.train()
+    torch.manual_seed(0)
+    dropped = {round(model.loss(batch).item(), 6) for _ in range(8)}
+    torch.manual_seed(0)
+    full = {round(plain.loss(batch).item(), 6) for _ in range(8)}
+    assert dropped != full  # training drops history items

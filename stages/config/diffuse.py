@@ -97,6 +97,13 @@ class DiffuseConfig(StageConfig):
         le=1,
         description="linear_beta schedule: β of the last of its 100 steps (0.1 as the seed system; 1 masks late steps at once).",
     )
+    history_dropout: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Training only: each history item but the latest is dropped (becomes padding) with this "
+        "probability, a fresh draw per example and step (item masking as in CL4SRec); 0 = off.",
+    )
     d_model: int = Field(
         64, ge=8,
         description="Width of encoder and decoder (64 matches the tiger default; on MovieLens 100K two epochs reach test "

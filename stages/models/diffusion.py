@@ -24,6 +24,7 @@ from stages.diffusion.losses import make_loss
 from stages.diffusion.schedules import make_schedule
 from stages.models.base import Recommender
 from stages.models.family import FamilyData, ModelFamily
+from stages.models.history_dropout import drop_history
 from stages.models.row_chunks import folded_attention, residual_mlp, user_attention
 from stages.samplers.exclusion import ItemSets
 from stages.samplers.validity import CodeTable
@@ -189,6 +190,7 @@ class DiffusionRecommender(Recommender):
         lambda_floor: float = 0.05,
         label_smoothing: float = 0.0,
         beta_max: float = 0.1,
+        history_dropout: float = 0.0,
         seed: int = 0,
     ):
         kwargs = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
@@ -198,7 +200,7 @@ class DiffusionRecommender(Recommender):
         self.objective = make_loss(loss, schedule=schedule, lambda_floor=lambda_floor, augment_factor=augment_factor,
                                    mask_prob=mask_prob, label_smoothing=label_smoothing, beta_max=beta_max)  # fmt: skip
 
-        self.seed = seed
+        self.seed, self.history_dropout = seed, float(history_dropout)
         self.register_buffer("noise_step", torch.zeros((), dtype=torch.long))  # training masks drawn so far
         self.register_buffer("codes", torch.zeros(n_items, n, dtype=torch.long))  # [N, n] item -> code
         offsets = torch.tensor([0, *vocab_sizes[:-1]]).cumsum(0)
@@ -336,7 +338,10 @@ class DiffusionRecommender(Recommender):
     # --- training --------------------------------------------------------------------------
 
     def loss(self, batch: dict[str, Tensor]) -> Tensor:
-        ctx = self.encode(batch["history"])
+        history = batch["history"]
+        if self.training and self.history_dropout:
+            history = drop_history(history, self.history_dropout)
+        ctx = self.encode(history)
         codes = self.codes[batch["target"]]  # [B, n]
         return self.objective(self._logp_fn(ctx), codes, self.noise_generator())
 
@@ -529,5 +534,5 @@ class DiffusionFamily(ModelFamily):
 
 
 MODEL_KEYS = {"d_model", "n_heads", "enc_layers", "dec_layers", "d_ff", "dropout", "loss", "schedule", "augment_factor",
-              "mask_prob", "lambda_floor", "label_smoothing", "beta_max"}  # fmt: skip
+              "mask_prob", "lambda_floor", "label_smoothing", "beta_max", "history_dropout"}  # fmt: skip
 """DiffuseConfig fields that are DiffusionRecommender constructor arguments."""

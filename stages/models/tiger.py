@@ -36,6 +36,7 @@ from stages.config.train_rec import TigerConfig, TigerTrainConfig
 from stages.models import t5_lean
 from stages.models.base import Recommender
 from stages.models.family import FamilyData, ModelFamily
+from stages.models.history_dropout import drop_history
 from stages.models.tiger_corruption import CorruptionTraining
 
 PAD, EOS, FIRST_CODE_TOKEN = 0, 1, 2
@@ -477,14 +478,6 @@ class DecodeCache:
                 self.selves[i] = (new[0, :t], new[1, :t])
             else:  # width changes: plain tensors, a buffer of the new width is made at the next append
                 self.selves[i] = (kv[0][:, user, parent], kv[1][:, user, parent])
-
-
-def drop_history(history: Tensor, p: float) -> Tensor:
-    """Item dropout on left-padded histories [B, L] int64: each item but the latest (last column) becomes
-    padding (-1) with probability p, drawn from the global RNG like dropout. -> [B, L] int64."""
-    drop = torch.rand(history.shape, device=history.device) < p
-    drop[:, -1] = False
-    return history.masked_fill(drop, -1)
 
 
 def _drop_tied(module: Tiger, state: dict[str, Tensor], prefix: str, local_metadata: Any) -> None:
