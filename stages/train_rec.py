@@ -46,6 +46,12 @@ def run(
     `on_validation(step, val_ndcg@10)` is called after each validation (`gdr tune` reports and prunes there)."""
     from stages.training.flow import TrainRequest, train_family
 
+    generative = config.model not in ("pop", "friendpop") and model_family(config.model).needs_ids
+    if config.ids and not generative:
+        raise GdrError(
+            f"--ids {config.ids} does not apply to {config.model}: it ranks items directly, without item codes",
+            fix="drop --ids (tiger is the train-rec model that reads an ID set)",
+        )
     paths = DataPaths(data_dir, dataset)
     processed = open_processed(paths)
     check_fresh(processed.manifest, paths.root, what="processed data")

@@ -118,3 +118,15 @@ def test_bad_inputs_are_one_line(root: Path, capsys: pytest.CaptureFixture[str])
     weights = root / "toy" / "runs" / "r" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
     fails(["sample", "toy", "--data-dir", str(root), "--run", "r", "--split", "valid"], "corrupted checkpoint")
+
+
+def test_ids_for_a_model_without_codes_is_one_error_line(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    runs = root / "toy" / "runs"
+    before = sorted(p.name for p in runs.iterdir()) if runs.exists() else []
+    for model in ("pop", "sasrec"):
+        capsys.readouterr()
+        args = ["train-rec", "toy", "--data-dir", str(root), "--model", model, "--ids", "rnd", "--run", "x"]
+        assert main(args) != 0
+        line = error_line(capsys.readouterr().err)
+        assert f"--ids rnd does not apply to {model}" in line and "drop --ids" in line
+    assert (sorted(p.name for p in runs.iterdir()) if runs.exists() else []) == before  # nothing written
