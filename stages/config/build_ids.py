@@ -115,7 +115,8 @@ class BuildIdsConfig(StageConfig):
         "sized from the N items: first level round(sqrt(N)), so ~sqrt(N) items (tens) share a first digit, and each later "
         "level ceil(m ** (2 / (levels - 1))) with m = N / first, giving each first-level group ~m^2 codes so few items "
         "collide; all within [2, 256]. 3 levels: round(sqrt(N)) each, MovieLens 100K [37, 37, 37] where 256 leaves ~5 items "
-        "per first digit, which then nearly names the item. Default auto.",
+        "per first digit, which then nearly names the item. Default auto: fewer codes (17 per level on Last.fm 2K) raised "
+        "tiger's validation NDCG@10 there but cost the diffusion model 0.010 (benchmarks/ablation_quality.md, round 6).",
     )
     seed: int = Field(0, description="Seed of every random choice (k-means init, SVD, RQ-VAE, random codes).")
     embed: EmbedConfig = Field(default_factory=EmbedConfig, description="Embedding source settings.")
