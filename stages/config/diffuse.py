@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from gdr_cli.config import StageConfig
-from stages.config.training import TrainLoopConfig
+from stages.config.training import HISTORY_DROPOUT, TrainLoopConfig
 
 
 class DiffuseValidation(StageConfig):
@@ -97,15 +97,7 @@ class DiffuseConfig(StageConfig):
         le=1,
         description="linear_beta schedule: β of the last of its 100 steps (0.1 as the seed system; 1 masks late steps at once).",
     )
-    history_dropout: float = Field(
-        0.0,
-        ge=0,
-        lt=1,
-        description="Training only: each history item but the latest is dropped (becomes padding) with this "
-        "probability, a fresh draw per example and step (item masking as in CL4SRec). 0 = off: 0.2 lowered validation "
-        "NDCG@10 for three of the four model x dataset pairs (tiger and diffusion on MovieLens 100K and Last.fm 2K; "
-        "benchmarks/ablation_quality.md, round 6).",
-    )
+    history_dropout: float = HISTORY_DROPOUT
     d_model: int = Field(
         64, ge=8,
         description="Width of encoder and decoder (64 matches the tiger default; on MovieLens 100K two epochs reach test "

@@ -10,7 +10,7 @@ from gdr_cli.config import StageConfig
 from stages.config.diffurec import DiffurecConfig
 from stages.config.graph import DiffkgConfig, DiffnetConfig
 from stages.config.seqrec import HstuConfig, SasrecConfig
-from stages.config.training import TrainLoopConfig
+from stages.config.training import HISTORY_DROPOUT, TrainLoopConfig
 
 
 class TigerTrainConfig(TrainLoopConfig):
@@ -88,15 +88,7 @@ class TigerConfig(StageConfig):
         "MovieLens 100K and Last.fm 2K, where 20 learned faster, then overfit, and 1 over four seeds was -0.0040 on "
         "MovieLens and +0.0024 on Last.fm (benchmarks/ablation_quality.md, rounds 5 and 6).",
     )
-    history_dropout: float = Field(
-        0.0,
-        ge=0,
-        lt=1,
-        description="Training only: each history item but the latest is dropped (becomes padding) with this "
-        "probability, a fresh draw per example and step (item masking as in CL4SRec). 0 = off: 0.2 lowered validation "
-        "NDCG@10 for three of the four model x dataset pairs (tiger and diffusion on MovieLens 100K and Last.fm 2K; "
-        "benchmarks/ablation_quality.md, round 6).",
-    )
+    history_dropout: float = HISTORY_DROPOUT
     label_smoothing: float = Field(
         0.0,
         ge=0,
