@@ -52,5 +52,5 @@ def test_a_dense_mask_in_the_state_is_converted_once() -> None:
     _, mask = lists_and_mask(4)
     extra: dict = {"exclude": mask}
     first = item_sets(extra, "exclude")
-    assert isinstance(first, ItemSets) and extra["exclude"] is first and item_sets(extra, "exclude") is first
+    assert extra["exclude"] is first and item_sets(extra, "exclude") is first  # converted once, then reused
     assert torch.equal(first.dense(), mask) and item_sets(extra, "invalid") is None
