@@ -116,7 +116,10 @@ def seed_table(rows: list[dict]) -> str:
         return f"{statistics.mean(xs):.4f} ± {statistics.stdev(xs) if len(xs) > 1 else 0.0:.4f}"
 
     for (dataset, model), rs in groups.items():
-        each = ", ".join(f"{r['seed'] or '–'}: {fmt([r['val']])[:6]} / {r['ndcg@10']:.4f}" for r in rs)
+        each = ", ".join(
+            f"{r['seed'] or '–'}: {'–' if r['val'] is None else format(r['val'], '.4f')} / {r['ndcg@10']:.4f}"
+            for r in rs
+        )
         lines.append(
             f"| {dataset} | {model} | {len(rs)} | {fmt([r['val'] for r in rs])} | {fmt([r['ndcg@10'] for r in rs])} | {each} |"
         )
