@@ -8,6 +8,7 @@ import json
 import os
 import signal
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -47,12 +48,12 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def val_ndcg(root: Path, run: str) -> float:
-    """Validation NDCG@10 of a trained run, computed here (not read from its manifest)."""
+def val_ndcg(root: Path, run: str, options: object = None) -> float:
+    """Validation NDCG@10 of a trained run, computed here (not read from its manifest) with sample `options`."""
     paths = DataPaths(root, "syn")
     model, meta = load_model(paths.run(run))
     val = eval_histories(open_processed(paths).table("splits"), "valid", int(meta["max_len"]), with_target=True)
-    total, users = make_validator(val["history"], val["target"], k=10, batch_size=512)(model, 0, 1)
+    total, users = make_validator(val["history"], val["target"], k=10, batch_size=512, options=options)(model, 0, 1)
     return total / users
 
 
@@ -60,14 +61,16 @@ def stage_args(stage: str, root: Path, run: str, extra: list[str]) -> list[str]:
     return [stage, "syn", "--data-dir", str(root), "--run", run, *extra]
 
 
-@pytest.mark.parametrize(("stage", "extra"), [("train-rec", TIGER), ("diffuse", DIFFUSION)], ids=["tiger", "diffusion"])
+@pytest.mark.parametrize(("stage", "extra"),
+                         [("train-rec", TIGER), ("train-rec", [*TIGER, "--set", "tiger.dense_weight=1"]), ("diffuse", DIFFUSION)],
+                         ids=["tiger", "tiger-dense", "diffusion"])  # fmt: skip
 def test_generative_models_double_popularity(
     root: Path, stage: str, extra: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     pop = val_ndcg(root, "pop")
     assert main(stage_args(stage, root, "learn", extra)) == 0, capsys.readouterr().err
     manifest = json.loads((root / "syn" / "runs" / "learn" / "manifest.json").read_text())
-    got = val_ndcg(root, "learn")
+    got = val_ndcg(root, "learn", SimpleNamespace(beam=10) if stage == "train-rec" else None)  # tiger.beam=10 above
     assert got == pytest.approx(
         manifest["stats"]["best_val_ndcg@10"], abs=1e-5
     )  # the saved weights are the selected ones

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -116,6 +117,58 @@ def test_loss_decreases(encoder_input: str) -> None:
     assert losses[-1] < 0.5 * losses[0]
 
 
+def test_dense_head_loss_by_hand() -> None:
+    plain, dense = tiny(seed=4).eval(), tiny(seed=4, dense_weight=0.5).eval()
+    assert "dense_weight" not in plain.init_kwargs and plain.dense is None  # off: old specs unchanged
+    batch = {"history": torch.tensor([[3, 5], [-1, 7]]), "target": torch.tensor([1, 10])}
+    hidden, _ = dense.encode(batch["history"])
+    keys = dense.t5.shared(dense.item_tokens(torch.arange(12))).sum(1) / 2**0.5  # [N, d], D = 2 digits
+    logits = dense.dense.query(hidden[:, -1]) @ keys.T / 16**0.5  # [B, N]
+    ce = torch.nn.functional.cross_entropy(logits, batch["target"])
+    assert dense.loss(batch).item() == pytest.approx(plain.loss(batch).item() + 0.5 * ce.item(), rel=1e-5)
+
+
+def test_dense_logprobs_are_the_full_softmax_in_any_chunking(monkeypatch: pytest.MonkeyPatch) -> None:
+    import stages.models.dense_head as dense_head
+
+    model = tiny(seed=6, dense_weight=1.0).eval()
+    latest = torch.randn(3, 16, generator=torch.Generator().manual_seed(0))
+    items = torch.tensor([[0, 11, -1], [5, 5, 2], [7, 3, 9]])
+    full = model.dense.logits(latest, model.item_vectors(torch.arange(12))).log_softmax(-1)  # [3, 12]
+    want = torch.where(items >= 0, full.gather(1, items.clamp(min=0)), float("-inf"))
+    monkeypatch.setattr(dense_head, "ITEM_CHUNK", 5)  # 12 items in blocks of 5, 5, 2
+    got = model.dense.logprobs(latest, model.item_vectors, 12, items)
+    torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("exclude", [False, True])
+def test_dense_reranks_the_beams_candidates_by_both_log_probs(exclude: bool) -> None:
+    model = tiny(seed=7, dense_weight=1.0).eval()
+    history = torch.tensor([[0, 1, 2], [-1, 4, 9], [-1, -1, 3]])
+    banned = history if exclude else None
+    items, scores = model.recommend(history, k=4, options=SimpleNamespace(beam=8), exclude=banned)
+    assert items.shape == (3, 4) and all(len(set(row)) == 4 for row in items.tolist())
+    # brute force: every allowed item scored by its code log-prob + its dense log-prob; the beam keeps the top 8
+    # by code log-prob, the top 4 of those by the sum come back
+    everything = torch.arange(12).expand(3, -1)
+    gen = model.token_logprobs(history, everything)  # [3, 12]
+    hidden, _ = model.encode(history)
+    total = gen + model.dense.logits(hidden[:, -1], model.item_vectors(torch.arange(12))).log_softmax(-1)
+    if exclude:  # the history's items (not the padding) are never candidates
+        banned_mask = torch.zeros(3, 13, dtype=torch.bool).scatter(1, history.where(history >= 0, 12), True)[:, :12]
+        gen = gen.masked_fill(banned_mask, float("-inf"))
+    pool = gen.topk(8, dim=1).indices  # [3, 8] the beam's candidates (exact for this 2-digit trie and beam 8)
+    picked = total.gather(1, pool)
+    want = pool.gather(1, picked.topk(4, dim=1).indices)
+    assert items.tolist() == want.tolist()
+    torch.testing.assert_close(scores, picked.topk(4, dim=1).values)
+
+
+def test_dense_head_with_corruption_training_is_an_error() -> None:
+    with pytest.raises(GdrError, match="dense_weight does not combine"):
+        tiny(dense_weight=1.0, corruption={})
+
+
 def test_seeded_init_is_deterministic_and_leaves_global_rng_alone() -> None:
     state = torch.get_rng_state()
     a, b, c = tiny(seed=7), tiny(seed=7), tiny(seed=8)
@@ -125,9 +178,9 @@ def test_seeded_init_is_deterministic_and_leaves_global_rng_alone() -> None:
     assert not torch.equal(a.t5.shared.weight, c.t5.shared.weight)
 
 
-@pytest.mark.parametrize("recency", [0, 3])
-def test_checkpoint_round_trip_rebuilds_codes_and_scores(tmp_path: Path, recency: int) -> None:
-    model = tiny(seed=5, recency_embedding=recency).eval()
+@pytest.mark.parametrize(("recency", "dense"), [(0, 0.0), (3, 0.0), (0, 1.0)])
+def test_checkpoint_round_trip_rebuilds_codes_and_scores(tmp_path: Path, recency: int, dense: float) -> None:
+    model = tiny(seed=5, recency_embedding=recency, dense_weight=dense).eval()
     save_model(tmp_path, model, meta={"max_len": 5})
     from safetensors.torch import load_file
 

@@ -89,6 +89,13 @@ class TigerConfig(StageConfig):
         "MovieLens and +0.0024 on Last.fm (benchmarks/ablation_quality.md, rounds 5 and 6).",
     )
     history_dropout: float = HISTORY_DROPOUT
+    dense_weight: float = Field(
+        0.0,
+        ge=0,
+        description="Weight of a dense next-item head (LIGER): the encoder state at the latest item, projected, scored "
+        "against every item's summed code-token embeddings with a full-catalogue cross-entropy added to the loss; the "
+        "beam's candidates are then re-ranked by generative + dense log-prob. 0 = off (plain TIGER).",
+    )
     label_smoothing: float = Field(
         0.0,
         ge=0,

@@ -35,6 +35,7 @@ from gdr_cli.errors import GdrError
 from stages.config.train_rec import TigerConfig, TigerTrainConfig
 from stages.models import t5_lean
 from stages.models.base import Recommender
+from stages.models.dense_head import DenseHead
 from stages.models.family import FamilyData, ModelFamily
 from stages.models.history_dropout import drop_history
 from stages.models.tiger_corruption import CorruptionTraining
@@ -88,6 +89,7 @@ class Tiger(Recommender):
         item_embedding: bool = False,
         recency_embedding: int = 0,
         history_dropout: float = 0.0,
+        dense_weight: float = 0.0,
         label_smoothing: float = 0.0,
         scale_outputs: bool = True,
         vocab_kind: str = "digits",
@@ -108,6 +110,11 @@ class Tiger(Recommender):
             extra["recency_embedding"] = int(recency_embedding)
         if history_dropout:
             extra["history_dropout"] = float(history_dropout)
+        if dense_weight:
+            if corruption is not None:
+                raise GdrError("dense_weight does not combine with corruption training (use_diffusion 1)",
+                               fix="set one of tiger.dense_weight=0 or tiger.use_diffusion=0")  # fmt: skip
+            extra["dense_weight"] = float(dense_weight)
         if shared:
             extra["vocab_kind"] = vocab_kind
         super().__init__(
@@ -131,6 +138,7 @@ class Tiger(Recommender):
         # optional [R, d] table of the R most recent history positions (row 0 = the latest item)
         self.recency = torch.nn.Embedding(recency_embedding, d_model) if recency_embedding else None
         self.history_dropout = float(history_dropout)  # training only: see `drop_history`
+        self.dense = DenseHead(d_model) if dense_weight else None  # LIGER's dense head (dense_head.py)
         self.init_weights(torch.Generator().manual_seed(seed))
         offsets = torch.tensor([0, *vocab_sizes[:-1]], dtype=torch.int64).cumsum(0) * (not shared) + FIRST_CODE_TOKEN
         self.register_buffer("codes", torch.zeros(n_items, self.n_digits, dtype=torch.int64))  # [N, D] item -> code
@@ -188,6 +196,9 @@ class Tiger(Recommender):
             self.item_embed.weight.copy_(torch.randn(self.item_embed.weight.shape, generator=gen))
         if self.recency is not None:
             self.recency.weight.copy_(torch.randn(self.recency.weight.shape, generator=gen))
+        if self.dense is not None:
+            w = self.dense.query.weight
+            w.copy_(torch.randn(w.shape, generator=gen) * w.shape[1] ** -0.5)
 
     @torch.no_grad()
     def load_pretrained(self, folder: Path) -> None:
@@ -217,6 +228,11 @@ class Tiger(Recommender):
         """Code tokens of items. items: [...] int64 (-1 = none) -> [..., D] int64 (PAD where none)."""
         tokens = self.codes[items.clamp(min=0)] + self.offsets  # [..., D]
         return torch.where((items >= 0)[..., None], tokens, PAD)
+
+    def item_vectors(self, items: Tensor) -> Tensor:
+        """Items [...] int64 (>= 0) -> [..., d] the sum of their code-token embeddings / sqrt(D): the dense
+        head's keys (the 'items' encoder input of the same item, without the optional own vector)."""
+        return self.t5.shared(self.item_tokens(items)).sum(-2) * self.n_digits**-0.5
 
     def word_embeddings(self) -> Tensor:
         """[W, d_model] embedding rows of the shared word block (textual IDs): word w is token 2 + w."""
@@ -289,7 +305,11 @@ class Tiger(Recommender):
         out = self.t5.decoder(input_ids=dec_in, encoder_hidden_states=hidden, encoder_attention_mask=mask)
         logits = self.logits(out.last_hidden_state)  # [B, D, V]
         smooth = self.init_kwargs["label_smoothing"]
-        return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), label_smoothing=smooth)
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), label_smoothing=smooth)
+        if self.dense is None:
+            return loss
+        keys = self.item_vectors(torch.arange(self.codes.shape[0], device=hidden.device))  # [N, d]
+        return loss + self.init_kwargs["dense_weight"] * self.dense.loss(hidden[:, -1], keys, batch["target"])
 
     def token_logprobs(self, history: Tensor, items: Tensor) -> Tensor:
         """Teacher-forced log p(code of item | history), summed over digits: the exact score that beam
@@ -411,7 +431,14 @@ class Tiger(Recommender):
         self.check_sampler(sampler)
         beam = int(getattr(options, "beam", None) or max(20, k))
         constrained = bool(getattr(options, "constrained", True))
-        return beam_search(self, history, k=k, beam=beam, trie=self.trie(), exclude=exclude, constrained=constrained)
+        encoded = self.encode(history)  # [B, S, d], [B, S]: once per user, for the beam and the dense head
+        kw = dict(trie=self.trie(), exclude=exclude, constrained=constrained, encoded=encoded)
+        if self.dense is None:
+            return beam_search(self, history, k=k, beam=beam, **kw)
+        items, scores = beam_search(self, history, k=max(k, beam), beam=beam, **kw)  # [B, W] candidates
+        dense = self.dense.logprobs(encoded[0][:, -1], self.item_vectors, self.codes.shape[0], items)  # [B, W]
+        scores, order = (scores + dense).topk(k, dim=1)  # product of the experts, re-ranked
+        return items.gather(1, order), scores
 
 
 class DecodeCache:

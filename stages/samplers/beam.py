@@ -48,6 +48,7 @@ def beam_search(
     exclude: Tensor | None = None,
     use_cache: bool = True,
     constrained: bool = True,
+    encoded: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Top-k items per user by constrained beam search of width `beam`.
 
@@ -56,6 +57,7 @@ def beam_search(
     (e.g. the history), -1 = padding. use_cache=False runs the transformers decoder on the whole prefix
     each step (same result, slower; kept to check the cached decoder). constrained=False searches every code,
     not only the trie's (to measure what the constraint buys): a code that names no item comes back as INVALID.
+    encoded: the model's `encode(history)` when the caller has it already (the encoder runs once per user).
     Returns (items [B, k] int64, -1 where the catalogue has fewer items, INVALID (-2) for a code of no item;
     scores [B, k] float32).
     """
@@ -66,7 +68,7 @@ def beam_search(
     b, dev = history.shape[0], history.device
     offsets = model.offsets.tolist()
     blocked = trie.blocked(exclude) if exclude is not None else None
-    hidden, mask = model.encode(history)  # [B, S, d], [B, S]
+    hidden, mask = model.encode(history) if encoded is None else encoded  # [B, S, d], [B, S]
     cache = model.start_decoding(hidden, mask) if use_cache else None
     user = torch.arange(b, device=dev)
     width = 1  # beams per user so far
