@@ -169,6 +169,52 @@ def test_dense_head_with_corruption_training_is_an_error() -> None:
         tiny(dense_weight=1.0, corruption={})
 
 
+def repeat_by_hand(model: Tiger, history: torch.Tensor) -> torch.Tensor:
+    """log p(item) [B, 12] of the repeat / explore mixture, from the model's parts."""
+    hidden, _ = model.encode(history)
+    latest, states = model.history_states(hidden, history.shape[1])
+    some = (history >= 0).any(1)  # [B] an empty history repeats nothing: g = 0
+    g = torch.sigmoid(model.repeat.gate(latest)).squeeze(-1) * some  # [B]
+    score = (states @ model.repeat.query(latest)[:, :, None]).squeeze(-1) / 16**0.5
+    a = score.masked_fill(history < 0, float("-inf")).softmax(-1).nan_to_num()  # [B, L]
+    copy = torch.zeros(history.shape[0], 12).scatter_add(1, history.clamp(min=0), a * (history >= 0))
+    gen = model.token_logprobs(history, torch.arange(12).expand(history.shape[0], -1)).exp()
+    return ((1 - g)[:, None] * gen + g[:, None] * copy).log()
+
+
+@pytest.mark.parametrize("encoder_input", ["tokens", "items"])
+def test_repeat_head_loss_is_the_mixtures_nll(encoder_input: str) -> None:
+    model = tiny(seed=8, repeat_head=True, encoder_input=encoder_input).eval()
+    batch = {"history": torch.tensor([[3, 5, 3], [-1, 7, 2], [-1, -1, 4]]), "target": torch.tensor([3, 10, 4])}
+    want = -repeat_by_hand(model, batch["history"]).gather(1, batch["target"][:, None]).mean() / 2  # D = 2
+    assert model.loss(batch).item() == pytest.approx(want.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("exclude", [False, True])
+def test_repeat_head_beam_ranks_by_the_mixture(exclude: bool) -> None:
+    model = tiny(seed=9, repeat_head=True).eval()
+    with torch.no_grad():
+        model.repeat.gate.bias.fill_(1.0)  # repeat often: history items must climb the list
+    history = torch.tensor([[0, 1, 1], [-1, 4, 9], [-1, -1, -1]])  # the last user has nothing to repeat
+    banned = history if exclude else None
+    # beam 12 keeps every prefix of this 12-item, 2-digit catalogue: the search is exact
+    items, scores = model.recommend(history, k=5, options=SimpleNamespace(beam=12), exclude=banned)
+    want = repeat_by_hand(model, history)
+    if exclude:
+        banned_mask = torch.zeros(3, 13, dtype=torch.bool).scatter(1, history.where(history >= 0, 12), True)[:, :12]
+        want = want.masked_fill(banned_mask, float("-inf"))
+    top = want.topk(5, dim=1)
+    assert items.tolist() == top.indices.tolist()
+    torch.testing.assert_close(scores, top.values, rtol=1e-4, atol=1e-5)
+    if not exclude:
+        assert 1 in items[0, :2].tolist()  # the twice-seen item is among the first two
+
+
+def test_repeat_head_with_label_smoothing_is_an_error() -> None:
+    with pytest.raises(GdrError, match="repeat_head does not combine"):
+        tiny(repeat_head=True, label_smoothing=0.1)
+
+
 def test_seeded_init_is_deterministic_and_leaves_global_rng_alone() -> None:
     state = torch.get_rng_state()
     a, b, c = tiny(seed=7), tiny(seed=7), tiny(seed=8)
@@ -178,9 +224,11 @@ def test_seeded_init_is_deterministic_and_leaves_global_rng_alone() -> None:
     assert not torch.equal(a.t5.shared.weight, c.t5.shared.weight)
 
 
-@pytest.mark.parametrize(("recency", "dense"), [(0, 0.0), (3, 0.0), (0, 1.0)])
-def test_checkpoint_round_trip_rebuilds_codes_and_scores(tmp_path: Path, recency: int, dense: float) -> None:
-    model = tiny(seed=5, recency_embedding=recency, dense_weight=dense).eval()
+@pytest.mark.parametrize(("recency", "dense", "repeat"), [(0, 0.0, False), (3, 0.0, False), (0, 1.0, True)])
+def test_checkpoint_round_trip_rebuilds_codes_and_scores(
+    tmp_path: Path, recency: int, dense: float, repeat: bool
+) -> None:
+    model = tiny(seed=5, recency_embedding=recency, dense_weight=dense, repeat_head=repeat).eval()
     save_model(tmp_path, model, meta={"max_len": 5})
     from safetensors.torch import load_file
 

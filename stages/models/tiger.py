@@ -38,6 +38,7 @@ from stages.models.base import Recommender
 from stages.models.dense_head import DenseHead
 from stages.models.family import FamilyData, ModelFamily
 from stages.models.history_dropout import drop_history
+from stages.models.repeat_head import CopyPrior, RepeatHead
 from stages.models.tiger_corruption import CorruptionTraining
 
 PAD, EOS, FIRST_CODE_TOKEN = 0, 1, 2
@@ -90,6 +91,7 @@ class Tiger(Recommender):
         recency_embedding: int = 0,
         history_dropout: float = 0.0,
         dense_weight: float = 0.0,
+        repeat_head: bool = False,
         label_smoothing: float = 0.0,
         scale_outputs: bool = True,
         vocab_kind: str = "digits",
@@ -115,6 +117,11 @@ class Tiger(Recommender):
                 raise GdrError("dense_weight does not combine with corruption training (use_diffusion 1)",
                                fix="set one of tiger.dense_weight=0 or tiger.use_diffusion=0")  # fmt: skip
             extra["dense_weight"] = float(dense_weight)
+        if repeat_head:
+            if corruption is not None or label_smoothing:
+                raise GdrError("repeat_head does not combine with corruption training or label smoothing",
+                               fix="set tiger.repeat_head=false, or tiger.use_diffusion=0 and tiger.label_smoothing=0")  # fmt: skip
+            extra["repeat_head"] = True
         if shared:
             extra["vocab_kind"] = vocab_kind
         super().__init__(
@@ -139,6 +146,7 @@ class Tiger(Recommender):
         self.recency = torch.nn.Embedding(recency_embedding, d_model) if recency_embedding else None
         self.history_dropout = float(history_dropout)  # training only: see `drop_history`
         self.dense = DenseHead(d_model) if dense_weight else None  # LIGER's dense head (dense_head.py)
+        self.repeat = RepeatHead(d_model) if repeat_head else None  # RepeatNet's repeat expert (repeat_head.py)
         self.init_weights(torch.Generator().manual_seed(seed))
         offsets = torch.tensor([0, *vocab_sizes[:-1]], dtype=torch.int64).cumsum(0) * (not shared) + FIRST_CODE_TOKEN
         self.register_buffer("codes", torch.zeros(n_items, self.n_digits, dtype=torch.int64))  # [N, D] item -> code
@@ -196,9 +204,11 @@ class Tiger(Recommender):
             self.item_embed.weight.copy_(torch.randn(self.item_embed.weight.shape, generator=gen))
         if self.recency is not None:
             self.recency.weight.copy_(torch.randn(self.recency.weight.shape, generator=gen))
-        if self.dense is not None:
-            w = self.dense.query.weight
-            w.copy_(torch.randn(w.shape, generator=gen) * w.shape[1] ** -0.5)
+        for w in (getattr(self.dense, "query", None), getattr(self.repeat, "query", None), getattr(self.repeat, "gate", None)):
+            if w is not None:  # the heads' projections: unit-variance outputs; the repeat gate starts at g = 1/2
+                w.weight.copy_(torch.randn(w.weight.shape, generator=gen) * w.weight.shape[1] ** -0.5)
+                if w.bias is not None:
+                    w.bias.zero_()
 
     @torch.no_grad()
     def load_pretrained(self, folder: Path) -> None:
@@ -305,11 +315,33 @@ class Tiger(Recommender):
         out = self.t5.decoder(input_ids=dec_in, encoder_hidden_states=hidden, encoder_attention_mask=mask)
         logits = self.logits(out.last_hidden_state)  # [B, D, V]
         smooth = self.init_kwargs["label_smoothing"]
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), label_smoothing=smooth)
+        if self.repeat is None:
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), label_smoothing=smooth)
+        else:  # -log of the repeat / explore mixture, per digit like the plain loss
+            gen_logp = -F.cross_entropy(logits.transpose(1, 2).float(), labels, reduction="none").sum(1)  # [B]
+            history = batch["history"]
+            heads = self.repeat(*self.history_states(hidden, history.shape[1]), history >= 0)
+            loss = RepeatHead.mix_nll(gen_logp, *heads, history, batch["target"]).mean() / self.n_digits
         if self.dense is None:
             return loss
         keys = self.item_vectors(torch.arange(self.codes.shape[0], device=hidden.device))  # [N, d]
         return loss + self.init_kwargs["dense_weight"] * self.dense.loss(hidden[:, -1], keys, batch["target"])
+
+    def history_states(self, hidden: Tensor, length: int) -> tuple[Tensor, Tensor]:
+        """Encoder states [B, S, d] -> (state at the latest item [B, d], state of each history item [B, L, d]):
+        with 'tokens' input an item's state is its last code token's."""
+        if self.init_kwargs["encoder_input"] == "tokens":
+            states = hidden[:, -length * self.n_digits :][:, self.n_digits - 1 :: self.n_digits]
+        else:
+            states = hidden[:, -length:]
+        return states[:, -1], states
+
+    def copy_prior(self, history: Tensor, hidden: Tensor) -> CopyPrior | None:
+        """The repeat expert of users with `history` [B, L] and encoder states `hidden`, for the beam search."""
+        if self.repeat is None:
+            return None
+        log_explore, log_repeat, log_a = self.repeat(*self.history_states(hidden, history.shape[1]), history >= 0)
+        return CopyPrior(log_explore, log_repeat, log_a, self.codes[history.clamp(min=0)])
 
     def token_logprobs(self, history: Tensor, items: Tensor) -> Tensor:
         """Teacher-forced log p(code of item | history), summed over digits: the exact score that beam
@@ -432,7 +464,8 @@ class Tiger(Recommender):
         beam = int(getattr(options, "beam", None) or max(20, k))
         constrained = bool(getattr(options, "constrained", True))
         encoded = self.encode(history)  # [B, S, d], [B, S]: once per user, for the beam and the dense head
-        kw = dict(trie=self.trie(), exclude=exclude, constrained=constrained, encoded=encoded)
+        kw = dict(trie=self.trie(), exclude=exclude, constrained=constrained, encoded=encoded,
+                  copy=self.copy_prior(history, encoded[0]))  # fmt: skip
         if self.dense is None:
             return beam_search(self, history, k=k, beam=beam, **kw)
         items, scores = beam_search(self, history, k=max(k, beam), beam=beam, **kw)  # [B, W] candidates

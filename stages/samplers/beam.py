@@ -30,6 +30,7 @@ from torch import Tensor
 
 from gdr_cli.errors import GdrError
 from stages.ids.trie import Trie
+from stages.models.repeat_head import CopyPrior
 from stages.models.tiger import PAD
 
 NEG_INF = float("-inf")
@@ -49,6 +50,7 @@ def beam_search(
     use_cache: bool = True,
     constrained: bool = True,
     encoded: tuple[Tensor, Tensor] | None = None,
+    copy: CopyPrior | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Top-k items per user by constrained beam search of width `beam`.
 
@@ -58,6 +60,8 @@ def beam_search(
     each step (same result, slower; kept to check the cached decoder). constrained=False searches every code,
     not only the trie's (to measure what the constraint buys): a code that names no item comes back as INVALID.
     encoded: the model's `encode(history)` when the caller has it already (the encoder runs once per user).
+    copy: a repeat expert (`stages.models.repeat_head`): beams are then ranked by the mixture of the code's
+    log-prob and the attention mass of the history items the prefix matches, and scores are mixture log-probs.
     Returns (items [B, k] int64, -1 where the catalogue has fewer items, INVALID (-2) for a code of no item;
     scores [B, k] float32).
     """
@@ -72,7 +76,9 @@ def beam_search(
     cache = model.start_decoding(hidden, mask) if use_cache else None
     user = torch.arange(b, device=dev)
     width = 1  # beams per user so far
-    scores = torch.zeros(b, 1, device=dev)  # [B, W'] total log-prob of each beam
+    scores = torch.zeros(b, 1, device=dev)  # [B, W'] total log-prob of each beam (the mixture's, with `copy`)
+    gen = scores  # [B, W'] the code's own log-prob (differs from `scores` only with `copy`)
+    match = copy.start() if copy is not None else None  # [B, W', L] history items each beam's prefix matches
     nodes = torch.zeros(b, 1, dtype=torch.int64, device=dev)  # [B, W'] trie node of each beam
     tokens = torch.full((b, 1, 1), PAD, dtype=torch.int64, device=dev)  # [B, W', t] decoder inputs
     evals = 0  # decoder rows run (model calls), summed over users
@@ -98,11 +104,17 @@ def beam_search(
                 rows = user.repeat_interleave(width)[:, None]
                 off = trie.is_blocked(blocked[d + 1], d + 1, rows, child.clamp(min=0)) & (child >= 0)
                 dead = off if dead is None else dead | off
-        cand = step + scores.flatten()[:, None]  # [B*W', V_d], a new tensor: masked in place
+        cand = step + gen.flatten()[:, None]  # [B*W', V_d], a new tensor: masked in place
+        if copy is not None:
+            gen_cand = cand.view(b, width * v)
+            cand = copy.mix(cand.view(b, width, v), copy.candidates(d, match, v)).view(b * width, v)
         if dead is not None:
             cand.masked_fill_(dead, NEG_INF)
         scores, idx = cand.view(b, width * v).topk(min(beam, width * v), dim=1)  # [B, W]
         parent = idx // v  # [B, W] beam each candidate extends
+        gen = scores if copy is None else gen_cand.gather(1, idx)
+        if copy is not None:
+            match = copy.advance(d, match, parent, idx % v)
         if child is None:  # [B, W], -1 = off the trie (unconstrained) or a dead beam
             nodes = trie.child(d, nodes.gather(1, parent), idx % v)
         else:

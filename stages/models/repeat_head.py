@@ -1,0 +1,89 @@
+"""Repeat or explore (RepeatNet, Ren et al. 2019) for a code generator: the generative models' `repeat_head`.
+
+A user often returns to an item already in their history (music, groceries); a generator that writes codes
+digit by digit must re-derive such an item's code from a summed input. The head adds a second expert that
+points at the history directly, and mixes the two per user:
+
+    q = the encoder state at the latest item, h_j = the state at history item j        # [B, d], [B, L, d]
+    gate g = sigmoid(w . q + b)                                                         # [B]  P(repeat)
+    attention a_j = softmax_j((W q) . h_j / sqrt(d)) over the real history items        # [B, L]
+    p(item) = (1 - g) p_gen(code of item) + g sum_{j: history_j = item} a_j
+
+Training minimises -log p(target) / D (the generator's per-digit scale). Decoding (`CopyPrior` in the beam
+search) ranks every prefix by the same mixture: p_mix(prefix) = (1 - g) p_gen(prefix) + g sum of a_j over
+history items whose code starts with that prefix, so each finished beam scores its item's p(item) exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+NEG = -1e9
+"""Log-weight of "no such history item": finite, so no row (e.g. an empty history) makes a NaN gradient."""
+
+
+class RepeatHead(nn.Module):
+    """Gate and history attention of the repeat expert (the explore expert is the generator itself)."""
+
+    def __init__(self, d_model: int):
+        super().__init__()
+        self.gate = nn.Linear(d_model, 1)
+        self.query = nn.Linear(d_model, d_model, bias=False)
+        self.scale = d_model**-0.5
+
+    def forward(self, latest: Tensor, states: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """latest [B, d], states [B, L, d] of the history items, valid [B, L] bool ->
+        (log(1 - g) [B], log g [B], log a [B, L] float32, NEG where not valid; an empty history has g = 0)."""
+        logit = self.gate(latest).squeeze(-1).float()  # [B]
+        score = (states @ self.query(latest)[:, :, None]).squeeze(-1).float() * self.scale  # [B, L]
+        log_a = score.masked_fill(~valid, NEG).log_softmax(-1).masked_fill(~valid, NEG)
+        some = valid.any(-1)  # [B]; a user without history is all explore (g = 0)
+        log_explore = torch.where(some, F.logsigmoid(-logit), 0.0)
+        return log_explore, torch.where(some, F.logsigmoid(logit), NEG), log_a
+
+    @staticmethod
+    def mix_nll(gen_logp: Tensor, log_explore: Tensor, log_repeat: Tensor, log_a: Tensor, history: Tensor,
+                target: Tensor) -> Tensor:  # fmt: skip
+        """-log p(target) [B] from the generator's code log-prob gen_logp [B] and the repeat expert's
+        pointer: log_a [B, L] over history [B, L] item ids; target [B] item ids."""
+        hit = history == target[:, None]  # [B, L] positions holding the target
+        log_copy = log_a.masked_fill(~hit, NEG).logsumexp(-1)  # [B], ~NEG when not in the history
+        return -torch.logaddexp(log_explore + gen_logp, log_repeat + log_copy)
+
+
+@dataclass
+class CopyPrior:
+    """The repeat expert inside a beam search over codes (one user per row).
+
+    log_explore, log_repeat: [B] log(1 - g), log g; log_a: [B, L] log attention over history items;
+    digits: [B, L, D] int64 the history items' codes (digit values, not tokens)."""
+
+    log_explore: Tensor
+    log_repeat: Tensor
+    log_a: Tensor
+    digits: Tensor
+
+    def start(self) -> Tensor:
+        """[B, 1, L] bool: which history items each beam's (empty) prefix still matches."""
+        return (self.log_a > NEG / 2)[:, None]
+
+    def candidates(self, d: int, match: Tensor, vocab: int) -> Tensor:
+        """log of the attention mass of the history items that each (beam, digit d = v) prefix matches:
+        match [B, W, L] bool -> [B, W, V_d] float32 (-inf where none)."""
+        b, w, length = match.shape
+        mass = (self.log_a.exp()[:, None] * match).float()  # [B, W, L]
+        out = mass.new_zeros(b, w, vocab).scatter_add_(2, self.digits[:, None, :, d].expand(b, w, length), mass)
+        return out.log()
+
+    def advance(self, d: int, match: Tensor, parent: Tensor, digit: Tensor) -> Tensor:
+        """Matches after step d: beams `parent` [B, W] extended by `digit` [B, W] -> [B, W, L] bool."""
+        kept = match.gather(1, parent[..., None].expand(-1, -1, match.shape[2]))
+        return kept & (self.digits[:, None, :, d] == digit[..., None])
+
+    def mix(self, gen: Tensor, copy: Tensor) -> Tensor:
+        """Mixture log-prob of prefixes from generative gen [B, W, V] and copy [B, W, V] log-masses."""
+        return torch.logaddexp(self.log_explore[:, None, None] + gen, self.log_repeat[:, None, None] + copy)
