@@ -63,8 +63,9 @@ def stage_args(stage: str, root: Path, run: str, extra: list[str]) -> list[str]:
 
 @pytest.mark.parametrize(("stage", "extra"),
                          [("train-rec", TIGER), ("train-rec", [*TIGER, "--set", "tiger.dense_weight=1"]),
-                          ("train-rec", [*TIGER, "--set", "tiger.repeat_head=true"]), ("diffuse", DIFFUSION)],
-                         ids=["tiger", "tiger-dense", "tiger-repeat", "diffusion"])  # fmt: skip
+                          ("train-rec", [*TIGER, "--set", "tiger.repeat_head=true"]), ("diffuse", DIFFUSION),
+                          ("diffuse", [*DIFFUSION, "--set", "repeat_head=true"])],
+                         ids=["tiger", "tiger-dense", "tiger-repeat", "diffusion", "diffusion-repeat"])  # fmt: skip
 def test_generative_models_double_popularity(
     root: Path, stage: str, extra: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:

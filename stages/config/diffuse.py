@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from gdr_cli.config import StageConfig
-from stages.config.training import HISTORY_DROPOUT, TrainLoopConfig
+from stages.config.training import HISTORY_DROPOUT, REPEAT_HEAD, TrainLoopConfig
 
 
 class DiffuseValidation(StageConfig):
@@ -98,6 +98,7 @@ class DiffuseConfig(StageConfig):
         description="linear_beta schedule: β of the last of its 100 steps (0.1 as the seed system; 1 masks late steps at once).",
     )
     history_dropout: float = HISTORY_DROPOUT
+    repeat_head: bool = REPEAT_HEAD
     d_model: int = Field(
         64, ge=8,
         description="Width of encoder and decoder (64 matches the tiger default; on MovieLens 100K two epochs reach test "

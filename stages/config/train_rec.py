@@ -10,7 +10,7 @@ from gdr_cli.config import StageConfig
 from stages.config.diffurec import DiffurecConfig
 from stages.config.graph import DiffkgConfig, DiffnetConfig
 from stages.config.seqrec import HstuConfig, SasrecConfig
-from stages.config.training import HISTORY_DROPOUT, TrainLoopConfig
+from stages.config.training import HISTORY_DROPOUT, REPEAT_HEAD, TrainLoopConfig
 
 
 class TigerTrainConfig(TrainLoopConfig):
@@ -97,12 +97,7 @@ class TigerConfig(StageConfig):
         "beam's candidates are then re-ranked by generative + dense log-prob. 0 = off (plain TIGER): 0.2 was level with it "
         "on validation NDCG@10 on MovieLens 100K and Last.fm 2K, 1 lower on both (benchmarks/ablation_quality.md, round 7).",
     )
-    repeat_head: bool = Field(
-        False,
-        description="Repeat or explore (RepeatNet): a gate and an attention over the history items mix a 'repeat' "
-        "expert (point at an item the user already has) with the generator ('explore'); trained on -log of the mixture, "
-        "decoded by ranking every code prefix by it. For data where users return to items (music, groceries).",
-    )
+    repeat_head: bool = REPEAT_HEAD
     label_smoothing: float = Field(
         0.0,
         ge=0,

@@ -81,3 +81,12 @@ HISTORY_DROPOUT: Any = Field(
     "benchmarks/ablation_quality.md, round 6).",
 )
 """The generative models' `history_dropout` (tiger and the diffusion model share it)."""
+
+REPEAT_HEAD: Any = Field(
+    False,
+    description="Repeat or explore (RepeatNet): a gate and an attention over the history items mix a 'repeat' expert "
+    "(point at an item the user already has) with the generator ('explore'). tiger trains on -log of the mixture and "
+    "its beam ranks every code prefix by it; the diffusion model trains the gate and pointer beside its objective and "
+    "mixes at the item level (its sampler's list and the history). For data where users return to items.",
+)
+"""The generative models' `repeat_head` (tiger and the diffusion model share it)."""

@@ -25,6 +25,7 @@ from stages.diffusion.schedules import make_schedule
 from stages.models.base import Recommender
 from stages.models.family import FamilyData, ModelFamily
 from stages.models.history_dropout import drop_history
+from stages.models.repeat_head import RepeatHead, mix_lists, mode_nll
 from stages.models.row_chunks import folded_attention, residual_mlp, user_attention
 from stages.samplers.exclusion import ItemSets
 from stages.samplers.validity import CodeTable
@@ -36,6 +37,7 @@ class Context(NamedTuple):
     kv: list[Tensor]  # per layer [2, U, heads, L+1, d_head]: cross-attention keys and values
     keep: Tensor  # [U, 1, 1, L+1] bool: history slots that are real (not padding)
     folded: list[tuple[Tensor, Tensor, Tensor]] | None = None  # sampling: per layer `DigitBlock.fold`
+    repeat: tuple[Tensor, Tensor, Tensor] | None = None  # sampling: `RepeatHead` outputs ([U], [U], [U, L])
 
 
 class DigitBlock(nn.Module):
@@ -191,6 +193,7 @@ class DiffusionRecommender(Recommender):
         label_smoothing: float = 0.0,
         beta_max: float = 0.1,
         history_dropout: float = 0.0,
+        repeat_head: bool = False,
         seed: int = 0,
     ):
         kwargs = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
@@ -226,6 +229,8 @@ class DiffusionRecommender(Recommender):
             for emb in (self.tok_emb, self.hist_pos, self.digit_pos):  # small init: the heads are tied to tok_emb
                 nn.init.normal_(emb.weight, std=0.02)
             self.head_b = nn.Parameter(torch.zeros(n, v))  # one head per digit position, tied to tok_emb
+            # RepeatNet's repeat expert over the history (repeat_head.py); made last: other weights are unchanged
+            self.repeat = RepeatHead(d) if repeat_head else None
         self._table: CodeTable | None = None
         self.sample_stats: dict[str, float] = {}  # last recommend(): nfe (function evaluations per user)
 
@@ -247,6 +252,19 @@ class DiffusionRecommender(Recommender):
     def encode(self, history: Tensor) -> Context:
         """history [B, L] item ids (-1 = pad, left-padded) -> the users' Context (encoder run once)."""
         history = history[:, -self.max_len :]
+        return self._context(history, *self._memory(history))
+
+    def _context(self, history: Tensor, memory: Tensor, keep: Tensor) -> Context:
+        """The Context of encoder states memory [B, L+1, d] with keep [B, L+1] of `history` [B, L]."""
+        kv, keep = [block.memory_kv(memory) for block in self.decoder], keep[:, None, None, :]
+        if torch.is_grad_enabled() or self.training:
+            return Context(kv, keep)
+        folded = [block.fold(pair, keep) for block, pair in zip(self.decoder, kv, strict=True)]
+        heads = None if self.repeat is None else self.repeat(memory[:, -1], memory[:, :-1], history >= 0)
+        return Context(kv, keep, folded, heads)
+
+    def _memory(self, history: Tensor) -> tuple[Tensor, Tensor]:
+        """history [B, L] (L <= max_len) -> encoder states [B, L+1, d] (the start token's last), keep [B, L+1] bool."""
         b, length = history.shape
         valid = history >= 0
         digits = self.codes[history.clamp(min=0)] + self.offsets  # [B, L, n]
@@ -255,11 +273,7 @@ class DiffusionRecommender(Recommender):
         start = (self.start + self.hist_pos.weight[self.max_len]).expand(b, 1, -1)
         x = torch.cat([x, start], dim=1)  # [B, L+1, d]
         keep = torch.cat([valid, valid.new_ones(b, 1)], dim=1)  # [B, L+1]
-        memory = self.encoder(x, src_key_padding_mask=~keep)
-        kv, keep = [block.memory_kv(memory) for block in self.decoder], keep[:, None, None, :]
-        if torch.is_grad_enabled() or self.training:
-            return Context(kv, keep)
-        return Context(kv, keep, [block.fold(pair, keep) for block, pair in zip(self.decoder, kv, strict=True)])
+        return self.encoder(x, src_key_padding_mask=~keep), keep
 
     def denoise(self, ctx: Context, rows: Tensor | int, noisy: Tensor) -> Tensor:
         """Predict clean digits. noisy: [R, n] (-1 = masked); rows [R] the user of each row (or int s:
@@ -341,9 +355,14 @@ class DiffusionRecommender(Recommender):
         history = batch["history"]
         if self.training and self.history_dropout:
             history = drop_history(history, self.history_dropout)
-        ctx = self.encode(history)
+        history = history[:, -self.max_len :]
+        memory, keep = self._memory(history)
         codes = self.codes[batch["target"]]  # [B, n]
-        return self.objective(self._logp_fn(ctx), codes, self.noise_generator())
+        loss = self.objective(self._logp_fn(self._context(history, memory, keep)), codes, self.noise_generator())
+        if self.repeat is None:
+            return loss
+        heads = self.repeat(memory[:, -1], memory[:, :-1], history >= 0)
+        return loss + mode_nll(*heads, history, batch["target"]).mean()
 
     def noise_generator(self) -> torch.Generator:
         """Generator of this training step's masks: a function of (seed, step, rank), so resume replays it."""
@@ -429,7 +448,12 @@ class DiffusionRecommender(Recommender):
             if not len(rows):
                 break
         self.sample_stats = {"nfe": evals / max(b, 1), "function_evals": evals, "rounds": rounds}
-        return items, scores
+        if ctx.repeat is None or not opts.constrained:  # (unconstrained: the list is the search's codes, as is)
+            return items, scores
+        recent = history[:, -self.max_len :]  # the items the repeat expert points at: allowed ones only
+        allowed = ~history_set.contains(torch.arange(b, device=dev)[:, None].expand_as(recent), recent)
+        allowed &= ((prefix < 0) | (self.codes[recent.clamp(min=0)] == prefix)).all(-1)
+        return top_distinct(*mix_lists(items, scores, recent, ctx.repeat, allowed), k)
 
     def _search(self, smp: Any, ctx: Context, state: Any, use_cache: bool) -> tuple[Any, int]:
         """Run one sampler to the end on the users of `ctx` -> (final state, function evaluations)."""
@@ -534,5 +558,5 @@ class DiffusionFamily(ModelFamily):
 
 
 MODEL_KEYS = {"d_model", "n_heads", "enc_layers", "dec_layers", "d_ff", "dropout", "loss", "schedule", "augment_factor",
-              "mask_prob", "lambda_floor", "label_smoothing", "beta_max", "history_dropout"}  # fmt: skip
+              "mask_prob", "lambda_floor", "label_smoothing", "beta_max", "history_dropout", "repeat_head"}  # fmt: skip
 """DiffuseConfig fields that are DiffusionRecommender constructor arguments."""

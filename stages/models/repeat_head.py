@@ -55,6 +55,32 @@ class RepeatHead(nn.Module):
         return -torch.logaddexp(log_explore + gen_logp, log_repeat + log_copy)
 
 
+def mode_nll(log_explore: Tensor, log_repeat: Tensor, log_a: Tensor, history: Tensor, target: Tensor) -> Tensor:
+    """RepeatNet's factorised loss, for generators without a code log-prob (the diffusion model): -log g -
+    log(pointer mass of the target) when the target is in the history, else -log(1 - g). -> [B]."""
+    hit = history == target[:, None]  # [B, L]
+    log_copy = log_a.masked_fill(~hit, NEG).logsumexp(-1)  # [B]
+    return torch.where(hit.any(-1), -(log_repeat + log_copy), -log_explore)
+
+
+@torch.no_grad()
+def mix_lists(items: Tensor, scores: Tensor, history: Tensor, heads: tuple[Tensor, Tensor, Tensor],
+              allowed: Tensor) -> tuple[Tensor, Tensor]:  # fmt: skip
+    """Item-level mixture over a generator's list and the history: items [B, K] (-1 = none) with log-probs
+    scores [B, K], history [B, L], heads = (log(1 - g), log g, log a) -> candidates [B, K + L] and their
+    mixture log-probs [B, K + L] (-inf for padding and for history items not `allowed` [B, L] bool; an item in
+    both keeps its generator score too; duplicates stay, for `top_distinct`). A history item the generator
+    did not list gets its repeat mass alone."""
+    log_explore, log_repeat, log_a = heads
+    cand = torch.cat([items, history.masked_fill(~allowed, -1)], 1)  # [B, C]
+    listed = cand[:, :, None] == items[:, None, :]  # [B, C, K]
+    gen = scores[:, None, :].expand_as(listed).masked_fill(~listed, float("-inf")).amax(-1)  # [B, C]
+    hit = (cand[:, :, None] == history[:, None, :]) & (history >= 0)[:, None, :]  # [B, C, L]
+    copy = log_a[:, None, :].expand_as(hit).masked_fill(~hit, NEG).logsumexp(-1)  # [B, C]
+    mix = torch.logaddexp(log_explore[:, None] + gen, log_repeat[:, None] + copy)
+    return cand, mix.masked_fill(cand < 0, float("-inf"))
+
+
 @dataclass
 class CopyPrior:
     """The repeat expert inside a beam search over codes (one user per row).

@@ -204,7 +204,11 @@ class Tiger(Recommender):
             self.item_embed.weight.copy_(torch.randn(self.item_embed.weight.shape, generator=gen))
         if self.recency is not None:
             self.recency.weight.copy_(torch.randn(self.recency.weight.shape, generator=gen))
-        for w in (getattr(self.dense, "query", None), getattr(self.repeat, "query", None), getattr(self.repeat, "gate", None)):
+        for w in (
+            getattr(self.dense, "query", None),
+            getattr(self.repeat, "query", None),
+            getattr(self.repeat, "gate", None),
+        ):
             if w is not None:  # the heads' projections: unit-variance outputs; the repeat gate starts at g = 1/2
                 w.weight.copy_(torch.randn(w.weight.shape, generator=gen) * w.weight.shape[1] ** -0.5)
                 if w.bias is not None:
