@@ -80,10 +80,7 @@ class SoftIds(nn.Module):
     @torch.no_grad()
     def recommend(self, history: Tensor, *, k: int, sampler: str | None = None, options: Any = None,
                   exclude: Tensor | None = None) -> tuple[Tensor, Tensor]:  # fmt: skip
-        from stages.samplers.beam import beam_search
-
-        beam = int(getattr(options, "beam", None) or max(20, k))
-        return beam_search(self, history, k=k, beam=beam, trie=self.rec.trie(), exclude=exclude)
+        return self.rec.search(self, history, self.encode(history), k=k, options=options, exclude=exclude)
 
 
 class Keywords(nn.Module):

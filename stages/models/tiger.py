@@ -461,18 +461,25 @@ class Tiger(Recommender):
         self, history: Tensor, *, k: int, sampler: str | None = None, options: Any = None, exclude: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
         """Top-k items by trie-constrained beam search of width `options.beam` (default max(20, k));
-        `exclude` [B, M] item ids are never returned. Scores are total code log-probs."""
+        `exclude` [B, M] item ids are never returned. Scores are total code log-probs (with `repeat_head`, of the
+        repeat / explore mixture; with `dense_weight`, plus the dense log-prob)."""
+        self.check_sampler(sampler)
+        return self.search(self, history, self.encode(history), k=k, options=options, exclude=exclude)
+
+    def search(self, decoder: Any, history: Tensor, encoded: tuple[Tensor, Tensor], *, k: int, options: Any = None,
+               exclude: Tensor | None = None) -> tuple[Tensor, Tensor]:  # fmt: skip
+        """`recommend` with a given decoder interface (this model, or IDGenRec's soft-ID wrapper) and its encoding
+        `encoded` of `history` [B, L] (run once per user): the beam, with the repeat head's mixture inside it and
+        the dense head's re-ranking after it when the model has them."""
         from stages.samplers.beam import beam_search
 
-        self.check_sampler(sampler)
         beam = int(getattr(options, "beam", None) or max(20, k))
         constrained = bool(getattr(options, "constrained", True))
-        encoded = self.encode(history)  # [B, S, d], [B, S]: once per user, for the beam and the dense head
         kw = dict(trie=self.trie(), exclude=exclude, constrained=constrained, encoded=encoded,
                   copy=self.copy_prior(history, encoded[0]))  # fmt: skip
         if self.dense is None:
-            return beam_search(self, history, k=k, beam=beam, **kw)
-        items, scores = beam_search(self, history, k=max(k, beam), beam=beam, **kw)  # [B, W] candidates
+            return beam_search(decoder, history, k=k, beam=beam, **kw)
+        items, scores = beam_search(decoder, history, k=max(k, beam), beam=beam, **kw)  # [B, W] candidates
         dense = self.dense.logprobs(encoded[0][:, -1], self.item_vectors, self.codes.shape[0], items)  # [B, W]
         scores, order = (scores + dense).topk(k, dim=1)  # product of the experts, re-ranked
         return items.gather(1, order), scores
