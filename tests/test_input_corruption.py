@@ -28,10 +28,11 @@ def corruption(**kw) -> dict:
     return {**base, **kw}
 
 
-def tiny_tiger(cls=Tiger, *, encoder_input: str = "items", dropout: float = 0.1, **kw) -> Tiger:
+def tiny_tiger(cls=Tiger, *, encoder_input: str = "items", dropout: float = 0.1, repeat_head: bool = False,
+               **kw) -> Tiger:  # fmt: skip
     codes = torch.tensor([[i % 4, i // 4 % 4, i // 16] for i in range(30)])  # 30 distinct 3-digit codes
     return cls.from_codes(codes, [4, 4, 2], encoder_input=encoder_input, dropout=dropout, seed=5,
-                          corruption=corruption(**kw), **SIZES)  # fmt: skip
+                          corruption=corruption(**kw), repeat_head=repeat_head, **SIZES)  # fmt: skip
 
 
 def test_schedule_matches_hand_computed_values() -> None:
@@ -221,3 +222,24 @@ def test_resume_with_corruption_is_bit_identical(tmp_path: Path) -> None:
     keys = ("step", "loss", "loss_ce", "loss_mask", "val_ndcg@10")
     assert [[r.get(k) for k in keys] for r in res.log] == [[r.get(k) for k in keys] for r in ref.log]
     assert all(r["loss_mask"] > 0 for r in ref.log if r["loss"] is not None)
+
+
+def test_corruption_training_uses_the_repeat_heads_mixture() -> None:
+    plain = tiny_tiger(dropout=0.0, noise_head_dropout=0.0).train()
+    repeat = tiny_tiger(dropout=0.0, noise_head_dropout=0.0, repeat_head=True).train()
+    batch = {"history": torch.tensor([[-1, 3, 7, 9], [1, 2, 3, 4]]), "target": torch.tensor([7, 2])}  # both repeats
+    losses = []
+    for model in (plain, repeat):
+        torch.manual_seed(0)  # the same corruption for both
+        model.loss(batch)
+        losses.append(model.loss_terms["loss_ce"].item())
+    with torch.no_grad():
+        repeat.repeat.gate.bias.fill_(-30.0)  # g ~ 0: the generator alone, the plain cross-entropy
+    torch.manual_seed(0)
+    repeat.loss(batch)
+    assert repeat.loss_terms["loss_ce"].item() == pytest.approx(losses[0], rel=1e-5)
+    with torch.no_grad():
+        repeat.repeat.gate.bias.fill_(30.0)  # g ~ 1: the pointer alone, -log(attention on the target) / D
+    torch.manual_seed(0)
+    repeat.loss(batch)
+    assert repeat.loss_terms["loss_ce"].item() < 0.5 * losses[0]  # a pointer over 4 items beats 30-way codes

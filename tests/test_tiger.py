@@ -210,9 +210,16 @@ def test_repeat_head_beam_ranks_by_the_mixture(exclude: bool) -> None:
         assert 1 in items[0, :2].tolist()  # the twice-seen item is among the first two
 
 
-def test_repeat_head_with_label_smoothing_is_an_error() -> None:
-    with pytest.raises(GdrError, match="repeat_head does not combine"):
-        tiny(repeat_head=True, label_smoothing=0.1)
+def test_repeat_head_with_label_smoothing_by_hand() -> None:
+    plain, smooth = tiny(seed=8, repeat_head=True).eval(), tiny(seed=8, repeat_head=True, label_smoothing=0.2).eval()
+    batch = {"history": torch.tensor([[3, 5, 3], [-1, 7, 2]]), "target": torch.tensor([3, 10])}
+    hidden, mask = plain.encode(batch["history"])
+    labels = plain.item_tokens(batch["target"])
+    dec_in = torch.nn.functional.pad(labels[:, :-1], (1, 0), value=PAD)
+    out = plain.t5.decoder(input_ids=dec_in, encoder_hidden_states=hidden, encoder_attention_mask=mask)
+    uniform = -plain.logits(out.last_hidden_state).float().log_softmax(-1).mean()
+    want = 0.8 * plain.loss(batch) + 0.2 * uniform
+    assert smooth.loss(batch).item() == pytest.approx(want.item(), rel=1e-5)
 
 
 def test_seeded_init_is_deterministic_and_leaves_global_rng_alone() -> None:

@@ -83,7 +83,7 @@ HISTORY_DROPOUT: Any = Field(
 """The generative models' `history_dropout` (tiger and the diffusion model share it)."""
 
 REPEAT_HEAD: Any = Field(
-    False,
+    True,
     description="Repeat or explore (RepeatNet): a gate and an attention over the history items mix a 'repeat' expert "
     "(point at an item the user already has) with the generator ('explore'). tiger trains on -log of the mixture and "
     "its beam ranks every code prefix by it; the diffusion model trains the gate and pointer beside its objective and "

@@ -118,9 +118,6 @@ class Tiger(Recommender):
                                fix="set one of tiger.dense_weight=0 or tiger.use_diffusion=0")  # fmt: skip
             extra["dense_weight"] = float(dense_weight)
         if repeat_head:
-            if corruption is not None or label_smoothing:
-                raise GdrError("repeat_head does not combine with corruption training or label smoothing",
-                               fix="set tiger.repeat_head=false, or tiger.use_diffusion=0 and tiger.label_smoothing=0")  # fmt: skip
             extra["repeat_head"] = True
         if shared:
             extra["vocab_kind"] = vocab_kind
@@ -318,18 +315,26 @@ class Tiger(Recommender):
         dec_in = F.pad(labels[:, :-1], (1, 0), value=PAD)  # [B, D], starts with the pad token
         out = self.t5.decoder(input_ids=dec_in, encoder_hidden_states=hidden, encoder_attention_mask=mask)
         logits = self.logits(out.last_hidden_state)  # [B, D, V]
-        smooth = self.init_kwargs["label_smoothing"]
-        if self.repeat is None:
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), label_smoothing=smooth)
-        else:  # -log of the repeat / explore mixture, per digit like the plain loss
-            gen_logp = -F.cross_entropy(logits.transpose(1, 2).float(), labels, reduction="none").sum(1)  # [B]
-            history = batch["history"]
-            heads = self.repeat(*self.history_states(hidden, history.shape[1]), history >= 0)
-            loss = RepeatHead.mix_nll(gen_logp, *heads, history, batch["target"]).mean() / self.n_digits
+        loss = self.code_loss(
+            logits, labels, hidden, batch["history"], batch["target"], self.init_kwargs["label_smoothing"]
+        )
         if self.dense is None:
             return loss
         keys = self.item_vectors(torch.arange(self.codes.shape[0], device=hidden.device))  # [N, d]
         return loss + self.init_kwargs["dense_weight"] * self.dense.loss(hidden[:, -1], keys, batch["target"])
+
+    def code_loss(self, logits: Tensor, labels: Tensor, hidden: Tensor, history: Tensor, target: Tensor,
+                  smooth: float = 0.0) -> Tensor:  # fmt: skip
+        """Mean per-digit cross-entropy of the target's code (logits [B, D, V], labels [B, D]); with the repeat
+        head, -log of the repeat / explore mixture / D instead (hidden: the encoder states of `history`). Label
+        smoothing `smooth` mixes in the cross-entropy against the uniform distribution either way."""
+        if self.repeat is None:
+            return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), label_smoothing=smooth)
+        logp = logits.float().log_softmax(-1)  # [B, D, V]
+        gen_logp = logp.gather(-1, labels[..., None]).squeeze(-1).sum(1)  # [B] log p_gen(code of target)
+        heads = self.repeat(*self.history_states(hidden, history.shape[1]), history >= 0)
+        loss = RepeatHead.mix_nll(gen_logp, *heads, history, target).mean() / self.n_digits
+        return loss if not smooth else (1 - smooth) * loss - smooth * logp.mean()
 
     def history_states(self, hidden: Tensor, length: int) -> tuple[Tensor, Tensor]:
         """Encoder states [B, S, d] -> (state at the latest item [B, d], state of each history item [B, L, d]):

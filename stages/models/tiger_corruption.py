@@ -127,7 +127,7 @@ class CorruptionTraining(nn.Module):
         dec_in = F.pad(labels[:, :-1], (1, 0), value=0)  # [B, D]
         out = model.t5.decoder(input_ids=dec_in, encoder_hidden_states=hidden, encoder_attention_mask=mask)
         logits = model.logits(out.last_hidden_state)  # [B, D, V]
-        ce = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten())
+        ce = model.code_loss(logits, labels, hidden, history, target)  # (the repeat head's mixture, with one)
         head = self.noise_head(hidden[:, 1:])  # [B, L*D]
         bce = noise_bce(head, corrupted.flatten(1), ~protect.flatten(1))
         kl = (
