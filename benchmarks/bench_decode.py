@@ -117,6 +117,7 @@ def setup(args: argparse.Namespace) -> list[tuple[Tiger, torch.Tensor, str]]:
     codes, vocab = random_codes(processed.n_items)
     hist = eval_histories(processed.table("splits"), "test", 20, with_target=False)["history"]
     default = TigerConfig().model_dump(exclude={"init", "beam", "train", *CORRUPTION_KEYS})
+    default["repeat_head"] = False  # the generator alone: `generate` has no repeat / explore mixture to compare with
     out = []
     if args.size in ("both", "paper"):
         out.append(

@@ -87,6 +87,9 @@ REPEAT_HEAD: Any = Field(
     description="Repeat or explore (RepeatNet): a gate and an attention over the history items mix a 'repeat' expert "
     "(point at an item the user already has) with the generator ('explore'). tiger trains on -log of the mixture and "
     "its beam ranks every code prefix by it; the diffusion model trains the gate and pointer beside its objective and "
-    "mixes at the item level (its sampler's list and the history). For data where users return to items.",
+    "mixes at the item level (its sampler's list and the history). On: on Last.fm 2K, where a user's next artist is "
+    "often one they had, validation NDCG@10 rose 0.0536 -> 0.0813 (tiger) and 0.0528 -> 0.0887 (diffusion); on "
+    "MovieLens 100K, where no one rates a film twice, the gate learns to stay shut and scores moved within seed noise "
+    "(benchmarks/ablation_quality.md, round 7). false = the generator alone.",
 )
 """The generative models' `repeat_head` (tiger and the diffusion model share it)."""
