@@ -87,3 +87,21 @@ def test_diffusion_repeat_mixes_the_samplers_list_with_the_history(exclude: bool
         assert not (items[:, :, None] == history[:, None, :]).any()
     else:
         assert 3 in items[0, :2].tolist()  # the twice-seen item is near the top
+
+
+@pytest.mark.parametrize("sampler", ["cpd", "tweedie", "euler", "ordered", "ordered-beam"])
+@pytest.mark.parametrize("exclude", [False, True])
+def test_every_sampler_with_the_repeat_head_returns_k_distinct_allowed_items(sampler: str, exclude: bool) -> None:
+    model = tiny_model(repeat_head=True)
+    with torch.no_grad():
+        model.repeat.gate.bias.fill_(3.0)
+    history = torch.tensor([[0, 3, 3, 5], [-1, -1, 1, 2], [-1, -1, -1, -1]])
+    banned = history if exclude else None
+    options = {"beam": 6, "steps": 3}
+    items, scores = model.recommend(history, k=6, sampler=sampler, options=options, exclude=banned)
+    assert (items >= 0).all() and all(len(set(row)) == 6 for row in items.tolist())  # 12 items, <= 3 banned
+    assert (scores[:, :-1] >= scores[:, 1:]).all()  # sorted by the mixture's log-prob
+    if exclude:
+        assert not (items[:, :, None] == history[:, None, :]).any()
+    again, _ = model.recommend(history, k=6, sampler=sampler, options=options, exclude=banned)
+    assert torch.equal(items, again)
