@@ -398,6 +398,8 @@ class DiffusionRecommender(Recommender):
         one, so exactly k come out whenever the catalogue minus the excluded items allows. The
         lists are merged by score (path log-probabilities). Unconstrained (`options.constrained`
         off, `--no-constraint`): one search over every code; codes of no item come back as -2.
+        With `repeat_head`, the list is then mixed with the user's allowed history items at the item level
+        (`repeat_head.mix_lists`), so scores are the repeat / explore mixture's log-probs.
         """
         from stages.samplers import make_sampler
         from stages.samplers.base import SamplerOptions, top_distinct

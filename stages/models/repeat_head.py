@@ -52,17 +52,22 @@ class RepeatHead(nn.Module):
                 target: Tensor) -> Tensor:  # fmt: skip
         """-log p(target) [B] from the generator's code log-prob gen_logp [B] and the repeat expert's
         pointer: log_a [B, L] over history [B, L] item ids; target [B] item ids."""
-        hit = history == target[:, None]  # [B, L] positions holding the target
-        log_copy = log_a.masked_fill(~hit, NEG).logsumexp(-1)  # [B], ~NEG when not in the history
+        log_copy, _ = pointer_logp(log_a, history, target)
         return -torch.logaddexp(log_explore + gen_logp, log_repeat + log_copy)
+
+
+def pointer_logp(log_a: Tensor, history: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """log of the pointer's mass on target [B] (log_a [B, L] over history [B, L]; ~NEG when the target is not
+    in the history) and whether it is there -> ([B] float32, [B] bool)."""
+    hit = history == target[:, None]  # [B, L] positions holding the target
+    return log_a.masked_fill(~hit, NEG).logsumexp(-1), hit.any(-1)
 
 
 def mode_nll(log_explore: Tensor, log_repeat: Tensor, log_a: Tensor, history: Tensor, target: Tensor) -> Tensor:
     """RepeatNet's factorised loss, for generators without a code log-prob (the diffusion model): -log g -
     log(pointer mass of the target) when the target is in the history, else -log(1 - g). -> [B]."""
-    hit = history == target[:, None]  # [B, L]
-    log_copy = log_a.masked_fill(~hit, NEG).logsumexp(-1)  # [B]
-    return torch.where(hit.any(-1), -(log_repeat + log_copy), -log_explore)
+    log_copy, repeats = pointer_logp(log_a, history, target)
+    return torch.where(repeats, -(log_repeat + log_copy), -log_explore)
 
 
 @torch.no_grad()

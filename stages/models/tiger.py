@@ -19,7 +19,9 @@ The model owns its item -> code table (buffer `codes`, saved with the weights), 
 rebuilds it; the trie of valid codes is derived from that table on first use.
 
 Recommendation is trie-constrained beam search (`stages/samplers/beam.py`): only prefixes of
-real codes survive, and each finished beam is a distinct item.
+real codes survive, and each finished beam is a distinct item. Optional heads on the encoder states:
+`repeat_head` (on by default; `repeat_head.py`) mixes a pointer over the history into every prefix's
+score, `dense_weight` (`dense_head.py`) re-ranks the beam's candidates by a dense next-item softmax.
 """
 
 from __future__ import annotations
