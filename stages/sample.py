@@ -102,7 +102,8 @@ def run(
     n = len(users)
     items_out = np.full((n, config.k), -1, dtype=np.int64)
     scores_out = np.full((n, config.k), -np.inf, dtype=np.float32)
-    nfe_total, rounds = 0.0, 0
+    nfe_total, rounds, in_window = 0.0, 0, 0
+    gate_total: float | None = None  # models with a repeat head: summed P(repeat)
     options = SamplerOptions.of(config)
     user_ids = users.long()
     start = time.perf_counter()
@@ -120,6 +121,12 @@ def run(
             items_out[lo:hi] = items.cpu().numpy()
             scores_out[lo:hi] = scores.float().cpu().numpy()
             nfe_total += float(getattr(model, "sample_stats", {}).get("nfe", 0.0)) * (hi - lo)
+            gate = getattr(model, "sample_stats", {}).get("repeat_gate")
+            gate_total = None if gate is None else (gate_total or 0.0) + float(gate) * (hi - lo)
+            listed = items.cpu()  # [b, K]: how many of them are items of the window the model read
+            in_window += int(
+                ((listed[:, :, None] == history[lo:hi, None, :]) & (listed[:, :, None] >= 0)).any(-1).sum()
+            )
             rounds = max(rounds, int(getattr(model, "sample_stats", {}).get("rounds", 0)))
             bar.update(task, advance=hi - lo)
     seconds = time.perf_counter() - start
@@ -133,8 +140,11 @@ def run(
         "exclude_history": config.exclude_history,
         "view": view,
     }
+    stats["history_in_list"] = round(in_window / max(n, 1), 3)  # listed items among the max_len history items read
     if nfe_total:
         stats["nfe_per_user"] = round(nfe_total / n, 3)
+    if gate_total is not None:  # models with a repeat head: their mean P(repeat)
+        stats["repeat_gate"] = round(gate_total / n, 4)
     if rounds:  # searches run for the users who had fewer than k items after the previous ones
         stats["max_rounds"] = rounds
     out = paths.recs(name, split_folder(view, config.split))
@@ -155,6 +165,8 @@ def run(
             ),
         )
     extra = f", {stats['nfe_per_user']} model calls/user" if "nfe_per_user" in stats else ""
+    extra += f", {stats['history_in_list']} history items/list"
+    extra += f", repeat gate {stats['repeat_gate']}" if "repeat_gate" in stats else ""
     console.print(
         f"sample: {name} ({sampler}) top-{config.k} for {n:,} {config.split} users{view_note(view)} at {stats['users_per_s']:,} users/s{extra} -> {out}"
     )

@@ -324,3 +324,28 @@ def test_best_by_must_be_a_scored_metric(tmp_path: Path, capsys: pytest.CaptureF
     assert gdr("evaluate", "syn", "--report", "--set", "best_by=ndcg@7", "--data-dir", str(tmp_path)) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "best_by" in err and "ndcg@7" in err
+
+
+def test_sample_reports_history_share_and_repeat_gate(syn_root: Path) -> None:
+    """Every recs manifest counts the listed items the model read in the history; a repeat head adds its gate."""
+    from stages.data.sequences import eval_histories
+
+    splits = pl.read_parquet(syn_root / "syn" / "processed" / "splits.parquet")
+    for name in ("pop", "pop-excl", "tiger"):
+        manifest = json.loads((syn_root / "syn" / "recs" / name / "test" / "manifest.json").read_text())
+        stats, max_len = manifest["stats"], manifest["config"]["max_len"]
+        window = eval_histories(splits, "test", max_len, with_target=False)
+        recs = pl.read_parquet(syn_root / "syn" / "recs" / name / "test" / "recs.parquet")
+        seen = {int(u): set(h.tolist()) - {-1} for u, h in zip(window["user"], window["history"], strict=True)}
+        count = sum(item in seen[user] for user, item in zip(recs["user"], recs["item"], strict=True))
+        assert stats["history_in_list"] == pytest.approx(count / stats["users"], abs=1e-3)
+        if name == "pop-excl":
+            assert stats["history_in_list"] == 0
+        assert ("repeat_gate" in stats) == (name == "tiger")  # tiger's repeat head is on by default
+    assert (
+        0
+        < json.loads((syn_root / "syn" / "recs" / "tiger" / "test" / "manifest.json").read_text())["stats"][
+            "repeat_gate"
+        ]
+        < 1
+    )

@@ -455,6 +455,7 @@ class DiffusionRecommender(Recommender):
         recent = history[:, -self.max_len :]  # the items the repeat expert points at: allowed ones only
         allowed = ~history_set.contains(torch.arange(b, device=dev)[:, None].expand_as(recent), recent)
         allowed &= ((prefix < 0) | (self.codes[recent.clamp(min=0)] == prefix)).all(-1)
+        self.sample_stats["repeat_gate"] = float(ctx.repeat[1].exp().mean())  # mean P(repeat) of these users
         return top_distinct(*mix_lists(items, scores, recent, ctx.repeat, allowed), k)
 
     def _search(self, smp: Any, ctx: Context, state: Any, use_cache: bool) -> tuple[Any, int]:

@@ -482,11 +482,13 @@ class Tiger(Recommender):
 
         beam = int(getattr(options, "beam", None) or max(20, k))
         constrained = bool(getattr(options, "constrained", True))
-        kw = dict(trie=self.trie(), exclude=exclude, constrained=constrained, encoded=encoded,
-                  copy=self.copy_prior(history, encoded[0]))  # fmt: skip
+        copy = self.copy_prior(history, encoded[0])
+        kw = dict(trie=self.trie(), exclude=exclude, constrained=constrained, encoded=encoded, copy=copy)
+        items, scores = beam_search(decoder, history, k=k if self.dense is None else max(k, beam), beam=beam, **kw)
+        if copy is not None:  # the mean P(repeat) of these users, for `gdr sample`'s summary
+            decoder.sample_stats["repeat_gate"] = float(copy.log_repeat.exp().mean())
         if self.dense is None:
-            return beam_search(decoder, history, k=k, beam=beam, **kw)
-        items, scores = beam_search(decoder, history, k=max(k, beam), beam=beam, **kw)  # [B, W] candidates
+            return items, scores
         dense = self.dense.logprobs(encoded[0][:, -1], self.item_vectors, self.codes.shape[0], items)  # [B, W]
         scores, order = (scores + dense).topk(k, dim=1)  # product of the experts, re-ranked
         return items.gather(1, order), scores
