@@ -120,14 +120,15 @@ def run(
             )
             items_out[lo:hi] = items.cpu().numpy()
             scores_out[lo:hi] = scores.float().cpu().numpy()
-            nfe_total += float(getattr(model, "sample_stats", {}).get("nfe", 0.0)) * (hi - lo)
-            gate = getattr(model, "sample_stats", {}).get("repeat_gate")
+            batch_stats = getattr(model, "sample_stats", {})
+            nfe_total += float(batch_stats.get("nfe", 0.0)) * (hi - lo)
+            gate = batch_stats.get("repeat_gate")
             gate_total = None if gate is None else (gate_total or 0.0) + float(gate) * (hi - lo)
             listed = items.cpu()  # [b, K]: how many of them are items of the window the model read
             in_window += int(
                 ((listed[:, :, None] == history[lo:hi, None, :]) & (listed[:, :, None] >= 0)).any(-1).sum()
             )
-            rounds = max(rounds, int(getattr(model, "sample_stats", {}).get("rounds", 0)))
+            rounds = max(rounds, int(batch_stats.get("rounds", 0)))
             bar.update(task, advance=hi - lo)
     seconds = time.perf_counter() - start
     frame = recs_frame(users.numpy(), items_out, scores_out)

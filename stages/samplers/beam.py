@@ -112,9 +112,10 @@ def beam_search(
             cand.masked_fill_(dead, NEG_INF)
         scores, idx = cand.view(b, width * v).topk(min(beam, width * v), dim=1)  # [B, W]
         parent = idx // v  # [B, W] beam each candidate extends
-        gen = scores if copy is None else gen_cand.gather(1, idx)
-        if copy is not None:
-            match = copy.advance(d, match, parent, idx % v)
+        if copy is None:
+            gen = scores
+        else:
+            gen, match = gen_cand.gather(1, idx), copy.advance(d, match, parent, idx % v)
         if child is None:  # [B, W], -1 = off the trie (unconstrained) or a dead beam
             nodes = trie.child(d, nodes.gather(1, parent), idx % v)
         else:
