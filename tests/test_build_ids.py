@@ -67,7 +67,7 @@ def test_unknown_method_lists_known_ones(tmp_path: Path, capsys: pytest.CaptureF
     assert (
         code == 2
         and "unknown ID method 'kmeans'" in line
-        and "rqkmeans, rqvae, random, sequential, collaborative" in line
+        and "rqkmeans, rqvae, pq, random, sequential, collaborative" in line
     )
     assert not (tmp_path / "toy" / "ids").exists()
 

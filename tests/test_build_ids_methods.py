@@ -29,7 +29,7 @@ def toy(tmp_path_factory: pytest.TempPathFactory) -> DataPaths:
     return write_processed(tmp_path_factory.mktemp("ids"), n_items=40, n_users=60)
 
 
-@pytest.mark.parametrize("method", ["rqkmeans", "rqvae", "random", "sequential", "collaborative"])
+@pytest.mark.parametrize("method", ["rqkmeans", "rqvae", "pq", "random", "sequential", "collaborative"])
 def test_method_codes_are_unique_sized_and_deterministic(toy: DataPaths, method: str) -> None:
     m1 = build_ids.run(dataset=toy.dataset, data_dir=toy.root, config=cfg(method), ids=f"{method}-a")
     m2 = build_ids.run(dataset=toy.dataset, data_dir=toy.root, config=cfg(method), ids=f"{method}-b")

@@ -43,7 +43,7 @@ def test_auto_sizes_by_hand() -> None:
     assert level_sizes(8, 5, 2) == [5, 5] and level_sizes(8, 100, 3) == [8, 8, 8]
 
 
-@pytest.mark.parametrize("method", ["rqkmeans", "rqvae", "random", "collaborative"])
+@pytest.mark.parametrize("method", ["rqkmeans", "rqvae", "pq", "random", "collaborative"])
 def test_auto_codebook_sizes_each_level(toy: DataPaths, method: str) -> None:
     config = BuildIdsConfig(
         method=method, levels=3, embed=EmbedConfig(dim=16), rqvae=RQVAEConfig(hidden=[32], latent_dim=8, epochs=4)

@@ -90,12 +90,25 @@ class RQVAEConfig(StageConfig):
     )
 
 
+class PQConfig(StageConfig):
+    """Product quantisation (method pq): one digit per block of the rotated embedding."""
+
+    rotation_iters: int = Field(
+        10,
+        ge=0,
+        description="OPQ rotation updates (k-means in every block, then the Procrustes rotation toward the "
+        "reconstruction); 0 = plain PQ on the variance-balanced PCA basis. 10 as in faiss' OPQ training, whose "
+        "distortion has flattened by then.",
+    )
+
+
 class BuildIdsConfig(StageConfig):
     """`gdr build-ids`: one unique code of `levels + 1` digits per item (or per user with view social)."""
 
     method: str = Field(
         "rqkmeans",
-        description="How codes are made: rqkmeans (residual k-means), rqvae (trained RQ-VAE), random, sequential "
+        description="How codes are made: rqkmeans (residual k-means), rqvae (trained RQ-VAE), pq (optimised product "
+        "quantisation: parallel digits, one per block of the rotated vector, as DiffGRM gives masked diffusion), random, sequential "
         "(item index in base --codebook), collaborative (residual k-means of training co-occurrence). Default rqkmeans.",
     )
     view: Literal["item", "social"] = Field(
@@ -122,3 +135,4 @@ class BuildIdsConfig(StageConfig):
     embed: EmbedConfig = Field(default_factory=EmbedConfig, description="Embedding source settings.")
     kmeans: KMeansConfig = Field(default_factory=KMeansConfig, description="Residual k-means settings.")
     rqvae: RQVAEConfig = Field(default_factory=RQVAEConfig, description="RQ-VAE settings.")
+    pq: PQConfig = Field(default_factory=PQConfig, description="Product quantisation settings.")
