@@ -185,7 +185,7 @@ class DiffusionRecommender(Recommender):
         dec_layers: int = 2,
         d_ff: int = 512,
         dropout: float = 0.1,
-        loss: str = "k_dce",
+        loss: str = "diffgrm",
         schedule: str = "loglinear",
         augment_factor: int = 4,
         mask_prob: float = 0.5,
