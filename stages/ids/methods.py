@@ -52,13 +52,17 @@ class IdMethod(abc.ABC):
         return KMeansOptions(iters=k.iters, balanced=k.balanced, slack=k.slack)
 
 
-class RQKMeans(IdMethod):
-    """Residual k-means over the chosen embeddings (text by default)."""
-
-    name = "rqkmeans"
+class QuantisesEmbeddings(IdMethod):
+    """A method that quantises the chosen embeddings (--source; the friend graph's for the social view)."""
 
     def source(self) -> str | None:
         return "social" if self.cfg.view == "social" else self.cfg.embed.source
+
+
+class RQKMeans(QuantisesEmbeddings):
+    """Residual k-means over the chosen embeddings (text by default)."""
+
+    name = "rqkmeans"
 
     def assign(self, n: int, emb: np.ndarray | None) -> tuple[np.ndarray, list[int]]:
         assert emb is not None
@@ -76,13 +80,10 @@ class Collaborative(RQKMeans):
         return "social" if self.cfg.view == "social" else "collab"
 
 
-class RQVAEMethod(IdMethod):
+class RQVAEMethod(QuantisesEmbeddings):
     """A trained RQ-VAE over the chosen embeddings."""
 
     name = "rqvae"
-
-    def source(self) -> str | None:
-        return "social" if self.cfg.view == "social" else self.cfg.embed.source
 
     def assign(self, n: int, emb: np.ndarray | None) -> tuple[np.ndarray, list[int]]:
         assert emb is not None
@@ -108,14 +109,11 @@ class RQVAEMethod(IdMethod):
         return res.codes.numpy(), sizes
 
 
-class ProductCodes(IdMethod):
+class ProductCodes(QuantisesEmbeddings):
     """(Optimised) product quantisation: digit l is the cluster of the l-th block of the rotated
     vector, so no digit depends on another (DiffGRM's parallel codes for masked diffusion)."""
 
     name = "pq"
-
-    def source(self) -> str | None:
-        return "social" if self.cfg.view == "social" else self.cfg.embed.source
 
     def assign(self, n: int, emb: np.ndarray | None) -> tuple[np.ndarray, list[int]]:
         assert emb is not None
