@@ -119,7 +119,7 @@ def test_diffgrm_views_loss_only_on_masked() -> None:
     codes = torch.randint(5, (10, 4), generator=gen(9))
     v = make_loss("diffgrm", augment_factor=3, mask_prob=0.3).views(codes, gen(10))
     mask = v.noisy == MASK
-    assert v.rows.tolist() == list(range(10)) * 3
+    assert v.rows.tolist() == [i for i in range(10) for _ in range(3)]  # example-major: an example's views adjacent
     assert (mask.sum(1) >= 1).all() and torch.equal(v.weight > 0, mask)
     assert torch.allclose(v.weight.sum(1), torch.full((30,), 1 / 3))
     assert torch.equal(v.noisy[~mask], codes[v.rows][~mask])

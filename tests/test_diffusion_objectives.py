@@ -106,3 +106,20 @@ def test_every_objective_field_reaches_the_model() -> None:
     objective = {"loss", "schedule", "lambda_floor", "label_smoothing", "beta_max", "augment_factor", "mask_prob"}
     assert objective <= MODEL_KEYS and objective <= set(DiffuseConfig.model_fields)
     assert set(inspect.signature(DiffusionRecommender.__init__).parameters) >= MODEL_KEYS
+
+
+@pytest.mark.parametrize("loss", ["diffgrm", "k_dce"])
+def test_grouped_views_read_the_encoding_like_per_row_views(loss: str) -> None:
+    # example-major views take the no-copy cross-attention path; scrambling the rows forces the per-row gather:
+    # the same views must get the same log-probs either way (dropout off, gradients on as in training)
+    codes = torch.randint(5, (30, 3), generator=gen(4))
+    model = DiffusionRecommender.from_codes(codes, [5, 5, 5], max_len=6, d_model=16, n_heads=2, d_ff=32,
+                                            enc_layers=1, dec_layers=1, dropout=0.0, loss=loss)  # fmt: skip
+    history = torch.randint(30, (8, 6), generator=gen(5))
+    ctx = model._context(history, *model._memory(history))
+    v = model.objective.views(codes[:8], gen(6))
+    grouped = model._logp_fn(ctx)(v.rows, v.noisy)
+    order = torch.randperm(len(v.rows), generator=gen(7))
+    scrambled = model._logp_fn(ctx)(v.rows[order], v.noisy[order])
+    assert torch.allclose(grouped[order], scrambled, atol=1e-5)
+    assert len(v.rows) == 8 * (4 if loss == "diffgrm" else 1)

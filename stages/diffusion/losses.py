@@ -17,7 +17,8 @@ position's real digits (DIFF_GRM trains with ε = 0.1); ε > 0 is no longer the 
                 in expectation exactly the any-order bound computed by `likelihood.py`.
 - `diffgrm`:    DIFF_GRM augmentation: `augment_factor` views per example, each digit masked with
                 `mask_prob` (at least one per view); each view's loss is the mean cross-entropy over
-                its masked digits, averaged over the views.
+                its masked digits, averaged over the views. An example's views are consecutive rows
+                (example-major), so the model reads the example's history encoding without a copy per view.
 """
 
 from __future__ import annotations
@@ -167,7 +168,7 @@ class DiffGRMAugment(DiffusionLoss):
 
     def views(self, codes: Tensor, generator: torch.Generator) -> Views:
         b = codes.shape[0]
-        rows = torch.arange(b, device=codes.device).repeat(self.factor)  # [B*F]
+        rows = torch.arange(b, device=codes.device).repeat_interleave(self.factor)  # [B*F] example-major
         p = torch.full((b * self.factor,), self.mask_prob, device=codes.device)
         noisy, mask = mask_by_prob(codes[rows], p, generator, at_least_one=True)
         weight = mask.float() / (mask.sum(dim=1, keepdim=True).float() * self.factor)

