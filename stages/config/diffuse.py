@@ -70,7 +70,7 @@ class DiffuseConfig(StageConfig):
         "RADD parametrisation: weight w(t) = σ'(t)·e^-σ/(1-e^-σ), equal to t_dce for a normalised denoiser), lambda_dce "
         "(mask rate λ ~ U, weight 1/λ). Default diffgrm: over 3 seeds of the default config, against k_dce, validation "
         "NDCG@10 +0.001 on MovieLens 100K (+0.002, +0.003, -0.002) and +0.009 on Last.fm 2K (+0.009, +0.004, +0.013), "
-        "test +0.002 and +0.014, at 1.6x the training time; its 4 views per example are what helps (2 views: below "
+        "test +0.002 and +0.014, at ~1.4x the training time (make all: 3.4 vs 2.5 min); its 4 views per example are what helps (2 views: below "
         "k_dce on MovieLens). benchmarks/ablation_quality.md, round 8.",
     )
     schedule: Literal["loglinear", "geometric", "linear_beta"] = Field(
