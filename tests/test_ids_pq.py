@@ -1,4 +1,4 @@
-"""Product quantisation: digits are independent blocks, the variance deal balances blocks, the OPQ
+"""Product quantisation: codes recover planted product cells, the variance deal balances blocks, the OPQ
 rotation stays orthogonal and lowers distortion where PQ's axes are wrong, and the method refuses
 embeddings with fewer dimensions than levels."""
 
@@ -46,7 +46,7 @@ def test_codes_recover_planted_product_cells() -> None:
 
 
 def test_opq_rotation_is_orthogonal_and_lowers_distortion() -> None:
-    # clusters laid out along the diagonal of a 2-d block: axis-aligned 2-level PQ cuts across them
+    # an anisotropic Gaussian with its axes randomly mixed: the Procrustes updates must find a better rotation
     g = torch.Generator().manual_seed(0)
     x = torch.randn(600, 4, generator=g) * torch.tensor([3.0, 3.0, 0.3, 0.3])
     x = x @ torch.linalg.qr(torch.randn(4, 4, generator=g)).Q  # a random orthogonal mix of the axes
