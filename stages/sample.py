@@ -105,6 +105,8 @@ def run(
     nfe_total, rounds, in_window = 0.0, 0, 0
     gate_total: float | None = None  # models with a repeat head: summed P(repeat)
     options = SamplerOptions.of(config)
+    if sampler == "cpd":  # unset: the step size the run chose on validation (1 for runs that chose none)
+        options = replace(options, digits_per_step=config.digits_per_step or int(meta.get("digits_per_step", 1)))
     user_ids = users.long()
     start = time.perf_counter()
     with progress("users") as bar:
@@ -138,6 +140,7 @@ def run(
         "users_per_s": round(n / max(seconds, 1e-9), 2),
         "decode_s": round(seconds, 3),
         "sampler": sampler,
+        **({"digits_per_step": options.digits_per_step} if sampler == "cpd" else {}),
         "exclude_history": config.exclude_history,
         "view": view,
     }
@@ -158,14 +161,16 @@ def run(
                 dataset=dataset,
                 name=name,
                 command=command_line(),
-                config={**dump_config(config), "view": view, "sampler": sampler, "max_len": max_len, "run": run_name},
+                config={**dump_config(config), "view": view, "sampler": sampler, "max_len": max_len, "run": run_name,
+                        "digits_per_step": options.digits_per_step if sampler == "cpd" else None},  # fmt: skip
                 seed=config.seed,
                 inputs={"run": trained.ref, "processed": processed.ref},
                 stats=stats,
                 wall_time_s=clock.seconds(),
             ),
         )
-    extra = f", {stats['nfe_per_user']} model calls/user" if "nfe_per_user" in stats else ""
+    extra = f", {options.digits_per_step} digit(s)/step" if sampler == "cpd" else ""
+    extra += f", {stats['nfe_per_user']} model calls/user" if "nfe_per_user" in stats else ""
     extra += f", {stats['history_in_list']} history items/list"
     extra += f", repeat gate {stats['repeat_gate']}" if "repeat_gate" in stats else ""
     console.print(

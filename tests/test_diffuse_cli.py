@@ -59,6 +59,22 @@ def test_diffuse_then_sample(root: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert {"model.safetensors", "model.json", "train_log.parquet", "curve.png"} <= set(manifest["outputs"])
     model, meta = load_model(run)
     assert model.kind == "diffusion" and meta["max_len"] == 6 and model.init_kwargs["loss"] == "t_dce"
+    # the step size `gdr sample` defaults to: cpd's best validation NDCG@10 over 3, 2, 1 digits per step
+    scores = stats["decoding"]["val_ndcg@10"]
+    assert list(scores) == ["digits_per_step=3", "digits_per_step=2", "digits_per_step=1"]
+    chosen = meta["digits_per_step"]
+    assert stats["decoding"]["digits_per_step"] == chosen
+    assert scores[f"digits_per_step={chosen}"] == max(scores.values())
+    assert all(scores[f"digits_per_step={d}"] < max(scores.values()) for d in range(chosen + 1, 4))  # ties: fewer steps
+    capsys.readouterr()
+    for flag, used in (([], chosen), (["--digits-per-step", "1"], 1)):
+        assert main(["sample", "toy", "--data-dir", str(root), "--run", "d", "--split", "valid", "--name", "dv", *flag]) == 0
+        recs = root / "toy" / "recs" / "dv" / "valid"
+        assert json.loads((recs / "manifest.json").read_text())["stats"]["digits_per_step"] == used
+        assert f"{used} digit(s)/step" in capsys.readouterr().err
+        assert main(["evaluate", "toy", "--data-dir", str(root), "--run", "dv", "--split", "valid"]) == 0
+        metrics = json.loads((root / "toy" / "metrics" / "dv" / "valid" / "metrics.json").read_text())
+        assert metrics["ndcg@10"] == pytest.approx(scores[f"digits_per_step={used}"], abs=1e-5)
 
     # resuming the finished run rebuilds the same weights
     first = (run / "model.safetensors").read_bytes()
@@ -90,3 +106,14 @@ def test_bad_inputs_are_one_line(root: Path, capsys: pytest.CaptureFixture[str])
     assert main([*base, "--ids", "rnd", "--set", "bogus=1"]) == 2
     assert "unknown config key 'bogus'" in error_line(capsys.readouterr().err)
     assert not (root / "toy" / "runs" / "diffusion").exists()
+
+
+def test_without_a_step_choice_sample_fills_one_digit_per_step(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["diffuse", "toy", "--data-dir", str(root), "--ids", "rnd", "--run", "fixed", "--epochs", "1",
+                 "--set", "validation.choose_digits_per_step=false", *TINY]) == 0, capsys.readouterr().err  # fmt: skip
+    run = root / "toy" / "runs" / "fixed"
+    assert "decoding" not in json.loads((run / "manifest.json").read_text())["stats"]
+    assert "digits_per_step" not in load_model(run)[1]
+    assert main(["sample", "toy", "--data-dir", str(root), "--run", "fixed", "--split", "valid", "-k", "5"]) == 0
+    stats = json.loads((root / "toy" / "recs" / "fixed" / "valid" / "manifest.json").read_text())["stats"]
+    assert stats["digits_per_step"] == 1 and stats["nfe_per_user"] > 1

@@ -51,8 +51,12 @@ class SampleConfig(StageConfig):
         ge=1,
         description="cpd/ordered-beam: beams kept after the first step; None = max(beam, k). DIFF_GRM: 256 (with beam 512).",
     )
-    digits_per_step: int = Field(
-        1, ge=1, description="cpd: code digits filled per step; 2 halves the number of steps of a 4-digit code."
+    digits_per_step: int | None = Field(
+        None,
+        ge=1,
+        description="cpd: code digits filled per step (2 halves the steps of a 4-digit code; the code length scores every "
+        "item in one model call); None = the run's own, chosen on validation by `gdr diffuse` "
+        "(diffuse.validation.choose_digits_per_step), or 1 for a run without one.",
     )
     renormalize: bool = Field(
         True,

@@ -543,6 +543,17 @@ class DiffusionFamily(ModelFamily):
 
         return "cpd", SamplerOptions(beam=cfg.validation.beam, digits_per_step=cfg.validation.digits_per_step)
 
+    def decoding_choices(self, cfg: DiffuseConfig, data: FamilyData) -> list[tuple[dict[str, Any], str | None, Any]]:
+        """cpd at `gdr sample`'s beam with every digits-per-step, the whole code per step first (fewest calls)."""
+        from stages.config.sample import SampleConfig
+        from stages.samplers.base import SamplerOptions
+
+        if not cfg.validation.choose_digits_per_step:
+            return []
+        beam = SampleConfig.model_fields["beam"].default
+        n = len(data.vocab_sizes or [])
+        return [({"digits_per_step": d}, "cpd", SamplerOptions(beam=beam, digits_per_step=d)) for d in range(n, 0, -1)]
+
     def stats(self, model: Recommender, data: FamilyData, cfg: DiffuseConfig) -> dict[str, Any]:
         """The exact any-order likelihood bound on the validation targets (codes of up to MAX_DIGITS digits)."""
         import math

@@ -81,6 +81,12 @@ class ModelFamily(abc.ABC):
         """(sampler, options) that validation NDCG@10 passes to `model.recommend`; None = the model's default."""
         return None, None
 
+    def decoding_choices(self, cfg: Any, data: FamilyData) -> list[tuple[dict[str, Any], str | None, Any]]:
+        """Decoding settings `gdr sample` may default to, chosen on validation once training is done:
+        (the run-meta entries the choice stands for, sampler, options validation NDCG@10 is read with),
+        the cheapest first (an equal score keeps the cheaper). Empty (the default): nothing to choose."""
+        return []
+
     def validation_excludes_history(self, cfg: Any) -> bool:
         """True when validation ranks without the user's training items, as `gdr sample --exclude-history`
         (for runs that will be evaluated that way); False = history kept (PROTOCOL.md's default)."""

@@ -104,11 +104,16 @@ def train_family(paths: DataPaths, processed: Processed, req: TrainRequest) -> M
     if family.validation_excludes_history(cfg):  # the whole training history, as `sample --exclude-history`
         longest = int(data.splits["train"].list.len().max() or 0)
         seen = eval_histories(data.splits, "valid", max(longest, 1), with_target=False)["history"]
-    validate = make_validator(
-        val["history"], val["target"], k=10, batch_size=req.train.eval_batch_size, options=options, sampler=sampler,
-        exclude=with_self(val["user"], seen, req.view),  # social view: never the user themself
-        users=val["user"],  # models that score users by ID (graph models) read them from options.users
-    )  # fmt: skip
+
+    def validator(options: Any, sampler: str | None, list_k: int | None = None) -> Any:
+        return make_validator(
+            val["history"], val["target"], k=10, batch_size=req.train.eval_batch_size, options=options, sampler=sampler,
+            exclude=with_self(val["user"], seen, req.view),  # social view: never the user themself
+            users=val["user"],  # models that score users by ID (graph models) read them from options.users
+            list_k=list_k,
+        )  # fmt: skip
+
+    validate = validator(options, sampler)
     fingerprint = resume_fingerprint(req.stage_config, {k: v.sha256 for k, v in inputs.items()})
     result = fit(model=model, train=train, validate=validate, cfg=req.train, seed=req.seed, workdir=paths.work(req.name),
                  resume=req.resume, fingerprint=fingerprint, on_validation=req.on_validation, desc=f"{req.stage.replace('_', '-')} {req.name} ({family.kind})")  # fmt: skip
@@ -136,6 +141,11 @@ def train_family(paths: DataPaths, processed: Processed, req: TrainRequest) -> M
         "view": req.view,
         "train_split": data.train_split,
     }
+    choices = family.decoding_choices(cfg, data)
+    if choices:
+        chosen, scores = choose_decoding(model, choices, validator)
+        meta.update(chosen)
+        stats["decoding"] = {**chosen, "val_ndcg@10": scores}
     with staged_dir(paths.run(req.name)) as tmp:
         save_run(folder=tmp, model=model, result=result, meta=meta)
         write_manifest(
@@ -146,9 +156,41 @@ def train_family(paths: DataPaths, processed: Processed, req: TrainRequest) -> M
             ),
         )  # fmt: skip
     rate = f", {stats['examples_per_s']} ex/s" if stats["examples_per_s"] else ""
+    if "decoding" in stats:
+        rate += f"; decodes with {_label(chosen)} (val NDCG@10 {stats['decoding']['val_ndcg@10'][_label(chosen)]:.4f})"
     console.print(
         f"{req.stage.replace('_', '-')}: {req.name} ({family.kind}, {stats['params']:,} params) on {paths.dataset}{view_note(req.view)}: best val NDCG@10 "
         f"{result.best_metric:.4f} at step {result.best_step} of {result.steps} ({result.stop_reason}{rate}){family.summary(stats)} "
         f"-> {paths.run(req.name)}"
     )
     return Manifest.model_validate_json((paths.run(req.name) / "manifest.json").read_text())
+
+
+def choose_decoding(
+    model: Any, choices: list[tuple[dict[str, Any], str | None, Any]], validator: Any
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Validation NDCG@10 of each decoding choice (`ModelFamily.decoding_choices`, cheapest first) on the
+    trained model, from lists as long as `gdr sample`'s default k (what `sample --split valid` + `evaluate`
+    then report) -> (the best one's run-meta entries (an equal score keeps the earlier, cheaper one),
+    {label: val NDCG@10} of all of them, e.g. {"digits_per_step=4": 0.0845, ...})."""
+    import torch
+
+    from stages.config.sample import SampleConfig
+
+    depth = SampleConfig.model_fields["k"].default
+
+    scores: dict[str, float] = {}
+    best: dict[str, Any] = {}
+    top = float("-inf")
+    with torch.no_grad():
+        for entries, sampler, options in choices:
+            total, count = validator(options, sampler, depth)(model, 0, 1)
+            score = total / max(count, 1)
+            scores[_label(entries)] = round(score, 6)
+            if score > top:
+                best, top = entries, score
+    return best, scores
+
+
+def _label(entries: dict[str, Any]) -> str:
+    return ",".join(f"{k}={v}" for k, v in entries.items())

@@ -29,6 +29,7 @@ def make_validator(
     sampler: str | None = None,
     exclude: Tensor | None = None,
     users: Tensor | None = None,
+    list_k: int | None = None,
 ) -> Validator:
     """A `Validator` over users `rank::world` of (histories [U, L] int64, targets [U] int64).
 
@@ -38,6 +39,8 @@ def make_validator(
     user themself), removed during the search; None = nothing.
     users: [U] int64 user IDs, handed to models with `needs_users` (graph models score a user by ID) as
     `options.users`, as `gdr sample` does; other models get `options` unchanged.
+    list_k: items in each list the model returns (NDCG is cut at k); None = k. A model that re-ranks its
+    list (the repeat head mixes history items in) can order its top k differently in a longer list.
     """
     if histories.shape[0] != targets.shape[0]:
         raise ValueError(f"histories {tuple(histories.shape)} and targets {tuple(targets.shape)} disagree on users")
@@ -55,7 +58,7 @@ def make_validator(
         for lo in range(0, len(hist), batch_size):
             extra = {} if ex is None else {"exclude": ex[lo:lo + batch_size]}  # fmt: skip
             opts = replace(SamplerOptions.of(options), users=usr[lo:lo + batch_size]) if usr is not None else options  # fmt: skip
-            items, _ = model.recommend(hist[lo : lo + batch_size], k=k, sampler=sampler, options=opts, **extra)
+            items, _ = model.recommend(hist[lo : lo + batch_size], k=list_k or k, sampler=sampler, options=opts, **extra)
             total += ndcg_sum(items, tgt[lo : lo + batch_size], k=k)
         return total, len(hist)
 
