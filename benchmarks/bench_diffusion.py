@@ -1,10 +1,13 @@
-"""Benchmark: the masked-diffusion recommender against the autoregressive tiger on MovieLens 100K.
+"""Benchmark: the masked-diffusion recommender against the autoregressive tiger on MovieLens 100K
+(or Last.fm 2K, `--dataset fm`).
 
 Both models are trained through the real CLI (`gdr train-rec --model tiger`, `gdr diffuse`) on the
-same ID set with the same wall-clock budget and about the same parameter count, each selected on
-validation NDCG@10; then, on the test split, measured in one process with the same beam width:
+same ID set with `-c default` (the `make all` preset: fixed epochs) and about the same parameter count,
+each selected on validation NDCG@10; then, on the test split, measured in one process with the same beam width:
 
 - tiger: trie-constrained autoregressive beam search (one digit per step, KV cache)
+- diffusion/cpd: the run's own step size (chosen on validation by `gdr diffuse`, what `gdr sample` uses)
+- diffusion/cpd: the whole code in one step (every item scored by its digits' marginals: one model call)
 - diffusion/cpd: confidence-guided parallel beam search, 2 digits per step
 - diffusion/cpd: 1 digit per step
 - popularity (the floor)
@@ -13,8 +16,9 @@ Prints NDCG@10 / Recall@10 and users/s of each, the cpd/beam throughput ratio (t
 NDCG loss), the exact likelihood bound of the diffusion model, and the function evaluations per
 user of `tweedie` with and without the per-row cache.
 
-    python benchmarks/bench_diffusion.py                 # 4-minute budget per model
-    python benchmarks/bench_diffusion.py --quick         # 1 minute per model
+    python benchmarks/bench_diffusion.py                 # both models trained with -c default
+    python benchmarks/bench_diffusion.py --quick         # 300 steps per model
+    python benchmarks/bench_diffusion.py --dataset fm    # Last.fm 2K
     python benchmarks/bench_diffusion.py --data-dir D    # reuse D/ml (preprocessed + rqkmeans ids)
     python benchmarks/bench_diffusion.py --steps 300 --small --threads 1   # equal steps, small models
     python benchmarks/bench_diffusion.py --data-dir D --split valid --threads 1   # D/ml/runs/{tiger,diffusion} as trained
@@ -109,7 +113,11 @@ from stages.models.popularity import Popularity  # noqa: E402
 from stages.models.registry import load_model  # noqa: E402
 from stages.samplers.base import SamplerOptions  # noqa: E402
 
-ML100K = REPO.parent / "shared" / "data" / "ml-100k"
+SHARED = REPO.parent / "shared" / "data"
+DATASETS = {  # name -> (raw dump, preprocess arguments)
+    "ml": (SHARED / "ml-100k", ["recbole"]),
+    "fm": (SHARED / "hetrec2011-lastfm-2k", ["lastfm-2k"]),
+}
 
 
 def run(*args: str) -> None:
@@ -151,9 +159,12 @@ def evaluate(
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="1-minute training budget per model")
-    parser.add_argument("--minutes", type=float, default=None, help="training budget per model (default 4, --quick 1)")
-    parser.add_argument("--data-dir", type=Path, default=None, help="data root holding ml/ (built here if missing)")
+    parser.add_argument("--quick", action="store_true", help="300 training steps per model")
+    parser.add_argument("--minutes", type=float, default=None, help="wall-clock cap per model (default: none)")
+    parser.add_argument("--dataset", choices=sorted(DATASETS), default="ml", help="ml: MovieLens 100K, fm: Last.fm 2K")
+    parser.add_argument(
+        "--data-dir", type=Path, default=None, help="data root holding DATASET/ (built here if missing)"
+    )
     parser.add_argument(
         "--steps", type=int, default=None, help="train both for this many optimiser steps instead of a budget"
     )
@@ -174,22 +185,24 @@ def main() -> int:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    minutes = args.minutes or (1.0 if args.quick else 4.0)
-    if not ML100K.exists() and args.data_dir is None:
-        print(f"skipped: {ML100K} not found")
+    raw, how = DATASETS[args.dataset]
+    if not raw.exists() and args.data_dir is None:
+        print(f"skipped: {raw} not found")
         return 0
     root = args.data_dir or Path(tempfile.mkdtemp(prefix="gdr-bench-diffusion-"))
-    paths = DataPaths(root, "ml")
+    ds = args.dataset
+    paths = DataPaths(root, ds)
     d = str(root)
     if not (paths.processed / "manifest.json").exists():
-        run("preprocess", "recbole", "-i", str(ML100K), "--name", "ml", "--data-dir", d)
+        run("preprocess", *how, "-i", str(raw), "--name", ds, "--data-dir", d)
     if not (paths.ids("rqkmeans") / "manifest.json").exists():
-        run("build-ids", "ml", "--data-dir", d)
-    budget = ["--set", f"train.max_steps={args.steps}"] if args.steps else ["--max-minutes", str(minutes)]
-    budget += ["--set", "train.eval_every=150"]
+        run("build-ids", ds, "-c", "default", "--data-dir", d)
+    steps = args.steps or (300 if args.quick else None)
+    budget = ["-c", "default"] + (["--set", f"train.max_steps={steps}"] if steps else [])
+    budget += ["--max-minutes", str(args.minutes)] if args.minutes else []
     small = {"tiger": ["--set", "tiger.d_model=64", "--set", "tiger.d_kv=16", "--set", "tiger.d_ff=256"],
              "diffusion": ["--set", "d_model=64", "--set", "d_ff=256"]} if args.small else {"tiger": [], "diffusion": []}  # fmt: skip
-    for name, cmd in (("tiger", ["train-rec", "ml", "--model", "tiger"]), ("diffusion", ["diffuse", "ml"])):
+    for name, cmd in (("tiger", ["train-rec", ds, "--model", "tiger"]), ("diffusion", ["diffuse", ds])):
         if not (paths.run(name) / "manifest.json").exists():
             run(*cmd, "--ids", "rqkmeans", "--run", name, "--data-dir", d, *budget, *small[name])
 
@@ -197,7 +210,9 @@ def main() -> int:
     test = eval_histories(splits, args.split, 20, with_target=True)
     history, target = test["history"], test["target"]
     tiger, _ = load_model(paths.run("tiger"))
-    diffusion, _ = load_model(paths.run("diffusion"))
+    diffusion, meta = load_model(paths.run("diffusion"))
+    chosen = int(meta.get("digits_per_step", 1))  # the run's step size, chosen on validation (`gdr sample`'s default)
+    whole = int(diffusion.codes.shape[1])  # digits per code
     params = {m.kind: sum(p.numel() for p in m.parameters()) for m in (tiger, diffusion)}
     pop = Popularity(n_items=open_processed(paths).n_items)
     pop.fit_counts(torch.from_numpy(splits["train"].explode().drop_nulls().to_numpy().astype("int64")))
@@ -206,6 +221,10 @@ def main() -> int:
     rows = {
         "pop": evaluate(pop, history, target, sampler=None, options=SamplerOptions(beam=beam), batch=256, rounds=1),
         f"tiger beam={beam}": evaluate(tiger, history, target, sampler="beam", options=SamplerOptions(beam=beam), batch=256, rounds=r),
+        f"diffusion cpd run's {chosen}/step": evaluate(
+            diffusion, history, target, sampler="cpd", options=SamplerOptions(beam=beam, digits_per_step=chosen), batch=256, rounds=r),
+        f"diffusion cpd {whole}/step (whole code)": evaluate(
+            diffusion, history, target, sampler="cpd", options=SamplerOptions(beam=beam, digits_per_step=whole), batch=256, rounds=r),
         f"diffusion cpd 2/step beam={beam}": evaluate(
             diffusion, history, target, sampler="cpd", options=SamplerOptions(beam=beam, digits_per_step=2), batch=256, rounds=r),
         f"diffusion cpd 1/step beam={beam}": evaluate(
@@ -226,8 +245,8 @@ def main() -> int:
                      options=SamplerOptions(beam=beam, steps=16, use_cache=False), batch=256, rounds=1)  # fmt: skip
     stats = json.loads((paths.run("diffusion") / "manifest.json").read_text())["stats"]
 
-    budget_text = f"{args.steps} steps" if args.steps else f"{minutes:g}-minute budget"
-    print(f"ML-100K {args.split} split, {len(history)} users, {budget_text} per model, history items kept, k 10")
+    budget_text = f"{steps} steps" if steps else "-c default"
+    print(f"{ds} {args.split} split, {len(history)} users, {budget_text} per model, history items kept, k 10")
     print(f"params: tiger {params['tiger']:,}, diffusion {params['diffusion']:,}")
     print(f"{'model / sampler':36s} {'NDCG@10':>8s} {'R@10':>7s} {'users/s':>9s} {'NFE/user':>9s}")
     for name, r in rows.items():

@@ -152,6 +152,8 @@ def run(
     if rounds:  # searches run for the users who had fewer than k items after the previous ones
         stats["max_rounds"] = rounds
     out = paths.recs(name, split_folder(view, config.split))
+    resolved = {**dump_config(config), "view": view, "sampler": sampler, "max_len": max_len, "run": run_name}
+    resolved["digits_per_step"] = options.digits_per_step if sampler == "cpd" else config.digits_per_step
     with staged_dir(out) as tmp:
         write_parquet(tmp / "recs.parquet", frame)
         write_manifest(
@@ -161,8 +163,7 @@ def run(
                 dataset=dataset,
                 name=name,
                 command=command_line(),
-                config={**dump_config(config), "view": view, "sampler": sampler, "max_len": max_len, "run": run_name,
-                        "digits_per_step": options.digits_per_step if sampler == "cpd" else None},  # fmt: skip
+                config=resolved,
                 seed=config.seed,
                 inputs={"run": trained.ref, "processed": processed.ref},
                 stats=stats,

@@ -68,7 +68,10 @@ def test_diffuse_then_sample(root: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert all(scores[f"digits_per_step={d}"] < max(scores.values()) for d in range(chosen + 1, 4))  # ties: fewer steps
     capsys.readouterr()
     for flag, used in (([], chosen), (["--digits-per-step", "1"], 1)):
-        assert main(["sample", "toy", "--data-dir", str(root), "--run", "d", "--split", "valid", "--name", "dv", *flag]) == 0
+        assert (
+            main(["sample", "toy", "--data-dir", str(root), "--run", "d", "--split", "valid", "--name", "dv", *flag])
+            == 0
+        )
         recs = root / "toy" / "recs" / "dv" / "valid"
         assert json.loads((recs / "manifest.json").read_text())["stats"]["digits_per_step"] == used
         assert f"{used} digit(s)/step" in capsys.readouterr().err

@@ -58,7 +58,9 @@ def make_validator(
         for lo in range(0, len(hist), batch_size):
             extra = {} if ex is None else {"exclude": ex[lo:lo + batch_size]}  # fmt: skip
             opts = replace(SamplerOptions.of(options), users=usr[lo:lo + batch_size]) if usr is not None else options  # fmt: skip
-            items, _ = model.recommend(hist[lo : lo + batch_size], k=list_k or k, sampler=sampler, options=opts, **extra)
+            items, _ = model.recommend(
+                hist[lo : lo + batch_size], k=list_k or k, sampler=sampler, options=opts, **extra
+            )
             total += ndcg_sum(items, tgt[lo : lo + batch_size], k=k)
         return total, len(hist)
 
