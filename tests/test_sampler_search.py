@@ -81,8 +81,8 @@ def brute_cpd(codes: torch.Tensor, logp: torch.Tensor, renormalize: bool) -> tor
 
 def test_renormalized_and_raw_scores_rank_differently_and_match_brute_force() -> None:
     logp = fixed_logp(ABC_P)
-    raw, raw_score, _ = run_sampler("cpd", ABC, [2, 3], logp, k=3, beam=8, digits_per_step=1, renormalize=False)
-    ren, ren_score, _ = run_sampler("cpd", ABC, [2, 3], logp, k=3, beam=8, digits_per_step=1)  # the default
+    raw, raw_score, _ = run_sampler("cpd", ABC, [2, 3], logp, k=3, beam=8, digits_per_step=1)  # the default
+    ren, ren_score, _ = run_sampler("cpd", ABC, [2, 3], logp, k=3, beam=8, digits_per_step=1, renormalize=True)
     # by hand: raw A = .5·.45, B = .5·.35, C = .5·.2 (order-free); renormalised, the best order:
     # C = .5 · 1 (position 0 first, then only digit 2 is left), A = .45 · 1, B = .35 · 1 (position 1 first)
     assert raw[0].tolist() == [0, 1, 2] and torch.allclose(raw_score[0].exp(), torch.tensor([0.225, 0.175, 0.1]))

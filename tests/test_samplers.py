@@ -171,12 +171,13 @@ def test_cpd_throughput_structure_two_digits_per_step(
     model.recommend(HISTORY, k=5, sampler="cpd", options={**raw, "digits_per_step": 1})
     assert model.sample_stats["nfe"] == 1 + 5 + 5
     # renormalised, a beam only one item completes scores 0 whatever the model says: no pass for it
+    renormalised = {"beam": 5, "renormalize": True}
     for d in (1, 2):
-        fast = model.recommend(HISTORY, k=5, sampler="cpd", options={"beam": 5, "digits_per_step": d})
+        fast = model.recommend(HISTORY, k=5, sampler="cpd", options={**renormalised, "digits_per_step": d})
         calls = model.sample_stats["nfe"]
         with monkeypatch.context() as m:
             m.setattr(CPDSampler, "needless", lambda self, state: None)
-            every = model.recommend(HISTORY, k=5, sampler="cpd", options={"beam": 5, "digits_per_step": d})
+            every = model.recommend(HISTORY, k=5, sampler="cpd", options={**renormalised, "digits_per_step": d})
             assert model.sample_stats["nfe"] == {1: 11, 2: 6}[d] and calls < model.sample_stats["nfe"]
         # same lists; scores equal up to float rounding (a subset of rows runs as its own batch)
         assert torch.equal(fast[0], every[0]) and torch.allclose(fast[1], every[1], atol=1e-5)

@@ -58,7 +58,7 @@ class SamplerOptions:
     order: list[int] | str | None = None
     prefix: Any = None
     use_cache: bool = True
-    renormalize: bool = True
+    renormalize: bool = False  # raw log-probs (`SampleConfig.renormalize`)
     constrained: bool = True  # only codes of real items (False: every code, invalid ones come back as INVALID, -2)
     sample_steps: int | None = None  # diffurec: reverse steps (None = the run's own)
     seed: int = 0
