@@ -414,3 +414,20 @@ def one_round(
     with torch.no_grad():
         state, _ = model._search(smp, model.encode(HISTORY), state, True)
     return smp.finish(state, k)[0]
+
+
+def test_whole_code_step_skips_the_fold_and_keeps_the_lists(
+    model: DiffusionRecommender, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the whole code in one step reads the model once per user: no folded cross-attention is built for it
+    folds = []
+    real = model.encode
+    monkeypatch.setattr(model, "encode", lambda history, fold=True: folds.append(fold) or real(history, fold))
+    for d in (3, 1):
+        model.recommend(HISTORY, k=5, sampler="cpd", options={"beam": 5, "digits_per_step": d})
+    assert folds == [False, True]
+    fast = model.recommend(HISTORY, k=len(CODES), sampler="cpd", options={"beam": 5, "digits_per_step": 3})
+    assert model.sample_stats["nfe"] == 1
+    monkeypatch.setattr(CPDSampler, "one_pass", lambda self: False)  # the folded path
+    folded = model.recommend(HISTORY, k=len(CODES), sampler="cpd", options={"beam": 5, "digits_per_step": 3})
+    assert torch.equal(fast[0], folded[0]) and torch.allclose(fast[1], folded[1], atol=1e-5)

@@ -249,17 +249,18 @@ class DiffusionRecommender(Recommender):
 
     # --- network ---------------------------------------------------------------------------
 
-    def encode(self, history: Tensor) -> Context:
-        """history [B, L] item ids (-1 = pad, left-padded) -> the users' Context (encoder run once)."""
+    def encode(self, history: Tensor, fold: bool = True) -> Context:
+        """history [B, L] item ids (-1 = pad, left-padded) -> the users' Context (encoder run once).
+        fold: precompute each block's folded cross-attention (pays off when a user has many rows)."""
         history = history[:, -self.max_len :]
-        return self._context(history, *self._memory(history))
+        return self._context(history, *self._memory(history), fold=fold)
 
-    def _context(self, history: Tensor, memory: Tensor, keep: Tensor) -> Context:
+    def _context(self, history: Tensor, memory: Tensor, keep: Tensor, fold: bool = True) -> Context:
         """The Context of encoder states memory [B, L+1, d] with keep [B, L+1] of `history` [B, L]."""
         kv, keep = [block.memory_kv(memory) for block in self.decoder], keep[:, None, None, :]
         if torch.is_grad_enabled() or self.training:
             return Context(kv, keep)
-        folded = [block.fold(pair, keep) for block, pair in zip(self.decoder, kv, strict=True)]
+        folded = [block.fold(pair, keep) for block, pair in zip(self.decoder, kv, strict=True)] if fold else None
         heads = None if self.repeat is None else self.repeat(memory[:, -1], memory[:, :-1], history >= 0)
         return Context(kv, keep, folded, heads)
 
@@ -430,7 +431,7 @@ class DiffusionRecommender(Recommender):
         left = int(self.table().pair_counts(prefix[None])[0]) - torch.bincount(user[fits], minlength=b)  # [B]
         items = torch.full((b, k), -1, dtype=torch.long, device=dev)
         scores = torch.full((b, k), float("-inf"), device=dev)
-        ctx, rows, evals, rounds = self.encode(history), torch.arange(b, device=dev), 0, 0
+        ctx, rows, evals, rounds = self.encode(history, fold=not smp.one_pass()), torch.arange(b, device=dev), 0, 0
         for rnd in range(k):  # each round adds ≥ 1 item to every user it runs for
             sub = Context([kv[:, rows] for kv in ctx.kv], ctx.keep[rows]) if rnd else ctx
             state = smp.init_state(len(rows), dev, users[rows], rnd)

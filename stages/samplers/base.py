@@ -144,6 +144,11 @@ class DiffusionSampler(abc.ABC):
     def done(self, state: State) -> bool:
         return bool((state.tokens >= 0).all())
 
+    def one_pass(self) -> bool:
+        """True when the search reads the model once per user (the all-masked pass), so per-user
+        precomputation that pays off over many rows (folding cross-attention into keys) is not worth it."""
+        return False
+
     def needless(self, state: State) -> Tensor | None:
         """[B, S] bool: rows whose model log-probs the next `step` does not read (the loop skips their
         function evaluation and hands the step zeros there), or None when every row's are read."""

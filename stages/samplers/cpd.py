@@ -442,6 +442,9 @@ class CPDSampler(DiffusionSampler):
     def done(self, state: State) -> bool:
         return state.step >= self.total
 
+    def one_pass(self) -> bool:
+        return self.total == 1  # the whole code in one step: every item scored from the all-masked pass
+
     def needless(self, state: State) -> Tensor | None:
         return settled(self.table, state, self.opts.renormalize) if self.opts.constrained else None
 
