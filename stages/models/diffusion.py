@@ -190,7 +190,7 @@ class DiffusionRecommender(Recommender):
         augment_factor: int = 4,
         mask_prob: float = 0.5,
         lambda_floor: float = 0.05,
-        label_smoothing: float = 0.0,
+        label_smoothing: float = 0.1,
         beta_max: float = 0.1,
         history_dropout: float = 0.0,
         repeat_head: bool = False,
