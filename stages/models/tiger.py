@@ -94,7 +94,7 @@ class Tiger(Recommender):
         history_dropout: float = 0.0,
         dense_weight: float = 0.0,
         repeat_head: bool = False,
-        label_smoothing: float = 0.0,
+        label_smoothing: float = 0.1,
         scale_outputs: bool = True,
         vocab_kind: str = "digits",
         seed: int = 0,
