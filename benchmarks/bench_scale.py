@@ -82,6 +82,7 @@ def sample_child(args: argparse.Namespace) -> None:
     from stages.data.sequences import eval_histories
     from stages.inputs import open_processed
     from stages.models.registry import load_model
+    from stages.sample import digits_per_step
     from stages.samplers.base import SamplerOptions
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -92,6 +93,8 @@ def sample_child(args: argparse.Namespace) -> None:
     data = eval_histories(processed.table("splits"), "test", int(meta.get("max_len", 20)), with_target=False)
     users, history = data["user"][: args.sample_users], data["history"][: args.sample_users]
     options = SamplerOptions.of(cfg)
+    if args.sampler == "cpd":  # as `gdr sample`: the run's step size, 1 for a run without one
+        options.digits_per_step = digits_per_step(cfg, meta)
     warm = time.perf_counter()  # one-time setup (code table, trie, item groups) on a few users, not timed below
     model.recommend(
         history[:4],
@@ -121,6 +124,7 @@ def random_child(args: argparse.Namespace) -> None:
     from stages.models.diffusion import MODEL_KEYS, DiffusionRecommender
     from stages.models.tiger import Tiger
     from stages.models.tiger_corruption import CORRUPTION_KEYS
+    from stages.sample import digits_per_step
     from stages.samplers.base import SamplerOptions
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -142,6 +146,8 @@ def random_child(args: argparse.Namespace) -> None:
     history = torch.randint(0, n, (args.sample_users, 20), generator=gen)
     users = torch.arange(args.sample_users)
     options = SamplerOptions.of(cfg)
+    if args.sampler == "cpd":  # as `gdr sample` for a run without a step choice: 1 digit per step
+        options.digits_per_step = digits_per_step(cfg, {})
     warm = time.perf_counter()
     model.recommend(history[:4], k=cfg.k, sampler=args.sampler, options=options, exclude=history[:4])
     warm = time.perf_counter() - warm

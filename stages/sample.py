@@ -53,6 +53,12 @@ def recs_frame(users: np.ndarray, items: np.ndarray, scores: np.ndarray) -> pl.D
     return frame.with_columns(pl.when(pl.col("item") == INVALID).then(None).otherwise(pl.col("item")).alias("item"))
 
 
+def digits_per_step(config: SampleConfig, meta: dict) -> int:
+    """cpd's digits per step: the one asked for, else the run's choice on validation (`gdr diffuse` records
+    it in the run's meta), else 1 (runs trained without a choice)."""
+    return config.digits_per_step or int(meta.get("digits_per_step", 1))
+
+
 def run_view(asked: str | None, meta: dict, run_name: str) -> str:
     """The view a run recommends in: its meta's (runs without one are item-view); `asked` must agree."""
     view = str(meta.get("view", "item"))
@@ -105,8 +111,8 @@ def run(
     nfe_total, rounds, in_window = 0.0, 0, 0
     gate_total: float | None = None  # models with a repeat head: summed P(repeat)
     options = SamplerOptions.of(config)
-    if sampler == "cpd":  # unset: the step size the run chose on validation (1 for runs that chose none)
-        options = replace(options, digits_per_step=config.digits_per_step or int(meta.get("digits_per_step", 1)))
+    if sampler == "cpd":
+        options = replace(options, digits_per_step=digits_per_step(config, meta))
     user_ids = users.long()
     start = time.perf_counter()
     with progress("users") as bar:
