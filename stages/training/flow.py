@@ -156,8 +156,9 @@ def train_family(paths: DataPaths, processed: Processed, req: TrainRequest) -> M
             ),
         )  # fmt: skip
     rate = f", {stats['examples_per_s']} ex/s" if stats["examples_per_s"] else ""
-    if "decoding" in stats:
-        rate += f"; decodes with {_label(chosen)} (val NDCG@10 {stats['decoding']['val_ndcg@10'][_label(chosen)]:.4f})"
+    if "decoding" in stats:  # the choice `gdr sample` will use
+        label = _label(chosen)
+        rate += f"; decodes with {label} (val NDCG@10 {scores[label]:.4f})"
     console.print(
         f"{req.stage.replace('_', '-')}: {req.name} ({family.kind}, {stats['params']:,} params) on {paths.dataset}{view_note(req.view)}: best val NDCG@10 "
         f"{result.best_metric:.4f} at step {result.best_step} of {result.steps} ({result.stop_reason}{rate}){family.summary(stats)} "
@@ -178,7 +179,6 @@ def choose_decoding(
     from stages.config.sample import SampleConfig
 
     depth = SampleConfig.model_fields["k"].default
-
     scores: dict[str, float] = {}
     best: dict[str, Any] = {}
     top = float("-inf")
