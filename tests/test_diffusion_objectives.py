@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import inspect
 import math
 
@@ -123,3 +124,50 @@ def test_grouped_views_read_the_encoding_like_per_row_views(loss: str) -> None:
     scrambled = model._logp_fn(ctx)(v.rows[order], v.noisy[order])
     assert torch.allclose(grouped[order], scrambled, atol=1e-5)
     assert len(v.rows) == 8 * (4 if loss == "diffgrm" else 1)
+
+
+def test_item_loss_is_the_whole_code_steps_ranking_softmaxed_over_the_catalogue() -> None:
+    # the item-level cross-entropy scores every item as cpd does with the whole code in one step (raw scores):
+    # softmaxing the sampler's scores of all N items gives the same per-user loss
+    codes = torch.tensor(list(itertools.product(range(3), range(4), range(2))))[::2]  # [12, 3] distinct codes
+    model = DiffusionRecommender.from_codes(codes, [3, 4, 2], max_len=4, d_model=16, n_heads=2, d_ff=32,
+                                            enc_layers=1, dec_layers=1, dropout=0.0, item_loss=0.5)  # fmt: skip
+    model.eval()
+    history = torch.randint(12, (5, 4), generator=gen(1))
+    target = torch.randint(12, (5,), generator=gen(2))
+    with torch.no_grad():
+        nll = model.item_nll(model.encode(history), target)
+        items, scores = model.recommend(history, k=12, sampler="cpd", options={"digits_per_step": 3, "beam": 12})
+    assert bool((items >= 0).all())
+    full = torch.full((5, 12), float("-inf")).scatter(1, items, scores)  # [B, N] the sampler's score of every item
+    expected = -torch.log_softmax(full, dim=1).gather(1, target[:, None]).mean()
+    assert float(nll) == pytest.approx(float(expected), abs=1e-5)
+    # and the training loss adds it with its weight (same seed: same masks)
+    plain = DiffusionRecommender.from_codes(codes, [3, 4, 2], max_len=4, d_model=16, n_heads=2, d_ff=32,
+                                            enc_layers=1, dec_layers=1, dropout=0.0)  # fmt: skip
+    batch = {"history": history, "target": target}
+    diff = model.loss(batch) - plain.loss(batch)
+    assert float(diff.detach()) == pytest.approx(0.5 * float(nll), abs=1e-5)
+
+
+def test_item_loss_over_a_large_catalogue_is_a_seeded_sampled_softmax() -> None:
+    # above item_loss_items the softmax runs over the batch's targets and that many uniform draws from the
+    # step's generator: the same as the full scores restricted to those items, by hand
+    codes = torch.tensor(list(itertools.product(range(3), range(4), range(2))))[::2]  # [12, 3]
+    kwargs = dict(max_len=4, d_model=16, n_heads=2, d_ff=32, enc_layers=1, dec_layers=1, dropout=0.0)
+    history = torch.randint(12, (5, 4), generator=gen(1))
+    target = torch.randint(12, (5,), generator=gen(2))
+    model = DiffusionRecommender.from_codes(codes, [3, 4, 2], item_loss=1.0, item_loss_items=3, **kwargs).eval()
+    with torch.no_grad():
+        ctx = model.encode(history)
+        sampled = float(model.item_nll(ctx, target, gen(3)))
+        logp = model.denoise(ctx, 1, torch.full((5, 3), MASK))
+        scores = sum(logp[:, j, codes[:, j]] for j in range(3))  # [5, 12] every item's whole-code score
+        items = torch.unique(torch.cat([target, torch.randint(12, (3,), generator=gen(3))]))
+        assert len(items) < 12  # a real subset
+        expected = -torch.log_softmax(scores[:, items], dim=1)[torch.arange(5), torch.searchsorted(items, target)]
+        assert sampled == pytest.approx(float(expected.mean()), abs=1e-5)
+        assert float(model.item_nll(ctx, target, gen(3))) == sampled  # seeded
+        model.item_loss_items = 12  # the whole catalogue fits: the full softmax
+        full = -torch.log_softmax(scores, dim=1)[torch.arange(5), target].mean()
+        assert float(model.item_nll(ctx, target, gen(3))) == pytest.approx(float(full), abs=1e-5)

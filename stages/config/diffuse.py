@@ -117,6 +117,19 @@ class DiffuseConfig(StageConfig):
     )
     history_dropout: float = HISTORY_DROPOUT
     repeat_head: bool = REPEAT_HEAD
+    item_loss: float = Field(
+        0.0,
+        ge=0,
+        description="Weight of an item-level cross-entropy beside the objective: the all-masked pass scores every "
+        "catalogue item by the sum of its digits' log-probs (what cpd ranks by with the whole code in one step) and the "
+        "target is softmaxed against all items. Trains the one-call decoding directly; 0 = off.",
+    )
+    item_loss_items: int = Field(
+        16384,
+        ge=1,
+        description="item_loss over a catalogue larger than this: the batch's targets and this many uniformly drawn "
+        "items instead of every item (a sampled softmax: memory per batch is batch × this, whatever the catalogue).",
+    )
     d_model: int = Field(
         64, ge=8,
         description="Width of encoder and decoder (64 matches the tiger default; on MovieLens 100K two epochs reach test "

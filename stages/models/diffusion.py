@@ -169,6 +169,12 @@ def _user_slots(rows: Tensor, users: int) -> tuple[Tensor, int] | None:
     return torch.arange(len(rows), device=rows.device) - start[rows], width
 
 
+def whole_code_scores(logp: Tensor, codes: Tensor) -> Tensor:
+    """Every item's whole-code score: logp [B, n, V] digit log-probs, codes [N, n] -> [B, N], the sum over
+    positions of the item's digit log-prob (what cpd scores with all n digits in one step, raw scores)."""
+    return sum(logp[:, j].index_select(1, codes[:, j]) for j in range(codes.shape[1]))
+
+
 class DiffusionRecommender(Recommender):
     kind: ClassVar[str] = "diffusion"
     samplers: ClassVar[tuple[str, ...]] = ("cpd", "tweedie", "euler", "ordered", "ordered-beam")
@@ -194,6 +200,8 @@ class DiffusionRecommender(Recommender):
         beta_max: float = 0.1,
         history_dropout: float = 0.0,
         repeat_head: bool = False,
+        item_loss: float = 0.0,
+        item_loss_items: int = 16384,
         seed: int = 0,
     ):
         kwargs = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
@@ -204,6 +212,7 @@ class DiffusionRecommender(Recommender):
                                    mask_prob=mask_prob, label_smoothing=label_smoothing, beta_max=beta_max)  # fmt: skip
 
         self.seed, self.history_dropout = seed, float(history_dropout)
+        self.item_loss, self.item_loss_items = float(item_loss), int(item_loss_items)
         self.register_buffer("noise_step", torch.zeros((), dtype=torch.long))  # training masks drawn so far
         self.register_buffer("codes", torch.zeros(n_items, n, dtype=torch.long))  # [N, n] item -> code
         offsets = torch.tensor([0, *vocab_sizes[:-1]]).cumsum(0)
@@ -359,11 +368,28 @@ class DiffusionRecommender(Recommender):
         history = history[:, -self.max_len :]
         memory, keep = self._memory(history)
         codes = self.codes[batch["target"]]  # [B, n]
-        loss = self.objective(self._logp_fn(self._context(history, memory, keep)), codes, self.noise_generator())
+        ctx, gen = self._context(history, memory, keep), self.noise_generator()
+        loss = self.objective(self._logp_fn(ctx), codes, gen)
+        if self.item_loss:
+            loss = loss + self.item_loss * self.item_nll(ctx, batch["target"], gen)
         if self.repeat is None:
             return loss
         heads = self.repeat(memory[:, -1], memory[:, :-1], history >= 0)
         return loss + mode_nll(*heads, history, batch["target"]).mean()
+
+    def item_nll(self, ctx: Context, target: Tensor, gen: torch.Generator | None = None) -> Tensor:
+        """Cross-entropy of the target items [B] under the whole-code score (the one-call decoding's): every
+        item scores the sum of its digits' log-probs from the all-masked pass, softmaxed over the catalogue
+        -> mean nats. Trains the digits' marginals to rank items jointly. A catalogue above
+        `item_loss_items` is softmaxed over the batch's targets and that many items drawn uniformly from
+        `gen` (a sampled softmax: memory follows the setting, not the catalogue)."""
+        b, n_items = target.shape[0], self.codes.shape[0]
+        logp = self.denoise(ctx, 1, torch.full((b, self.n_digits), MASK, device=target.device))  # [B, n, V]
+        if n_items <= self.item_loss_items:
+            return F.cross_entropy(whole_code_scores(logp, self.codes), target)
+        drawn = torch.randint(n_items, (self.item_loss_items,), generator=gen).to(target.device)
+        items = torch.unique(torch.cat([target, drawn]))  # [C] sorted
+        return F.cross_entropy(whole_code_scores(logp, self.codes[items]), torch.searchsorted(items, target))
 
     def noise_generator(self) -> torch.Generator:
         """Generator of this training step's masks: a function of (seed, step, rank), so resume replays it."""
@@ -582,5 +608,6 @@ class DiffusionFamily(ModelFamily):
 
 
 MODEL_KEYS = {"d_model", "n_heads", "enc_layers", "dec_layers", "d_ff", "dropout", "loss", "schedule", "augment_factor",
-              "mask_prob", "lambda_floor", "label_smoothing", "beta_max", "history_dropout", "repeat_head"}  # fmt: skip
+              "mask_prob", "lambda_floor", "label_smoothing", "beta_max", "history_dropout", "repeat_head",
+              "item_loss", "item_loss_items"}  # fmt: skip
 """DiffuseConfig fields that are DiffusionRecommender constructor arguments."""
