@@ -126,13 +126,17 @@ def test_grouped_views_read_the_encoding_like_per_row_views(loss: str) -> None:
     assert len(v.rows) == 8 * (4 if loss == "diffgrm" else 1)
 
 
-def test_item_loss_is_the_whole_code_steps_ranking_softmaxed_over_the_catalogue() -> None:
+@pytest.mark.parametrize("own_head", [False, True])
+def test_item_loss_is_the_whole_code_steps_ranking_softmaxed_over_the_catalogue(own_head: bool) -> None:
     # the item-level cross-entropy scores every item as cpd does with the whole code in one step (raw scores):
-    # softmaxing the sampler's scores of all N items gives the same per-user loss
+    # softmaxing the sampler's scores of all N items gives the same per-user loss, with or without its own head
     codes = torch.tensor(list(itertools.product(range(3), range(4), range(2))))[::2]  # [12, 3] distinct codes
-    model = DiffusionRecommender.from_codes(codes, [3, 4, 2], max_len=4, d_model=16, n_heads=2, d_ff=32,
-                                            enc_layers=1, dec_layers=1, dropout=0.0, item_loss=0.5)  # fmt: skip
+    model = DiffusionRecommender.from_codes(codes, [3, 4, 2], max_len=4, d_model=16, n_heads=2, d_ff=32, enc_layers=1,
+                                            dec_layers=1, dropout=0.0, item_loss=0.5, item_head=own_head)  # fmt: skip
     model.eval()
+    if own_head:  # a head of its own: the whole-code step reads it, the digit heads stay the objective's
+        with torch.no_grad():
+            model.item_emb.weight.normal_(0, 1.0, generator=gen(9))
     history = torch.randint(12, (5, 4), generator=gen(1))
     target = torch.randint(12, (5,), generator=gen(2))
     with torch.no_grad():
@@ -148,6 +152,12 @@ def test_item_loss_is_the_whole_code_steps_ranking_softmaxed_over_the_catalogue(
     batch = {"history": history, "target": target}
     diff = model.loss(batch) - plain.loss(batch)
     assert float(diff.detach()) == pytest.approx(0.5 * float(nll), abs=1e-5)
+    if own_head:  # the other step sizes read the digit heads, shared with the plain model (same seed, same weights)
+        with torch.no_grad():
+            one = model.recommend(history, k=5, sampler="cpd", options={"digits_per_step": 1, "beam": 5})
+            ref = plain.eval().recommend(history, k=5, sampler="cpd", options={"digits_per_step": 1, "beam": 5})
+        assert torch.equal(one[0], ref[0])
+        assert not torch.equal(items, plain.recommend(history, k=12, sampler="cpd", options={"digits_per_step": 3})[0])
 
 
 def test_item_loss_over_a_large_catalogue_is_a_seeded_sampled_softmax() -> None:

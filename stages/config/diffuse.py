@@ -130,6 +130,11 @@ class DiffuseConfig(StageConfig):
         description="item_loss over a catalogue larger than this: the batch's targets and this many uniformly drawn "
         "items instead of every item (a sampled softmax: memory per batch is batch × this, whatever the catalogue).",
     )
+    item_head: bool = Field(
+        False,
+        description="item_loss trains an output table of its own, read by the whole-code step only (cpd with every "
+        "digit in one step); off: it trains the digit heads the objective and the other step sizes read.",
+    )
     d_model: int = Field(
         64, ge=8,
         description="Width of encoder and decoder (64 matches the tiger default; on MovieLens 100K two epochs reach test "

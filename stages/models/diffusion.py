@@ -202,6 +202,7 @@ class DiffusionRecommender(Recommender):
         repeat_head: bool = False,
         item_loss: float = 0.0,
         item_loss_items: int = 16384,
+        item_head: bool = False,
         seed: int = 0,
     ):
         kwargs = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
@@ -240,6 +241,11 @@ class DiffusionRecommender(Recommender):
             self.head_b = nn.Parameter(torch.zeros(n, v))  # one head per digit position, tied to tok_emb
             # RepeatNet's repeat expert over the history (repeat_head.py); made last: other weights are unchanged
             self.repeat = RepeatHead(d) if repeat_head else None
+            # item_loss's own output table (the whole-code step's scores), so the digit heads stay the objective's
+            self.item_emb = nn.Embedding(sum(vocab_sizes), d) if item_head else None
+            if self.item_emb is not None:
+                nn.init.normal_(self.item_emb.weight, std=0.02)
+                self.item_b = nn.Parameter(torch.zeros(n, v))
         self._table: CodeTable | None = None
         self.sample_stats: dict[str, float] = {}  # last recommend(): nfe (function evaluations per user)
 
@@ -285,19 +291,27 @@ class DiffusionRecommender(Recommender):
         keep = torch.cat([valid, valid.new_ones(b, 1)], dim=1)  # [B, L+1]
         return self.encoder(x, src_key_padding_mask=~keep), keep
 
-    def denoise(self, ctx: Context, rows: Tensor | int, noisy: Tensor) -> Tensor:
+    def denoise(self, ctx: Context, rows: Tensor | int, noisy: Tensor, item: bool = False) -> Tensor:
         """Predict clean digits. noisy: [R, n] (-1 = masked); rows [R] the user of each row (or int s:
-        s consecutive rows per user) -> logp [R, n, V] float32."""
+        s consecutive rows per user) -> logp [R, n, V] float32. item: read the item head (`item_head`)."""
         if not torch.is_grad_enabled():
-            return self._denoise_fast(ctx, rows, noisy)
+            return self._denoise_fast(ctx, rows, noisy, item)
         known = noisy != MASK
         x = self._embed(noisy)
         for block, kv in zip(self.decoder, ctx.kv, strict=True):
             x = block(x, kv, ctx.keep, rows)
-        logits = torch.einsum("rnd,nvd->rnv", self.ln_f(x), self.tok_emb.weight[self.head_rows]) + self.head_b
+        weight, bias = self._head(item)
+        logits = torch.einsum("rnd,nvd->rnv", self.ln_f(x), weight) + bias
         logp = torch.log_softmax(logits.float().masked_fill(~self.vocab_ok, float("-inf")), dim=-1)
         carried = torch.full_like(logp, float("-inf")).scatter_(2, noisy.clamp(min=0)[..., None], 0.0)
         return torch.where(known[..., None], carried, logp)  # unmasked digits are carried over
+
+    def _head(self, item: bool = False) -> tuple[Tensor, Tensor]:
+        """Output weights [n, V, d] and biases [n, V]: the digit heads (tied to the digit embeddings), or with
+        `item` and an own item head, the whole-code step's."""
+        if item and self.item_emb is not None:
+            return self.item_emb.weight[self.head_rows], self.item_b
+        return self.tok_emb.weight[self.head_rows], self.head_b
 
     def _embed(self, noisy: Tensor) -> Tensor:
         """Digit slots noisy [R, n] -> decoder input [R, n, d] (a masked slot holds the mask embedding)."""
@@ -305,7 +319,7 @@ class DiffusionRecommender(Recommender):
         x = torch.where(known[..., None], self.tok_emb(noisy.clamp(min=0) + self.offsets), self.mask_emb)
         return x + self.digit_pos.weight
 
-    def _denoise_fast(self, ctx: Context, rows: Tensor | int, noisy: Tensor) -> Tensor:
+    def _denoise_fast(self, ctx: Context, rows: Tensor | int, noisy: Tensor, item: bool = False) -> Tensor:
         """denoise without autograd (sampling), same result with less work:
         - the first block's self-attention sublayer sees only the row's slots, not the user: it runs
           once per distinct code (a beam search's rows share a few hundred partial codes);
@@ -330,9 +344,9 @@ class DiffusionRecommender(Recommender):
         h = self.ln_f(x)
         if at is not None:
             slot_row = torch.arange(r, device=h.device).repeat_interleave(at.shape[1])
-            return self._masked_head(h.reshape(-1, h.shape[-1]), slot_row, at.reshape(-1), noisy)
+            return self._masked_head(h.reshape(-1, h.shape[-1]), slot_row, at.reshape(-1), noisy, item)
         slot_row, slot_pos = masked.nonzero(as_tuple=True)
-        return self._masked_head(h[slot_row, slot_pos], slot_row, slot_pos, noisy)
+        return self._masked_head(h[slot_row, slot_pos], slot_row, slot_pos, noisy, item)
 
     def _distinct(self, noisy: Tensor) -> tuple[Tensor, Tensor]:
         """Distinct rows of noisy [R, n] -> (codes [C, n], inverse [R]: the code of each row)."""
@@ -344,18 +358,18 @@ class DiffusionRecommender(Recommender):
         codes, inverse = torch.unique(noisy, dim=0, return_inverse=True)
         return codes, inverse
 
-    def _masked_head(self, h: Tensor, slot_row: Tensor, slot_pos: Tensor, noisy: Tensor) -> Tensor:
+    def _masked_head(self, h: Tensor, slot_row: Tensor, slot_pos: Tensor, noisy: Tensor, item: bool = False) -> Tensor:
         """Output heads on the masked slots: h [Q, d] final states of slots (slot_row, slot_pos) [Q];
         the known digits of noisy [R, n] are carried (log-prob 0 at the digit) -> logp [R, n, V] float32."""
         r, n = noisy.shape
-        weight = self.tok_emb.weight[self.head_rows]  # [n, V, d]
+        weight, bias = self._head(item)  # [n, V, d], [n, V]
         carried = torch.where(noisy != MASK, 0.0, float("-inf"))[..., None]  # [R, n, 1]
         out = torch.full((r, n, weight.shape[1]), float("-inf"), device=h.device)
         out.scatter_(2, noisy.clamp(min=0)[..., None], carried)
         for j in range(n):  # one head per digit position, on the slots where it is masked
             at = (slot_pos == j).nonzero().squeeze(1)
             if len(at):
-                logits = (h[at] @ weight[j].T + self.head_b[j]).float()  # [Q_j, V]
+                logits = (h[at] @ weight[j].T + bias[j]).float()  # [Q_j, V]
                 out[slot_row[at], j] = torch.log_softmax(logits.masked_fill(~self.vocab_ok[j], float("-inf")), dim=-1)
         return out
 
@@ -384,7 +398,7 @@ class DiffusionRecommender(Recommender):
         `item_loss_items` is softmaxed over the batch's targets and that many items drawn uniformly from
         `gen` (a sampled softmax: memory follows the setting, not the catalogue)."""
         b, n_items = target.shape[0], self.codes.shape[0]
-        logp = self.denoise(ctx, 1, torch.full((b, self.n_digits), MASK, device=target.device))  # [B, n, V]
+        logp = self.denoise(ctx, 1, torch.full((b, self.n_digits), MASK, device=target.device), item=True)  # [B, n, V]
         if n_items <= self.item_loss_items:
             return F.cross_entropy(whole_code_scores(logp, self.codes), target)
         drawn = torch.randint(n_items, (self.item_loss_items,), generator=gen).to(target.device)
@@ -469,7 +483,7 @@ class DiffusionRecommender(Recommender):
                 state.extra["invalid"] = (
                     history_set if every else history_set.rows(rows)
                 )  # the history alone: out of the renormalisation too
-            state, calls = self._search(smp, sub, state, opts.use_cache)
+            state, calls = self._search(smp, sub, state, opts.use_cache, item=smp.one_pass())
             got, got_score = smp.finish(state, k)  # [r, k], none of them banned
             evals, rounds = evals + calls, rounds + 1
             if not opts.constrained:  # one search: its codes, invalid ones (-2) included, are the list
@@ -494,14 +508,15 @@ class DiffusionRecommender(Recommender):
         self.sample_stats["repeat_gate"] = float(ctx.repeat[1].exp().mean())  # mean P(repeat) of these users
         return top_distinct(*mix_lists(items, scores, recent, ctx.repeat, allowed), k)
 
-    def _search(self, smp: Any, ctx: Context, state: Any, use_cache: bool) -> tuple[Any, int]:
-        """Run one sampler to the end on the users of `ctx` -> (final state, function evaluations)."""
+    def _search(self, smp: Any, ctx: Context, state: Any, use_cache: bool, item: bool = False) -> tuple[Any, int]:
+        """Run one sampler to the end on the users of `ctx` -> (final state, function evaluations).
+        item: the search is the whole-code step (read the item head where the model has one)."""
         evals = 0
         while not smp.done(state):
             b, s, n = state.tokens.shape
             if use_cache and state.logp is None and s > 1 and bool((state.tokens == state.tokens[:, :1]).all()):
                 # every row of a user holds the same code (e.g. the all-masked start): one evaluation per user
-                state.logp = self.denoise(ctx, 1, state.tokens[:, 0])[:, None].repeat(1, s, 1, 1)
+                state.logp = self.denoise(ctx, 1, state.tokens[:, 0], item)[:, None].repeat(1, s, 1, 1)
                 state.fresh = torch.ones(b, s, dtype=torch.bool, device=state.tokens.device)
                 evals += b
             if state.logp is None or state.fresh is None or not use_cache:
@@ -516,10 +531,12 @@ class DiffusionRecommender(Recommender):
                 need &= ~skip
             rows = need.flatten().nonzero().squeeze(1)  # rows needing a function evaluation
             if len(rows) == b * s:  # every row: a user's rows share its keys/values, no copy of the output
-                state.logp = self.denoise(ctx, s, state.tokens.reshape(b * s, n)).view(b, s, n, self.vocab_ok.shape[1])
+                state.logp = self.denoise(ctx, s, state.tokens.reshape(b * s, n), item).view(b, s, n, -1)
                 evals += len(rows)
             elif len(rows):
-                state.logp.view(b * s, n, -1)[rows] = self.denoise(ctx, rows // s, state.tokens.reshape(b * s, n)[rows])
+                state.logp.view(b * s, n, -1)[rows] = self.denoise(
+                    ctx, rows // s, state.tokens.reshape(b * s, n)[rows], item
+                )
                 evals += len(rows)
             state = smp.step(state, state.logp)
         return state, evals
@@ -609,5 +626,5 @@ class DiffusionFamily(ModelFamily):
 
 MODEL_KEYS = {"d_model", "n_heads", "enc_layers", "dec_layers", "d_ff", "dropout", "loss", "schedule", "augment_factor",
               "mask_prob", "lambda_floor", "label_smoothing", "beta_max", "history_dropout", "repeat_head",
-              "item_loss", "item_loss_items"}  # fmt: skip
+              "item_loss", "item_loss_items", "item_head"}  # fmt: skip
 """DiffuseConfig fields that are DiffusionRecommender constructor arguments."""
