@@ -200,7 +200,7 @@ class DiffusionRecommender(Recommender):
         beta_max: float = 0.1,
         history_dropout: float = 0.0,
         repeat_head: bool = False,
-        item_loss: float = 0.0,
+        item_loss: float = 1.0,
         item_loss_items: int = 16384,
         item_head: bool = False,
         seed: int = 0,
@@ -483,7 +483,9 @@ class DiffusionRecommender(Recommender):
                 state.extra["invalid"] = (
                     history_set if every else history_set.rows(rows)
                 )  # the history alone: out of the renormalisation too
-            state, calls = self._search(smp, sub, state, opts.use_cache, item=smp.one_pass())
+            state, calls = self._search(
+                smp, sub, state, opts.use_cache, item=smp.one_pass() and self.item_emb is not None
+            )
             got, got_score = smp.finish(state, k)  # [r, k], none of them banned
             evals, rounds = evals + calls, rounds + 1
             if not opts.constrained:  # one search: its codes, invalid ones (-2) included, are the list
@@ -511,12 +513,12 @@ class DiffusionRecommender(Recommender):
     def _search(self, smp: Any, ctx: Context, state: Any, use_cache: bool, item: bool = False) -> tuple[Any, int]:
         """Run one sampler to the end on the users of `ctx` -> (final state, function evaluations).
         item: the search is the whole-code step (read the item head where the model has one)."""
-        evals = 0
+        evals, denoise = 0, (lambda *args: self.denoise(*args, item=True)) if item else self.denoise
         while not smp.done(state):
             b, s, n = state.tokens.shape
             if use_cache and state.logp is None and s > 1 and bool((state.tokens == state.tokens[:, :1]).all()):
                 # every row of a user holds the same code (e.g. the all-masked start): one evaluation per user
-                state.logp = self.denoise(ctx, 1, state.tokens[:, 0], item)[:, None].repeat(1, s, 1, 1)
+                state.logp = denoise(ctx, 1, state.tokens[:, 0])[:, None].repeat(1, s, 1, 1)
                 state.fresh = torch.ones(b, s, dtype=torch.bool, device=state.tokens.device)
                 evals += b
             if state.logp is None or state.fresh is None or not use_cache:
@@ -531,12 +533,10 @@ class DiffusionRecommender(Recommender):
                 need &= ~skip
             rows = need.flatten().nonzero().squeeze(1)  # rows needing a function evaluation
             if len(rows) == b * s:  # every row: a user's rows share its keys/values, no copy of the output
-                state.logp = self.denoise(ctx, s, state.tokens.reshape(b * s, n), item).view(b, s, n, -1)
+                state.logp = denoise(ctx, s, state.tokens.reshape(b * s, n)).view(b, s, n, self.vocab_ok.shape[1])
                 evals += len(rows)
             elif len(rows):
-                state.logp.view(b * s, n, -1)[rows] = self.denoise(
-                    ctx, rows // s, state.tokens.reshape(b * s, n)[rows], item
-                )
+                state.logp.view(b * s, n, -1)[rows] = denoise(ctx, rows // s, state.tokens.reshape(b * s, n)[rows])
                 evals += len(rows)
             state = smp.step(state, state.logp)
         return state, evals
