@@ -124,7 +124,8 @@ class DiffuseConfig(StageConfig):
         "catalogue item by the sum of its digits' log-probs (what cpd ranks by with the whole code in one step, one model "
         "call per user) and the target is softmaxed against all items; 0 = off. 1 (best of 0.5 / 1 / 2 on both datasets): "
         "validation NDCG@10 at the chosen step size +0.004 on Last.fm 2K (3 runs) and -0.001 on MovieLens 100K (3 runs), "
-        "and the runs then choose 2-4 digits per step instead of 1: 2-7x the users/s (benchmarks/ablation_quality.md, round 10).",
+        "and the runs then choose 2-4 digits per step (MovieLens 100K: 1 without it), 2.3-7.7x the users/s in 5 of 6 runs; test "
+        "+0.009 on Last.fm 2K and -0.006 on MovieLens 100K on average (benchmarks/ablation_quality.md, round 10).",
     )
     item_loss_items: int = Field(
         16384,
