@@ -31,20 +31,23 @@ once per distinct partial code) and its last block and heads run on the masked s
 `--steps 300 --small --threads 1` on a 2-core CPU that measured cpd(2/step) 570 vs beam 503 users/s
 (x1.13, from 257 vs 363 = x0.71), same NDCG@10 as before (0.0201 vs 0.0186), encoder + 2 passes ~80% of cpd's time.
 
-2026-12-01, the step size chosen on validation (`gdr diffuse` records it; the rows "run's"), raw digit scores, label
-smoothing 0.1 for both models; `--data-dir D --threads 1 --first-beam`, test users, beam 20, k 10; users/s relative to
-tiger's beam in the same process:
+2026-12-01, with the item-level loss (`item_loss` 1, the default since ablation round 10: the whole-code ranking is
+trained directly), the step size chosen on validation; `--data-dir D --threads 1`, test users, beam 20, k 10;
+users/s relative to tiger's beam in the same process:
 
     data, diffusion run                          tiger      run's step size            whole code (1 call/user)
-    MovieLens 100K, make all's runs              0.0495     1/step 0.0524  x0.36        0.0357  x2.85
-    Last.fm 2K, seed 42 (tiger seed 42)          0.0822     3/step 0.0848  x0.82        0.0898  x2.61
-    Last.fm 2K, seed 3 (tiger seed 42)           0.0822     4/step 0.0902  x3.00        0.0902  x3.01
+    MovieLens 100K, make all's runs              0.0495     2/step 0.0420  x0.77        0.0455  x2.82
+    Last.fm 2K, seed 42 (tiger seed 42)          0.0822     4/step 0.0968  x2.92        0.0968  x2.88
+    Last.fm 2K, seed 3 (tiger seed 42)           0.0822     3/step 0.0997  x0.76        0.0995  x2.60
     (NDCG@10; the Last.fm runs: /tmp data roots linking `gdr diffuse fm -c default [--seed 3]` and
     `gdr train-rec fm --model tiger -c default` as runs/diffusion and runs/tiger)
 
-Where one model call per user is enough (Last.fm 2K) the run picks it and decodes 2.6-3x faster than tiger with a
-better list; on MovieLens 100K its residual digits need one digit per step, and the 2x target stays out of reach
-there (the whole code in one step loses 0.014 NDCG@10).
+Before the item loss (same command, the round-9 defaults): MovieLens 1/step 0.0524 x0.36, whole code 0.0357 x2.85;
+Last.fm seed 42 3/step 0.0848 x0.82, whole 0.0898 x2.61; seed 3 4/step 0.0902 x3.00. On Last.fm 2K the whole code
+is now 0.015-0.017 above tiger at 2.6-2.9x its users/s; on MovieLens 100K it moved from 0.014 to 0.004 below tiger,
+and validation there picks 2 digits per step (0.0650 against 0.0630 for the whole code), which decodes at 0.77x.
+Where the time goes with the whole code (cProfile, 943 users): ~55% the history encoder (2 layers over 21
+positions, once per user), ~20% the one decoder pass, ~10% the candidate gather and top-k, ~5% the repeat-head mix.
 
 With both models trained by `-c default` (`--data-dir D --threads 1`, 943 users, beam 20, k 10; 2026-11-30):
 
