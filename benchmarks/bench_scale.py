@@ -32,6 +32,19 @@ Measured 2026-11-30 on the shared 2-core CPU (loaded; OMP_NUM_THREADS=1, 256 use
 2026-12-01, raw digit scores (the new default; a code one item completes still needs its log-probs), same command
 with `--samplers cpd`: 702 -> 360 users/s (x1.95), 61.0 calls/user at 1M items, peak RSS 1.12 GB.
 
+2026-12-01, cpd with the whole code in one step (`cpd-whole`: what a run trained with the item-level loss often
+chooses on validation), `--samplers beam cpd-whole --sample-users 256`:
+
+        beam (tiger)                                 1618 -> 1452      x1.11   0.74 GB
+        cpd-whole (1 call/user)                      2806 ->   37      x75     1.47 GB
+
+One model call per user, but every item of the catalogue is scored: at 1M items cProfile puts ~45% of the time in
+the [users, n x items] digit gather, ~20% in the rest of `_extend_shared` (sums, exclusion), ~10% in sorting the
+candidate keys for the excluded items and ~7% in the top-k. Throughput then follows the catalogue, as SASRec's
+full softmax does; the step choice on validation does not weigh speed, so on a million-item catalogue pass
+`gdr sample --digits-per-step 1` (360 users/s above) or bound the search (not done: an exact top-k over the code
+trie with per-digit upper bounds would visit a few prefixes instead of every item).
+
 What removed the per-item costs: the users' excluded items are `ItemSets` (sorted user·N+item keys,
 `stages/samplers/exclusion.py`) instead of dense [users, items] masks, and the first step's candidates
 (one per distinct partial code, found from the whole catalogue) are enumerated once per code table
@@ -54,7 +67,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLERS = [("tiger", "beam"), ("diffusion", "cpd"), ("diffusion", "tweedie"), ("diffusion", "ordered")]
+SAMPLERS = [
+    ("tiger", "beam"),
+    ("diffusion", "cpd"),
+    ("diffusion", "cpd-whole"),
+    ("diffusion", "tweedie"),
+    ("diffusion", "ordered"),
+]
+"""(run, sampler); cpd-whole is cpd with every digit in one step (one model call per user, every item scored)."""
 
 
 def stage(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
@@ -98,11 +118,14 @@ def sample_child(args: argparse.Namespace) -> None:
     options = SamplerOptions.of(cfg)
     if args.sampler == "cpd":  # as `gdr sample`: the run's step size, 1 for a run without one
         options.digits_per_step = digits_per_step(cfg, meta)
+    sampler = "cpd" if args.sampler == "cpd-whole" else args.sampler
+    if args.sampler == "cpd-whole":
+        options.digits_per_step = int(model.codes.shape[1])
     warm = time.perf_counter()  # one-time setup (code table, trie, item groups) on a few users, not timed below
     model.recommend(
         history[:4],
         k=cfg.k,
-        sampler=args.sampler,
+        sampler=sampler,
         options=SamplerOptions(**{**options.__dict__, "users": users[:4].long()}),
     )
     warm = time.perf_counter() - warm
@@ -110,7 +133,7 @@ def sample_child(args: argparse.Namespace) -> None:
     for lo in range(0, len(users), cfg.batch_size):
         hi = min(lo + cfg.batch_size, len(users))
         opts = SamplerOptions(**{**options.__dict__, "users": users[lo:hi].long()})
-        model.recommend(history[lo:hi], k=cfg.k, sampler=args.sampler, options=opts)
+        model.recommend(history[lo:hi], k=cfg.k, sampler=sampler, options=opts)
         calls += float(model.sample_stats.get("nfe", 0.0)) * (hi - lo)
     seconds = time.perf_counter() - start
     print(json.dumps({"users_per_s": len(users) / seconds, "calls_per_user": calls / len(users), "setup_s": warm}))
@@ -151,14 +174,17 @@ def random_child(args: argparse.Namespace) -> None:
     options = SamplerOptions.of(cfg)
     if args.sampler == "cpd":  # as `gdr sample` for a run without a step choice: 1 digit per step
         options.digits_per_step = digits_per_step(cfg, {})
+    sampler = "cpd" if args.sampler == "cpd-whole" else args.sampler
+    if args.sampler == "cpd-whole":  # every digit in one step
+        options.digits_per_step = codes.shape[1]
     warm = time.perf_counter()
-    model.recommend(history[:4], k=cfg.k, sampler=args.sampler, options=options, exclude=history[:4])
+    model.recommend(history[:4], k=cfg.k, sampler=sampler, options=options, exclude=history[:4])
     warm = time.perf_counter() - warm
     start, calls = time.perf_counter(), 0.0
     for lo in range(0, len(users), cfg.batch_size):
         hi = min(lo + cfg.batch_size, len(users))
         opts = SamplerOptions(**{**options.__dict__, "users": users[lo:hi]})
-        items, _ = model.recommend(history[lo:hi], k=cfg.k, sampler=args.sampler, options=opts, exclude=history[lo:hi])
+        items, _ = model.recommend(history[lo:hi], k=cfg.k, sampler=sampler, options=opts, exclude=history[lo:hi])
         assert bool((items >= 0).all()) and not bool((items[:, :, None] == history[lo:hi, None]).any())
         calls += float(model.sample_stats.get("nfe", 0.0)) * (hi - lo)
     seconds = time.perf_counter() - start
@@ -248,7 +274,7 @@ def main() -> int:
     parser.add_argument(
         "--sampling-only", action="store_true", help="random-init models over random codes: sampling alone"
     )
-    parser.add_argument("--samplers", nargs="+", default=None, help="only these samplers (beam, cpd, tweedie, ordered)")
+    parser.add_argument("--samplers", nargs="+", default=None, help="only these samplers (beam, cpd, cpd-whole, tweedie, ordered)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--items", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--dataset", help=argparse.SUPPRESS)
