@@ -274,7 +274,9 @@ def main() -> int:
     parser.add_argument(
         "--sampling-only", action="store_true", help="random-init models over random codes: sampling alone"
     )
-    parser.add_argument("--samplers", nargs="+", default=None, help="only these samplers (beam, cpd, cpd-whole, tweedie, ordered)")
+    parser.add_argument(
+        "--samplers", nargs="+", default=None, help="only these samplers (beam, cpd, cpd-whole, tweedie, ordered)"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--items", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--dataset", help=argparse.SUPPRESS)
