@@ -351,12 +351,14 @@ def _extend_shared(
         )  # [b, n, V]
     else:
         lp = logp.reshape(b, n, v).clamp(min=NEG)
-    at = (pos * v + table.codes[item].gather(1, pos)).T.reshape(-1)  # [size*K] position-major
-    value = lp.reshape(b, n * v).index_select(1, at).view(b, size, -1).sum(dim=1) + score.reshape(b, 1)  # [b, K]
+    at, (sorted_key, order) = _shared_lookup(table, tok, sets, which, item, pos, v)
+    flat = lp.reshape(b, n * v)
+    value = flat.index_select(1, at[0])  # [b, K], one position at a time: no [b, size·K] intermediate
+    for q in range(1, size):
+        value += flat.index_select(1, at[q])
+    value += score.reshape(b, 1)
     if exclude is not None:  # candidates no allowed item completes
         user, q, rep = _dead_groups(table, exclude, full)
-        cand_key = which * table.n_items + item  # [K] (set, group's first item)
-        sorted_key, order = cand_key.sort()
         dead_key = q * table.n_items + rep
         hit = torch.searchsorted(sorted_key, dead_key).clamp(max=len(sorted_key) - 1)
         found = sorted_key[hit] == dead_key
@@ -386,6 +388,19 @@ def _shared_candidates(table: CodeTable, tok: Tensor, sets: Tensor) -> tuple[Ten
         valid = inside[:, None] & table.representatives()[full[:, None], items[None]]  # [P, M0]
         which, at = valid.nonzero(as_tuple=True)
         table.memo[key] = (which, items[at])
+    return table.memo[key]
+
+
+def _shared_lookup(
+    table: CodeTable, tok: Tensor, sets: Tensor, which: Tensor, item: Tensor, pos: Tensor, v: int
+) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    """The first step's per-candidate lookups, kept in `table.memo` (they depend on the code table only):
+    at [size, K] each candidate's digit at each position it fills (flat index into [n·V]), and the candidates'
+    sorted (set, item) keys with their order ([K], [K]) to find the ones a user's exclusions kill."""
+    key = ("lookup", tuple(tok.tolist()), tuple(bits(sets).tolist()), v)
+    if key not in table.memo:
+        at = (pos * v + table.codes[item].gather(1, pos)).T.contiguous()  # [size, K]
+        table.memo[key] = (at, (which * table.n_items + item).sort())
     return table.memo[key]
 
 
