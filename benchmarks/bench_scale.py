@@ -37,11 +37,13 @@ chooses on validation), `--samplers beam cpd-whole --sample-users 256`:
 
         beam (tiger)                                 1618 -> 1452      x1.11   0.74 GB
         cpd-whole (1 call/user)                      2806 ->   37      x75     1.47 GB
+        cpd-whole, per-position gathers + memo       3146 ->   81      x39     1.38 GB   (beam 1700 -> 1409 alongside)
 
-One model call per user, but every item of the catalogue is scored: at 1M items cProfile puts ~45% of the time in
-the [users, n x items] digit gather, ~20% in the rest of `_extend_shared` (sums, exclusion), ~10% in sorting the
-candidate keys for the excluded items and ~7% in the top-k. Throughput then follows the catalogue, as SASRec's
-full softmax does; the step choice on validation does not weigh speed, so on a million-item catalogue pass
+One model call per user, but every item of the catalogue is scored: at 1M items cProfile put ~45% of the time in
+the [users, n x items] digit gather (now one position at a time into the [users, items] scores), ~20% in the rest
+of `_extend_shared` (sums, exclusion), ~10% in sorting the candidate keys for the excluded items (now kept in the
+code table's memo) and ~7% in the top-k. Throughput still follows the catalogue, as SASRec's full softmax does;
+the step choice on validation does not weigh speed, so on a million-item catalogue pass
 `gdr sample --digits-per-step 1` (360 users/s above) or bound the search (not done: an exact top-k over the code
 trie with per-digit upper bounds would visit a few prefixes instead of every item).
 
