@@ -123,9 +123,9 @@ class DiffuseConfig(StageConfig):
         description="Weight of an item-level cross-entropy beside the objective: the all-masked pass scores every "
         "catalogue item by the sum of its digits' log-probs (what cpd ranks by with the whole code in one step, one model "
         "call per user) and the target is softmaxed against all items; 0 = off. 1 (best of 0.5 / 1 / 2 on both datasets): "
-        "validation NDCG@10 at the chosen step size +0.004 on Last.fm 2K (3 runs) and -0.001 on MovieLens 100K (3 runs), "
-        "and the runs then choose 2-4 digits per step (MovieLens 100K: 1 without it), 2.3-7.7x the users/s in 5 of 6 runs; test "
-        "+0.009 on Last.fm 2K and -0.006 on MovieLens 100K on average (benchmarks/ablation_quality.md, round 10).",
+        "validation NDCG@10 at the chosen step size +0.004 on Last.fm 2K (3 runs) and -0.002 on MovieLens 100K (4 runs), "
+        "and the runs then choose 2-4 digits per step (MovieLens 100K: 1 without it), 2.3-7.7x the users/s in 6 of 7 runs; test "
+        "+0.009 on Last.fm 2K and -0.007 on MovieLens 100K on average (benchmarks/ablation_quality.md, round 10).",
     )
     item_loss_items: int = Field(
         16384,
