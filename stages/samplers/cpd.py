@@ -337,7 +337,6 @@ def _extend_shared(
     full = bits(~masked) | bits(sets)  # [P]
     which, item = _shared_candidates(table, tok, sets)  # [K] candidates: a position set and a representative item
     size = int(sets[0].sum())
-    pos = sets.nonzero()[:, 1].view(-1, size)[which]  # [K, size] positions each candidate fills
     v = logp.shape[-1]
     if renormalize:
         ok = _shared_allowed(table, tok).expand(b, -1, -1)  # [b, n, V] shared by every user
@@ -351,7 +350,7 @@ def _extend_shared(
         )  # [b, n, V]
     else:
         lp = logp.reshape(b, n, v).clamp(min=NEG)
-    at, (sorted_key, order) = _shared_lookup(table, tok, sets, which, item, pos, v)
+    at, (sorted_key, order) = _shared_lookup(table, tok, sets, which, item, v)
     flat = lp.reshape(b, n * v)
     value = flat.index_select(1, at[0])  # [b, K], one position at a time: no [b, size·K] intermediate
     for q in range(1, size):
@@ -392,13 +391,14 @@ def _shared_candidates(table: CodeTable, tok: Tensor, sets: Tensor) -> tuple[Ten
 
 
 def _shared_lookup(
-    table: CodeTable, tok: Tensor, sets: Tensor, which: Tensor, item: Tensor, pos: Tensor, v: int
+    table: CodeTable, tok: Tensor, sets: Tensor, which: Tensor, item: Tensor, v: int
 ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
     """The first step's per-candidate lookups, kept in `table.memo` (they depend on the code table only):
     at [size, K] each candidate's digit at each position it fills (flat index into [n·V]), and the candidates'
     sorted (set, item) keys with their order ([K], [K]) to find the ones a user's exclusions kill."""
     key = ("lookup", tuple(tok.tolist()), tuple(bits(sets).tolist()), v)
     if key not in table.memo:
+        pos = sets.nonzero()[:, 1].view(len(sets), -1)[which]  # [K, size] positions each candidate fills
         at = (pos * v + table.codes[item].gather(1, pos)).T.contiguous()  # [size, K]
         table.memo[key] = (at, (which * table.n_items + item).sort())
     return table.memo[key]
