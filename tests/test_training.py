@@ -506,3 +506,32 @@ def test_ema_run_resumes_bit_identically(data: dict, tmp_path: Path) -> None:
     assert same_state(resumed_model.state_dict(), ref_model.state_dict())
     assert same_state(res.best_state, ref.best_state)
     assert [r["val_ndcg@10"] for r in res.log] == [r["val_ndcg@10"] for r in ref.log]
+
+
+def test_decoding_choice_takes_the_cheapest_within_paired_standard_errors() -> None:
+    from stages.training.flow import choose_decoding
+
+    gen = torch.Generator().manual_seed(0)
+    base = torch.rand(400, generator=gen, dtype=torch.float64)  # [U] users differ a lot
+    users = {
+        3: base - 0.01,  # always 0.01 below the best: paired standard error 0 (unpaired it would look level)
+        2: base + 0.05 * torch.randn(400, generator=gen, dtype=torch.float64) - 0.002,  # a small, noisy gap
+        1: base,  # the best
+    }
+    users[2] += float(users[1].mean() - users[2].mean()) - 0.002  # exactly 0.002 below the best on average
+    choices = [({"digits_per_step": d}, "cpd", d) for d in (3, 2, 1)]  # cheapest first
+
+    def validator(options: int, sampler: str, list_k: int, per_user: bool = False):
+        assert per_user and sampler == "cpd"
+        return lambda model, rank, world: users[options]
+
+    se = float((users[1] - users[2]).std() / 20)
+    assert se > 0.002  # the noisy gap is within one standard error
+    chosen, scores, gaps = choose_decoding(None, choices, validator, tolerance=1.0)
+    assert chosen == {"digits_per_step": 2}
+    assert gaps == {"digits_per_step=3": 0.0, "digits_per_step=2": round(se, 6), "digits_per_step=1": 0.0}
+    assert scores["digits_per_step=2"] == pytest.approx(scores["digits_per_step=1"] - 0.002, abs=1e-6)
+    assert choose_decoding(None, choices, validator, tolerance=0.0)[0] == {"digits_per_step": 1}
+    assert choose_decoding(None, choices, validator, tolerance=0.002 / se - 1e-3)[0] == {"digits_per_step": 1}
+    users[3] = users[1].clone()  # a tie with the best: the cheaper one, whatever the tolerance
+    assert choose_decoding(None, choices, validator, tolerance=0.0)[0] == {"digits_per_step": 3}

@@ -25,6 +25,15 @@ class DiffuseValidation(StageConfig):
         "on Last.fm 2K it beat 1 digit per step on validation and test for 3 of 4 runs; on MovieLens 100K 1 digit per "
         "step is far ahead (benchmarks/ablation_quality.md, round 9).",
     )
+    choose_within_se: float = Field(
+        1.0,
+        ge=0,
+        description="Of the digits-per-step choices, take the one with the fewest steps whose validation NDCG@10 is "
+        "within this many standard errors (of the difference to the best choice, paired by user) of the best: the "
+        "one-standard-error rule, as glmnet's default lambda.1se. Step sizes differ on validation by less than that "
+        "noise (MovieLens 100K: 0.001-0.004 apart, standard error 0.004-0.005), and fewer steps decode faster: with 1 "
+        "the whole code per step was taken in all 5 MovieLens runs with the item loss (x2.8 users/s). 0: the best score.",
+    )
 
 
 class DiffuseTrainConfig(TrainLoopConfig):

@@ -44,9 +44,14 @@ def metrics_from_ranks(ranks: Tensor, ks: tuple[int, ...] = DEFAULT_KS) -> dict[
 
 def ndcg_sum(items: Tensor, target: Tensor, k: int = 10) -> float:
     """Sum over the batch of NDCG@k (for sharded validation: sum over ranks, divide by users)."""
+    return ndcg_per_user(items, target, k).sum().item()
+
+
+def ndcg_per_user(items: Tensor, target: Tensor, k: int = 10) -> Tensor:
+    """NDCG@k of each row: items [B, K'] int64 (deduplicated), target [B] int64 -> [B] float64."""
     ranks = target_rank(items[:, :k], target).double()
     hit = ranks > 0
-    return torch.where(hit, 1.0 / torch.log2(ranks + 1.0), torch.zeros_like(ranks)).sum().item()
+    return torch.where(hit, 1.0 / torch.log2(ranks + 1.0), torch.zeros_like(ranks))
 
 
 def per_user_metrics(ranks: np.ndarray, ks: Sequence[int] = DEFAULT_KS) -> dict[str, np.ndarray]:

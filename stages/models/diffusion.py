@@ -598,6 +598,9 @@ class DiffusionFamily(ModelFamily):
         n = len(data.vocab_sizes or [])
         return [({"digits_per_step": d}, "cpd", SamplerOptions(beam=beam, digits_per_step=d)) for d in range(n, 0, -1)]
 
+    def decoding_tolerance(self, cfg: DiffuseConfig) -> float:
+        return cfg.validation.choose_within_se
+
     def stats(self, model: Recommender, data: FamilyData, cfg: DiffuseConfig) -> dict[str, Any]:
         """The exact any-order likelihood bound on the validation targets (codes of up to MAX_DIGITS digits)."""
         import math

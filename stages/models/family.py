@@ -87,6 +87,11 @@ class ModelFamily(abc.ABC):
         the cheapest first (an equal score keeps the cheaper). Empty (the default): nothing to choose."""
         return []
 
+    def decoding_tolerance(self, cfg: Any) -> float:
+        """How many paired standard errors below the best validation NDCG@10 a cheaper decoding choice may score
+        and still be chosen (`training.flow.choose_decoding`); 0 (the default): the best score."""
+        return 0.0
+
     def validation_excludes_history(self, cfg: Any) -> bool:
         """True when validation ranks without the user's training items, as `gdr sample --exclude-history`
         (for runs that will be evaluated that way); False = history kept (PROTOCOL.md's default)."""

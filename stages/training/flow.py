@@ -91,7 +91,7 @@ def train_family(paths: DataPaths, processed: Processed, req: TrainRequest) -> M
     from stages.training import distributed as D
     from stages.training.loop import fit
     from stages.training.run import resume_fingerprint, save_run
-    from stages.training.validation import make_validator
+    from stages.training.validation import make_user_ndcg, make_validator
 
     clock = Stopwatch()
     family, cfg = req.family, req.section
@@ -105,8 +105,9 @@ def train_family(paths: DataPaths, processed: Processed, req: TrainRequest) -> M
         longest = int(data.splits["train"].list.len().max() or 0)
         seen = eval_histories(data.splits, "valid", max(longest, 1), with_target=False)["history"]
 
-    def validator(options: Any, sampler: str | None, list_k: int | None = None) -> Any:
-        return make_validator(
+    def validator(options: Any, sampler: str | None, list_k: int | None = None, per_user: bool = False) -> Any:
+        make = make_user_ndcg if per_user else make_validator
+        return make(
             val["history"], val["target"], k=10, batch_size=req.train.eval_batch_size, options=options, sampler=sampler,
             exclude=with_self(val["user"], seen, req.view),  # social view: never the user themself
             users=val["user"],  # models that score users by ID (graph models) read them from options.users
@@ -143,9 +144,10 @@ def train_family(paths: DataPaths, processed: Processed, req: TrainRequest) -> M
     }
     choices = family.decoding_choices(cfg, data)
     if choices:
-        chosen, scores = choose_decoding(model, choices, validator)
+        tolerance = family.decoding_tolerance(cfg)
+        chosen, scores, gaps = choose_decoding(model, choices, validator, tolerance)
         meta.update(chosen)
-        stats["decoding"] = {**chosen, "val_ndcg@10": scores}
+        stats["decoding"] = {**chosen, "val_ndcg@10": scores, "gap_se": gaps, "within_se": tolerance}
     with staged_dir(paths.run(req.name)) as tmp:
         save_run(folder=tmp, model=model, result=result, meta=meta)
         write_manifest(
@@ -157,8 +159,9 @@ def train_family(paths: DataPaths, processed: Processed, req: TrainRequest) -> M
         )  # fmt: skip
     rate = f", {stats['examples_per_s']} ex/s" if stats["examples_per_s"] else ""
     if "decoding" in stats:  # the choice `gdr sample` will use
-        label = _label(chosen)
-        rate += f"; decodes with {label} (val NDCG@10 {scores[label]:.4f})"
+        label, top = _label(chosen), max(scores, key=scores.__getitem__)
+        rate += f"; decodes with {label} (val NDCG@10 {scores[label]:.4f}"
+        rate += ")" if label == top else f", within {tolerance:g} SE of {top}'s {scores[top]:.4f})"
     console.print(
         f"{req.stage.replace('_', '-')}: {req.name} ({family.kind}, {stats['params']:,} params) on {paths.dataset}{view_note(req.view)}: best val NDCG@10 "
         f"{result.best_metric:.4f} at step {result.best_step} of {result.steps} ({result.stop_reason}{rate}){family.summary(stats)} "
@@ -168,28 +171,36 @@ def train_family(paths: DataPaths, processed: Processed, req: TrainRequest) -> M
 
 
 def choose_decoding(
-    model: Any, choices: list[tuple[dict[str, Any], str | None, Any]], validator: Any
-) -> tuple[dict[str, Any], dict[str, float]]:
-    """Validation NDCG@10 of each decoding choice (`ModelFamily.decoding_choices`, cheapest first) on the
-    trained model, from lists as long as `gdr sample`'s default k (what `sample --split valid` + `evaluate`
-    then report) -> (the best one's run-meta entries (an equal score keeps the earlier, cheaper one),
-    {label: val NDCG@10} of all of them, e.g. {"digits_per_step=4": 0.0845, ...})."""
+    model: Any, choices: list[tuple[dict[str, Any], str | None, Any]], validator: Any, tolerance: float = 0.0
+) -> tuple[dict[str, Any], dict[str, float], dict[str, float]]:
+    """Choose among decoding choices (`ModelFamily.decoding_choices`, cheapest first) by validation NDCG@10 on the
+    trained model, from lists as long as `gdr sample`'s default k (what `sample --split valid` + `evaluate` then
+    report): the cheapest choice whose mean is within `tolerance` paired standard errors of the best one's (the
+    one-standard-error rule with tolerance 1; 0: the best score, an equal score keeps the cheaper).
+    validator(options, sampler, list_k, per_user=True) -> fn(model, 0, 1) giving [U] per-user NDCG@10.
+    -> (the chosen run-meta entries, {label: val NDCG@10}, {label: standard error of the user-paired difference
+    to the best choice}), labels like "digits_per_step=4"."""
     import torch
 
     from stages.config.sample import SampleConfig
 
     depth = SampleConfig.model_fields["k"].default
-    scores: dict[str, float] = {}
-    best: dict[str, Any] = {}
-    top = float("-inf")
+    users: dict[str, Any] = {}
     with torch.no_grad():
         for entries, sampler, options in choices:
-            total, count = validator(options, sampler, depth)(model, 0, 1)
-            score = total / max(count, 1)
-            scores[_label(entries)] = round(score, 6)
-            if score > top:
-                best, top = entries, score
-    return best, scores
+            users[_label(entries)] = validator(options, sampler, depth, per_user=True)(model, 0, 1)  # [U] float64
+    mean = {label: float(v.mean()) if len(v) else 0.0 for label, v in users.items()}
+    top = max(mean, key=mean.__getitem__)  # the first (cheapest) of equal bests
+    gaps: dict[str, float] = {}
+    chosen: dict[str, Any] | None = None
+    for entries, _, _ in choices:
+        label = _label(entries)
+        diff = users[top] - users[label]  # [U] paired by user
+        se = float(diff.std() / len(diff) ** 0.5) if len(diff) > 1 else 0.0
+        gaps[label] = round(se, 6)
+        if chosen is None and mean[label] >= mean[top] - tolerance * se:
+            chosen = entries
+    return chosen or {}, {label: round(m, 6) for label, m in mean.items()}, gaps
 
 
 def _label(entries: dict[str, Any]) -> str:
