@@ -20,10 +20,10 @@ class DiffuseValidation(StageConfig):
     choose_digits_per_step: bool = Field(
         True,
         description="Once trained, decode the validation users with cpd (beam 20, `gdr sample`'s) at every digits-per-step "
-        "from the code length down to 1 and record the best validation NDCG@10 (ties: fewer steps) in the run as "
-        "`gdr sample`'s default. A whole code per step ranks every item by its digits' marginals in one model call: "
-        "on Last.fm 2K it beat 1 digit per step on validation and test for 3 of 4 runs; on MovieLens 100K 1 digit per "
-        "step is far ahead (benchmarks/ablation_quality.md, round 9).",
+        "from the code length down to 1 and record the choice (`choose_within_se`) in the run as "
+        "`gdr sample`'s default. A whole code per step ranks every item by its digits' log-probs in one model call; trained "
+        "for it by the item loss, it is within noise of the best step size on both datasets "
+        "(benchmarks/ablation_quality.md, rounds 10-11).",
     )
     choose_within_se: float = Field(
         1.0,
@@ -32,7 +32,7 @@ class DiffuseValidation(StageConfig):
         "within this many standard errors (of the difference to the best choice, paired by user) of the best: the "
         "one-standard-error rule, as glmnet's default lambda.1se. Step sizes differ on validation by less than that "
         "noise (MovieLens 100K: 0.001-0.004 apart, standard error 0.004-0.005), and fewer steps decode faster: with 1 "
-        "the whole code per step was taken in all 5 MovieLens runs with the item loss (x2.8 users/s). 0: the best score.",
+        "the whole code per step was taken in all 5 MovieLens runs with the item loss (3.2x tiger's users/s in `make all`). 0: the best score.",
     )
 
 
