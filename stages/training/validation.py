@@ -20,24 +20,10 @@ def _device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def make_validator(
-    histories: Tensor,
-    targets: Tensor,
-    *,
-    k: int = 10,
-    batch_size: int,
-    options: Any = None,
-    sampler: str | None = None,
-    exclude: Tensor | None = None,
-    users: Tensor | None = None,
-    list_k: int | None = None,
-) -> Validator:
+def make_validator(histories: Tensor, targets: Tensor, **options: Any) -> Validator:
     """A `Validator` over users `rank::world` of (histories [U, L] int64, targets [U] int64): (sum of NDCG@k
-    over the shard, users in the shard), from `make_user_ndcg` with the same arguments."""
-    per_user = make_user_ndcg(
-        histories, targets, k=k, batch_size=batch_size, options=options, sampler=sampler, exclude=exclude,
-        users=users, list_k=list_k,
-    )  # fmt: skip
+    over the shard, users in the shard). `options` are `make_user_ndcg`'s (batch_size required)."""
+    per_user = make_user_ndcg(histories, targets, **options)
 
     def validate(model: nn.Module, rank: int, world: int) -> tuple[float, int]:
         scores = per_user(model, rank, world)
