@@ -40,6 +40,13 @@ class TigerTrainConfig(TrainLoopConfig):
         ge=0,
         description="Optimiser steps between validations; 300 gives about ten model-selection points over four epochs of MovieLens 100K.",
     )
+    patience: int = Field(
+        0, ge=0,
+        description="Stop after this many validations without a better NDCG@10; 0 = never (the default): the cosine decay "
+        "spans max_epochs and validation rises in its tail (best at the last 1-2 checks in 5 of 6 MovieLens 100K runs), "
+        "while 5 stopped a seed-3 run at step 2700 of 3016 and a Last.fm 2K run at 1800 of 1984. The best validation "
+        "checkpoint is kept either way.",
+    )  # fmt: skip
 
 
 class TigerConfig(StageConfig):
