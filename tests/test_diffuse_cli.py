@@ -128,3 +128,20 @@ def test_without_a_step_choice_sample_fills_one_digit_per_step(root: Path, capsy
     assert main(["sample", "toy", "--data-dir", str(root), "--run", "fixed", "--split", "valid", "-k", "5"]) == 0
     stats = json.loads((root / "toy" / "recs" / "fixed" / "valid" / "manifest.json").read_text())["stats"]
     assert stats["digits_per_step"] == 1 and stats["nfe_per_user"] > 1
+
+
+def test_step_choices_are_ordered_by_estimated_cost() -> None:
+    from stages.config.diffuse import DiffuseConfig
+    from stages.models.diffusion import DiffusionFamily, decoding_cost
+    from stages.models.family import FamilyData
+
+    def order(n_items: int) -> list[int]:
+        data = FamilyData(splits=pl.DataFrame(), n_items=n_items, max_len=20, seed=0, vocab_sizes=[100, 100, 100, 4])
+        return [e["digits_per_step"] for e, _, _ in DiffusionFamily().decoding_choices(DiffuseConfig(), data)]
+
+    assert decoding_cost(4, 1, 20, 10**6, 2000) == 61 and decoding_cost(4, 2, 20, 10**6, 2000) == 21
+    assert decoding_cost(4, 4, 20, 10**6, 2000) == 501  # one call + a million items scored
+    assert order(1349) == [4, 3, 2, 1]  # the whole code is one model call: cheapest on a small catalogue
+    assert order(30_000) == [4, 3, 2, 1]  # 16 < 21 calls
+    assert order(100_000) == [3, 2, 4, 1]  # 21 < 51 < 61
+    assert order(10**6) == [3, 2, 1, 4]  # scoring every item is the dearest at a million

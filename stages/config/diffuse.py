@@ -25,10 +25,18 @@ class DiffuseValidation(StageConfig):
         "for it by the item loss, it is within noise of the best step size on both datasets "
         "(benchmarks/ablation_quality.md, rounds 10-11).",
     )
+    items_per_call: int = Field(
+        2000,
+        ge=1,
+        description="Cost model that orders the step-size choices from cheapest: a choice costs its model calls per user "
+        "(1 + beam x (steps - 1)) plus, for the whole code, the catalogue / this (it scores every item). 2000: at "
+        "1M items the whole-code step spent ~12 ns per item against ~23 us per 20-beam model call "
+        "(benchmarks/bench_scale.py, one thread), so it ranks cheapest below 40k items (against 2-3 digits per step, 21 calls), dearest above 120k (1 digit, 61).",
+    )
     choose_within_se: float = Field(
         1.0,
         ge=0,
-        description="Of the digits-per-step choices, take the one with the fewest steps whose validation NDCG@10 is "
+        description="Of the digits-per-step choices, take the cheapest (`items_per_call`) whose validation NDCG@10 is "
         "within this many standard errors (of the difference to the best choice, paired by user) of the best: the "
         "one-standard-error rule, as glmnet's default lambda.1se. Step sizes differ on validation by less than that "
         "noise (MovieLens 100K: 0.001-0.004 apart, standard error 0.004-0.005), and fewer steps decode faster: with 1 "

@@ -169,6 +169,13 @@ def _user_slots(rows: Tensor, users: int) -> tuple[Tensor, int] | None:
     return torch.arange(len(rows), device=rows.device) - start[rows], width
 
 
+def decoding_cost(n: int, d: int, beam: int, n_items: int, items_per_call: int) -> float:
+    """Estimated cost per user of cpd with d of n digits per step, in model calls: the all-masked pass plus one
+    per beam at every later step, and for the whole code (d = n) every item scored (n_items / items_per_call)."""
+    steps = -(-n // d)
+    return 1 + beam * (steps - 1) + (n_items / items_per_call if steps == 1 else 0.0)
+
+
 def whole_code_scores(logp: Tensor, codes: Tensor) -> Tensor:
     """Every item's whole-code score: logp [B, n, V] digit log-probs, codes [N, n] -> [B, N], the sum over
     positions of the item's digit log-prob (what cpd scores with all n digits in one step, raw scores)."""
@@ -588,7 +595,7 @@ class DiffusionFamily(ModelFamily):
         return "cpd", SamplerOptions(beam=cfg.validation.beam, digits_per_step=cfg.validation.digits_per_step)
 
     def decoding_choices(self, cfg: DiffuseConfig, data: FamilyData) -> list[tuple[dict[str, Any], str | None, Any]]:
-        """cpd at `gdr sample`'s beam with every digits-per-step, the whole code per step first (fewest calls)."""
+        """cpd at `gdr sample`'s beam with every digits-per-step, cheapest first by `decoding_cost` (ties: fewer steps)."""
         from stages.config.sample import SampleConfig
         from stages.samplers.base import SamplerOptions
 
@@ -596,7 +603,9 @@ class DiffusionFamily(ModelFamily):
             return []
         beam = SampleConfig.model_fields["beam"].default
         n = len(data.vocab_sizes or [])
-        return [({"digits_per_step": d}, "cpd", SamplerOptions(beam=beam, digits_per_step=d)) for d in range(n, 0, -1)]
+        ipc = cfg.validation.items_per_call
+        steps = sorted(range(n, 0, -1), key=lambda d: decoding_cost(n, d, beam, data.n_items, ipc))  # stable
+        return [({"digits_per_step": d}, "cpd", SamplerOptions(beam=beam, digits_per_step=d)) for d in steps]
 
     def decoding_tolerance(self, cfg: DiffuseConfig) -> float:
         return cfg.validation.choose_within_se
