@@ -44,8 +44,16 @@ the [users, n x items] digit gather (now one position at a time into the [users,
 of `_extend_shared` (sums, exclusion), ~10% in sorting the candidate keys for the excluded items (now kept in the
 code table's memo) and ~7% in the top-k. Throughput still follows the catalogue, as SASRec's full softmax does;
 the step choice on validation does not weigh speed, so on a million-item catalogue pass
-`gdr sample --digits-per-step 1` (360 users/s above) or bound the search (not done: an exact top-k over the code
-trie with per-digit upper bounds would visit a few prefixes instead of every item).
+`gdr sample --digits-per-step 1` (360 users/s above). Since 2026-12-01 the step choice orders its candidates by an
+estimated cost (`diffuse.validation.items_per_call`: one model call per 2,000 items scored, from the numbers above),
+so above ~120k items it takes the whole code only when it is the only choice within noise of the best.
+
+Tried and dropped (2026-12-01): an exact top-k over the code trie, pruning every prefix whose score plus the
+per-position maxima of its open digits falls below the k-th best of a width-(k + excluded) beam. Lists and scores
+were identical to scoring every item, but the bounds hardly prune: the random-init model's near-flat digits kept
+almost every prefix (cpd-whole 273 users/s at 10k items against 3146, 1.3 at 1M against 81), and a trained
+Last.fm 2K model still expanded ~2,500 depth-1 nodes per user of its 4,182 items (1.3 s against 0.2 s for its
+test users).
 
 What removed the per-item costs: the users' excluded items are `ItemSets` (sorted user·N+item keys,
 `stages/samplers/exclusion.py`) instead of dense [users, items] masks, and the first step's candidates
