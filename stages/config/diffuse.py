@@ -148,7 +148,8 @@ class DiffuseConfig(StageConfig):
         "call per user) and the target is softmaxed against all items; 0 = off. 1 (best of 0.5 / 1 / 2 on both datasets): "
         "validation NDCG@10 at the chosen step size +0.004 on Last.fm 2K (3 runs) and -0.002 on MovieLens 100K (4 runs), "
         "and the runs then choose 2-4 digits per step (MovieLens 100K: 1 without it), 2.3-7.7x the users/s in 6 of 7 runs; test "
-        "+0.009 on Last.fm 2K and -0.007 on MovieLens 100K on average (benchmarks/ablation_quality.md, round 10).",
+        "+0.009 on Last.fm 2K and -0.007 on MovieLens 100K on average (benchmarks/ablation_quality.md, round 10). "
+        "configs/full.yaml (16 epochs) sets 0: there it overfits and lost on validation over both datasets (round 11).",
     )
     item_loss_items: int = Field(
         16384,
