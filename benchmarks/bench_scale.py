@@ -39,7 +39,13 @@ chooses on validation), `--samplers beam cpd-whole --sample-users 256`:
         cpd-whole (1 call/user)                      2806 ->   37      x75     1.47 GB
         cpd-whole, per-position gathers + memo       3146 ->   81      x39     1.38 GB   (beam 1700 -> 1409 alongside)
 
-One model call per user, but every item of the catalogue is scored: at 1M items cProfile put ~45% of the time in
+2026-12-01, cpd at 2 digits per step (`cpd-2`: what a run chooses when the whole code is not within noise of the
+best, or costs more), `--samplers beam cpd-2 --sample-users 256`, during a test-suite run (loaded):
+
+        beam (tiger)                                  690 -> 1232      x0.56   0.72 GB
+        cpd-2 (21 calls/user)                         235 ->  133      x1.76   1.50 GB
+
+The whole code, one model call per user, scores every item of the catalogue: at 1M items cProfile put ~45% of the time in
 the [users, n x items] digit gather (now one position at a time into the [users, items] scores), ~20% in the rest
 of `_extend_shared` (sums, exclusion), ~10% in sorting the candidate keys for the excluded items (now kept in the
 code table's memo) and ~7% in the top-k. Throughput still follows the catalogue, as SASRec's full softmax does;
@@ -80,11 +86,20 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLERS = [
     ("tiger", "beam"),
     ("diffusion", "cpd"),
+    ("diffusion", "cpd-2"),
     ("diffusion", "cpd-whole"),
     ("diffusion", "tweedie"),
     ("diffusion", "ordered"),
 ]
-"""(run, sampler); cpd-whole is cpd with every digit in one step (one model call per user, every item scored)."""
+"""(run, sampler); cpd-2 is cpd with 2 digits per step, cpd-whole with every digit in one step (one model call per
+user, every item scored): the step sizes a trained run chooses among."""
+
+
+def cpd_step(sampler: str, n_digits: int) -> int | None:
+    """Digits per step of a fixed-step cpd row ("cpd-2" -> 2, "cpd-whole" -> n_digits), None for other rows."""
+    if not sampler.startswith("cpd-"):
+        return None
+    return n_digits if sampler == "cpd-whole" else int(sampler.removeprefix("cpd-"))
 
 
 def stage(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
@@ -128,9 +143,9 @@ def sample_child(args: argparse.Namespace) -> None:
     options = SamplerOptions.of(cfg)
     if args.sampler == "cpd":  # as `gdr sample`: the run's step size, 1 for a run without one
         options.digits_per_step = digits_per_step(cfg, meta)
-    sampler = "cpd" if args.sampler == "cpd-whole" else args.sampler
-    if args.sampler == "cpd-whole":
-        options.digits_per_step = int(model.codes.shape[1])
+    sampler = "cpd" if args.sampler.startswith("cpd") else args.sampler
+    if (fixed := cpd_step(args.sampler, int(model.codes.shape[1]))) is not None:
+        options.digits_per_step = fixed
     warm = time.perf_counter()  # one-time setup (code table, trie, item groups) on a few users, not timed below
     model.recommend(
         history[:4],
@@ -184,9 +199,9 @@ def random_child(args: argparse.Namespace) -> None:
     options = SamplerOptions.of(cfg)
     if args.sampler == "cpd":  # as `gdr sample` for a run without a step choice: 1 digit per step
         options.digits_per_step = digits_per_step(cfg, {})
-    sampler = "cpd" if args.sampler == "cpd-whole" else args.sampler
-    if args.sampler == "cpd-whole":  # every digit in one step
-        options.digits_per_step = codes.shape[1]
+    sampler = "cpd" if args.sampler.startswith("cpd") else args.sampler
+    if (fixed := cpd_step(args.sampler, int(codes.shape[1]))) is not None:  # a fixed step size
+        options.digits_per_step = fixed
     warm = time.perf_counter()
     model.recommend(history[:4], k=cfg.k, sampler=sampler, options=options, exclude=history[:4])
     warm = time.perf_counter() - warm
@@ -285,7 +300,10 @@ def main() -> int:
         "--sampling-only", action="store_true", help="random-init models over random codes: sampling alone"
     )
     parser.add_argument(
-        "--samplers", nargs="+", default=None, help="only these samplers (beam, cpd, cpd-whole, tweedie, ordered)"
+        "--samplers",
+        nargs="+",
+        default=None,
+        help="only these samplers (beam, cpd, cpd-2, cpd-whole, tweedie, ordered)",
     )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--items", type=int, help=argparse.SUPPRESS)
