@@ -145,3 +145,20 @@ def test_step_choices_are_ordered_by_estimated_cost() -> None:
     assert order(30_000) == [4, 3, 2, 1]  # 16 < 21 calls
     assert order(100_000) == [3, 2, 4, 1]  # 21 < 51 < 61
     assert order(10**6) == [3, 2, 1, 4]  # scoring every item is the dearest at a million
+
+
+def test_validation_on_a_seeded_subset_of_users(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from stages.data.sequences import validation_rows
+
+    rows = validation_rows(100, 10, seed=42)
+    assert rows is not None and len(rows) == 10 and bool((rows[1:] > rows[:-1]).all()) and rows.max() < 100
+    assert validation_rows(100, 10, seed=42).tolist() == rows.tolist() != validation_rows(100, 10, seed=3).tolist()
+    assert validation_rows(100, 0, seed=42) is None and validation_rows(100, 100, seed=42) is None
+    stats = {}
+    for keep in (0, 7):
+        assert main(["diffuse", "toy", "--data-dir", str(root), "--ids", "rnd", "--run", f"v{keep}", "--epochs", "1",
+                     "--set", f"train.val_users={keep}", *TINY]) == 0, capsys.readouterr().err  # fmt: skip
+        stats[keep] = json.loads((root / "toy" / "runs" / f"v{keep}" / "manifest.json").read_text())["stats"]
+    users = json.loads((root / "toy" / "runs" / "v0" / "manifest.json").read_text())["stats"]["val_users"]
+    assert users > 7 and stats[7]["val_users"] == 7
+    assert stats[7]["val_nll_bound_nats"] != stats[0]["val_nll_bound_nats"]  # the bound reads the same subset

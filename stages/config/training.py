@@ -63,6 +63,12 @@ class TrainLoopConfig(StageConfig):
         ge=1,
         description="Optimiser steps between log rows (loss, lr, examples/s) in train.log and the progress bar.",
     )
+    val_users: int = Field(
+        0, ge=0,
+        description="Validate (checkpoint selection, the step-size choice, the likelihood bound) on this many users drawn "
+        "once with the run's seed; 0 = every validation user. For large user bases: 10,000 users put the standard "
+        "error of NDCG@10 near 0.002 and bound the cost of each validation, whatever the number of users.",
+    )  # fmt: skip
     eval_batch_size: int = Field(512, ge=1, description="Users per recommend() call during validation.")
     tracker: Literal["none", "tensorboard", "wandb"] = Field(
         "none",

@@ -76,6 +76,15 @@ def training_examples(splits: pl.DataFrame, max_len: int) -> dict[str, torch.Ten
     }
 
 
+def validation_rows(n_users: int, keep: int, seed: int) -> torch.Tensor | None:
+    """Rows of a seeded subset of `keep` of n_users validation users, ascending -> [keep] int64; None when keep is
+    0 or covers them all (validate on everyone). The same seed draws the same users."""
+    if keep <= 0 or keep >= n_users:
+        return None
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randperm(n_users, generator=gen)[:keep].sort().values
+
+
 def eval_histories(splits: pl.DataFrame, split: str, max_len: int, *, with_target: bool) -> dict[str, torch.Tensor]:
     """Histories of every user for ranking on `split`.
 

@@ -16,7 +16,7 @@ from gdr_cli.io import staged_dir
 from gdr_cli.manifest import InputRef, Manifest, Stopwatch, command_line, dump_config, input_ref, write_manifest
 from gdr_cli.paths import DataPaths
 from stages.config.training import TrainLoopConfig
-from stages.data.sequences import eval_histories
+from stages.data.sequences import eval_histories, validation_rows
 from stages.data.views import n_entities, view_note, view_splits, with_self
 from stages.inputs import Processed
 from stages.models.family import FamilyData, ModelFamily
@@ -99,11 +99,15 @@ def train_family(paths: DataPaths, processed: Processed, req: TrainRequest) -> M
     model = family.build(data, cfg)
     train = family.examples(data, cfg)
     val = eval_histories(data.eval_splits, "valid", data.max_len, with_target=True)
+    rows = validation_rows(len(val["target"]), req.train.val_users, req.seed)  # None: every user
+    if rows is not None:
+        val = {key: value[rows] for key, value in val.items()}
     sampler, options = family.validation_options(cfg)
     seen = None
     if family.validation_excludes_history(cfg):  # the whole training history, as `sample --exclude-history`
         longest = int(data.splits["train"].list.len().max() or 0)
         seen = eval_histories(data.splits, "valid", max(longest, 1), with_target=False)["history"]
+        seen = seen if rows is None else seen[rows]
 
     def validator(options: Any, sampler: str | None, list_k: int | None = None, per_user: bool = False) -> Any:
         make = make_user_ndcg if per_user else make_validator
@@ -129,7 +133,7 @@ def train_family(paths: DataPaths, processed: Processed, req: TrainRequest) -> M
         "model": family.kind, "view": req.view, "train_split": data.train_split, "params": sum(p.numel() for p in model.parameters()), "examples": n_examples,
         "items": data.n_items, "max_len": data.max_len, "best_val_ndcg@10": round(result.best_metric, 6),
         "best_step": result.best_step, "steps": result.steps, "epochs": round(result.steps / max(1, result.steps_per_epoch), 3),
-        "stop_reason": result.stop_reason, "validation_history": "excluded" if seen is not None else "kept",
+        "stop_reason": result.stop_reason, "validation_history": "excluded" if seen is not None else "kept", "val_users": len(val["target"]),
         "examples_per_s": round(sum(r["examples_per_s"] for r in rows) / len(rows), 1) if rows else None,
     }  # fmt: skip
     if data.vocab_sizes is not None:
