@@ -31,7 +31,7 @@ from gdr_cli.manifest import InputRef, Manifest, command_line, dump_config, inpu
 from gdr_cli.paths import DataPaths
 from stages.config.sample import SampleConfig
 from stages.config.train_gen import TrainGenConfig
-from stages.data.sequences import eval_histories, training_examples
+from stages.data.sequences import eval_histories, training_examples, validation_rows
 from stages.data.views import n_entities, view_note, view_splits, with_self
 from stages.idgen.generator import IdGenerator, generate_all
 from stages.idgen.joint import Keywords, round_model
@@ -189,8 +189,12 @@ def _fit(s: Session, module: torch.nn.Module, train: dict[str, Tensor], validate
                resume=resume and has_checkpoint(work), fingerprint=fingerprint, desc=f"train-gen {run}" + (" (val = keyword accuracy)" if isinstance(module, Keywords) else ""))  # fmt: skip
 
 
-def _validator(s: Session, splits: Any) -> Any:
+def _validator(s: Session, splits: Any, keep: int) -> Any:
+    """Validation NDCG@10 of the round's recommender on the validation users (a seeded subset of `keep`, 0 = all)."""
     val = eval_histories(splits, "valid", s.config.max_len, with_target=True)
+    rows = validation_rows(len(val["target"]), keep, s.config.seed)
+    if rows is not None:
+        val = {key: value[rows] for key, value in val.items()}
     rc = s.config.recommender
     return make_validator(val["history"], val["target"], k=10, batch_size=rc.train.eval_batch_size,
                           options=SampleConfig(beam=rc.beam, k=10), exclude=with_self(val["user"], None, s.view))  # fmt: skip
@@ -225,7 +229,7 @@ def generator_phase(s: Session, r: int, *, resume: bool) -> dict[str, Any]:
         module = round_model("id", s.gen, s.rec, s.text, temperature=cfg.temperature, anchor=cfg.anchor)
         ex = training_examples(splits, cfg.max_len)
         train = {"history": ex["history"], "target": ex["target"]}
-        validate = _validator(s, splits)
+        validate = _validator(s, splits, cfg.generator.train.val_users)
         metric = "val NDCG@10 (soft IDs)"
     loop = cfg.generator.train.model_copy(update={"max_epochs": cfg.keyword_epochs if r == 1 else cfg.id_epochs})
     if r > 1 and cfg.id_max_steps is not None:
@@ -314,7 +318,7 @@ def recommender_phase(s: Session, r: int, *, resume: bool) -> dict[str, Any]:
             prev, s.paths.root, read_manifest(prev, what="previous round", fix="rerun without --resume")
         )
     loop = cfg.recommender.train.model_copy(update={"max_epochs": cfg.rec_epochs})
-    result = _fit(s, module, {"history": ex["history"], "target": ex["target"]}, _validator(s, splits), loop, rec_name,
+    result = _fit(s, module, {"history": ex["history"], "target": ex["target"]}, _validator(s, splits, cfg.recommender.train.val_users), loop, rec_name,
                   {k: v.sha256 for k, v in inputs.items()}, resume)  # fmt: skip
     s.rec.load_state_dict(result.best_state)
     s.rec.eval()
