@@ -99,15 +99,15 @@ def train_family(paths: DataPaths, processed: Processed, req: TrainRequest) -> M
     model = family.build(data, cfg)
     train = family.examples(data, cfg)
     val = eval_histories(data.eval_splits, "valid", data.max_len, with_target=True)
-    rows = validation_rows(len(val["target"]), req.train.val_users, req.seed)  # None: every user
-    if rows is not None:
-        val = {key: value[rows] for key, value in val.items()}
+    val_rows = validation_rows(len(val["target"]), req.train.val_users, req.seed)  # None: every user
+    if val_rows is not None:
+        val = {key: value[val_rows] for key, value in val.items()}
     sampler, options = family.validation_options(cfg)
     seen = None
     if family.validation_excludes_history(cfg):  # the whole training history, as `sample --exclude-history`
         longest = int(data.splits["train"].list.len().max() or 0)
         seen = eval_histories(data.splits, "valid", max(longest, 1), with_target=False)["history"]
-        seen = seen if rows is None else seen[rows]
+        seen = seen if val_rows is None else seen[val_rows]
 
     def validator(options: Any, sampler: str | None, list_k: int | None = None, per_user: bool = False) -> Any:
         make = make_user_ndcg if per_user else make_validator
