@@ -31,7 +31,7 @@ from gdr_cli.manifest import InputRef, Manifest, command_line, dump_config, inpu
 from gdr_cli.paths import DataPaths
 from stages.config.sample import SampleConfig
 from stages.config.train_gen import TrainGenConfig
-from stages.data.sequences import eval_histories, training_examples, validation_rows
+from stages.data.sequences import eval_histories, training_examples, validation_subset
 from stages.data.views import n_entities, view_note, view_splits, with_self
 from stages.idgen.generator import IdGenerator, generate_all
 from stages.idgen.joint import Keywords, round_model
@@ -192,9 +192,7 @@ def _fit(s: Session, module: torch.nn.Module, train: dict[str, Tensor], validate
 def _validator(s: Session, splits: Any, keep: int) -> Any:
     """Validation NDCG@10 of the round's recommender on the validation users (a seeded subset of `keep`, 0 = all)."""
     val = eval_histories(splits, "valid", s.config.max_len, with_target=True)
-    rows = validation_rows(len(val["target"]), keep, s.config.seed)
-    if rows is not None:
-        val = {key: value[rows] for key, value in val.items()}
+    val, _ = validation_subset(val, keep, s.config.seed)
     rc = s.config.recommender
     return make_validator(val["history"], val["target"], k=10, batch_size=rc.train.eval_batch_size,
                           options=SampleConfig(beam=rc.beam, k=10), exclude=with_self(val["user"], None, s.view))  # fmt: skip

@@ -85,6 +85,14 @@ def validation_rows(n_users: int, keep: int, seed: int) -> torch.Tensor | None:
     return torch.randperm(n_users, generator=gen)[:keep].sort().values
 
 
+def validation_subset(
+    val: dict[str, torch.Tensor], keep: int, seed: int
+) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+    """`eval_histories` output restricted to the users of `validation_rows` -> (the subset, its rows or None = all)."""
+    rows = validation_rows(len(next(iter(val.values()))), keep, seed)
+    return (val, None) if rows is None else ({key: value[rows] for key, value in val.items()}, rows)
+
+
 def eval_histories(splits: pl.DataFrame, split: str, max_len: int, *, with_target: bool) -> dict[str, torch.Tensor]:
     """Histories of every user for ranking on `split`.
 

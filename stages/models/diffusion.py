@@ -614,16 +614,14 @@ class DiffusionFamily(ModelFamily):
         """The exact any-order likelihood bound on the validation targets (codes of up to MAX_DIGITS digits)."""
         import math
 
-        from stages.data.sequences import eval_histories, validation_rows
+        from stages.data.sequences import eval_histories, validation_subset
         from stages.diffusion.likelihood import MAX_DIGITS
 
         n = len(data.vocab_sizes or [])
         if n > MAX_DIGITS:
             return {"loss": cfg.loss}
         val = eval_histories(data.eval_splits, "valid", data.max_len, with_target=True)
-        rows = validation_rows(len(val["target"]), cfg.train.val_users, data.seed)  # the users validation reads
-        if rows is not None:
-            val = {key: value[rows] for key, value in val.items()}
+        val, _ = validation_subset(val, cfg.train.val_users, data.seed)  # the users validation reads
         device = next(model.parameters()).device
         bound = model.likelihood_bound(val["history"].to(device), val["target"].to(device)).mean().item()
         return {

@@ -16,7 +16,7 @@ from gdr_cli.io import staged_dir
 from gdr_cli.manifest import InputRef, Manifest, Stopwatch, command_line, dump_config, input_ref, write_manifest
 from gdr_cli.paths import DataPaths
 from stages.config.training import TrainLoopConfig
-from stages.data.sequences import eval_histories, validation_rows
+from stages.data.sequences import eval_histories, validation_subset
 from stages.data.views import n_entities, view_note, view_splits, with_self
 from stages.inputs import Processed
 from stages.models.family import FamilyData, ModelFamily
@@ -99,9 +99,7 @@ def train_family(paths: DataPaths, processed: Processed, req: TrainRequest) -> M
     model = family.build(data, cfg)
     train = family.examples(data, cfg)
     val = eval_histories(data.eval_splits, "valid", data.max_len, with_target=True)
-    val_rows = validation_rows(len(val["target"]), req.train.val_users, req.seed)  # None: every user
-    if val_rows is not None:
-        val = {key: value[val_rows] for key, value in val.items()}
+    val, val_rows = validation_subset(val, req.train.val_users, req.seed)  # rows None: every user
     sampler, options = family.validation_options(cfg)
     seen = None
     if family.validation_excludes_history(cfg):  # the whole training history, as `sample --exclude-history`
