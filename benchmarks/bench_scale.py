@@ -243,7 +243,8 @@ def run_size(items: int, users: int, args: argparse.Namespace, env: dict[str, st
     data = ["--data-dir", str(root), "--config", "default"]
     syn = [f"synthetic.users={users}", f"synthetic.items={items}", "synthetic.popularity=0", "synthetic.mean_len=40",
            f"synthetic.clusters={max(10, items // 1000)}", "synthetic.friends=0", "min_item_interactions=0"]  # fmt: skip
-    steps = [f"train.max_steps={args.steps}", "train.warmup_steps=0"]
+    # validated once at the end, on a seeded subset of users (as a large user base would: `train.val_users`)
+    steps = [f"train.max_steps={args.steps}", "train.warmup_steps=0", f"train.val_users={args.val_users}"]
     jobs = {
         "preprocess": [*cli, "preprocess", "synthetic", "--name", name, *data, *setting(syn)],
         "build-ids": [*cli, "build-ids", name, "--method", "rqkmeans", "--ids", "rqkmeans", *data],
@@ -294,6 +295,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="2k and 20k items (a smoke test of minutes)")
     parser.add_argument("--steps", type=int, default=100, help="training steps of the capped epoch")
     parser.add_argument("--sample-users", type=int, default=512, help="test users sampled per sampler")
+    parser.add_argument("--val-users", type=int, default=1000, help="validation users of the training stages")
     parser.add_argument("--data-dir", default=None, help="keep the data here (default: a temporary folder)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(

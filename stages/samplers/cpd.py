@@ -250,19 +250,20 @@ def _candidates_by_item(
     if exclude is not None and exclude is not invalid:  # nor are the other excluded items
         keep = ~exclude.contains(row // s, item)
         row, item, g = row[keep], item[keep], g[keep]
-    cand = g.clamp(min=NEG) @ sets.T.float()  # [M, P] log p of the set's digits
+    # only the (pair, set) entries whose set lies within the beam's masked positions: at the last step one set of P
     masked = tok < 0
-    inside = ~(sets[None] & ~masked[:, None]).any(dim=-1)  # [R, P] set within the masked positions
-    filled = bits(~masked)  # [R]
-    full = filled[:, None] | bits(sets)[None]  # [R, P] position set after the extension
+    inside = ~(sets[None] & ~masked[:, None]).any(dim=-1)  # [R, P]
+    m, q = inside[row].nonzero(as_tuple=True)  # [E] entries: pair index, set index
+    cand = g.clamp_(min=NEG) @ sets.T.float()  # [M, P] log p of the set's digits
+    value = score.reshape(r)[row[m]] + cand[m, q]  # [E]
+    row, item = row[m], item[m]
+    full = bits(~masked)[row] | bits(sets)[q]  # [E] position set after the extension
     if exclude is None:
-        first = table.representatives()[full[row], item[:, None]]  # [M, P] one per partial code
+        valid = table.representatives()[full, item]  # one per partial code
     else:
-        first = _first_allowed(table, row, item, full[row], exclude, row // s)
-    valid = inside[row] & first
-    slot = ((row % s) * n_items + item)[:, None] * p + torch.arange(p, device=logp.device)  # [M, P]
-    user = (row // s)[:, None].expand(-1, p)
-    value, user, slot = (score.reshape(r)[row][:, None] + cand)[valid], user[valid], slot[valid]
+        valid = _first_allowed(table, row, item, full, exclude, row // s)
+    slot = ((row % s) * n_items + item) * p + q  # [E]
+    value, user, slot = value[valid], (row // s)[valid], slot[valid]
     if 8 * len(value) < b * s * n_items * p:  # few candidates (later steps): sort them
         top, idx = _top_per_user(value, user, slot, b, c)  # [b, C]
     else:  # dense: one table per user
@@ -275,26 +276,26 @@ def _candidates_by_item(
 def _first_allowed(
     table: CodeTable, row: Tensor, item: Tensor, full: Tensor, exclude: ItemSets, user: Tensor
 ) -> Tensor:
-    """Whether each allowed pair's item is the first allowed item of its new partial code.
+    """Whether each entry's item is the first allowed item of its new partial code.
 
-    row, item: [M] pairs (items not excluded); full: [M, P] position set after each extension;
-    exclude: the excluded items of the b users; user: [M] the pair's user. The group's first item overall stands for
-    it unless that item is excluded; then its first allowed member (among the row's pairs, which
-    hold every allowed member) does -> [M, P] bool.
+    row, item: [E] (beam, item) pairs of allowed items; full: [E] position set after each entry's extension;
+    exclude: the excluded items of the b users; user: [E] the entry's user. The group's first item overall
+    stands for it unless that item is excluded; then its first allowed member (among the row's entries at
+    that position set, which hold every allowed member) does -> [E] bool. An entry whose item is its group's
+    first item is allowed, so only the others are looked up (at the last step, none: a full code is one item).
     """
-    n_items, p = table.n_items, full.shape[1]
-    rep = table.rep_of()[full, item[:, None]]  # [M, P]
-    first = rep == item[:, None]
-    m, q = exclude.contains(user[:, None].expand_as(rep), rep).nonzero(
-        as_tuple=True
-    )  # entries whose group's first item is excluded
+    n_items = table.n_items
+    rep = table.rep_of()[full, item]  # [E]
+    first = rep == item
+    other = (~first).nonzero().squeeze(1)
+    m = other[exclude.contains(user[other], rep[other])]  # entries whose group's first item is excluded
     if len(m):
-        key = (row[m] * p + q) * n_items + rep[m, q]  # (row, set, group)
+        key = (row[m] * table.rep_of().shape[0] + full[m]) * n_items + rep[m]  # (row, position set, group)
         _, inverse = torch.unique(key, return_inverse=True)
         low = torch.full((int(inverse.max()) + 1,), n_items, device=item.device).scatter_reduce(
             0, inverse, item[m], "amin"
         )
-        first[m, q] = item[m] == low[inverse]
+        first[m] = item[m] == low[inverse]
     return first
 
 
@@ -414,7 +415,27 @@ def _shared_allowed(table: CodeTable, tok: Tensor) -> Tensor:
 
 def _top_per_user(value: Tensor, user: Tensor, slot: Tensor, b: int, c: int) -> tuple[Tensor, Tensor]:
     """The c best (value, slot) of each user from a flat candidate list -> ([b, c] values, -inf if
-    fewer; [b, c] slots). Two stable sorts instead of a dense [b, beams × items × sets] table."""
+    fewer; [b, c] slots). Candidates come grouped by user (pairs are enumerated beam by beam), so each
+    user's run is laid out as one row of a [b, longest run] table and read by one topk; when the runs are
+    too uneven for that table, two stable sorts instead."""
+    if len(user) > 1 and not bool((user[1:] >= user[:-1]).all()):
+        order = user.argsort(stable=True)
+        value, user, slot = value[order], user[order], slot[order]
+    count = torch.bincount(user, minlength=b)  # [b]
+    rank = torch.arange(len(user), device=value.device) - (count.cumsum(0) - count)[user]
+    width = max(int(count.max()) if len(user) else 0, c)
+    if b * width > 4 * len(user) + b * c:  # a few long runs: sort instead of a mostly empty table
+        return _top_sorted(value, user, slot, b, c)
+    table = torch.full((b, width), float("-inf"), device=value.device)
+    table[user, rank] = value
+    slots = torch.zeros(b, width, dtype=torch.long, device=value.device)
+    slots[user, rank] = slot
+    top, at = table.topk(c, dim=1)
+    return top, slots.gather(1, at)
+
+
+def _top_sorted(value: Tensor, user: Tensor, slot: Tensor, b: int, c: int) -> tuple[Tensor, Tensor]:
+    """_top_per_user by two stable sorts (any candidate order, any run lengths)."""
     order = value.argsort(descending=True, stable=True)
     order = order[user[order].argsort(stable=True)]  # grouped by user, best first within a user
     u = user[order]
