@@ -8,6 +8,7 @@ each selected on validation NDCG@10; then, on the test split, measured in one pr
 - tiger: trie-constrained autoregressive beam search (one digit per step, KV cache)
 - diffusion/cpd: the run's own step size (chosen on validation by `gdr diffuse`, what `gdr sample` uses)
 - diffusion/cpd: the whole code in one step (every item scored by its digits' marginals: one model call)
+- diffusion/cpd: the whole code in one step, its top found by a trie beam over the digits (`--whole-code beam`)
 - diffusion/cpd: confidence-guided parallel beam search, 2 digits per step
 - diffusion/cpd: 1 digit per step
 - popularity (the floor)
@@ -238,6 +239,7 @@ def main() -> int:
     tiger, _ = load_model(paths.run("tiger"))
     diffusion, meta = load_model(paths.run("diffusion"))
     chosen = int(meta.get("digits_per_step", 1))  # the run's step size, chosen on validation (`gdr sample`'s default)
+    search = str(meta.get("whole_code", "exact"))  # and its whole-code search (`--whole-code`)
     whole = int(diffusion.codes.shape[1])  # digits per code
     params = {m.kind: sum(p.numel() for p in m.parameters()) for m in (tiger, diffusion)}
     pop = Popularity(n_items=open_processed(paths).n_items)
@@ -247,10 +249,14 @@ def main() -> int:
     rows = {
         "pop": evaluate(pop, history, target, sampler=None, options=SamplerOptions(beam=beam), batch=256, rounds=1),
         f"tiger beam={beam}": evaluate(tiger, history, target, sampler="beam", options=SamplerOptions(beam=beam), batch=256, rounds=r),
-        f"diffusion cpd run's {chosen}/step": evaluate(
-            diffusion, history, target, sampler="cpd", options=SamplerOptions(beam=beam, digits_per_step=chosen), batch=256, rounds=r),
+        f"diffusion cpd run's {chosen}/step{' (trie beam)' if search == 'beam' else ''}": evaluate(
+            diffusion, history, target, sampler="cpd", batch=256, rounds=r,
+            options=SamplerOptions(beam=beam, digits_per_step=chosen, whole_code=search)),
         f"diffusion cpd {whole}/step (whole code)": evaluate(
             diffusion, history, target, sampler="cpd", options=SamplerOptions(beam=beam, digits_per_step=whole), batch=256, rounds=r),
+        f"diffusion cpd {whole}/step (trie beam)": evaluate(
+            diffusion, history, target, sampler="cpd", batch=256, rounds=r,
+            options=SamplerOptions(beam=beam, digits_per_step=whole, whole_code="beam")),
         f"diffusion cpd 2/step beam={beam}": evaluate(
             diffusion, history, target, sampler="cpd", options=SamplerOptions(beam=beam, digits_per_step=2), batch=256, rounds=r),
         f"diffusion cpd 1/step beam={beam}": evaluate(

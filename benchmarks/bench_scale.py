@@ -88,18 +88,21 @@ SAMPLERS = [
     ("diffusion", "cpd"),
     ("diffusion", "cpd-2"),
     ("diffusion", "cpd-whole"),
+    ("diffusion", "cpd-beam"),
     ("diffusion", "tweedie"),
     ("diffusion", "ordered"),
 ]
 """(run, sampler); cpd-2 is cpd with 2 digits per step, cpd-whole with every digit in one step (one model call per
-user, every item scored): the step sizes a trained run chooses among."""
+user, every item scored), cpd-beam the same step searched by a trie beam (`--whole-code beam`): the decodings a
+trained run chooses among."""
 
 
 def cpd_step(sampler: str, n_digits: int) -> int | None:
-    """Digits per step of a fixed-step cpd row ("cpd-2" -> 2, "cpd-whole" -> n_digits), None for other rows."""
+    """Digits per step of a fixed-step cpd row ("cpd-2" -> 2, "cpd-whole" and "cpd-beam" -> n_digits), None for
+    other rows."""
     if not sampler.startswith("cpd-"):
         return None
-    return n_digits if sampler == "cpd-whole" else int(sampler.removeprefix("cpd-"))
+    return n_digits if sampler in ("cpd-whole", "cpd-beam") else int(sampler.removeprefix("cpd-"))
 
 
 def stage(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
@@ -130,7 +133,7 @@ def sample_child(args: argparse.Namespace) -> None:
     from stages.data.sequences import eval_histories
     from stages.inputs import open_processed
     from stages.models.registry import load_model
-    from stages.sample import digits_per_step
+    from stages.sample import digits_per_step, whole_code
     from stages.samplers.base import SamplerOptions
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -141,11 +144,13 @@ def sample_child(args: argparse.Namespace) -> None:
     data = eval_histories(processed.table("splits"), "test", int(meta.get("max_len", 20)), with_target=False)
     users, history = data["user"][: args.sample_users], data["history"][: args.sample_users]
     options = SamplerOptions.of(cfg)
-    if args.sampler == "cpd":  # as `gdr sample`: the run's step size, 1 for a run without one
+    if args.sampler == "cpd":  # as `gdr sample`: the run's step size (and whole-code search), 1 for a run without one
         options.digits_per_step = digits_per_step(cfg, meta)
+        options.whole_code = whole_code(cfg, meta, options.digits_per_step)
     sampler = "cpd" if args.sampler.startswith("cpd") else args.sampler
     if (fixed := cpd_step(args.sampler, int(model.codes.shape[1]))) is not None:
         options.digits_per_step = fixed
+        options.whole_code = "beam" if args.sampler == "cpd-beam" else "exact"
     warm = time.perf_counter()  # one-time setup (code table, trie, item groups) on a few users, not timed below
     model.recommend(
         history[:4],
@@ -202,6 +207,7 @@ def random_child(args: argparse.Namespace) -> None:
     sampler = "cpd" if args.sampler.startswith("cpd") else args.sampler
     if (fixed := cpd_step(args.sampler, int(codes.shape[1]))) is not None:  # a fixed step size
         options.digits_per_step = fixed
+        options.whole_code = "beam" if args.sampler == "cpd-beam" else "exact"
     warm = time.perf_counter()
     model.recommend(history[:4], k=cfg.k, sampler=sampler, options=options, exclude=history[:4])
     warm = time.perf_counter() - warm
@@ -305,7 +311,7 @@ def main() -> int:
         "--samplers",
         nargs="+",
         default=None,
-        help="only these samplers (beam, cpd, cpd-2, cpd-whole, tweedie, ordered)",
+        help="only these samplers (beam, cpd, cpd-2, cpd-whole, cpd-beam, tweedie, ordered)",
     )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--items", type=int, help=argparse.SUPPRESS)

@@ -59,6 +59,14 @@ def digits_per_step(config: SampleConfig, meta: dict) -> int:
     return config.digits_per_step or int(meta.get("digits_per_step", 1))
 
 
+def whole_code(config: SampleConfig, meta: dict, digits: int) -> str:
+    """cpd's whole-code search: the one asked for, else the run's choice when sampling at the run's own step size,
+    else exact."""
+    if config.whole_code is not None:
+        return config.whole_code
+    return str(meta.get("whole_code", "exact")) if digits == int(meta.get("digits_per_step", 0)) else "exact"
+
+
 def run_view(asked: str | None, meta: dict, run_name: str) -> str:
     """The view a run recommends in: its meta's (runs without one are item-view); `asked` must agree."""
     view = str(meta.get("view", "item"))
@@ -111,8 +119,10 @@ def run(
     nfe_total, rounds, in_window = 0.0, 0, 0
     gate_total: float | None = None  # models with a repeat head: summed P(repeat)
     options = SamplerOptions.of(config)
-    if sampler == "cpd":
-        options = replace(options, digits_per_step=digits_per_step(config, meta))
+    if sampler == "cpd":  # --whole-code beam alone means the whole code in one step
+        whole = config.whole_code == "beam" and config.digits_per_step is None
+        digits = int(model.codes.shape[1]) if whole else digits_per_step(config, meta)
+        options = replace(options, digits_per_step=digits, whole_code=whole_code(config, meta, digits))
     user_ids = users.long()
     start = time.perf_counter()
     with progress("users") as bar:
@@ -147,6 +157,7 @@ def run(
         "decode_s": round(seconds, 3),
         "sampler": sampler,
         **({"digits_per_step": options.digits_per_step} if sampler == "cpd" else {}),
+        **({"whole_code": options.whole_code} if sampler == "cpd" and options.whole_code != "exact" else {}),
         "exclude_history": config.exclude_history,
         "view": view,
     }
@@ -160,6 +171,7 @@ def run(
     out = paths.recs(name, split_folder(view, config.split))
     resolved = {**dump_config(config), "view": view, "sampler": sampler, "max_len": max_len, "run": run_name}
     resolved["digits_per_step"] = options.digits_per_step if sampler == "cpd" else config.digits_per_step
+    resolved["whole_code"] = options.whole_code if sampler == "cpd" else config.whole_code
     with staged_dir(out) as tmp:
         write_parquet(tmp / "recs.parquet", frame)
         write_manifest(
@@ -177,6 +189,7 @@ def run(
             ),
         )
     extra = f", {options.digits_per_step} digit(s)/step" if sampler == "cpd" else ""
+    extra += " (trie beam)" if sampler == "cpd" and options.whole_code == "beam" else ""
     extra += f", {stats['nfe_per_user']} model calls/user" if "nfe_per_user" in stats else ""
     extra += f", {stats['history_in_list']} history items/list"
     extra += f", repeat gate {stats['repeat_gate']}" if "repeat_gate" in stats else ""

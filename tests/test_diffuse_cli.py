@@ -59,33 +59,41 @@ def test_diffuse_then_sample(root: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert {"model.safetensors", "model.json", "train_log.parquet", "curve.png"} <= set(manifest["outputs"])
     model, meta = load_model(run)
     assert model.kind == "diffusion" and meta["max_len"] == 6 and model.init_kwargs["loss"] == "t_dce"
-    # the step size `gdr sample` defaults to: the fewest steps (3, 2, 1 digits per step) whose validation NDCG@10
-    # is within one paired standard error of the best
+    # the decoding `gdr sample` defaults to: the cheapest choice (the whole code scoring every item, then by a trie
+    # beam, then 2 and 1 digits per step) whose validation NDCG@10 is within one paired standard error of the best
     decoding = stats["decoding"]
     scores, gaps = decoding["val_ndcg@10"], decoding["gap_se"]
-    assert (
-        list(scores) == ["digits_per_step=3", "digits_per_step=2", "digits_per_step=1"] and decoding["within_se"] == 1
+    labels = ["digits_per_step=3", "digits_per_step=3,whole_code=beam", "digits_per_step=2", "digits_per_step=1"]
+    assert list(scores) == labels and decoding["within_se"] == 1
+    chosen = f"digits_per_step={meta['digits_per_step']}" + (",whole_code=beam" if "whole_code" in meta else "")
+    assert decoding["digits_per_step"] == meta["digits_per_step"] and decoding.get("whole_code") == meta.get(
+        "whole_code"
     )
-    chosen = meta["digits_per_step"]
-    assert decoding["digits_per_step"] == chosen
     best = max(scores.values())
 
-    def near(d: int) -> bool:
-        return scores[f"digits_per_step={d}"] >= best - gaps[f"digits_per_step={d}"] - 1e-6
+    def near(label: str) -> bool:
+        return scores[label] >= best - gaps[label] - 1e-6
 
-    assert near(chosen) and not any(near(d) for d in range(chosen + 1, 4))
+    assert near(chosen) and not any(near(label) for label in labels[: labels.index(chosen)])
     capsys.readouterr()
-    for flag, used in (([], chosen), (["--digits-per-step", "1"], 1)):
+    for flag, used in (([], chosen), (["--digits-per-step", "1"], labels[3]), (["--whole-code", "beam"], labels[1])):
         assert (
             main(["sample", "toy", "--data-dir", str(root), "--run", "d", "--split", "valid", "--name", "dv", *flag])
             == 0
         )
-        recs = root / "toy" / "recs" / "dv" / "valid"
-        assert json.loads((recs / "manifest.json").read_text())["stats"]["digits_per_step"] == used
-        assert f"{used} digit(s)/step" in capsys.readouterr().err
+        recs = json.loads((root / "toy" / "recs" / "dv" / "valid" / "manifest.json").read_text())
+        digits = int(used.split(",")[0].removeprefix("digits_per_step="))
+        assert recs["stats"]["digits_per_step"] == digits and recs["config"]["whole_code"] == (
+            "beam" if "beam" in used else "exact"
+        )
+        assert f"{digits} digit(s)/step" in capsys.readouterr().err
         assert main(["evaluate", "toy", "--data-dir", str(root), "--run", "dv", "--split", "valid"]) == 0
         metrics = json.loads((root / "toy" / "metrics" / "dv" / "valid" / "metrics.json").read_text())
-        assert metrics["ndcg@10"] == pytest.approx(scores[f"digits_per_step={used}"], abs=1e-5)
+        assert metrics["ndcg@10"] == pytest.approx(scores[used], abs=1e-5)
+    capsys.readouterr()
+    assert main(["sample", "toy", "--data-dir", str(root), "--run", "d", "--whole-code", "beam", "--digits-per-step",
+                 "2"]) == 2  # fmt: skip
+    assert "--whole-code beam searches the whole code of 3 digits in one step" in error_line(capsys.readouterr().err)
 
     # resuming the finished run rebuilds the same weights
     first = (run / "model.safetensors").read_bytes()
@@ -135,16 +143,19 @@ def test_step_choices_are_ordered_by_estimated_cost() -> None:
     from stages.models.diffusion import DiffusionFamily, decoding_cost
     from stages.models.family import FamilyData
 
-    def order(n_items: int) -> list[int]:
+    def order(n_items: int) -> list[str]:
         data = FamilyData(splits=pl.DataFrame(), n_items=n_items, max_len=20, seed=0, vocab_sizes=[100, 100, 100, 4])
-        return [e["digits_per_step"] for e, _, _ in DiffusionFamily().decoding_choices(DiffuseConfig(), data)]
+        choices = DiffusionFamily().decoding_choices(DiffuseConfig(), data)
+        assert all(o.whole_code == e.get("whole_code", "exact") for e, _, o in choices)  # the label is the search run
+        return [f"{e['digits_per_step']}{e.get('whole_code', '')}" for e, _, _ in choices]
 
     assert decoding_cost(4, 1, 20, 10**6, 2000) == 61 and decoding_cost(4, 2, 20, 10**6, 2000) == 21
     assert decoding_cost(4, 4, 20, 10**6, 2000) == 501  # one call + a million items scored
-    assert order(1349) == [4, 3, 2, 1]  # the whole code is one model call: cheapest on a small catalogue
-    assert order(30_000) == [4, 3, 2, 1]  # 16 < 21 calls
-    assert order(100_000) == [3, 2, 4, 1]  # 21 < 51 < 61
-    assert order(10**6) == [3, 2, 1, 4]  # scoring every item is the dearest at a million
+    assert decoding_cost(4, 4, 20, 10**6, 2000, "beam", 100) == 5  # one call + 4 digits x 20 beams x 100 codes
+    assert order(1349) == ["4", "4beam", "3", "2", "1"]  # scoring 1,349 items is cheaper than the beam's 8,000 digits
+    assert order(30_000) == ["4beam", "4", "3", "2", "1"]  # 5 < 16 < 21 calls
+    assert order(100_000) == ["4beam", "3", "2", "4", "1"]  # 5 < 21 < 51 < 61
+    assert order(10**6) == ["4beam", "3", "2", "1", "4"]  # scoring every item is the dearest at a million
 
 
 def test_validation_on_a_seeded_subset_of_users(root: Path, capsys: pytest.CaptureFixture[str]) -> None:

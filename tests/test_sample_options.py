@@ -81,7 +81,7 @@ def sample(root: Path, run: str, *args: str) -> int:
             "d",
             ["--strategy", "top_k"],
             "--strategy does not apply to sampler 'cpd'",
-            "--first-beam, --digits-per-step, --renormalize",
+            "--first-beam, --digits-per-step, --whole-code, --renormalize",
         ),
         (
             "d",

@@ -163,6 +163,7 @@ def favouring(model: DiffusionRecommender, banned: torch.Tensor) -> None:
 
 EXCLUDED = torch.tensor([0, 1, 2, 3, 4, 5, 6])  # items with first digit 0 or (1, 0..2, 0)
 SAMPLERS = [("cpd", {"digits_per_step": 1}), ("cpd", {"digits_per_step": 2}), ("cpd", {"digits_per_step": 1, "renormalize": False}),
+            ("cpd", {"digits_per_step": 3}), ("cpd", {"digits_per_step": 3, "whole_code": "beam"}),
             ("ordered-beam", {}), ("ordered", {}), ("ordered", {"order": "random", "strategy": "top_p", "top_p": 0.5}),
             ("tweedie", {"steps": 3}), ("euler", {"steps": 2, "strategy": "top_k", "top_k": 1})]  # fmt: skip
 
@@ -206,6 +207,42 @@ def test_cpd_with_exclusion_equals_brute_force_over_the_allowed_items() -> None:
     assert torch.allclose(scores[0], brute[items[0]]) and torch.allclose(
         scores[0], brute.sort(descending=True).values[:7]
     )
+
+
+@pytest.mark.parametrize("renormalize", [False, True])
+def test_whole_code_beam_equals_scoring_every_item_when_wide_and_can_miss_when_narrow(renormalize: bool) -> None:
+    """`--whole-code beam` searches the exact whole-code scores over the trie: with a beam as wide as the catalogue
+    it returns the exhaustive lists (excluded items left out, scores equal); a narrow one misses an item whose
+    first digit scores low and whose later digits score high."""
+    g = torch.Generator().manual_seed(4)
+    codes = torch.unique(torch.randint(0, 5, (60, 3), generator=g), dim=0)
+    model = DiffusionRecommender.from_codes(codes, [5, 5, 5], max_len=4, d_model=16, n_heads=2, d_ff=32, seed=0)
+    model.eval()
+    history = torch.randint(0, len(codes), (6, 4), generator=g)
+    exclude = torch.cat([history, torch.randint(0, len(codes), (6, 9), generator=g)], dim=1)
+    base = {"digits_per_step": 3, "renormalize": renormalize}
+    for ex in (None, exclude):
+        exact = model.recommend(history, k=12, sampler="cpd", options={"beam": 12, **base}, exclude=ex)
+        wide = model.recommend(history, k=12, sampler="cpd", options={"beam": len(codes), "whole_code": "beam", **base},
+                               exclude=ex)  # fmt: skip
+        assert torch.equal(wide[0], exact[0]) and torch.allclose(wide[1], exact[1], atol=1e-6)
+        assert model.sample_stats["nfe"] == 1.0  # one model call per user either way
+    # by hand: items (0, 0) .4·.1, (1, 1) .35·.9: a width-1 beam keeps digit 0 and never reaches (1, 1)
+    logp = fixed_logp([[0.4, 0.35, 0.25], [0.1, 0.9, 0.0]])
+    two = torch.tensor([[0, 0], [1, 1], [2, 0]])
+    exact, _, _ = run_sampler("cpd", two, [3, 2], logp, k=1, beam=1, digits_per_step=2, renormalize=renormalize)
+    narrow, _, _ = run_sampler("cpd", two, [3, 2], logp, k=1, beam=1, digits_per_step=2, whole_code="beam",
+                               renormalize=renormalize)  # fmt: skip
+    assert exact[0].tolist() == [1] and narrow[0].tolist() == [0]
+
+
+def test_whole_code_beam_needs_the_whole_code_in_one_step() -> None:
+    from gdr_cli.errors import GdrError
+
+    with pytest.raises(GdrError, match="whole code of 2 digits in one step"):
+        run_sampler("cpd", ABC, [2, 3], fixed_logp(ABC_P), k=2, digits_per_step=1, whole_code="beam")
+    with pytest.raises(GdrError, match="unknown whole-code search"):
+        run_sampler("cpd", ABC, [2, 3], fixed_logp(ABC_P), k=2, digits_per_step=2, whole_code="trie")
 
 
 def test_excluding_the_first_item_of_a_partial_code_keeps_the_partial_code() -> None:

@@ -20,7 +20,8 @@ class DiffuseValidation(StageConfig):
     choose_digits_per_step: bool = Field(
         True,
         description="Once trained, decode the validation users with cpd (beam 20, `gdr sample`'s) at every digits-per-step "
-        "from the code length down to 1 and record the choice (`choose_within_se`) in the run as "
+        "from the code length down to 1, and the whole code by a trie beam (`gdr sample --whole-code beam`), and record "
+        "the choice (`choose_within_se`) in the run as "
         "`gdr sample`'s default. A whole code per step ranks every item by its digits' log-probs in one model call; trained "
         "for it by the item loss, it is within noise of the best step size on both datasets "
         "(benchmarks/ablation_quality.md, rounds 10-11).",
@@ -31,7 +32,10 @@ class DiffuseValidation(StageConfig):
         description="Cost model that orders the step-size choices from cheapest: a choice costs its model calls per user "
         "(1 + beam x (steps - 1)) plus, for the whole code, the catalogue / this (it scores every item). 2000: at "
         "1M items the whole-code step spent ~12 ns per item against ~23 us per 20-beam model call "
-        "(benchmarks/bench_scale.py, one thread), so it ranks cheapest below 40k items (against 2-3 digits per step, 21 calls), dearest above 120k (1 digit, 61).",
+        "(benchmarks/bench_scale.py, one thread), so it ranks cheapest below 40k items (against 2-3 digits per step, 21 calls), dearest above 120k (1 digit, 61). "
+        "The whole code by a trie beam (`gdr sample --whole-code beam`) costs 1 + digits x beam x the largest codebook / "
+        "this, whatever the catalogue size: dearer than scoring every item below digits x beam x codebook items (~3k "
+        "on MovieLens 100K), the cheapest choice above.",
     )
     choose_within_se: float = Field(
         1.0,

@@ -169,11 +169,16 @@ def _user_slots(rows: Tensor, users: int) -> tuple[Tensor, int] | None:
     return torch.arange(len(rows), device=rows.device) - start[rows], width
 
 
-def decoding_cost(n: int, d: int, beam: int, n_items: int, items_per_call: int) -> float:
+def decoding_cost(
+    n: int, d: int, beam: int, n_items: int, items_per_call: int, whole_code: str = "exact", vmax: int = 0
+) -> float:
     """Estimated cost per user of cpd with d of n digits per step, in model calls: the all-masked pass plus one
-    per beam at every later step, and for the whole code (d = n) every item scored (n_items / items_per_call)."""
+    per beam at every later step, and for the whole code (d = n) every item scored (n_items / items_per_call), or
+    with `whole_code` "beam" every digit of every beam at every position (n · beam · vmax / items_per_call)."""
     steps = -(-n // d)
-    return 1 + beam * (steps - 1) + (n_items / items_per_call if steps == 1 else 0.0)
+    if steps > 1:
+        return 1 + beam * (steps - 1)
+    return 1 + (n * beam * vmax if whole_code == "beam" else n_items) / items_per_call
 
 
 def whole_code_scores(logp: Tensor, codes: Tensor) -> Tensor:
@@ -602,10 +607,15 @@ class DiffusionFamily(ModelFamily):
         if not cfg.validation.choose_digits_per_step:
             return []
         beam = SampleConfig.model_fields["beam"].default
-        n = len(data.vocab_sizes or [])
-        ipc = cfg.validation.items_per_call
-        steps = sorted(range(n, 0, -1), key=lambda d: decoding_cost(n, d, beam, data.n_items, ipc))  # stable
-        return [({"digits_per_step": d}, "cpd", SamplerOptions(beam=beam, digits_per_step=d)) for d in steps]
+        sizes = data.vocab_sizes or []
+        n, ipc = len(sizes), cfg.validation.items_per_call
+        ways = [(d, "exact") for d in range(n, 0, -1)] + ([(n, "beam")] if n else [])
+        ways.sort(key=lambda w: decoding_cost(n, w[0], beam, data.n_items, ipc, w[1], max(sizes)))  # stable
+        return [
+            ({"digits_per_step": d, **({"whole_code": w} if w == "beam" else {})}, "cpd",
+             SamplerOptions(beam=beam, digits_per_step=d, whole_code=w))
+            for d, w in ways
+        ]  # fmt: skip
 
     def decoding_tolerance(self, cfg: DiffuseConfig) -> float:
         return cfg.validation.choose_within_se

@@ -50,6 +50,7 @@ class SamplerOptions:
     beam: int = 10
     first_beam: int | None = None
     digits_per_step: int = 2
+    whole_code: str = "exact"  # cpd with the whole code in one step: score every item, or "beam" (`SampleConfig`)
     steps: int = 16
     strategy: str = "direct"
     top_k: int = 50

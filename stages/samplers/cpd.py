@@ -38,12 +38,16 @@ from torch import Tensor
 
 from gdr_cli.errors import GdrError
 from stages.diffusion.schedules import Schedule
+from stages.ids.trie import Trie
 from stages.samplers.base import DiffusionSampler, SamplerOptions, State
 from stages.samplers.exclusion import ItemSets, item_sets
 from stages.samplers.free import free_extend
+from stages.samplers.marginal_beam import marginal_beam
 from stages.samplers.validity import CHUNK, CodeTable, bits, subsets
 
 NEG = -1e9
+WHOLE_CODE = ("exact", "beam")
+"""How cpd searches the whole code in one step: score every item, or a trie beam over the digits' scores."""
 
 
 def beam_extend(
@@ -339,18 +343,7 @@ def _extend_shared(
     which, item = _shared_candidates(table, tok, sets)  # [K] candidates: a position set and a representative item
     size = int(sets[0].sum())
     v = logp.shape[-1]
-    if renormalize:
-        ok = _shared_allowed(table, tok).expand(b, -1, -1)  # [b, n, V] shared by every user
-        if invalid is not None:  # a digit no valid item has at j (with the filled ones) is out
-            js = masked.nonzero().squeeze(1)  # [J]
-            user, at_j, rep = _dead_groups(table, invalid, bits(~masked) | (1 << js))
-            ok = ok.clone()
-            ok[user, js[at_j], table.codes[rep, js[at_j]]] = False
-        lp = torch.log_softmax(logp.reshape(b, n, v).masked_fill(~ok, float("-inf")), dim=-1).clamp(
-            min=NEG
-        )  # [b, n, V]
-    else:
-        lp = logp.reshape(b, n, v).clamp(min=NEG)
+    lp = shared_scores(table, tok, logp.reshape(b, n, v), invalid, renormalize)  # [b, n, V]
     at, (sorted_key, order) = _shared_lookup(table, tok, sets, which, item, v)
     flat = lp.reshape(b, n * v)
     value = flat.index_select(1, at[0])  # [b, K], one position at a time: no [b, size·K] intermediate
@@ -373,6 +366,36 @@ def _extend_shared(
         new = torch.cat([new, new[:, :1].expand(b, w - new.shape[1], n)], dim=1)
         best = torch.cat([best, best.new_full((b, w - best.shape[1]), float("-inf"))], dim=1)
     return new, best
+
+
+def shared_scores(table: CodeTable, tok: Tensor, logp: Tensor, invalid: ItemSets | None, renormalize: bool) -> Tensor:
+    """The first step's digit scores when every user holds the code tok [n]: logp [b, n, V] -> [b, n, V], raw
+    log-probs (clamped at NEG) or, with `renormalize`, renormalised over the digits some allowed item has
+    at each position (with the filled ones): `invalid` (the b users' excluded items) takes digits out."""
+    if not renormalize:
+        return logp.clamp(min=NEG)
+    masked = tok < 0
+    ok = _shared_allowed(table, tok).expand(logp.shape[0], -1, -1)  # [b, n, V] shared by every user
+    if invalid is not None:  # a digit no valid item has at j (with the filled ones) is out
+        js = masked.nonzero().squeeze(1)  # [J]
+        user, at_j, rep = _dead_groups(table, invalid, bits(~masked) | (1 << js))
+        ok = ok.clone()
+        ok[user, js[at_j], table.codes[rep, js[at_j]]] = False
+    return torch.log_softmax(logp.masked_fill(~ok, float("-inf")), dim=-1).clamp(min=NEG)
+
+
+def whole_code_beam(table: CodeTable, state: State, logp: Tensor, width: int, renormalize: bool) -> State:
+    """The whole code in one step by a trie beam (`marginal_beam`) instead of scoring every item: the first
+    step's scores (`shared_scores`) of each user's one row, searched digit by digit with `width` beams, the
+    state's excluded items left out of the search -> a finished State [B, width, n] (dead rows: score -inf)."""
+    exclude, invalid = item_sets(state.extra, "exclude"), item_sets(state.extra, "invalid")
+    invalid = exclude if invalid is None else invalid
+    lp = shared_scores(table, state.tokens[0, 0], logp[:, 0], invalid, renormalize)  # [B, n, V]
+    if "trie" not in table.memo:
+        table.memo["trie"] = Trie(table.codes, table.vocab_sizes)
+    items, score = marginal_beam(lp, table.memo["trie"], width, None if exclude is None else exclude.lists())
+    tokens = table.codes[items.clamp(min=0)]  # [B, width, n]; rows without an item are dead (-inf)
+    return State(tokens=tokens, score=score, step=state.step + 1, extra=state.extra)
 
 
 def _shared_candidates(table: CodeTable, tok: Tensor, sets: Tensor) -> tuple[Tensor, Tensor]:
@@ -471,6 +494,17 @@ class CPDSampler(DiffusionSampler):
             raise GdrError(
                 f"digits per step {d} is outside 1..{n} (the code length)", fix=f"use --digits-per-step 1..{n}"
             )
+        if options.whole_code not in WHOLE_CODE:
+            raise GdrError(
+                f"unknown whole-code search {options.whole_code!r}", fix=f"use one of: {', '.join(WHOLE_CODE)}"
+            )
+        if options.whole_code == "beam" and (d != n or not options.constrained or bool((self.prefix >= 0).any())):
+            raise GdrError(
+                f"--whole-code beam searches the whole code of {n} digits in one step over the item trie "
+                f"(asked: {d} digit(s) per step{'' if options.constrained else ', no constraint'}"
+                f"{', a prefix' if bool((self.prefix >= 0).any()) else ''})",
+                fix=f"use --digits-per-step {n} with the constraint and no --prefix, or drop --whole-code",
+            )
         self.d, self.width = d, max(options.beam, k)
         self.first_width = self.width if options.first_beam is None else options.first_beam
         self.total = math.ceil(int((self.prefix < 0).sum()) / d)
@@ -488,6 +522,8 @@ class CPDSampler(DiffusionSampler):
         n = state.tokens.shape[2]
         size = min(self.d, int((self.prefix < 0).sum()) - self.d * state.step)  # digits still masked
         width = self.first_width if state.step == 0 else self.width
+        if self.opts.whole_code == "beam":  # the whole code in this one step, by a trie beam
+            return whole_code_beam(self.table, state, logp, width, self.opts.renormalize)
         if not self.opts.constrained:
             return free_extend(self.table, state, logp, subsets(n, size, logp.device), width)
         return beam_extend(self.table, state, logp, subsets(n, size, logp.device), width, self.opts.renormalize)

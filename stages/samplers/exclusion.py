@@ -81,6 +81,16 @@ class ItemSets:
             torch.unique(torch.cat([self.keys, user.long() * self.n_items + item.long()])), self.n_users, self.n_items
         )
 
+    def lists(self) -> Tensor:
+        """[B, M] each user's items, ascending, -1 = padding (M = the longest set, at least 1)."""
+        user, item = self.pairs()
+        ptr = self.ptr()
+        count = ptr[1:] - ptr[:-1]
+        out = torch.full((self.n_users, max(int(count.max()) if self.n_users else 0, 1)), -1, dtype=torch.long,
+                         device=self.keys.device)  # fmt: skip
+        out[user, torch.arange(len(user), device=user.device) - ptr[user]] = item
+        return out
+
     def dense(self) -> Tensor:
         """[B, N] bool (tests and small catalogues only)."""
         out = torch.zeros(self.n_users * self.n_items, dtype=torch.bool, device=self.keys.device)
