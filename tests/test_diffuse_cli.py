@@ -139,23 +139,40 @@ def test_without_a_step_choice_sample_fills_one_digit_per_step(root: Path, capsy
 
 
 def test_step_choices_are_ordered_by_estimated_cost() -> None:
+    import torch
+
     from stages.config.diffuse import DiffuseConfig
-    from stages.models.diffusion import DiffusionFamily, decoding_cost
+    from stages.models.diffusion import DiffusionFamily, decoding_cost, first_candidates
     from stages.models.family import FamilyData
 
-    def order(n_items: int) -> list[str]:
-        data = FamilyData(splits=pl.DataFrame(), n_items=n_items, max_len=20, seed=0, vocab_sizes=[100, 100, 100, 4])
+    def codes(n_items: int, levels: tuple[int, ...] = (100, 100, 100)) -> torch.Tensor:
+        """Random distinct codes: len(levels) digits plus a collision digit numbering equal prefixes."""
+        head = torch.stack([torch.randint(0, v, (n_items,), generator=torch.Generator().manual_seed(j))
+                            for j, v in enumerate(levels)], 1)  # fmt: skip
+        _, inverse = torch.unique(head, dim=0, return_inverse=True)
+        order = inverse.argsort(stable=True)
+        last = torch.empty_like(inverse)
+        last[order] = torch.arange(n_items) - torch.searchsorted(inverse[order], inverse[order])
+        return torch.cat([head, last[:, None]], 1)
+
+    def order(table: torch.Tensor) -> list[str]:
+        data = FamilyData(splits=pl.DataFrame(), n_items=len(table), max_len=20, seed=0, codes=table,
+                          vocab_sizes=[int(v) + 1 for v in table.max(0).values])  # fmt: skip
         choices = DiffusionFamily().decoding_choices(DiffuseConfig(), data)
         assert all(o.whole_code == e.get("whole_code", "exact") for e, _, o in choices)  # the label is the search run
         return [f"{e['digits_per_step']}{e.get('whole_code', '')}" for e, _, _ in choices]
 
-    assert decoding_cost(4, 1, 20, 10**6, 2000) == 61 and decoding_cost(4, 2, 20, 10**6, 2000) == 21
+    # by hand: 4 items, codes (0,0) (0,1) (1,0) (2,1)
+    tiny = torch.tensor([[0, 0], [0, 1], [1, 0], [2, 1]])
+    assert first_candidates(tiny, 2) == 4 and first_candidates(tiny, 1) == 3 + 2
+    assert first_candidates(tiny, 2, beam=20) == 20 * (3 + 2)
+    assert decoding_cost(4, 1, 20, 400, 2000) == 61.2 and decoding_cost(4, 2, 20, 2000, 2000) == 22
     assert decoding_cost(4, 4, 20, 10**6, 2000) == 501  # one call + a million items scored
-    assert decoding_cost(4, 4, 20, 10**6, 2000, "beam", 100) == 5  # one call + 4 digits x 20 beams x 100 codes
-    assert order(1349) == ["4", "4beam", "3", "2", "1"]  # scoring 1,349 items is cheaper than the beam's 8,000 digits
-    assert order(30_000) == ["4beam", "4", "3", "2", "1"]  # 5 < 16 < 21 calls
-    assert order(100_000) == ["4beam", "3", "2", "4", "1"]  # 5 < 21 < 51 < 61
-    assert order(10**6) == ["4beam", "3", "2", "1", "4"]  # scoring every item is the dearest at a million
+    assert order(codes(1349, (37, 37, 37))) == ["4", "4beam", "2", "3", "1"]  # 1,349 items < the beam's 20 x 115 digits
+    assert order(codes(20_000, (27, 27, 27))) == ["4beam", "4", "2", "3", "1"]  # 1 + 20 x 87 / 2000 < 1 + 20,000 / 2000
+    # a big catalogue: the beam's cost does not grow; 3 digits per step score ~every item 4 times at the first step
+    # (4 triples of positions, each nearly unique), the whole code once, 2 per step ~31k digit pairs
+    assert order(codes(300_000)) == ["4beam", "2", "1", "4", "3"]
 
 
 def test_validation_on_a_seeded_subset_of_users(root: Path, capsys: pytest.CaptureFixture[str]) -> None:

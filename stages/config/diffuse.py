@@ -30,12 +30,13 @@ class DiffuseValidation(StageConfig):
         2000,
         ge=1,
         description="Cost model that orders the step-size choices from cheapest: a choice costs its model calls per user "
-        "(1 + beam x (steps - 1)) plus, for the whole code, the catalogue / this (it scores every item). 2000: at "
-        "1M items the whole-code step spent ~12 ns per item against ~23 us per 20-beam model call "
-        "(benchmarks/bench_scale.py, one thread), so it ranks cheapest below 40k items (against 2-3 digits per step, 21 calls), dearest above 120k (1 digit, 61). "
-        "The whole code by a trie beam (`gdr sample --whole-code beam`) costs 1 + digits x beam x the largest codebook / "
-        "this, whatever the catalogue size: dearer than scoring every item below digits x beam x codebook items (~3k "
-        "on MovieLens 100K), the cheapest choice above.",
+        "(1 + beam x (steps - 1)) plus the candidates its first step scores / this: every distinct partial code over "
+        "each set of that many positions (the whole code: every item; one digit: every digit), or for the whole code by "
+        "a trie beam (`gdr sample --whole-code beam`) beam x the digits of all positions, whatever the catalogue size. "
+        "2000: at 1M items the whole-code step spent ~12 ns per item against ~23 us per 20-beam model call "
+        "(benchmarks/bench_scale.py, one thread). So on MovieLens 100K scoring every item is the cheapest choice and "
+        "the trie beam the next; from ~3k items (beam x digits) the trie beam is, and at 1M items 2-3 digits per step "
+        "(which score ~every partial code at their first step, e.g. 4 x 1M candidates with 3) fall behind one digit.",
     )
     choose_within_se: float = Field(
         1.0,

@@ -10,6 +10,8 @@ are carried over (their prediction is their own digit) and the mask is never pre
 
 from __future__ import annotations
 
+import itertools
+import math
 import os
 from typing import Any, ClassVar, NamedTuple
 
@@ -169,16 +171,31 @@ def _user_slots(rows: Tensor, users: int) -> tuple[Tensor, int] | None:
     return torch.arange(len(rows), device=rows.device) - start[rows], width
 
 
-def decoding_cost(
-    n: int, d: int, beam: int, n_items: int, items_per_call: int, whole_code: str = "exact", vmax: int = 0
-) -> float:
-    """Estimated cost per user of cpd with d of n digits per step, in model calls: the all-masked pass plus one
-    per beam at every later step, and for the whole code (d = n) every item scored (n_items / items_per_call), or
-    with `whole_code` "beam" every digit of every beam at every position (n · beam · vmax / items_per_call)."""
-    steps = -(-n // d)
-    if steps > 1:
-        return 1 + beam * (steps - 1)
-    return 1 + (n * beam * vmax if whole_code == "beam" else n_items) / items_per_call
+def decoding_cost(n: int, d: int, beam: int, first: int, items_per_call: int) -> float:
+    """Estimated cost per user of cpd with d of n digits per step, in model calls: the all-masked pass and one per
+    beam at every later step, plus the first step's candidates (`first_candidates`: every item for the whole code)
+    at one call per `items_per_call` scored."""
+    return 1 + beam * (-(-n // d) - 1) + first / items_per_call
+
+
+def first_candidates(codes: Tensor, d: int, beam: int = 0) -> int:
+    """How many candidates cpd's first step scores per user with d digits per step: the distinct partial codes over
+    every set of d positions (d = n: every item; d = 1: every digit of every position), or with a trie `beam` for the
+    whole code (`--whole-code beam`), every digit of every position for each beam. codes: [N, n] int64."""
+    n = codes.shape[1]
+    if beam:
+        return beam * sum(int(codes[:, j].max()) + 1 for j in range(n))
+    sizes = [int(codes[:, j].max()) + 1 for j in range(n)]
+    total = 0
+    for cols in itertools.combinations(range(n), d):
+        if math.prod(sizes[j] for j in cols) >= 2**62:  # no int64 key: distinct rows
+            total += len(torch.unique(codes[:, list(cols)], dim=0))
+            continue
+        key = torch.zeros(len(codes), dtype=torch.long, device=codes.device)
+        for j in cols:  # a mixed-radix key per partial code
+            key = key * sizes[j] + codes[:, j]
+        total += len(torch.unique(key))
+    return total
 
 
 def whole_code_scores(logp: Tensor, codes: Tensor) -> Tensor:
@@ -607,10 +624,11 @@ class DiffusionFamily(ModelFamily):
         if not cfg.validation.choose_digits_per_step:
             return []
         beam = SampleConfig.model_fields["beam"].default
-        sizes = data.vocab_sizes or []
-        n, ipc = len(sizes), cfg.validation.items_per_call
+        codes = data.codes
+        n, ipc = (0 if codes is None else codes.shape[1]), cfg.validation.items_per_call
         ways = [(d, "exact") for d in range(n, 0, -1)] + ([(n, "beam")] if n else [])
-        ways.sort(key=lambda w: decoding_cost(n, w[0], beam, data.n_items, ipc, w[1], max(sizes)))  # stable
+        first = {w: first_candidates(codes, w[0], beam if w[1] == "beam" else 0) for w in ways}  # type: ignore[arg-type]
+        ways.sort(key=lambda w: decoding_cost(n, w[0], beam, first[w], ipc))  # stable: ties keep fewer steps first
         return [
             ({"digits_per_step": d, **({"whole_code": w} if w == "beam" else {})}, "cpd",
              SamplerOptions(beam=beam, digits_per_step=d, whole_code=w))
