@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from stages.ids.collisions import disambiguate
-from stages.ids.kmeans import KMeansOptions, capacity_assign, kmeans, residual_kmeans
+from stages.ids.kmeans import KMeansOptions, capacity_assign, kmeans, residual_kmeans, spread_last_level
 from stages.ids.rqvae import RQVAEOptions, train_rqvae
 
 
@@ -49,6 +49,31 @@ def test_residual_kmeans_shapes_and_caps_k() -> None:
     codes, books = residual_kmeans(x, [256, 256, 256], KMeansOptions(iters=5), torch.Generator().manual_seed(0))
     assert codes.shape == (5, 3) and codes.dtype == torch.int64
     assert all(b.shape == (5, 3) for b in books) and int(codes.max()) < 5
+
+
+def test_groups_of_identical_items_are_spread_within_the_last_codebook() -> None:
+    # 4 distinct vectors, 3 of them repeated 30 times: 3 x 8 codes cannot tell the copies apart
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(4, 6, generator=g)
+    x = torch.cat([base[:3].repeat_interleave(30, 0), base[3:]])  # [91, 6]
+    gen = torch.Generator().manual_seed(1)
+    plain, _ = residual_kmeans(x, [3, 8], KMeansOptions(iters=10, balanced=False, spread=False), gen)
+    spread, _ = residual_kmeans(
+        x, [3, 8], KMeansOptions(iters=10, balanced=False, spread=True), torch.Generator().manual_seed(1)
+    )
+    largest = int(torch.unique(plain, dim=0, return_counts=True)[1].max())
+    assert largest >= 30  # the copies share every digit: a collision digit of >= 30
+    counts = torch.unique(spread, dim=0, return_counts=True)[1]
+    assert int(counts.max()) <= 8 and torch.equal(spread[:, 0], plain[:, 0])  # only the last level moves
+    # by hand: one prefix, 2 codes of cap 2; items 0-3 on code 0 (nearest first: 0, 1), item 4 alone on code 1
+    c = torch.tensor([[0.0], [10.0]])
+    res = torch.tensor([[0.0], [1.0], [2.0], [3.0], [9.0]])
+    moved = spread_last_level(res, c, torch.zeros(5, 1, dtype=torch.long), torch.tensor([0, 0, 0, 0, 1]), cap=2)
+    # items 2, 3 are beyond the cap; item 3 (nearer code 1) takes its one free place, item 2 finds no room and stays
+    assert moved.tolist() == [0, 0, 0, 1, 1]
+    # groups within the cap are untouched
+    same = spread_last_level(res, c, torch.zeros(5, 1, dtype=torch.long), torch.tensor([0, 0, 1, 1, 1]), cap=3)
+    assert same.tolist() == [0, 0, 1, 1, 1]
 
 
 def test_rqvae_loss_decreases_and_dead_codes_restart() -> None:

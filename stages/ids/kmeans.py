@@ -20,6 +20,8 @@ class KMeansOptions:
     balanced: bool = True
     slack: float = 0.25
     """Balanced: a cluster holds at most ceil((1 + slack) · N / K) points."""
+    spread: bool = True
+    """Residual k-means: no full code is shared by more items than the last level has codes (`spread_last_level`)."""
 
 
 def sq_dists(x: Tensor, c: Tensor, x_sq: Tensor | None = None) -> Tensor:
@@ -126,9 +128,71 @@ def residual_kmeans(
     """
     residual = x.float().clone()
     codes, books = [], []
-    for k in sizes:  # loop over levels only
+    for level, k in enumerate(sizes):  # loop over levels only
         c, labels = kmeans(residual, k, opts, generator)
+        if opts.spread and level == len(sizes) - 1:
+            prefix = torch.stack(codes, 1) if codes else torch.zeros(len(x), 0, dtype=torch.int64)
+            labels = spread_last_level(residual, c, prefix, labels, cap=len(c))
         codes.append(labels)
         books.append(c)
         residual = residual - c[labels]
     return torch.stack(codes, 1), books
+
+
+def spread_last_level(residual: Tensor, c: Tensor, prefix: Tensor, labels: Tensor, cap: int) -> Tensor:
+    """Move items off over-full last-level codes so that no full code holds more than `cap` items.
+
+    residual: [N, D] what the earlier levels left; c: [K, D] the last level's centroids; prefix: [N, L-1] the
+    earlier levels' codes; labels: [N] the last level's assignment -> [N] new assignment. Items with
+    (near-)identical vectors share every digit and are told apart only by the appended collision digit
+    (`collisions.disambiguate`), whose codebook is the largest such group: on a 1M-item synthetic catalogue,
+    1,553 wide against 256 codes per level. Here the items of a group beyond its `cap` closest move to the
+    nearest codes of their prefix that hold fewer than `cap` (rounds of proposals, closest first, as in
+    `capacity_assign`), so the collision digit stays within `cap` (the level's size) while the prefix has room.
+    Groups within the cap are untouched (MovieLens 100K's and Last.fm 2K's largest: 10 of 37, 19 of 65).
+    """
+    k = len(c)
+    pk = torch.unique(prefix, dim=0, return_inverse=True)[1] if prefix.shape[1] else torch.zeros_like(labels)
+    key = pk * k + labels  # [N] the full code
+    count = torch.bincount(key)
+    over = count[key] > cap
+    if not bool(over.any()):
+        return labels
+    items = over.nonzero().squeeze(1)  # [M] items of over-full codes: the cap closest stay
+    dist = sq_dists(residual[items], c)  # [M, K]
+    own = dist.gather(1, labels[items, None]).squeeze(1)
+    order = own.argsort(stable=True)
+    order = order[key[items][order].argsort(stable=True)]  # grouped by code, closest first
+    rank = torch.arange(len(order)) - torch.searchsorted(key[items][order], key[items][order])
+    movers = items[order[rank >= cap]]  # [M'] the items beyond each group's cap
+    labels = labels.clone()
+    # room of each (prefix, code) among the movers' prefixes, after the staying items
+    prefixes, slot = torch.unique(pk[movers], return_inverse=True)  # [P'], [M']
+    staying = torch.isin(pk, prefixes)
+    taken = torch.zeros(len(prefixes) * k, dtype=torch.int64)
+    kept = torch.ones_like(labels, dtype=torch.bool)
+    kept[movers] = False
+    at = torch.searchsorted(prefixes, pk[staying & kept])
+    taken.index_add_(0, at * k + labels[staying & kept], torch.ones_like(at))
+    room = (cap - taken).clamp(min=0).view(len(prefixes), k)  # [P', K]
+    d = sq_dists(residual[movers], c)  # [M', K]
+    idx = torch.arange(len(movers))
+    while idx.numel():
+        d[room[slot[idx]] == 0] = float("inf")
+        choice = d.argmin(1)
+        dist = d.gather(1, choice[:, None]).squeeze(1)
+        open_ = torch.isfinite(dist)
+        if not bool(open_.any()):
+            break  # prefixes without room: those items keep their code (a wider collision digit)
+        idx, d, choice, dist = idx[open_], d[open_], choice[open_], dist[open_]
+        target = slot[idx] * k + choice  # [m] (prefix, code) proposed
+        order = dist.argsort(stable=True)
+        order = order[target[order].argsort(stable=True)]  # closest first within each target
+        sorted_target = target[order]
+        rank = torch.arange(len(order)) - torch.searchsorted(sorted_target, sorted_target)
+        ok = rank < room.view(-1)[sorted_target]
+        labels[movers[idx[order[ok]]]] = choice[order[ok]]
+        room.view(-1).index_add_(0, sorted_target[ok], -torch.ones_like(sorted_target[ok]))
+        left = order[~ok]
+        idx, d = idx[left], d[left]
+    return labels

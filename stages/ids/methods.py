@@ -49,7 +49,7 @@ class IdMethod(abc.ABC):
 
     def _kmeans_options(self) -> KMeansOptions:
         k = self.cfg.kmeans
-        return KMeansOptions(iters=k.iters, balanced=k.balanced, slack=k.slack)
+        return KMeansOptions(iters=k.iters, balanced=k.balanced, slack=k.slack, spread=k.spread)
 
 
 class QuantisesEmbeddings(IdMethod):
