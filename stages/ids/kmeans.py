@@ -159,8 +159,7 @@ def spread_last_level(residual: Tensor, c: Tensor, prefix: Tensor, labels: Tenso
     if not bool(over.any()):
         return labels
     items = over.nonzero().squeeze(1)  # [M] items of over-full codes: the cap closest stay
-    dist = sq_dists(residual[items], c)  # [M, K]
-    own = dist.gather(1, labels[items, None]).squeeze(1)
+    own = (residual[items] - c[labels[items]]).square().sum(1)  # [M] distance to their own code
     order = own.argsort(stable=True)
     order = order[key[items][order].argsort(stable=True)]  # grouped by code, closest first
     rank = torch.arange(len(order)) - torch.searchsorted(key[items][order], key[items][order])
@@ -175,7 +174,9 @@ def spread_last_level(residual: Tensor, c: Tensor, prefix: Tensor, labels: Tenso
     at = torch.searchsorted(prefixes, pk[staying & kept])
     taken.index_add_(0, at * k + labels[staying & kept], torch.ones_like(at))
     room = (cap - taken).clamp(min=0).view(len(prefixes), k)  # [P', K]
-    d = sq_dists(residual[movers], c)  # [M', K]
+    d = torch.empty(len(movers), k)  # [M', K], filled in row chunks (no [M', K] temporaries)
+    for lo in range(0, len(movers), 65536):
+        d[lo : lo + 65536] = sq_dists(residual[movers[lo : lo + 65536]], c)
     idx = torch.arange(len(movers))
     while idx.numel():
         d[room[slot[idx]] == 0] = float("inf")
