@@ -264,6 +264,29 @@ def test_excluding_the_first_item_of_a_partial_code_keeps_the_partial_code() -> 
         assert items[0].tolist() == [1, 2, 3]
 
 
+@pytest.mark.parametrize("digits", [2, 3])
+def test_multi_digit_steps_with_exclusion_equal_brute_force(digits: int) -> None:
+    """Raw scores are order-free, so with a beam wider than the catalogue cpd's list is every allowed item by
+    Σ log p: the later multi-digit steps enumerate (beam, item) pairs over the masked position sets only."""
+    g = torch.Generator().manual_seed(7)
+    codes = torch.unique(torch.randint(0, 3, (90, 5), generator=g), dim=0)  # 5 digits: 2 + 2 + 1 or 3 + 2
+    logp = torch.log_softmax(torch.randn(5, 3, generator=g), dim=-1)
+    users = 3
+    exclude = torch.zeros(users, len(codes), dtype=torch.bool)
+    exclude[0, :20] = True  # the lowest ids: the first member of many partial codes
+    exclude[1, torch.randperm(len(codes), generator=g)[:25]] = True
+    items, scores, _ = run_sampler(
+        "cpd", codes, [3] * 5, logp, k=len(codes), users=users, exclude=exclude, beam=400, digits_per_step=digits
+    )
+    brute = logp.gather(1, codes.T).sum(0)  # [N]
+    for u in range(users):
+        allowed = (~exclude[u]).nonzero().squeeze(1)
+        want = brute[allowed].sort(descending=True).values
+        got = items[u][items[u] >= 0]
+        assert sorted(got.tolist()) == allowed.tolist()
+        assert torch.allclose(scores[u][: len(got)], want, atol=1e-5)
+
+
 # --- strategies, ancestral orders, per-user noise ----------------------------------------------
 
 
