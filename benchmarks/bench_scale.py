@@ -10,7 +10,7 @@ Every stage runs in its own process; its wall time and peak RSS (`wait4`) are pr
 (issue 13): every stage under 8 GB peak RSS; sampling throughput at the large size within 3x of the
 small size's (printed as small/large users/s ratios).
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_scale.py                      # 10k vs 1M items (heavy: ~1 h on 2 cores)
+    OMP_NUM_THREADS=1 python benchmarks/bench_scale.py                      # 10k vs 1M items (heavy: ~20 min, 14 of them build-ids)
     python benchmarks/bench_scale.py --quick                                 # 2k vs 20k items (minutes; what `make bench` runs)
     python benchmarks/bench_scale.py --sizes 10000:1000 100000:10000 --sample-users 256
     python benchmarks/bench_scale.py --sampling-only --sizes 10000:1 1000000:1   # samplers alone (minutes)
@@ -61,6 +61,29 @@ whole code's top by a trie beam over the one pass's digit scores instead of scor
 (`stages/samplers/marginal_beam.py`): its cost does not follow the catalogue, and the step choice ranks it cheapest
 above ~digits x beam x codebook items.
 
+The full pipeline, 2026-12-01 (`OMP_NUM_THREADS=1 python benchmarks/bench_scale.py --data-dir D`: 10k items / 1k
+users, then 1M items / 100k users, 100 training steps, validation on 1,000 users, 512 sampled users; two such runs
+sharing the 2-core CPU). Before (the 1M-item codes: 256 x 256 x 256 and a 1,553-wide collision digit, 77% of the
+items sharing their semantic code with near-identical collaborative vectors) and after residual k-means spread groups
+beyond the last codebook over the free codes of their prefix (collision digit 256 wide):
+
+        stage / sampler         10k items        1M items, before          1M items, after          ratio after
+        preprocess                 1.0 s         15.5 s   1.76 GB          24.7 s   1.60 GB
+        build-ids                  5.0 s        867 s     5.71 GB         808 s     5.71 GB
+        train tiger (100 steps)   15.6 s         18.6 s   1.92 GB          15.9 s   1.62 GB
+        train diffusion           31.1 s        111 s     2.83 GB          67 s     2.48 GB
+        sample beam (tiger)     1078 users/s     429 users/s  x3.97        992 users/s   0.77 GB    x1.09
+        sample cpd (run's own)  3407             1520 (trie beam) x3.73    3356 (trie beam) 1.02 GB  x1.02   3.4x tiger
+        sample cpd-2             630              153          x6.05        258             1.24 GB  x2.44
+        sample cpd-whole        3419               85          x45.9         84             1.25 GB  x40.6
+        sample cpd-beam         4932             1498          x3.20       3575             1.02 GB  x1.38
+        sample tweedie           141               12          x18.5         59             1.02 GB  x2.39
+        sample ordered           293               43          x9.75        156             1.02 GB  x1.87
+
+Every stage stays under 5.8 GB peak RSS; every sampler's throughput at 1M items is within 3x of its 10k-item
+throughput except the exhaustive whole code (`--whole-code exact`), which scores every item by design; the diffusion
+run's own choice on validation (`gdr sample`'s default) is the trie-beam whole code, 3.4x tiger's users/s.
+
 The whole code, one model call per user, scores every item of the catalogue: at 1M items cProfile put ~45% of the time in
 the [users, n x items] digit gather (now one position at a time into the [users, items] scores), ~20% in the rest
 of `_extend_shared` (sums, exclusion), ~10% in sorting the candidate keys for the excluded items (now kept in the
@@ -83,8 +106,7 @@ What removed the per-item costs: the users' excluded items are `ItemSets` (sorte
 (`CodeTable.memo`), not per batch. What is left of the catalogue is the one-time setup (sorted keys and item
 groups per position set, 2-3 s at 1M items) and more model calls per user (cpd 45 -> 57: with more items
 fewer beams are settled by a single item). Earlier pipeline run (--sizes 10000:1000 100000:10000 --steps 20
---sample-users 256): every stage under 1.2 GB (build-ids 31 s -> 169 s); the full 1M-item pipeline
-(build-ids alone is tens of minutes) was not run.
+--sample-users 256): every stage under 1.2 GB (build-ids 31 s -> 169 s).
 """
 
 from __future__ import annotations
