@@ -71,7 +71,7 @@ evaluate: sample
 test: $(INSTALLED)
 	$(BIN)/python -m pytest -q
 
-# Speed benchmarks; the scale benchmark runs its quick size (2k vs 20k items) unless FULL=1 (10k vs 1M, > 1 hour).
+# Speed benchmarks; the scale benchmark runs its quick size (2k vs 20k items) unless FULL=1 (10k vs 1M, ~20 minutes on one core).
 bench: $(INSTALLED)
 	$(BIN)/python benchmarks/run_all.py $(if $(FULL),--full)
 
