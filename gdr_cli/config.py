@@ -13,6 +13,8 @@ A YAML config file holds one section per stage, named like the stage's module:
 
 from __future__ import annotations
 
+import difflib
+import textwrap
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -148,7 +150,10 @@ def resolve(
         key = ".".join(str(p) for p in err["loc"]) or section
         if err["type"] == "extra_forbidden":
             what = f"unknown config key {key!r} in section {section!r}"
-            fix = f"see `gdr {section.replace('_', '-')} --help` for the keys it takes"
+            near = difflib.get_close_matches(key, all_keys(cls), n=1, cutoff=0.6)
+            fix = (
+                f"did you mean {near[0]!r}? " if near else ""
+            ) + f"`gdr config {section.replace('_', '-')}` lists every key"
         else:
             what = f"bad value for config key {key!r}: {err['msg']}"
             fix = "fix the value in the config file, --set or flag"
@@ -165,3 +170,43 @@ def field_help(cls: type[BaseModel], path: str) -> str:
     default = info.get_default(call_default_factory=True)
     text = info.description or ""
     return f"{text} (config: {path}; default: {default})"  # not [..]: typer renders help as rich markup
+
+
+def all_keys(cls: type[BaseModel], prefix: str = "") -> list[str]:
+    """Every dotted config key of `cls`, nested sections included: ["seed", "train.lr", ...]."""
+    out = []
+    for name, info in cls.model_fields.items():
+        sub = info.annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel):
+            out += [f"{prefix}{name}", *all_keys(sub, f"{prefix}{name}.")]
+        else:
+            out.append(f"{prefix}{name}")
+    return out
+
+
+def render_config(cfg: BaseModel, section: str, width: int = 100) -> str:
+    """The resolved `cfg` as a config file with one `section:` (loadable by `--config`), each key preceded by its
+    description as a comment: what `gdr config STAGE` prints."""
+    lines = [f"{section}:"]
+    _render(cfg, cfg.model_dump(mode="json"), 1, width, lines)
+    return "\n".join(lines) + "\n"
+
+
+def _render(model: BaseModel, values: dict[str, Any], depth: int, width: int, lines: list[str]) -> None:
+    pad = "  " * depth
+    for name, info in type(model).model_fields.items():
+        if info.description:
+            lines += textwrap.wrap(info.description, width - len(pad) - 2, initial_indent=f"{pad}# ",
+                                   subsequent_indent=f"{pad}# ")  # fmt: skip
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            lines.append(f"{pad}{name}:")
+            _render(value, values[name], depth + 1, width, lines)
+        else:
+            lines.append(f"{pad}{name}: {_scalar(values[name])}")
+
+
+def _scalar(value: Any) -> str:
+    """One YAML value on one line: 20, null, auto, [1, 5, 10], {a: 1}."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
+    return text.removesuffix("\n...")  # a bare scalar document ends with an explicit end marker

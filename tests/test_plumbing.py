@@ -56,6 +56,44 @@ def test_unknown_keys_are_rejected(tmp_path: Path) -> None:
         parse_sets(["novalue"])
 
 
+def test_unknown_key_suggests_the_nearest_and_gdr_config(tmp_path: Path) -> None:
+    with pytest.raises(GdrError) as err:
+        resolve(Outer, section="train_rec", sets=["train.lrr=1"])
+    assert "did you mean 'train.lr'? `gdr config train-rec` lists every key" in err.value.line()
+    with pytest.raises(GdrError) as err:
+        resolve(Outer, section="train_rec", sets=["zzz=1"])
+    assert "did you mean" not in err.value.line()
+
+
+@pytest.mark.parametrize(
+    "stage", ["preprocess", "build-ids", "augment", "train-rec", "train-gen", "diffuse", "sample", "evaluate", "tune"]
+)
+def test_gdr_config_prints_a_file_that_loads_back(
+    stage: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`gdr config STAGE -c default --set ...` prints the resolved section with comments; loaded with --config it
+    resolves to the same config."""
+    from gdr_cli.commands.config import _classes
+
+    section = stage.replace("-", "_")
+    sets = ["seed=7"] if "seed" in _classes()[section].model_fields else []
+    capsys.readouterr()
+    assert main(["config", stage, "-c", "default", *[a for s in sets for a in ("--set", s)]]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"{section}:\n") and "  # " in text
+    path = tmp_path / "printed.yaml"
+    path.write_text(text)
+    cls = _classes()[section]
+    want = resolve(cls, section=section, config_file="default", sets=sets)
+    assert resolve(cls, section=section, config_file=str(path)).model_dump() == want.model_dump()
+
+
+def test_gdr_config_rejects_an_unknown_stage(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "nope"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no stage 'nope' has a config" in err[0] and "train-rec" in err[0]
+
+
 def test_invalid_yaml_names_line(tmp_path: Path) -> None:
     with pytest.raises(GdrError) as err:
         resolve(Outer, section="train_rec", config_file=write_yaml(tmp_path, "train_rec:\n  seed: [1,\n"))

@@ -9,6 +9,7 @@ def register(app: typer.Typer) -> None:
     from gdr_cli.commands import (
         augment,
         build_ids,
+        config,
         diffuse,
         evaluate,
         export,
@@ -61,3 +62,8 @@ def register(app: typer.Typer) -> None:
         "export",
         help="A processed dataset (+ ID codes, recommendations) as RecBole atomic files, an IDGenRec/SASRec folder or Parquet tables.",
     )(export.export)
+    app.command(
+        "config",
+        help="Print a stage's resolved config (defaults < -c file < --set) with every key's description, as a file "
+        "--config loads.",
+    )(config.config)
