@@ -57,9 +57,9 @@ def test_groups_of_identical_items_are_spread_within_the_last_codebook() -> None
     base = torch.randn(4, 6, generator=g)
     x = torch.cat([base[:3].repeat_interleave(30, 0), base[3:]])  # [91, 6]
     gen = torch.Generator().manual_seed(1)
-    plain, _ = residual_kmeans(x, [3, 8], KMeansOptions(iters=10, balanced=False, spread=False), gen)
+    plain, _ = residual_kmeans(x, [3, 8], KMeansOptions(iters=10, balanced=False, spread="off"), gen)
     spread, _ = residual_kmeans(
-        x, [3, 8], KMeansOptions(iters=10, balanced=False, spread=True), torch.Generator().manual_seed(1)
+        x, [3, 8], KMeansOptions(iters=10, balanced=False, spread="overflow"), torch.Generator().manual_seed(1)
     )
     largest = int(torch.unique(plain, dim=0, return_counts=True)[1].max())
     assert largest >= 30  # the copies share every digit: a collision digit of >= 30

@@ -71,13 +71,15 @@ class KMeansConfig(StageConfig):
         description="Balanced assignment's room above an even split (0 = exactly even). 0.25 lets clusters follow "
         "the data a little; on MovieLens 100K it gives 6% semantic collisions vs 19% with --no-balanced.",
     )
-    spread: bool = Field(
-        True,
-        description="No full code is shared by more items than the last level has codes: items of a larger group (near-"
-        "identical vectors) move to the nearest last-level codes of their prefix with room, so the appended collision "
-        "digit stays within the codebook size. A 1M-item synthetic catalogue had groups of 1,553 items (a 1,553-wide "
-        "last digit for every model to decode); MovieLens 100K's and Last.fm 2K's largest groups (10 and 19 of 37 and "
-        "65 codes) are untouched.",
+    spread: Literal["off", "overflow", "all"] = Field(
+        "overflow",
+        description="Items with near-identical vectors share every semantic digit and are told apart by the appended "
+        "collision digit, whose codebook is the largest such group. 'overflow': no full code is shared by more items "
+        "than the last level has codes (the items beyond move to the nearest last-level codes of their prefix with "
+        "room), so that digit is never wider than the others: a 1M-item synthetic catalogue had groups of 1,553 items, "
+        "while MovieLens 100K's and Last.fm 2K's largest (10 and 19 of 37 and 65 codes) are untouched. 'all': items "
+        "sharing a code move until every code is distinct wherever the prefix has room (LC-Rec's uniform last level). "
+        "'off': TIGER's numbering only.",
     )
 
 

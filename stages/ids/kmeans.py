@@ -20,8 +20,9 @@ class KMeansOptions:
     balanced: bool = True
     slack: float = 0.25
     """Balanced: a cluster holds at most ceil((1 + slack) · N / K) points."""
-    spread: bool = True
-    """Residual k-means: no full code is shared by more items than the last level has codes (`spread_last_level`)."""
+    spread: str = "overflow"
+    """Residual k-means' last level (`spread_last_level`): "overflow" = no full code is shared by more items than the
+    level has codes; "all" = items sharing a full code get distinct ones wherever their prefix has room; "off"."""
 
 
 def sq_dists(x: Tensor, c: Tensor, x_sq: Tensor | None = None) -> Tensor:
@@ -130,9 +131,9 @@ def residual_kmeans(
     codes, books = [], []
     for level, k in enumerate(sizes):  # loop over levels only
         c, labels = kmeans(residual, k, opts, generator)
-        if opts.spread and level == len(sizes) - 1:
+        if opts.spread != "off" and level == len(sizes) - 1:
             prefix = torch.stack(codes, 1) if codes else torch.zeros(len(x), 0, dtype=torch.int64)
-            labels = spread_last_level(residual, c, prefix, labels, cap=len(c))
+            labels = spread_last_level(residual, c, prefix, labels, cap=len(c) if opts.spread == "overflow" else 1)
         codes.append(labels)
         books.append(c)
         residual = residual - c[labels]
