@@ -62,8 +62,8 @@ class SampleConfig(StageConfig):
         None,
         description="cpd with the whole code in one step (one model call per user): 'exact' scores every item by the sum "
         "of its digits' log-probs, so its cost follows the catalogue (~81 users/s at 1M items); 'beam' finds the top of "
-        "the same scores by a trie beam over the digits (width max(beam, k)), whatever the catalogue size (~3,800 users/s "
-        "at 1M items, 2.8x tiger's beam; benchmarks/bench_scale.py), and can miss an item whose first digits score low "
+        "the same scores by a trie beam over the digits (width max(beam, k)), whatever the catalogue size (3,356 users/s "
+        "at 1M items in the full pipeline, 3.4x tiger's beam; benchmarks/bench_scale.py), and can miss an item whose first digits score low "
         "(MovieLens 100K: the exact lists for 77% of users at width 20, 100% at 64, NDCG@10 within 0.0003). None = the "
         "run's own choice on validation (`gdr diffuse`), else exact. 'beam' without --digits-per-step implies the whole "
         "code.",
