@@ -87,11 +87,11 @@ run's own choice on validation (`gdr sample`'s default) is the trie-beam whole c
 The whole code, one model call per user, scores every item of the catalogue: at 1M items cProfile put ~45% of the time in
 the [users, n x items] digit gather (now one position at a time into the [users, items] scores), ~20% in the rest
 of `_extend_shared` (sums, exclusion), ~10% in sorting the candidate keys for the excluded items (now kept in the
-code table's memo) and ~7% in the top-k. Throughput still follows the catalogue, as SASRec's full softmax does;
-the step choice on validation does not weigh speed, so on a million-item catalogue pass
-`gdr sample --digits-per-step 1` (360 users/s above). Since 2026-12-01 the step choice orders its candidates by an
-estimated cost (`diffuse.validation.items_per_call`: one model call per 2,000 items scored, from the numbers above),
-so above ~120k items it takes the whole code only when it is the only choice within noise of the best.
+code table's memo) and ~7% in the top-k. Throughput still follows the catalogue, as SASRec's full softmax does.
+The step choice orders its candidates by an estimated cost (`diffuse.validation.items_per_call`: one model call per
+2,000 candidates the first step scores, from the numbers above), so on a large catalogue it takes the exhaustive whole
+code only when it is the only choice within noise of the best; the trie-beam whole code (`--whole-code beam`, cost
+independent of the catalogue) ranks first there.
 
 Tried and dropped (2026-12-01): an exact top-k over the code trie, pruning every prefix whose score plus the
 per-position maxima of its open digits falls below the k-th best of a width-(k + excluded) beam. Lists and scores
