@@ -34,6 +34,16 @@ def test_item_sets_equal_the_dense_mask() -> None:
     assert not ItemSets.empty(3, 30).contains(torch.tensor([0, 2]), torch.tensor([1, 5])).any()
 
 
+def test_lists_are_each_users_items_padded() -> None:
+    lists, mask = lists_and_mask(5)
+    out = ItemSets.from_lists(lists, 30).lists()  # [7, longest]
+    assert out.shape == (7, int(mask.sum(1).max()))
+    for row, want in zip(out.tolist(), mask, strict=True):
+        assert [i for i in row if i >= 0] == want.nonzero().squeeze(1).tolist()  # ascending, then -1 padding
+        assert row[len([i for i in row if i >= 0]) :] == [-1] * (len(row) - int(want.sum()))
+    assert ItemSets.empty(2, 30).lists().tolist() == [[-1], [-1]]
+
+
 def test_rows_slice_and_add_follow_the_mask() -> None:
     lists, mask = lists_and_mask(3)
     sets = ItemSets.from_lists(lists, 30)

@@ -273,3 +273,14 @@ def test_model_specific_options_survive_the_sampler_options() -> None:
     read = {"beam", "first_beam", "digits_per_step", "steps", "sample_steps", "strategy", "top_k", "top_p", "temperature",
             "order", "renormalize", "constrained", "use_cache", "seed"}  # fmt: skip
     assert read <= set(SamplerOptions.__dataclass_fields__) and read <= set(SampleConfig.model_fields)
+
+
+def test_the_runs_whole_code_search_applies_at_its_own_step_size_only() -> None:
+    from stages.config.sample import SampleConfig
+    from stages.sample import whole_code
+
+    meta = {"digits_per_step": 4, "whole_code": "beam"}
+    assert whole_code(SampleConfig(), meta, 4) == "beam"  # the run's choice
+    assert whole_code(SampleConfig(), meta, 2) == "exact"  # another step size: the run's search does not apply
+    assert whole_code(SampleConfig(whole_code="exact"), meta, 4) == "exact"  # asked for
+    assert whole_code(SampleConfig(), {"digits_per_step": 4}, 4) == "exact"  # runs choosing the exhaustive step
