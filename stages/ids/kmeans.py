@@ -149,9 +149,9 @@ def spread_last_level(residual: Tensor, c: Tensor, prefix: Tensor, labels: Tenso
     (`collisions.disambiguate`), whose codebook is the largest such group: on a 1M-item synthetic catalogue,
     1,553 wide against 256 codes per level. Here the items of a group beyond its `cap` closest move to the
     nearest codes of their prefix that hold fewer than `cap` (rounds of proposals, closest first, as in
-    `capacity_assign`), so the collision digit stays within `cap` (the level's size) while the prefix has room.
-    Groups within the cap are untouched (MovieLens 100K's and Last.fm 2K's largest: 10 of 37, 19 of 65).
-    """
+    `capacity_assign`), so the collision digit stays within `cap` while the prefix has room: the level's size for
+    `spread` "overflow" (MovieLens 100K's and Last.fm 2K's groups, at most 10 of 37 and 19 of 65, are untouched),
+    1 for "all" (every code distinct where the prefix has room)."""
     k = len(c)
     pk = torch.unique(prefix, dim=0, return_inverse=True)[1] if prefix.shape[1] else torch.zeros_like(labels)
     key = pk * k + labels  # [N] the full code
