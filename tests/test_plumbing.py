@@ -88,6 +88,22 @@ def test_gdr_config_prints_a_file_that_loads_back(
     assert resolve(cls, section=section, config_file=str(path)).model_dump() == want.model_dump()
 
 
+def test_gdr_config_train_prints_every_section_gdr_train_reads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gdr_cli.commands.config import TRAIN, _classes
+
+    capsys.readouterr()
+    assert main(["config", "train", "--set", "sample.k=7"]) == 0
+    text = capsys.readouterr().out
+    assert [line[:-1] for line in text.splitlines() if line and not line.startswith(" ")] == list(TRAIN)
+    path = tmp_path / "train.yaml"
+    path.write_text(text)
+    assert resolve(_classes()["sample"], section="sample", config_file=str(path)).k == 7
+    assert main(["config", "train", "--set", "diffuse.seed=1"]) == 2
+    assert "unknown section 'diffuse'" in capsys.readouterr().err
+
+
 def test_gdr_config_rejects_an_unknown_stage(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["config", "nope"]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -96,6 +96,13 @@ def sample(root: Path, run: str, *args: str) -> int:
             "--order",
         ),
         ("d", ["--sampler", "cpd", "--steps", "4"], "--steps does not apply to sampler 'cpd'", "--digits-per-step"),
+        ("t", ["--whole-code", "beam"], "--whole-code does not apply to sampler 'beam' of model 'tiger'", "--beam"),
+        (
+            "d",
+            ["--sampler", "tweedie", "--whole-code", "exact"],
+            "--whole-code does not apply to sampler 'tweedie'",
+            "--steps",
+        ),
         (
             "d",
             ["--sampler", "tweedie", "--top-k", "3"],

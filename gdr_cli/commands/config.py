@@ -29,15 +29,33 @@ def _classes() -> dict[str, type[BaseModel]]:
             "sample": SampleConfig, "evaluate": EvaluateConfig, "tune": TuneConfig}  # fmt: skip
 
 
+TRAIN = ("train_gen", "preprocess", "sample", "evaluate")
+"""The sections `gdr train` reads (its --set keys name their section: --set sample.k=10)."""
+
+
 def config(
-    stage: Annotated[str, typer.Argument(help="Stage whose config to print (e.g. diffuse, train-rec, sample).")],
+    stage: Annotated[
+        str,
+        typer.Argument(help="Stage whose config to print (e.g. diffuse, train-rec, sample; train: its 4 sections)."),
+    ],
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
     classes = _classes()
     section = stage.replace("-", "_")
+    if section == "train":  # the IDGenRec pipeline: every section it reads, --set keys prefixed by their section
+        sets: dict[str, list[str]] = {}
+        for item in set_ or []:
+            head, _, rest = item.partition(".")
+            if head not in TRAIN:
+                raise GdrError(f"--set key of unknown section {head!r}", fix=f"use {', '.join(TRAIN)}.<key>")
+            sets.setdefault(head, []).append(rest)
+        for name in TRAIN:
+            cfg = resolve(classes[name], section=name, config_file=config, sets=sets.get(name))
+            typer.echo(render_config(cfg, name), nl=False)
+        return
     if section not in classes:
-        names = ", ".join(name.replace("_", "-") for name in classes)
+        names = ", ".join(name.replace("_", "-") for name in [*classes, "train"])
         raise GdrError(f"no stage {stage!r} has a config", fix=f"use one of: {names}")
     cfg = resolve(classes[section], section=section, config_file=config, sets=set_)
     typer.echo(render_config(cfg, section), nl=False)
