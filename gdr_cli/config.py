@@ -98,6 +98,15 @@ def parse_sets(sets: list[str] | None) -> dict[str, Any]:
     return out
 
 
+def split_sections(sets: list[str] | None) -> dict[str, list[str]]:
+    """--set keys prefixed by their section (commands reading several: `gdr train`) -> {section: [key=value, ...]}."""
+    out: dict[str, list[str]] = {}
+    for item in sets or []:
+        head, _, rest = item.partition(".")
+        out.setdefault(head, []).append(rest)
+    return out
+
+
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in over.items():

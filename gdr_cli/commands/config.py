@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from pydantic import BaseModel
 
-from gdr_cli.config import render_config, resolve
+from gdr_cli.config import render_config, resolve, split_sections
 from gdr_cli.errors import GdrError
 from gdr_cli.options import ConfigOpt, SetOpt
 
@@ -44,12 +44,9 @@ def config(
     classes = _classes()
     section = stage.replace("-", "_")
     if section == "train":  # the IDGenRec pipeline: every section it reads, --set keys prefixed by their section
-        sets: dict[str, list[str]] = {}
-        for item in set_ or []:
-            head, _, rest = item.partition(".")
-            if head not in TRAIN:
-                raise GdrError(f"--set key of unknown section {head!r}", fix=f"use {', '.join(TRAIN)}.<key>")
-            sets.setdefault(head, []).append(rest)
+        sets = split_sections(set_)
+        for head in sets.keys() - set(TRAIN):
+            raise GdrError(f"--set key of unknown section {head!r}", fix=f"use {', '.join(TRAIN)}.<key>")
         for name in TRAIN:
             cfg = resolve(classes[name], section=name, config_file=config, sets=sets.get(name))
             typer.echo(render_config(cfg, name), nl=False)

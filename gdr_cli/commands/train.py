@@ -19,7 +19,7 @@ from gdr_cli.commands.corruption_flags import (
     UseDiffusion,
     corruption_flags,
 )
-from gdr_cli.config import resolve
+from gdr_cli.config import resolve, split_sections
 from gdr_cli.options import ConfigOpt, DataDir, DatasetArg, SetOpt, flag
 from stages.config.train_gen import TrainGenConfig as C
 
@@ -79,10 +79,7 @@ def train(
     from stages.config.preprocess import PreprocessConfig
     from stages.config.sample import SampleConfig
 
-    sections: dict[str, list[str]] = {}
-    for item in set_ or []:
-        head, _, rest = item.partition(".")
-        sections.setdefault(head, []).append(rest)
+    sections = split_sections(set_)
     flags = {"rounds": rounds, "id_epochs": id_epochs, "rec_epochs": rec_epochs, "id_len": id_len, "seed": seed,
              "generator.train.max_minutes": max_minutes, "recommender.train.max_minutes": max_minutes}  # fmt: skip
     flags.update(

@@ -183,9 +183,9 @@ def first_candidates(codes: Tensor, d: int, beam: int = 0) -> int:
     every set of d positions (d = n: every item; d = 1: every digit of every position), or with a trie `beam` for the
     whole code (`--whole-code beam`), every digit of every position for each beam. codes: [N, n] int64."""
     n = codes.shape[1]
-    if beam:
-        return beam * sum(int(codes[:, j].max()) + 1 for j in range(n))
     sizes = [int(codes[:, j].max()) + 1 for j in range(n)]
+    if beam:
+        return beam * sum(sizes)
     total = 0
     for cols in itertools.combinations(range(n), d):
         if math.prod(sizes[j] for j in cols) >= 2**62:  # no int64 key: distinct rows
