@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from gdr_cli.errors import GdrError
 from stages.models.repeat_head import NEG, mix_lists, mode_nll
 from stages.samplers.base import top_distinct
 from tests.test_diffusion_core import tiny_model
@@ -105,3 +106,43 @@ def test_every_sampler_with_the_repeat_head_returns_k_distinct_allowed_items(sam
         assert not (items[:, :, None] == history[:, None, :]).any()
     again, _ = model.recommend(history, k=6, sampler=sampler, options=options, exclude=banned)
     assert torch.equal(items, again)
+
+
+def test_diffusion_explore_new_learns_the_generator_from_the_explore_examples_only() -> None:
+    model = tiny_model(repeat_head=True, repeat_explore="new")
+    batch = {"history": torch.tensor([[0, 3, 3, 5], [-1, -1, 1, 2]]), "target": torch.tensor([3, 9])}
+    with torch.no_grad():
+        total = model.loss(batch)  # eval mode: the same masks every call
+        memory, _ = model._memory(batch["history"])
+        heads = model.repeat(memory[:, -1], memory[:, :-1], batch["history"] >= 0)
+        repeat, model.repeat, model.explore_new = model.repeat, None, False
+        explore_only = model.loss({"history": batch["history"][1:], "target": batch["target"][1:]})
+    model.repeat = repeat
+    # the generator's term averaged over the batch (user 0 repeats: none), the mode loss of both users
+    want = explore_only / 2 + mode_nll(*heads, batch["history"], batch["target"]).mean()
+    assert total.item() == pytest.approx(want.item(), rel=1e-5)
+    with pytest.raises(GdrError, match="needs a repeat head"):
+        tiny_model(repeat_explore="new")
+
+
+@pytest.mark.parametrize("exclude", [False, True])
+def test_diffusion_explore_new_leaves_the_history_to_the_repeat_expert(exclude: bool) -> None:
+    model = tiny_model(repeat_head=True, repeat_explore="new")
+    history = torch.tensor([[0, 3, 3, 5], [-1, -1, 1, 2], [-1, -1, -1, -1]])
+    items, scores = model.recommend(history, k=4, sampler="cpd", exclude=history if exclude else None)
+    # by hand: the generator's list searched without the history, then the history items by the pointer alone
+    repeat, model.repeat = model.repeat, None
+    base, base_score = model.recommend(history, k=4, sampler="cpd", exclude=history)
+    model.repeat = repeat
+    with torch.no_grad():
+        memory, _ = model._memory(history)
+        log_e, log_r, log_a = model.repeat(memory[:, -1], memory[:, :-1], history >= 0)
+    for u in range(3):
+        p = {i: math.exp(log_e[u].item() + s) for i, s in zip(base[u].tolist(), base_score[u].tolist(), strict=True)}
+        for j, item in enumerate(history[u].tolist()):
+            if item >= 0 and not exclude:
+                p[item] = p.get(item, 0.0) + math.exp(log_r[u].item() + log_a[u, j].item())
+        want = sorted(p.items(), key=lambda kv: -kv[1])[:4]
+        assert items[u].tolist() == [i for i, _ in want]
+        torch.testing.assert_close(scores[u].exp(), torch.tensor([v for _, v in want]), rtol=1e-4, atol=1e-7)
+    assert all(len(set(row)) == 4 for row in items.tolist())

@@ -169,8 +169,9 @@ def test_dense_head_with_corruption_training_is_an_error() -> None:
         tiny(dense_weight=1.0, corruption={})
 
 
-def repeat_by_hand(model: Tiger, history: torch.Tensor) -> torch.Tensor:
-    """log p(item) [B, 12] of the repeat / explore mixture, from the model's parts."""
+def repeat_by_hand(model: Tiger, history: torch.Tensor, new: bool = False) -> torch.Tensor:
+    """log p(item) [B, 12] of the repeat / explore mixture, from the model's parts; new: the generator's mass
+    covers items outside the history only (`repeat_explore: new`)."""
     hidden, _ = model.encode(history)
     latest, states = model.history_states(hidden, history.shape[1])
     some = (history >= 0).any(1)  # [B] an empty history repeats nothing: g = 0
@@ -179,27 +180,35 @@ def repeat_by_hand(model: Tiger, history: torch.Tensor) -> torch.Tensor:
     a = score.masked_fill(history < 0, float("-inf")).softmax(-1).nan_to_num()  # [B, L]
     copy = torch.zeros(history.shape[0], 12).scatter_add(1, history.clamp(min=0), a * (history >= 0))
     gen = model.token_logprobs(history, torch.arange(12).expand(history.shape[0], -1)).exp()
+    if new:
+        gen = gen * (torch.zeros_like(gen).scatter_add(1, history.clamp(min=0), (history >= 0).float()) == 0)
     return ((1 - g)[:, None] * gen + g[:, None] * copy).log()
 
 
-@pytest.mark.parametrize("encoder_input", ["tokens", "items"])
-def test_repeat_head_loss_is_the_mixtures_nll(encoder_input: str) -> None:
-    model = tiny(seed=8, repeat_head=True, encoder_input=encoder_input).eval()
+@pytest.mark.parametrize(("encoder_input", "explore"), [("tokens", "all"), ("items", "all"), ("items", "new")])
+def test_repeat_head_loss_is_the_mixtures_nll(encoder_input: str, explore: str) -> None:
+    model = tiny(seed=8, repeat_head=True, encoder_input=encoder_input, repeat_explore=explore).eval()
     batch = {"history": torch.tensor([[3, 5, 3], [-1, 7, 2], [-1, -1, 4]]), "target": torch.tensor([3, 10, 4])}
-    want = -repeat_by_hand(model, batch["history"]).gather(1, batch["target"][:, None]).mean() / 2  # D = 2
+    mix = repeat_by_hand(model, batch["history"], new=explore == "new")
+    want = -mix.gather(1, batch["target"][:, None]).mean() / 2  # D = 2
     assert model.loss(batch).item() == pytest.approx(want.item(), rel=1e-5)
 
 
-@pytest.mark.parametrize("exclude", [False, True])
-def test_repeat_head_beam_ranks_by_the_mixture(exclude: bool) -> None:
-    model = tiny(seed=9, repeat_head=True).eval()
+def test_repeat_explore_new_needs_the_repeat_head() -> None:
+    with pytest.raises(GdrError, match="needs a repeat head"):
+        tiny(repeat_explore="new")
+
+
+@pytest.mark.parametrize(("exclude", "explore"), [(False, "all"), (True, "all"), (False, "new"), (True, "new")])
+def test_repeat_head_beam_ranks_by_the_mixture(exclude: bool, explore: str) -> None:
+    model = tiny(seed=9, repeat_head=True, repeat_explore=explore).eval()
     with torch.no_grad():
         model.repeat.gate.bias.fill_(1.0)  # repeat often: history items must climb the list
     history = torch.tensor([[0, 1, 1], [-1, 4, 9], [-1, -1, -1]])  # the last user has nothing to repeat
     banned = history if exclude else None
     # beam 12 keeps every prefix of this 12-item, 2-digit catalogue: the search is exact
     items, scores = model.recommend(history, k=5, options=SimpleNamespace(beam=12), exclude=banned)
-    want = repeat_by_hand(model, history)
+    want = repeat_by_hand(model, history, new=explore == "new")
     if exclude:
         banned_mask = torch.zeros(3, 13, dtype=torch.bool).scatter(1, history.where(history >= 0, 12), True)[:, :12]
         want = want.masked_fill(banned_mask, float("-inf"))

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from gdr_cli.config import StageConfig
-from stages.config.training import HISTORY_DROPOUT, REPEAT_HEAD, TrainLoopConfig
+from stages.config.training import HISTORY_DROPOUT, REPEAT_EXPLORE, REPEAT_HEAD, TrainLoopConfig
 
 
 class DiffuseValidation(StageConfig):
@@ -145,6 +145,7 @@ class DiffuseConfig(StageConfig):
     )
     history_dropout: float = HISTORY_DROPOUT
     repeat_head: bool = REPEAT_HEAD
+    repeat_explore: Literal["all", "new"] = REPEAT_EXPLORE
     item_loss: float = Field(
         1.0,
         ge=0,

@@ -10,7 +10,7 @@ from gdr_cli.config import StageConfig
 from stages.config.diffurec import DiffurecConfig
 from stages.config.graph import DiffkgConfig, DiffnetConfig
 from stages.config.seqrec import HstuConfig, SasrecConfig
-from stages.config.training import HISTORY_DROPOUT, REPEAT_HEAD, TrainLoopConfig
+from stages.config.training import HISTORY_DROPOUT, REPEAT_EXPLORE, REPEAT_HEAD, TrainLoopConfig
 
 
 class TigerTrainConfig(TrainLoopConfig):
@@ -105,6 +105,7 @@ class TigerConfig(StageConfig):
         "on validation NDCG@10 on MovieLens 100K and Last.fm 2K, 1 lower on both (benchmarks/ablation_quality.md, round 7).",
     )
     repeat_head: bool = REPEAT_HEAD
+    repeat_explore: Literal["all", "new"] = REPEAT_EXPLORE
     label_smoothing: float = Field(
         0.1,
         ge=0,

@@ -99,3 +99,13 @@ REPEAT_HEAD: Any = Field(
     "(benchmarks/ablation_quality.md, round 7). false = the generator alone.",
 )
 """The generative models' `repeat_head` (tiger and the diffusion model share it)."""
+
+REPEAT_EXPLORE: Any = Field(
+    "all",
+    description="What the repeat head's 'explore' expert (the generator) covers. 'new': as RepeatNet's explore decoder, "
+    "only items outside the model's history window (the `max_len` items it reads): a window item is scored by the "
+    "repeat expert alone (gate x pointer), the generator is trained on the examples whose target is outside the window, "
+    "and its search skips window items (still k items per user). 'all': the generator scores every item, window items "
+    "too. Needs repeat_head.",
+)
+"""The generative models' `repeat_explore` (tiger and the diffusion model share it)."""

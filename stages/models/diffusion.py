@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gdr_cli.errors import GdrError
 from stages.config.diffuse import DiffuseConfig, DiffuseTrainConfig
 from stages.diffusion.corruption import MASK
 from stages.diffusion.likelihood import any_order_bound
@@ -229,13 +230,20 @@ class DiffusionRecommender(Recommender):
         beta_max: float = 0.1,
         history_dropout: float = 0.0,
         repeat_head: bool = False,
+        repeat_explore: str = "all",
         item_loss: float = 1.0,
         item_loss_items: int = 16384,
         item_head: bool = False,
         seed: int = 0,
     ):
         kwargs = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        if repeat_explore not in ("all", "new") or (repeat_explore == "new" and not repeat_head):
+            raise GdrError(f"repeat_explore {repeat_explore!r} needs a repeat head",
+                           fix="set repeat_head=true, or repeat_explore=all (the generator covers every item)")  # fmt: skip
+        if repeat_explore == "all":  # absent when 'all', so older checkpoints' specs stay valid
+            del kwargs["repeat_explore"]
         super().__init__(**kwargs)
+        self.explore_new = repeat_explore == "new"  # the generator covers items outside the history window only
         n, v, d = len(vocab_sizes), max(vocab_sizes), d_model
         self.n_digits, self.max_len, self.schedule_name, self.beta_max = n, max_len, schedule, beta_max
         self.objective = make_loss(loss, schedule=schedule, lambda_floor=lambda_floor, augment_factor=augment_factor,
@@ -410,11 +418,21 @@ class DiffusionRecommender(Recommender):
             history = drop_history(history, self.history_dropout)
         history = history[:, -self.max_len :]
         memory, keep = self._memory(history)
-        codes = self.codes[batch["target"]]  # [B, n]
+        target = batch["target"]  # [B]
         ctx, gen = self._context(history, memory, keep), self.noise_generator()
-        loss = self.objective(self._logp_fn(ctx), codes, gen)
-        if self.item_loss:
-            loss = loss + self.item_loss * self.item_nll(ctx, batch["target"], gen)
+        share = 1.0  # the examples the generator learns from, as a share of the batch
+        if self.explore_new and (repeats := (history == target[:, None]).any(-1)).any():
+            # RepeatNet's explore expert learns the items outside the window only (its term averaged over the
+            # batch, as in RepeatNet's loss); the repeats are the pointer's (mode_nll below)
+            rows = (~repeats).nonzero().squeeze(1)
+            ctx, target = Context([kv[:, rows] for kv in ctx.kv], ctx.keep[rows]), target[rows]
+            share = len(rows) / len(repeats)
+        loss = history.new_zeros((), dtype=torch.float32)
+        if len(target):
+            loss = self.objective(self._logp_fn(ctx), self.codes[target], gen)
+            if self.item_loss:
+                loss = loss + self.item_loss * self.item_nll(ctx, target, gen)
+            loss = loss * share if share < 1 else loss
         if self.repeat is None:
             return loss
         heads = self.repeat(memory[:, -1], memory[:, :-1], history >= 0)
@@ -492,10 +510,16 @@ class DiffusionRecommender(Recommender):
         n_items, prefix = self.codes.shape[0], smp.prefix.to(dev)
         # the user's history (sparse [B, N]: memory follows the history, not the catalogue)
         history_set = ItemSets.from_lists(exclude, n_items) if exclude is not None else ItemSets.empty(b, n_items, dev)
-        banned = history_set  # the history and the items found so far (a new ItemSets per round)
+        recent = history[:, -self.max_len :]  # the items the repeat expert points at
+        search_set = history_set  # what the search skips: the excluded items, and the window's with `explore_new`
+        explore_new = self.explore_new and self.repeat is not None and opts.constrained
+        if explore_new:  # RepeatNet's explore expert: window items get the repeat expert's mass alone (below)
+            some = recent >= 0
+            search_set = history_set.add(torch.arange(b, device=dev)[:, None].expand_as(recent)[some], recent[some])
+        banned = search_set  # the excluded items and the items found so far (a new ItemSets per round)
         # banned items that have the prefix, per user: a user can get more while this is below the count
         # of items with the prefix (found items always have it, so it grows by the items found)
-        user, item = history_set.pairs()
+        user, item = search_set.pairs()
         fits = ((prefix < 0) | (self.codes[item] == prefix)).all(dim=1)
         left = int(self.table().pair_counts(prefix[None])[0]) - torch.bincount(user[fits], minlength=b)  # [B]
         items = torch.full((b, k), -1, dtype=torch.long, device=dev)
@@ -504,14 +528,14 @@ class DiffusionRecommender(Recommender):
         for rnd in range(k):  # each round adds ≥ 1 item to every user it runs for
             sub = Context([kv[:, rows] for kv in ctx.kv], ctx.keep[rows]) if rnd else ctx
             state = smp.init_state(len(rows), dev, users[rows], rnd)
-            if rnd or exclude is not None:
+            if rnd or exclude is not None or explore_new:
                 every = rnd == 0  # the first round runs for every user: the masks themselves, no copies
                 state.extra["exclude"] = (
                     banned if every else banned.rows(rows)
                 )  # the history and the items found so far
                 state.extra["invalid"] = (
-                    history_set if every else history_set.rows(rows)
-                )  # the history alone: out of the renormalisation too
+                    search_set if every else search_set.rows(rows)
+                )  # the excluded items alone: out of the renormalisation too
             state, calls = self._search(
                 smp, sub, state, opts.use_cache, item=smp.one_pass() and self.item_emb is not None
             )
@@ -533,7 +557,6 @@ class DiffusionRecommender(Recommender):
         self.sample_stats = {"nfe": evals / max(b, 1), "function_evals": evals, "rounds": rounds}
         if ctx.repeat is None or not opts.constrained:  # (unconstrained: the list is the search's codes, as is)
             return items, scores
-        recent = history[:, -self.max_len :]  # the items the repeat expert points at: allowed ones only
         allowed = ~history_set.contains(torch.arange(b, device=dev)[:, None].expand_as(recent), recent)
         allowed &= ((prefix < 0) | (self.codes[recent.clamp(min=0)] == prefix)).all(-1)
         self.sample_stats["repeat_gate"] = float(ctx.repeat[1].exp().mean())  # mean P(repeat) of these users
@@ -666,6 +689,6 @@ class DiffusionFamily(ModelFamily):
 
 
 MODEL_KEYS = {"d_model", "n_heads", "enc_layers", "dec_layers", "d_ff", "dropout", "loss", "schedule", "augment_factor",
-              "mask_prob", "lambda_floor", "label_smoothing", "beta_max", "history_dropout", "repeat_head",
+              "mask_prob", "lambda_floor", "label_smoothing", "beta_max", "history_dropout", "repeat_head", "repeat_explore",
               "item_loss", "item_loss_items", "item_head"}  # fmt: skip
 """DiffuseConfig fields that are DiffusionRecommender constructor arguments."""

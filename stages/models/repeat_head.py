@@ -93,12 +93,15 @@ class CopyPrior:
     """The repeat expert inside a beam search over codes (one user per row).
 
     log_explore, log_repeat: [B] log(1 - g), log g; log_a: [B, L] log attention over history items;
-    digits: [B, L, D] int64 the history items' codes (digit values, not tokens)."""
+    digits: [B, L, D] int64 the history items' codes (digit values, not tokens). explore_new: the generator's
+    mass covers items outside the history only (`repeat_explore: new`): a finished code of a history item scores
+    its repeat mass alone."""
 
     log_explore: Tensor
     log_repeat: Tensor
     log_a: Tensor
     digits: Tensor
+    explore_new: bool = False
 
     def start(self) -> Tensor:
         """[B, 1, L] bool: which history items each beam's (empty) prefix still matches."""
@@ -111,6 +114,12 @@ class CopyPrior:
         onehot = F.one_hot(self.digits[:, :, d], vocab).to(mass.dtype)  # [B, L, V_d] each item's digit d
         # TINY instead of 0: log(0) takes a slow path on CPU (20x a plain log); e^-69 changes no ranking
         return torch.bmm(mass, onehot).clamp_min_(TINY).log_()
+
+    def history_leaves(self, d: int, match: Tensor, vocab: int) -> Tensor:
+        """Which (beam, digit d = v) candidates complete a history item's code (d the last digit): match [B, W, L]
+        bool -> [B, W, V_d] bool."""
+        onehot = F.one_hot(self.digits[:, :, d], vocab).to(torch.float32)  # [B, L, V_d]
+        return torch.bmm(match.to(torch.float32), onehot) > 0
 
     def advance(self, d: int, match: Tensor, parent: Tensor, digit: Tensor) -> Tensor:
         """Matches after step d: beams `parent` [B, W] extended by `digit` [B, W] -> [B, W, L] bool."""

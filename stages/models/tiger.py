@@ -40,7 +40,7 @@ from stages.models.base import Recommender
 from stages.models.dense_head import DenseHead
 from stages.models.family import FamilyData, ModelFamily
 from stages.models.history_dropout import drop_history
-from stages.models.repeat_head import CopyPrior, RepeatHead
+from stages.models.repeat_head import NEG, CopyPrior, RepeatHead
 from stages.models.tiger_corruption import CorruptionTraining
 
 PAD, EOS, FIRST_CODE_TOKEN = 0, 1, 2
@@ -94,6 +94,7 @@ class Tiger(Recommender):
         history_dropout: float = 0.0,
         dense_weight: float = 0.0,
         repeat_head: bool = False,
+        repeat_explore: str = "all",
         label_smoothing: float = 0.1,
         scale_outputs: bool = True,
         vocab_kind: str = "digits",
@@ -121,6 +122,11 @@ class Tiger(Recommender):
             extra["dense_weight"] = float(dense_weight)
         if repeat_head:
             extra["repeat_head"] = True
+        if repeat_explore not in ("all", "new") or (repeat_explore == "new" and not repeat_head):
+            raise GdrError(f"repeat_explore {repeat_explore!r} needs a repeat head", fix="set tiger.repeat_head=true, "
+                           "or tiger.repeat_explore=all (the generator covers every item)")  # fmt: skip
+        if repeat_explore == "new":  # absent when 'all', so older checkpoints' specs stay valid
+            extra["repeat_explore"] = "new"
         if shared:
             extra["vocab_kind"] = vocab_kind
         super().__init__(
@@ -146,6 +152,7 @@ class Tiger(Recommender):
         self.history_dropout = float(history_dropout)  # training only: see `drop_history`
         self.dense = DenseHead(d_model) if dense_weight else None  # LIGER's dense head (dense_head.py)
         self.repeat = RepeatHead(d_model) if repeat_head else None  # RepeatNet's repeat expert (repeat_head.py)
+        self.explore_new = repeat_explore == "new"  # the generator covers items outside the history window only
         self.init_weights(torch.Generator().manual_seed(seed))
         offsets = torch.tensor([0, *vocab_sizes[:-1]], dtype=torch.int64).cumsum(0) * (not shared) + FIRST_CODE_TOKEN
         self.register_buffer("codes", torch.zeros(n_items, self.n_digits, dtype=torch.int64))  # [N, D] item -> code
@@ -334,6 +341,8 @@ class Tiger(Recommender):
             return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), label_smoothing=smooth)
         logp = logits.float().log_softmax(-1)  # [B, D, V]
         gen_logp = logp.gather(-1, labels[..., None]).squeeze(-1).sum(1)  # [B] log p_gen(code of target)
+        if self.explore_new:  # RepeatNet's explore expert has no mass on window items: repeats are the pointer's
+            gen_logp = gen_logp.masked_fill((history == target[:, None]).any(-1), NEG)
         heads = self.repeat(*self.history_states(hidden, history.shape[1]), history >= 0)
         loss = RepeatHead.mix_nll(gen_logp, *heads, history, target).mean() / self.n_digits
         return loss if not smooth else (1 - smooth) * loss - smooth * logp.mean()
@@ -352,7 +361,7 @@ class Tiger(Recommender):
         if self.repeat is None:
             return None
         log_explore, log_repeat, log_a = self.repeat(*self.history_states(hidden, history.shape[1]), history >= 0)
-        return CopyPrior(log_explore, log_repeat, log_a, self.codes[history.clamp(min=0)])
+        return CopyPrior(log_explore, log_repeat, log_a, self.codes[history.clamp(min=0)], self.explore_new)
 
     def token_logprobs(self, history: Tensor, items: Tensor) -> Tensor:
         """Teacher-forced log p(code of item | history), summed over digits: the exact score that beam

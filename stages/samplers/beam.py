@@ -106,8 +106,11 @@ def beam_search(
                 dead = off if dead is None else dead | off
         cand = step + gen.flatten()[:, None]  # [B*W', V_d], a new tensor: masked in place
         if copy is not None:
-            gen_cand = cand.view(b, width * v)
-            cand = copy.mix(cand.view(b, width, v), copy.candidates(d, match, v)).view(b * width, v)
+            gen3 = cand.view(b, width, v)
+            if copy.explore_new and d == trie.depth - 1:  # history items: the repeat expert's mass alone
+                gen3 = gen3.masked_fill(copy.history_leaves(d, match, v), NEG_INF)
+            gen_cand = gen3.reshape(b, width * v)
+            cand = copy.mix(gen3, copy.candidates(d, match, v)).view(b * width, v)
         if dead is not None:
             cand.masked_fill_(dead, NEG_INF)
         scores, idx = cand.view(b, width * v).topk(min(beam, width * v), dim=1)  # [B, W]
