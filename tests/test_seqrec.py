@@ -263,9 +263,12 @@ def popularity_ndcg(data: FamilyData, histories: torch.Tensor, targets: torch.Te
     return ndcg_sum(pop.recommend(histories, k=10)[0], targets) / len(targets)
 
 
-@pytest.mark.parametrize("family", [SasrecFamily(), HstuFamily()], ids=["sasrec", "hstu"])
-def test_learns_beyond_popularity(family, synthetic: FamilyData, tmp_path: Path) -> None:
-    cfg = family.config(d_model=32, n_layers=1, dropout=0.1)
+@pytest.mark.parametrize(
+    ("family", "repeat"), [(SasrecFamily(), False), (HstuFamily(), False), (SasrecFamily(), True)],
+    ids=["sasrec", "hstu", "sasrec-repeat"],
+)
+def test_learns_beyond_popularity(family, repeat: bool, synthetic: FamilyData, tmp_path: Path) -> None:
+    cfg = family.config(d_model=32, n_layers=1, dropout=0.1, repeat_head=repeat)
     model = family.build(synthetic, cfg)
     train = family.examples(synthetic, cfg)
     val = eval_histories(synthetic.splits, "valid", synthetic.max_len, with_target=True)

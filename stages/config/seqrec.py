@@ -81,6 +81,17 @@ class SeqrecConfig(StageConfig):
         128, ge=1, description="Uniform negatives per position for loss 'negatives'; 128 as in generative-recommenders."
     )
 
+    repeat_head: bool = Field(
+        False,
+        description="RepeatNet's repeat / explore mixture on the encoder (the generative models' `repeat_head`): a gate and "
+        "a causal pointer over the window's items mix a 'repeat' expert with the catalogue softmax ('explore'), trained "
+        "at every position on -log of the mixture. Off: the published model. Needs loss 'softmax' and no plug-in.",
+    )
+    repeat_explore: Literal["all", "new"] = Field(
+        "new",
+        description="With repeat_head: what the explore softmax covers, 'new' (RepeatNet: only items outside the window "
+        "read so far; a window item gets the repeat expert's mass alone) or 'all' (every item).",
+    )
     window_overlap: float = Field(
         0.5, ge=0, lt=1,
         description="Share of each training window's history that overlaps the previous window and is context only, so "
@@ -115,6 +126,8 @@ class SasrecConfig(SeqrecConfig):
 
     @model_validator(mode="after")
     def _plugin_loss(self) -> SasrecConfig:
+        if self.plugin == "pdrec" and self.repeat_head:
+            raise ValueError("plugin 'pdrec' does not combine with repeat_head (set one of them off)")
         if self.plugin == "pdrec":
             if self.loss == "sampled_softmax":
                 raise ValueError("plugin 'pdrec' needs loss 'softmax' or 'negatives'")

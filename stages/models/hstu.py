@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from stages.config.seqrec import HstuConfig, SeqrecTrainConfig
 from stages.models.family import FamilyData, ModelFamily
-from stages.models.seqrec import SeqRecommender, init_weights, window_examples
+from stages.models.seqrec import SeqRecommender, init_weights, repeat_kwargs, window_examples
 
 
 class HstuBlock(nn.Module):
@@ -64,11 +64,13 @@ class Hstu(SeqRecommender):
         loss: str = "softmax",
         temperature: float = 0.05,
         num_negatives: int = 128,
+        repeat_head: bool = False,
+        repeat_explore: str = "new",
         seed: int = 0,
     ):
         super().__init__(n_items=n_items, max_len=max_len, d_model=d_model, n_heads=n_heads, loss=loss,
                          temperature=temperature, num_negatives=num_negatives, dropout=dropout, seed=seed,
-                         n_layers=n_layers)  # fmt: skip
+                         n_layers=n_layers, **repeat_kwargs(repeat_head, repeat_explore))  # fmt: skip
         self.blocks = nn.ModuleList(HstuBlock(d_model, n_heads, max_len, dropout) for _ in range(n_layers))
         init_weights(self, torch.Generator().manual_seed(seed))
 

@@ -36,6 +36,8 @@ from stages.data.sequences import training_windows
 from stages.models.base import Recommender
 from stages.models.family import FamilyData
 from stages.models.popularity import exclude_items
+from stages.models.repeat_head import RepeatHead
+from stages.models.seq_repeat import mixture_nll, mixture_scores
 
 LOSSES = ("softmax", "sampled_softmax", "negatives")
 PLUGIN_COLUMNS = frozenset({"weight", "extra", "tail_pref", "tail_thr"})
@@ -119,6 +121,11 @@ def top_k(scores: Tensor, k: int, exclude: Tensor | None) -> tuple[Tensor, Tenso
     return items, top
 
 
+def repeat_kwargs(repeat_head: bool, repeat_explore: str) -> dict[str, Any]:
+    """The repeat head's constructor arguments, absent when it is off (so older checkpoints' specs stay valid)."""
+    return {"repeat_head": True, "repeat_explore": repeat_explore} if repeat_head else {}
+
+
 def window_examples(data: FamilyData, min_history: int) -> dict[str, Tensor]:
     """Training windows of a family (`seq` [W, max_len + 1]) and, when they overlap, their `context` [W]:
     windows advance by max_len - min_history items, so every target sees >= min_history items of history."""
@@ -171,6 +178,12 @@ class SeqRecommender(Recommender, abc.ABC):
         )
         if loss not in LOSSES:
             raise GdrError(f"unknown loss {loss!r}", fix=f"use one of: {', '.join(LOSSES)}")
+        repeat_head, explore = bool(extra.get("repeat_head", False)), extra.get("repeat_explore", "new")
+        if repeat_head and loss != "softmax":
+            raise GdrError(f"repeat_head needs the full softmax, not loss {loss!r}",
+                           fix="set loss=softmax, or repeat_head=false")  # fmt: skip
+        if explore not in ("all", "new"):
+            raise GdrError(f"unknown repeat_explore {explore!r}", fix="use 'all' or 'new'")
         if d_model % n_heads:
             raise GdrError(
                 f"d_model {d_model} is not divisible by n_heads {n_heads}", fix="make d_model a multiple of n_heads"
@@ -183,6 +196,8 @@ class SeqRecommender(Recommender, abc.ABC):
         self.register_buffer("draws", torch.zeros((), dtype=torch.int64))  # training steps of the 'negatives' loss
         self.plugin_items: Tensor | None = None  # [N, d'] a plug-in's item table (tail negatives); not saved
         self.plugin_beta = 0.0  # weight of a plug-in's soft positives; not saved
+        self.repeat = RepeatHead(d_model) if repeat_head else None  # RepeatNet's repeat expert (seq_repeat.py)
+        self.explore_new = explore == "new"
 
     # ----- the encoder -----------------------------------------------------------------------------
     @abc.abstractmethod
@@ -219,6 +234,8 @@ class SeqRecommender(Recommender, abc.ABC):
             query = self.queries(fit_history(batch["history"], self.max_len))[:, -1:]  # [B, 1, d]
             target = batch["target"][:, None]
             keep = target >= 0
+        if self.repeat is not None:
+            return self.repeat_loss(seq[:, :-1] if "seq" in batch else None, batch, target, keep)
         query, target = query[keep], target[keep]  # [P, d], [P]
         if self.loss_name == "softmax":
             return softmax_loss(query, target, self.item_vectors(), self.temperature)
@@ -227,6 +244,18 @@ class SeqRecommender(Recommender, abc.ABC):
             return in_batch_loss(query, target, items, self.temperature)
         return negatives_loss(query, target, items[: self.n_items], self.temperature, self.num_negatives,
                               self.negatives_generator())  # fmt: skip
+
+    def repeat_loss(self, seq: Tensor | None, batch: dict[str, Tensor], target: Tensor, keep: Tensor) -> Tensor:
+        """Mean -log of the repeat / explore mixture (`seq_repeat.py`) over the kept positions: seq [B, L] the
+        window's inputs (None: a batch of prefixes, whose last position is the one trained)."""
+        if seq is None:
+            seq = fit_history(batch["history"], self.max_len)
+            target = F.pad(target, (seq.shape[1] - 1, 0), value=-1)  # [B, L]: the last position only
+            keep = target >= 0
+        hidden = self.encode(seq)  # [B, L, d]
+        logits = (F.normalize(hidden, dim=-1) @ self.item_vectors().T).float() / self.temperature  # [B, L, N]
+        nll = mixture_nll(self.repeat, hidden, logits, seq, target.clamp(min=0), self.explore_new)
+        return nll[keep].mean()
 
     def plugin_loss(self, batch: dict[str, Tensor], query: Tensor, target: Tensor, keep: Tensor) -> Tensor:
         """Loss of whole windows with a training plug-in's columns (PDRec, `stages/models/pdrec.py`):
@@ -293,4 +322,9 @@ class SeqRecommender(Recommender, abc.ABC):
         self, history: Tensor, *, k: int, sampler: str | None = None, options: Any = None, exclude: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
         self.check_sampler(sampler)
-        return top_k(self.scores(history), k, exclude)
+        if self.repeat is None:
+            return top_k(self.scores(history), k, exclude)
+        seq = fit_history(history, self.max_len)
+        hidden = self.encode(seq)  # [B, L, d]
+        logits = (F.normalize(hidden[:, -1], dim=-1) @ self.item_vectors().T).float() / self.temperature  # [B, N]
+        return top_k(mixture_scores(self.repeat, hidden, logits, seq, self.explore_new), k, exclude)
