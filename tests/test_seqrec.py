@@ -264,7 +264,8 @@ def popularity_ndcg(data: FamilyData, histories: torch.Tensor, targets: torch.Te
 
 
 @pytest.mark.parametrize(
-    ("family", "repeat"), [(SasrecFamily(), False), (HstuFamily(), False), (SasrecFamily(), True)],
+    ("family", "repeat"),
+    [(SasrecFamily(), False), (HstuFamily(), False), (SasrecFamily(), True)],
     ids=["sasrec", "hstu", "sasrec-repeat"],
 )
 def test_learns_beyond_popularity(family, repeat: bool, synthetic: FamilyData, tmp_path: Path) -> None:
