@@ -8,7 +8,8 @@ Reads `DATA_ROOT/DATASET/processed/splits.parquet` and `DATA_ROOT/DATASET/recs/N
 input window (the last `--window` history items), the share of users whose top-10 holds the latest
 history item (on test: the validation item), NDCG@10 as evaluated, and NDCG@10 of the same list with
 the history items dropped (the remaining items move up; computed from the stored top-K only, so it is a
-lower bound of a model's `--exclude-history` score). Used in benchmarks/ablation_quality.md.
+lower bound of a model's `--exclude-history` score), and the same with only the window's items dropped (what
+`repeat_explore: new` does to a model whose repeat gate is shut). Used in benchmarks/ablation_quality.md.
 """
 
 from __future__ import annotations
@@ -56,11 +57,14 @@ def share_row(splits: pl.DataFrame, recs: pl.DataFrame, split: str, window: int)
     users = recs["user"].n_unique()
     top = recs.filter(pl.col("pos") < 10)
     fresh = recs.filter(~pl.col("seen")).with_columns((pl.int_range(pl.len()).over("user")).alias("pos"))
+    outside = recs.filter(~pl.col("in_window").fill_null(False))
+    outside = outside.with_columns((pl.int_range(pl.len()).over("user")).alias("pos"))
     return {
         "history in top-10": top["seen"].sum() / users,
         "of which in window": top["in_window"].fill_null(False).sum() / users,
         "latest item in top-10": top.filter(pl.col("age") == 0).height / users,
         "NDCG@10": ndcg10(recs),
+        "NDCG@10, window dropped": float(ndcg10(outside) * outside["user"].n_unique() / users),
         "NDCG@10, history dropped": float(ndcg10(fresh) * fresh["user"].n_unique() / users),
     }
 

@@ -42,25 +42,30 @@ def window_mask(seq: Tensor) -> Tensor:
     return torch.ones(length, length, dtype=torch.bool, device=seq.device).tril() & first[:, None, :]
 
 
-def explore_log_norm(logits: Tensor, seq: Tensor, new: bool) -> Tensor:
-    """log of the explore softmax's normaliser at every position: logits [B, L, N], seq [B, L] -> [B, L]; with
-    `new`, over the items outside the position's window only."""
-    lse = logits.logsumexp(-1)  # [B, L]
-    if not new:
+def explore_log_norm(logits: Tensor, window: Tensor, inside: Tensor | None) -> Tensor:
+    """log of the explore softmax's normaliser at P positions: logits [P, N]; with `inside` [P, L] (the logits of
+    the window's items, `window` [P, L] bool marking each distinct one), over the items outside the window only."""
+    lse = logits.logsumexp(-1)  # [P]
+    if inside is None:
         return lse
-    inside = logits.gather(2, seq.clamp(min=0)[:, None, :].expand(-1, seq.shape[1], -1))  # [B, L, L]
-    log_inside = inside.masked_fill(~window_mask(seq), float("-inf")).logsumexp(-1)  # [B, L]
+    log_inside = inside.masked_fill(~window, float("-inf")).logsumexp(-1)  # [P]
     share = (log_inside - lse).exp().clamp(max=1 - 1e-6)  # the window's share of the catalogue's mass
     return lse + torch.log1p(-share)
 
 
-def mixture_nll(head: RepeatHead, hidden: Tensor, logits: Tensor, seq: Tensor, target: Tensor, new: bool) -> Tensor:
-    """-log p(target) at every position [B, L]: hidden [B, L, d], logits [B, L, N] float32 (cosine / temperature),
-    seq [B, L] the input items, target [B, L] (>= 0 where kept; clamp padding before)."""
-    log_e, log_r, log_a = pointer_terms(head, hidden, seq)
-    hit = (seq[:, None, :] == target[:, :, None]) & (log_a > NEG / 2)  # [B, L, L] window positions holding target
-    log_copy = log_a.masked_fill(~hit, NEG).logsumexp(-1)  # [B, L]
-    gen = logits.gather(2, target[..., None]).squeeze(-1) - explore_log_norm(logits, seq, new)  # [B, L]
+def mixture_nll(head: RepeatHead, hidden: Tensor, items: Tensor, temperature: float, seq: Tensor, target: Tensor,
+                keep: Tensor, new: bool) -> Tensor:  # fmt: skip
+    """-log p(target) at the kept positions -> [P]: hidden [B, L, d] encoder states, items [N, d] L2-normalised,
+    seq [B, L] the input items, target [B, L] (>= 0 where kept), keep [B, L] bool (P of them). The catalogue
+    logits are only built for the kept positions."""
+    log_e, log_r, log_a = (t[keep] for t in pointer_terms(head, hidden, seq))  # [P], [P], [P, L]
+    row = keep.nonzero()[:, 0]  # [P] the window of each kept position
+    window_seq, tgt = seq[row], target[keep]  # [P, L], [P]
+    logits = (F.normalize(hidden[keep], dim=-1) @ items.T).float() / temperature  # [P, N]
+    hit = (window_seq == tgt[:, None]) & (log_a > NEG / 2)  # [P, L] positions of the window holding the target
+    log_copy = log_a.masked_fill(~hit, NEG).logsumexp(-1)  # [P]
+    inside = logits.gather(1, window_seq.clamp(min=0)) if new else None  # [P, L]
+    gen = logits.gather(1, tgt[:, None]).squeeze(1) - explore_log_norm(logits, window_mask(seq)[keep], inside)
     if new:  # the explore expert has no mass on window items
         gen = gen.masked_fill(hit.any(-1), NEG)
     return -torch.logaddexp(log_e + gen, log_r + log_copy)

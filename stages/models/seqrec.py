@@ -253,9 +253,10 @@ class SeqRecommender(Recommender, abc.ABC):
             target = F.pad(target, (seq.shape[1] - 1, 0), value=-1)  # [B, L]: the last position only
             keep = target >= 0
         hidden = self.encode(seq)  # [B, L, d]
-        logits = (F.normalize(hidden, dim=-1) @ self.item_vectors().T).float() / self.temperature  # [B, L, N]
-        nll = mixture_nll(self.repeat, hidden, logits, seq, target.clamp(min=0), self.explore_new)
-        return nll[keep].mean()
+        nll = mixture_nll(
+            self.repeat, hidden, self.item_vectors(), self.temperature, seq, target, keep, self.explore_new
+        )
+        return nll.mean()
 
     def plugin_loss(self, batch: dict[str, Tensor], query: Tensor, target: Tensor, keep: Tensor) -> Tensor:
         """Loss of whole windows with a training plug-in's columns (PDRec, `stages/models/pdrec.py`):
