@@ -59,16 +59,19 @@ def test_diffusion_repeat_loss_adds_the_mode_nll() -> None:
 
 
 @pytest.mark.parametrize("exclude", [False, True])
-def test_diffusion_repeat_mixes_the_samplers_list_with_the_history(exclude: bool) -> None:
-    model = tiny_model(repeat_head=True)
+@pytest.mark.parametrize("explore", ["all", "new"])
+def test_diffusion_repeat_mixes_the_samplers_list_with_the_history(exclude: bool, explore: str) -> None:
+    model = tiny_model(repeat_head=True, repeat_explore=explore)
     with torch.no_grad():
         model.repeat.gate.bias.fill_(2.0)  # mostly repeat: history items must climb the list
     history = torch.tensor([[0, 3, 3, 5], [-1, -1, 1, 2], [-1, -1, -1, -1]])
-    banned = history if exclude else None
-    items, scores = model.recommend(history, k=4, sampler="cpd", exclude=banned)
-    # by hand: the same model's list without the head, then p = (1 - g) p_list + g * pointer mass, per item
+    items, scores = model.recommend(history, k=4, sampler="cpd", exclude=history if exclude else None)
+    # by hand: the same model's list without the head ('new': searched without the history), then
+    # p = (1 - g) p_list + g * pointer mass, per item
     repeat, model.repeat = model.repeat, None
-    base, base_score = model.recommend(history, k=4, sampler="cpd", exclude=banned)
+    base, base_score = model.recommend(
+        history, k=4, sampler="cpd", exclude=history if exclude or explore == "new" else None
+    )
     model.repeat = repeat
     with torch.no_grad():
         memory, _ = model._memory(history)
@@ -123,26 +126,3 @@ def test_diffusion_explore_new_learns_the_generator_from_the_explore_examples_on
     assert total.item() == pytest.approx(want.item(), rel=1e-5)
     with pytest.raises(GdrError, match="needs a repeat head"):
         tiny_model(repeat_explore="new")
-
-
-@pytest.mark.parametrize("exclude", [False, True])
-def test_diffusion_explore_new_leaves_the_history_to_the_repeat_expert(exclude: bool) -> None:
-    model = tiny_model(repeat_head=True, repeat_explore="new")
-    history = torch.tensor([[0, 3, 3, 5], [-1, -1, 1, 2], [-1, -1, -1, -1]])
-    items, scores = model.recommend(history, k=4, sampler="cpd", exclude=history if exclude else None)
-    # by hand: the generator's list searched without the history, then the history items by the pointer alone
-    repeat, model.repeat = model.repeat, None
-    base, base_score = model.recommend(history, k=4, sampler="cpd", exclude=history)
-    model.repeat = repeat
-    with torch.no_grad():
-        memory, _ = model._memory(history)
-        log_e, log_r, log_a = model.repeat(memory[:, -1], memory[:, :-1], history >= 0)
-    for u in range(3):
-        p = {i: math.exp(log_e[u].item() + s) for i, s in zip(base[u].tolist(), base_score[u].tolist(), strict=True)}
-        for j, item in enumerate(history[u].tolist()):
-            if item >= 0 and not exclude:
-                p[item] = p.get(item, 0.0) + math.exp(log_r[u].item() + log_a[u, j].item())
-        want = sorted(p.items(), key=lambda kv: -kv[1])[:4]
-        assert items[u].tolist() == [i for i, _ in want]
-        torch.testing.assert_close(scores[u].exp(), torch.tensor([v for _, v in want]), rtol=1e-4, atol=1e-7)
-    assert all(len(set(row)) == 4 for row in items.tolist())
