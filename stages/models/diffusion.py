@@ -19,7 +19,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gdr_cli.errors import GdrError
 from stages.config.diffuse import DiffuseConfig, DiffuseTrainConfig
 from stages.diffusion.corruption import MASK
 from stages.diffusion.likelihood import any_order_bound
@@ -28,7 +27,7 @@ from stages.diffusion.schedules import make_schedule
 from stages.models.base import Recommender
 from stages.models.family import FamilyData, ModelFamily
 from stages.models.history_dropout import drop_history
-from stages.models.repeat_head import RepeatHead, mix_lists, mode_nll
+from stages.models.repeat_head import RepeatHead, explore_new, mix_lists, mode_nll
 from stages.models.row_chunks import folded_attention, residual_mlp, user_attention
 from stages.samplers.exclusion import ItemSets
 from stages.samplers.validity import CodeTable
@@ -237,13 +236,11 @@ class DiffusionRecommender(Recommender):
         seed: int = 0,
     ):
         kwargs = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
-        if repeat_explore not in ("all", "new") or (repeat_explore == "new" and not repeat_head):
-            raise GdrError(f"repeat_explore {repeat_explore!r} needs a repeat head",
-                           fix="set repeat_head=true, or repeat_explore=all (the generator covers every item)")  # fmt: skip
-        if repeat_explore == "all":  # absent when 'all', so older checkpoints' specs stay valid
+        self_explore_new = explore_new(repeat_explore, repeat_head)
+        if not self_explore_new:  # absent when 'all', so older checkpoints' specs stay valid
             del kwargs["repeat_explore"]
         super().__init__(**kwargs)
-        self.explore_new = repeat_explore == "new"  # the generator covers items outside the history window only
+        self.explore_new = self_explore_new  # the generator covers items outside the history window only
         n, v, d = len(vocab_sizes), max(vocab_sizes), d_model
         self.n_digits, self.max_len, self.schedule_name, self.beta_max = n, max_len, schedule, beta_max
         self.objective = make_loss(loss, schedule=schedule, lambda_floor=lambda_floor, augment_factor=augment_factor,

@@ -22,6 +22,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gdr_cli.errors import GdrError
+
+
+def explore_new(repeat_explore: str, repeat_head: bool, key: str = "repeat_explore") -> bool:
+    """Whether the generator is RepeatNet's explore expert over new items only (`repeat_explore: new`); a user
+    error for an unknown setting or 'new' without a repeat head (`key` names the setting in the message)."""
+    if repeat_explore not in ("all", "new") or (repeat_explore == "new" and not repeat_head):
+        raise GdrError(f"{key} {repeat_explore!r} needs a repeat head", fix=f"set {key.replace('repeat_explore', 'repeat_head')}=true, "
+                       f"or {key}=all (the generator covers every item)")  # fmt: skip
+    return repeat_explore == "new"
+
+
 NEG = -1e9
 """Log-weight of "no such history item": finite, so no row (e.g. an empty history) makes a NaN gradient."""
 TINY = 1e-30

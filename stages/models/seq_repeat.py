@@ -9,7 +9,7 @@ of a window (causal: the history is items 0..i), from the encoder states h:
     p_i(item) = (1 - g_i) p_i(item) + g_i sum_{j <= i: item_j = item} a_ij
 
 'new' needs no [B, L, N] mask: the normaliser over the items outside the window is the catalogue's minus the
-distinct window items' exp-logits, read with one [B, L, L] gather.
+distinct window items' exp-logits, read with one [P, L] gather (P = the trained positions).
 """
 
 from __future__ import annotations
@@ -75,9 +75,10 @@ def mixture_scores(head: RepeatHead, hidden: Tensor, logits: Tensor, seq: Tensor
     """log p(item) of every item after each window: hidden [B, L, d], logits [B, N] float32 at the last position,
     seq [B, L] -> [B, N] (finite everywhere: a window item keeps its repeat mass however small the gate)."""
     log_e, log_r, log_a = (t[:, -1] for t in pointer_terms(head, hidden, seq))  # [B], [B], [B, L]
-    in_window = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, seq.clamp(min=0), seq >= 0)  # [B, N]
-    masked = logits.masked_fill(in_window & ~in_window.all(-1, keepdim=True), float("-inf"))  # (not every item)
-    explore = (masked if new else logits).log_softmax(-1)
+    if new:  # the window's items leave the explore softmax (unless the window holds every item)
+        in_window = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, seq.clamp(min=0), seq >= 0)  # [B, N]
+        logits = logits.masked_fill(in_window & ~in_window.all(-1, keepdim=True), float("-inf"))
+    explore = logits.log_softmax(-1)
     mass = log_a.exp() * (seq >= 0)  # [B, L]
     copy = torch.zeros_like(logits).scatter_add_(1, seq.clamp(min=0), mass).clamp_min_(1e-30).log_()
     return torch.logaddexp(log_e[:, None] + explore, log_r[:, None] + copy)

@@ -36,7 +36,7 @@ from stages.data.sequences import training_windows
 from stages.models.base import Recommender
 from stages.models.family import FamilyData
 from stages.models.popularity import exclude_items
-from stages.models.repeat_head import RepeatHead
+from stages.models.repeat_head import RepeatHead, explore_new
 from stages.models.seq_repeat import mixture_nll, mixture_scores
 
 LOSSES = ("softmax", "sampled_softmax", "negatives")
@@ -178,12 +178,10 @@ class SeqRecommender(Recommender, abc.ABC):
         )
         if loss not in LOSSES:
             raise GdrError(f"unknown loss {loss!r}", fix=f"use one of: {', '.join(LOSSES)}")
-        repeat_head, explore = bool(extra.get("repeat_head", False)), extra.get("repeat_explore", "new")
+        repeat_head = bool(extra.get("repeat_head", False))
         if repeat_head and loss != "softmax":
             raise GdrError(f"repeat_head needs the full softmax, not loss {loss!r}",
                            fix="set loss=softmax, or repeat_head=false")  # fmt: skip
-        if explore not in ("all", "new"):
-            raise GdrError(f"unknown repeat_explore {explore!r}", fix="use 'all' or 'new'")
         if d_model % n_heads:
             raise GdrError(
                 f"d_model {d_model} is not divisible by n_heads {n_heads}", fix="make d_model a multiple of n_heads"
@@ -197,7 +195,7 @@ class SeqRecommender(Recommender, abc.ABC):
         self.plugin_items: Tensor | None = None  # [N, d'] a plug-in's item table (tail negatives); not saved
         self.plugin_beta = 0.0  # weight of a plug-in's soft positives; not saved
         self.repeat = RepeatHead(d_model) if repeat_head else None  # RepeatNet's repeat expert (seq_repeat.py)
-        self.explore_new = explore == "new"
+        self.explore_new = repeat_head and explore_new(extra.get("repeat_explore", "new"), repeat_head)
 
     # ----- the encoder -----------------------------------------------------------------------------
     @abc.abstractmethod

@@ -40,7 +40,7 @@ from stages.models.base import Recommender
 from stages.models.dense_head import DenseHead
 from stages.models.family import FamilyData, ModelFamily
 from stages.models.history_dropout import drop_history
-from stages.models.repeat_head import NEG, CopyPrior, RepeatHead
+from stages.models.repeat_head import NEG, CopyPrior, RepeatHead, explore_new
 from stages.models.tiger_corruption import CorruptionTraining
 
 PAD, EOS, FIRST_CODE_TOKEN = 0, 1, 2
@@ -122,10 +122,7 @@ class Tiger(Recommender):
             extra["dense_weight"] = float(dense_weight)
         if repeat_head:
             extra["repeat_head"] = True
-        if repeat_explore not in ("all", "new") or (repeat_explore == "new" and not repeat_head):
-            raise GdrError(f"repeat_explore {repeat_explore!r} needs a repeat head", fix="set tiger.repeat_head=true, "
-                           "or tiger.repeat_explore=all (the generator covers every item)")  # fmt: skip
-        if repeat_explore == "new":  # absent when 'all', so older checkpoints' specs stay valid
+        if explore_new(repeat_explore, repeat_head, "tiger.repeat_explore"):  # absent when 'all' (older checkpoints)
             extra["repeat_explore"] = "new"
         if shared:
             extra["vocab_kind"] = vocab_kind
