@@ -221,19 +221,22 @@ class SeqRecommender(Recommender, abc.ABC):
     def loss(self, batch: dict[str, Tensor]) -> Tensor:
         if "seq" in batch:
             seq = batch["seq"]  # [B, L + 1]
-            query = self.queries(seq[:, :-1])  # [B, L, d]
-            target = seq[:, 1:]  # [B, L]
-            keep = (target >= 0) & (seq[:, :-1] >= 0)  # a real target after a real item (not a user's first)
+            inputs, target = seq[:, :-1], seq[:, 1:]  # [B, L], [B, L]
+            keep = (target >= 0) & (inputs >= 0)  # a real target after a real item (not a user's first)
             if "context" in batch:  # leading targets that an earlier window trains: history only here
                 keep &= torch.arange(target.shape[1], device=seq.device) >= batch["context"][:, None]
-            if len(PLUGIN_COLUMNS & batch.keys()):
-                return self.plugin_loss(batch, query, target, keep)
         else:
-            query = self.queries(fit_history(batch["history"], self.max_len))[:, -1:]  # [B, 1, d]
-            target = batch["target"][:, None]
+            inputs = fit_history(batch["history"], self.max_len)  # [B, L]
+            target = F.pad(batch["target"][:, None], (inputs.shape[1] - 1, 0), value=-1)  # [B, L]: the last only
             keep = target >= 0
-        if self.repeat is not None:
-            return self.repeat_loss(seq[:, :-1] if "seq" in batch else None, batch, target, keep)
+        hidden = self.encode(inputs)  # [B, L, d], once: the repeat head reads the same states
+        if "seq" in batch and len(PLUGIN_COLUMNS & batch.keys()):
+            return self.plugin_loss(batch, F.normalize(hidden, dim=-1), target, keep)
+        if self.repeat is not None:  # RepeatNet's mixture (seq_repeat.py) at the kept positions
+            return mixture_nll(
+                self.repeat, hidden, self.item_vectors(), self.temperature, inputs, target, keep, self.explore_new
+            ).mean()
+        query = F.normalize(hidden, dim=-1)
         query, target = query[keep], target[keep]  # [P, d], [P]
         if self.loss_name == "softmax":
             return softmax_loss(query, target, self.item_vectors(), self.temperature)
@@ -242,19 +245,6 @@ class SeqRecommender(Recommender, abc.ABC):
             return in_batch_loss(query, target, items, self.temperature)
         return negatives_loss(query, target, items[: self.n_items], self.temperature, self.num_negatives,
                               self.negatives_generator())  # fmt: skip
-
-    def repeat_loss(self, seq: Tensor | None, batch: dict[str, Tensor], target: Tensor, keep: Tensor) -> Tensor:
-        """Mean -log of the repeat / explore mixture (`seq_repeat.py`) over the kept positions: seq [B, L] the
-        window's inputs (None: a batch of prefixes, whose last position is the one trained)."""
-        if seq is None:
-            seq = fit_history(batch["history"], self.max_len)
-            target = F.pad(target, (seq.shape[1] - 1, 0), value=-1)  # [B, L]: the last position only
-            keep = target >= 0
-        hidden = self.encode(seq)  # [B, L, d]
-        nll = mixture_nll(
-            self.repeat, hidden, self.item_vectors(), self.temperature, seq, target, keep, self.explore_new
-        )
-        return nll.mean()
 
     def plugin_loss(self, batch: dict[str, Tensor], query: Tensor, target: Tensor, keep: Tensor) -> Tensor:
         """Loss of whole windows with a training plug-in's columns (PDRec, `stages/models/pdrec.py`):
