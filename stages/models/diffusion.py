@@ -26,6 +26,7 @@ from stages.diffusion.losses import make_loss
 from stages.diffusion.schedules import make_schedule
 from stages.models.base import Recommender
 from stages.models.family import FamilyData, ModelFamily
+from stages.models.fast_dropout import attention
 from stages.models.history_dropout import drop_history
 from stages.models.repeat_head import RepeatHead, explore_new, mix_lists, mode_nll
 from stages.models.row_chunks import folded_attention, residual_mlp, user_attention
@@ -102,7 +103,7 @@ class DigitBlock(nn.Module):
                 .view(r, n, self.heads, d // self.heads)
                 .transpose(1, 2)
             )
-        a = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # [R, h, n, dh], every slot sees every slot
+        a = attention(q, k, v, None, p)  # [R, h, n, dh], every slot sees every slot
         x = x + self.drop(self.out1(a.transpose(1, 2).reshape(r, n, d)))
         return x, self.ln2(x)
 
@@ -143,7 +144,7 @@ class DigitBlock(nn.Module):
             )
         else:
             q = q.view(r, n, self.heads, d // self.heads).transpose(1, 2)
-            a = F.scaled_dot_product_attention(q, kv[0, rows], kv[1, rows], attn_mask=keep[rows], dropout_p=p)
+            a = attention(q, kv[0, rows], kv[1, rows], keep[rows], p)
         x = x + self.drop(self.out2(a.transpose(1, 2).reshape(r, n, d)))
         if self.training or torch.is_grad_enabled():
             return x + self.drop(self.mlp(self.ln3(x)))
@@ -152,9 +153,7 @@ class DigitBlock(nn.Module):
     def _cross(self, q: Tensor, kv: Tensor, keep: Tensor) -> Tensor:
         """Each user's queries q [U, h, Q, dh] against its keys/values kv [2, U, h, L+1, dh] -> [U, h, Q, dh]."""
         if self.training or torch.is_grad_enabled():
-            return F.scaled_dot_product_attention(
-                q, kv[0], kv[1], attn_mask=keep, dropout_p=self.dropout if self.training else 0.0
-            )
+            return attention(q, kv[0], kv[1], keep, self.dropout if self.training else 0.0)
         return user_attention(q, kv, keep)  # sampling: a few users at a time, two matmuls
 
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stages.config.seqrec import SasrecConfig, SeqrecTrainConfig
 from stages.models.family import FamilyData, ModelFamily
+from stages.models.fast_dropout import attention
 from stages.models.seqrec import SeqRecommender, init_weights, repeat_kwargs, window_examples
 
 
@@ -43,7 +43,7 @@ class SasrecBlock(nn.Module):
         """x [B, L, d], mask [B, 1, L, L] bool -> [B, L, d]."""
         b, length, d = x.shape
         q, k, v = self.qkv(self.norm1(x)).view(b, length, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
-        att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+        att = attention(q, k, v, mask, self.dropout if self.training else 0.0)
         x = x + self.drop(self.proj(att.transpose(1, 2).reshape(b, length, d)))
         return x + self.drop(self.ff(self.norm2(x)))
 

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from gdr_cli.console import console, progress
 from gdr_cli.errors import GdrError
 from stages.config.training import TrainLoopConfig
+from stages.models.fast_dropout import use_fast_dropout
 from stages.training import distributed as D
 from stages.training.checkpoint import fingerprint_json, load_checkpoint, save_checkpoint
 from stages.training.device import resolve_amp, resolve_device
@@ -539,7 +540,9 @@ def fit(
     device with the weights of the last step; `FitResult.best_state` has the best validation ones.
     A model that sets `loss_terms` (dict of detached scalars) in its loss gets each term logged
     (log rows, train.log, progress bar). `on_validation(step, ndcg)` is called after each validation.
+    Every `nn.Dropout` in the model is swapped for the cheaper-mask one first (stages/models/fast_dropout.py).
     """
+    use_fast_dropout(model)
     trainer = _Trainer(
         model=model,
         train=train,
