@@ -20,6 +20,7 @@ from gdr_cli.errors import GdrError
 from stages.config.training import TrainLoopConfig
 from stages.data.sequences import eval_histories, training_examples
 from stages.models.base import Recommender
+from stages.models.fast_dropout import Dropout as FastDropout
 from stages.training.checkpoint import CHECKPOINT
 from stages.training.loop import LOG_FILE, FitResult, epoch_order, fit
 from stages.training.optim import lr_factor, param_groups
@@ -150,6 +151,7 @@ def test_fit_learns_and_keeps_the_best_validation_state(data: dict, tmp_path: Pa
     assert res.best_step == next(r["step"] for r in res.log if r["val_ndcg@10"] == res.best_metric)
     assert res.best_state.keys() == model.state_dict().keys()
     assert all(t.device.type == "cpu" for t in res.best_state.values())
+    assert isinstance(model.drop, FastDropout) and model.drop.p == 0.2  # fit trains with the cheaper-mask dropout
     assert {"step", "epoch", "loss", "lr", "examples_per_s", "val_ndcg@10", "wall_s"} <= set(res.log[0])
     # the best state really scores best_metric
     model.load_state_dict(res.best_state)
