@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stages.models.fast_dropout import Dropout, attention, dropout, keep_mask, use_fast_dropout
+from stages.models.fast_dropout import attention, dropout, keep_mask, use_fast_dropout
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
@@ -69,6 +69,12 @@ def test_swap_replaces_every_dropout_and_keeps_eval_outputs() -> None:
     before = model(x)
     assert use_fast_dropout(model) == 4  # the outer one and the layer's dropout, dropout1, dropout2
     assert not any(type(m) is nn.Dropout for m in model.modules())
-    assert isinstance(model[0], Dropout) and model[0].p == 0.1 and layer.dropout1.p == 0.2
-    torch.testing.assert_close(model(x), before)
+    torch.testing.assert_close(model(x), before)  # eval mode carried over
+    ones = torch.ones(3, 8)
+    for module, p in ((model[0], 0.1), (layer.dropout1, 0.2)):  # in training: the cheaper mask, the same p
+        torch.manual_seed(6)
+        dropped = module.train()(ones)
+        torch.manual_seed(6)
+        keep, scale = keep_mask(ones.shape, p, ones.device)
+        assert torch.equal(dropped, keep * scale)
     assert use_fast_dropout(model) == 0

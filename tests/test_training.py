@@ -20,7 +20,7 @@ from gdr_cli.errors import GdrError
 from stages.config.training import TrainLoopConfig
 from stages.data.sequences import eval_histories, training_examples
 from stages.models.base import Recommender
-from stages.models.fast_dropout import Dropout as FastDropout
+from stages.models.fast_dropout import keep_mask
 from stages.training.checkpoint import CHECKPOINT
 from stages.training.loop import LOG_FILE, FitResult, epoch_order, fit
 from stages.training.optim import lr_factor, param_groups
@@ -151,7 +151,13 @@ def test_fit_learns_and_keeps_the_best_validation_state(data: dict, tmp_path: Pa
     assert res.best_step == next(r["step"] for r in res.log if r["val_ndcg@10"] == res.best_metric)
     assert res.best_state.keys() == model.state_dict().keys()
     assert all(t.device.type == "cpu" for t in res.best_state.values())
-    assert isinstance(model.drop, FastDropout) and model.drop.p == 0.2  # fit trains with the cheaper-mask dropout
+    ones = torch.ones(3, 8)  # fit trains with the cheaper-mask dropout (stages/models/fast_dropout.py), same p
+    torch.manual_seed(6)
+    dropped = model.drop.train()(ones)
+    torch.manual_seed(6)
+    keep, scale = keep_mask(ones.shape, 0.2, ones.device)
+    assert torch.equal(dropped, keep * scale)
+    model.drop.eval()
     assert {"step", "epoch", "loss", "lr", "examples_per_s", "val_ndcg@10", "wall_s"} <= set(res.log[0])
     # the best state really scores best_metric
     model.load_state_dict(res.best_state)
